@@ -1,0 +1,10 @@
+"""Snakemake entry point: gather every metrics.json into results/summary.csv."""
+
+import _ffsolve_path  # noqa: F401  (first: makes src/ importable under conda)
+from ffsolve.jobs import run_snakemake_job
+from ffsolve.results import gather_summary
+
+run_snakemake_job(
+    snakemake,  # noqa: F821 - injected by Snakemake's script:
+    lambda job: gather_summary(list(job.input.metrics), job.output.summary),
+)

@@ -1,0 +1,1 @@
+"""One module per experiment; each exposes functions that take a :class:`ffsolve.jobs.Job`."""

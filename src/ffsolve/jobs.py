@@ -1,0 +1,81 @@
+"""Running library code as a Snakemake job: logging into the rule's log, threads, progress, errors.
+
+Every script in ``scripts/`` is two lines: import an experiment function and hand it to
+:func:`run_snakemake_job`. Failures are logged with their traceback and re-raised, so the job exits
+non-zero and Snakemake removes the job's outputs; nothing is swallowed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Optional
+
+from tqdm.auto import tqdm
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+log = logging.getLogger("ffsolve")
+
+
+@dataclass
+class Job:
+    """What a Snakemake job hands to library code: named paths, params, config and threads."""
+
+    input: Any
+    output: Any
+    params: Any
+    config: dict
+    threads: int
+    wildcards: Any
+    log_path: Optional[str] = None
+
+
+def setup_logging(log_path: Optional[str] = None, level: int = logging.INFO) -> None:
+    """Send log records (and warnings, and stray prints to stderr) to ``log_path`` and stderr."""
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if log_path:
+        Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(log_path, mode="w"))
+    logging.basicConfig(level=level, format=LOG_FORMAT, handlers=handlers, force=True)
+    logging.captureWarnings(True)
+
+
+def progress(iterable: Iterable, desc: str, total: Optional[int] = None, **kwargs):
+    """A progress bar on stderr (which a Snakemake job's log captures), off when not wanted.
+
+    Set ``FFSOLVE_PROGRESS=0`` to silence the bars (tests do).
+    """
+    disable = os.environ.get("FFSOLVE_PROGRESS", "1") == "0"
+    return tqdm(iterable, desc=desc, total=total, disable=disable, file=sys.stderr,
+                mininterval=1.0, **kwargs)
+
+
+def run_snakemake_job(smk, main: Callable[[Job], Any]) -> Any:
+    """Run ``main(job)`` for the Snakemake ``script:`` object ``smk``, with logging and threads."""
+    from ffsolve.runtime import limit_threads
+
+    log_path = smk.log[0] if len(smk.log) else None
+    setup_logging(log_path)
+    threads = limit_threads(int(smk.threads))
+    job = Job(
+        input=smk.input,
+        output=smk.output,
+        params=smk.params,
+        config=dict(smk.config),
+        threads=threads,
+        wildcards=smk.wildcards,
+        log_path=log_path,
+    )
+    start = time.perf_counter()
+    log.info("rule %s, %d thread(s), wildcards %s", smk.rule, threads, dict(smk.wildcards.items()))
+    try:
+        result = main(job)
+    except BaseException:
+        log.exception("rule %s failed", smk.rule)
+        raise
+    log.info("rule %s finished in %.1f s", smk.rule, time.perf_counter() - start)
+    return result

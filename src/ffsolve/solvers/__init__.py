@@ -1,0 +1,20 @@
+"""Solvers for triangular systems: ``solve`` and the method registry."""
+
+from ffsolve.solvers import methods as _methods  # noqa: F401  (registers the built-in methods)
+from ffsolve.solvers.core import (
+    SolveResult,
+    SolveTrace,
+    available_methods,
+    get_solver,
+    register_solver,
+    solve,
+)
+
+__all__ = [
+    "SolveResult",
+    "SolveTrace",
+    "available_methods",
+    "get_solver",
+    "register_solver",
+    "solve",
+]

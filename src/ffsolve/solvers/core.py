@@ -1,0 +1,262 @@
+"""``ffsolve.solve``: the one entry point, its result record, and the registry of methods.
+
+A *triangular map* ``f`` along ``axis`` is a function whose output at position t depends only on
+input positions < t. Its unique fixed point x* = f(x*) is the feedforward result: what you get by
+computing position 0, then 1, then 2, ... in order. Every method here finds that fixed point; they
+differ in how many positions each call of ``f`` is allowed to update.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+import numpy as np
+
+from ffsolve.solvers import arrays
+
+Array = Any
+TriangularMap = Callable[[Array], Array]
+
+
+@dataclass
+class SolveTrace:
+    """Per-iteration record of a solve, for convergence plots.
+
+    Index k means "after k calls of f"; index 0 is the initial guess ``x0``.
+
+    Attributes:
+        change: ``(iterations,)`` — L2 norm of x_k − x_{k−1}, for k = 1..iterations; shape
+            ``(iterations, batch)`` when the solve was given ``trace_batch_axis``.
+        error: ``(iterations + 1,)`` — L2 norm of x_k − x_final for k = 0..iterations (the last
+            entry is 0); ``(iterations + 1, batch)`` with ``trace_batch_axis``.
+        iterates: ``(iterations + 1, *x0.shape)`` NumPy copies of every iterate, on the host.
+    """
+
+    change: np.ndarray
+    error: np.ndarray
+    iterates: np.ndarray
+
+
+@dataclass
+class SolveResult:
+    """What every method returns; every field is always present.
+
+    Attributes:
+        x: the solution, same array type, shape, dtype and device as ``x0``.
+        iterations: calls of ``f`` made (each call is one parallel step).
+        converged: True when the stopping rule was met (or the result is exact by the
+            triangular argument) before ``max_iters`` ran out.
+        method: the method's registry name.
+        block_size: positions per block (``None`` for ``sequential`` and ``jacobi``).
+        tol: the stopping threshold used on max |x_new − x_old|.
+        sequence_length: T, the length of ``x0`` along ``axis``.
+        trace: a :class:`SolveTrace` when ``trace=True`` was asked for, else ``None``.
+    """
+
+    x: Array
+    iterations: int
+    converged: bool
+    method: str
+    block_size: Optional[int]
+    tol: float
+    sequence_length: int
+    trace: Optional[SolveTrace] = field(default=None, repr=False)
+
+
+Solver = Callable[..., SolveResult]
+_SOLVERS: dict[str, Solver] = {}
+_USES_BLOCKS: set[str] = set()
+
+
+def register_solver(name: str, fn: Solver, *, uses_blocks: bool = False) -> None:
+    """Add a method under ``name``.
+
+    ``fn(f, x0, *, block_size, tol, max_iters, axis, tracker)`` must return a
+    :class:`SolveResult`; arguments arrive already validated (see :func:`solve`).
+    """
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"solver name must be a non-empty string, got {name!r}")
+    if name in _SOLVERS:
+        raise ValueError(f"a solver named {name!r} is already registered")
+    _SOLVERS[name] = fn
+    if uses_blocks:
+        _USES_BLOCKS.add(name)
+
+
+def get_solver(name: str) -> Solver:
+    """The method registered as ``name``; ``ValueError`` listing the valid names otherwise."""
+    try:
+        return _SOLVERS[name]
+    except (KeyError, TypeError):
+        raise ValueError(
+            f"method must be one of {sorted(_SOLVERS)}, got {name!r}"
+        ) from None
+
+
+def available_methods() -> list[str]:
+    return sorted(_SOLVERS)
+
+
+def solve(
+    f: TriangularMap,
+    x0: Array,
+    method: str = "jacobi",
+    block_size: Optional[int] = None,
+    tol: float = 0.0,
+    max_iters: Optional[int] = None,
+    axis: int = 0,
+    *,
+    trace: bool = False,
+    trace_batch_axis: Optional[int] = None,
+) -> SolveResult:
+    """Find the fixed point x = f(x) of a triangular map ``f`` by the named method.
+
+    Args:
+        f: triangular map along ``axis``: output position t depends only on input positions < t.
+            Called with arrays shaped like ``x0``; must return the same shape.
+        x0: initial guess (NumPy, PyTorch or JAX array); its length along ``axis`` is T. It is
+            never modified.
+        method: ``"sequential"`` (one position per call, T calls), ``"jacobi"`` (every
+            position per call), ``"gs_jacobi"`` (blocks in order, Jacobi inside the active block)
+            or ``"jacobi_gs"`` (all blocks at once, one position of each block per call).
+        block_size: positions per block, any positive integer (the last block may be shorter).
+            Only for ``gs_jacobi`` and ``jacobi_gs``; default ``ceil(sqrt(T))``.
+        tol: stop once max |x_new − x_old| <= tol over the positions being updated. ``0`` means
+            exact: the result then equals ``sequential``'s bit for bit.
+        max_iters: the most calls of ``f`` to make (default T). Stopping there early gives
+            ``converged=False``.
+        axis: the axis of ``x0`` that holds the T positions.
+        trace: record a :class:`SolveTrace` (keeps every iterate on the host: for plots, not for
+            timing).
+        trace_batch_axis: with ``trace``, report norms per item along this axis of ``x0``.
+
+    Returns:
+        A :class:`SolveResult`. Whatever the method, ``iterations <= T`` and, with ``tol=0`` and
+        enough ``max_iters``, ``converged`` is True and ``x`` is the sequential result.
+
+    Example:
+        >>> import numpy as np, ffsolve
+        >>> f = lambda x: np.concatenate([[1.0], 0.5 * x[:-1] + 1.0])   # x_t = 0.5 x_{t-1} + 1
+        >>> res = ffsolve.solve(f, np.zeros(8), method="jacobi")
+        >>> res.x[-1], res.iterations <= 8
+        (1.9921875, True)
+    """
+    solver = get_solver(method)
+    xp = arrays.namespace(x0)
+    if x0.ndim < 1:
+        raise ValueError("x0 must have at least one dimension (the positions to solve for)")
+    axis = _check_axis(axis, x0.ndim, "axis")
+    length = x0.shape[axis]
+    if length < 1:
+        raise ValueError(f"x0 has no positions along axis {axis} (shape {tuple(x0.shape)})")
+    if not callable(f):
+        raise ValueError(f"f must be callable, got {type(f).__name__}")
+    if method in _USES_BLOCKS:
+        block_size = math.isqrt(length - 1) + 1 if block_size is None else block_size
+        block_size = _check_positive_int(block_size, "block_size")
+    elif block_size is not None:
+        raise ValueError(
+            f"block_size is only used by {sorted(_USES_BLOCKS)}; method {method!r} takes none"
+        )
+    tol = _check_tol(tol)
+    max_iters = length if max_iters is None else _check_positive_int(max_iters, "max_iters")
+    if trace_batch_axis is not None:
+        if not trace:
+            raise ValueError("trace_batch_axis needs trace=True")
+        trace_batch_axis = _check_axis(trace_batch_axis, x0.ndim, "trace_batch_axis")
+        if trace_batch_axis == axis:
+            raise ValueError("trace_batch_axis must differ from axis")
+    tracker = Tracker(xp, f, tuple(x0.shape), trace, trace_batch_axis)
+    return solver(
+        f=tracker,
+        x0=x0,
+        block_size=block_size,
+        tol=tol,
+        max_iters=max_iters,
+        axis=axis,
+        xp=xp,
+    )
+
+
+class Tracker:
+    """Wraps ``f``: counts calls, checks the output shape, and records the trace on request."""
+
+    def __init__(self, xp, f, shape, trace: bool, batch_axis: Optional[int]):
+        self.xp, self.f, self.shape = xp, f, shape
+        self.calls = 0
+        self.recording = trace
+        self.batch_axis = batch_axis
+        self.changes: list = []
+        self.iterates: list[np.ndarray] = []
+
+    def __call__(self, x: Array) -> Array:
+        y = self.f(x)
+        self.calls += 1
+        if tuple(getattr(y, "shape", ())) != self.shape:
+            raise ValueError(
+                f"f returned shape {tuple(getattr(y, 'shape', ()))}, expected {self.shape} "
+                "(the shape of x0)"
+            )
+        return y
+
+    def start(self, x0: Array) -> None:
+        if self.recording:
+            self.iterates.append(arrays.to_numpy(x0).copy())
+
+    def record(self, x_new: Array) -> None:
+        """Note the iterate after a call (no-op unless a trace was asked for)."""
+        if not self.recording:
+            return
+        new = arrays.to_numpy(x_new).copy()
+        self.changes.append(_norm(new - self.iterates[-1], self.batch_axis))
+        self.iterates.append(new)
+
+    def result(self, x, *, converged, method, block_size, tol, length) -> SolveResult:
+        trace = None
+        if self.recording:
+            stacked = np.stack(self.iterates)
+            error = np.stack([_norm(it - stacked[-1], self.batch_axis) for it in stacked])
+            width = () if self.batch_axis is None else (self.shape[self.batch_axis],)
+            change = np.asarray(self.changes, dtype=np.float64).reshape((-1,) + width)
+            trace = SolveTrace(change=change, error=error, iterates=stacked)
+        return SolveResult(
+            x=x,
+            iterations=self.calls,
+            converged=converged,
+            method=method,
+            block_size=block_size,
+            tol=tol,
+            sequence_length=length,
+            trace=trace,
+        )
+
+
+def _norm(a: np.ndarray, batch_axis: Optional[int]):
+    a = a.astype(np.float64)
+    if batch_axis is None:
+        return float(np.sqrt(np.sum(a * a)))
+    axes = tuple(i for i in range(a.ndim) if i != batch_axis)
+    return np.sqrt(np.sum(a * a, axis=axes))
+
+
+def _check_axis(axis, ndim: int, name: str) -> int:
+    if isinstance(axis, bool) or not isinstance(axis, numbers.Integral):
+        raise ValueError(f"{name} must be an integer, got {axis!r}")
+    if not -ndim <= axis < ndim:
+        raise ValueError(f"{name}={axis} is out of range for an array with {ndim} dimensions")
+    return int(axis) % ndim
+
+
+def _check_positive_int(value, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def _check_tol(tol) -> float:
+    if isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not math.isfinite(tol) or tol < 0:
+        raise ValueError(f"tol must be a finite number >= 0, got {tol!r}")
+    return float(tol)

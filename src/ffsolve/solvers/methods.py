@@ -1,0 +1,134 @@
+"""The four methods. Each finds the fixed point of a triangular map ``f`` in at most T calls.
+
+Why at most T: if positions < e are already exact when ``f`` is called, then output positions
+<= e are exact too (position t only reads positions < t). Each method below writes position e on
+every call, so the exact prefix ``e`` grows by at least one per call, and after T calls the whole
+iterate is the feedforward result. The methods keep count of ``e`` and stop once it reaches T,
+so they never spend a call just to confirm what the triangular structure already guarantees.
+"""
+
+from __future__ import annotations
+
+from ffsolve.solvers import arrays
+from ffsolve.solvers.core import Tracker, register_solver
+
+
+def sequential(f: Tracker, x0, *, block_size, tol, max_iters, axis, xp):
+    """Ordinary feedforward evaluation: call t fixes position t. T calls; ``tol`` is unused."""
+    length = x0.shape[axis]
+    x = arrays.fresh_copy(x0)
+    f.start(x)
+    for t in range(min(length, max_iters)):
+        at_t = arrays.index_along(axis, x.ndim, slice(t, t + 1))
+        x = arrays.write(x, at_t, f(x)[at_t])
+        f.record(x)
+    return f.result(
+        x, converged=max_iters >= length, method="sequential", block_size=None, tol=tol,
+        length=length,
+    )
+
+
+def jacobi(f: Tracker, x0, *, block_size, tol, max_iters, axis, xp):
+    """x_k = f(x_{k−1}) at every position at once, until the change is <= tol."""
+    length = x0.shape[axis]
+    x = x0
+    f.start(x)
+    exact = 0
+    converged = False
+    while f.calls < max_iters:
+        y = f(x)
+        exact += 1
+        change = arrays.max_abs(xp, y - x)
+        x = y
+        f.record(x)
+        if change <= tol or exact >= length:
+            converged = True
+            break
+    return f.result(
+        x, converged=converged, method="jacobi", block_size=None, tol=tol, length=length
+    )
+
+
+def gs_jacobi(f: Tracker, x0, *, block_size, tol, max_iters, axis, xp):
+    """Blocks of ``block_size`` positions in order (Gauss–Seidel across blocks), Jacobi inside.
+
+    The active block is updated from each call until its change is <= tol (or it is exact by
+    count). The call that shows a block has stopped changing was made with that block already
+    final, so its output for the *next* block is a genuine Jacobi update of it: it is written
+    straight away instead of being thrown away, saving one call per block.
+    """
+    length = x0.shape[axis]
+    ndim = x0.ndim
+    x = arrays.fresh_copy(x0)
+    f.start(x)
+    start, exact = 0, 0
+    while True:
+        # Blocks already known exact (a settled block also makes the next position exact) need
+        # no call of their own.
+        while start < length and exact >= min(start + block_size, length):
+            start = min(start + block_size, length)
+        if start >= length or f.calls >= max_iters:
+            break
+        end = min(start + block_size, length)
+        block = arrays.index_along(axis, ndim, slice(start, end))
+        y = f(x)
+        change = arrays.max_abs(xp, y[block] - x[block])
+        x = arrays.write(x, block, y[block])
+        exact = min(exact + 1, end)
+        settled = change <= tol
+        if settled or exact >= end:
+            if settled:
+                # y[end] was computed from a prefix that is now exact, so it is exact too.
+                exact = min(end + 1, length)
+            start = end
+            if start < length:
+                following = arrays.index_along(
+                    axis, ndim, slice(start, min(start + block_size, length))
+                )
+                x = arrays.write(x, following, y[following])
+        f.record(x)
+    return f.result(
+        x, converged=start >= length, method="gs_jacobi", block_size=block_size, tol=tol,
+        length=length,
+    )
+
+
+def jacobi_gs(f: Tracker, x0, *, block_size, tol, max_iters, axis, xp):
+    """All blocks at once (Jacobi across blocks), one position of each block per call (GS inside).
+
+    Call k of a sweep writes position k of every block; as in the original, the first call of
+    each sweep writes every position (a full Jacobi step), which costs nothing extra. Stops once a
+    call's output differs from the current iterate by <= tol everywhere, i.e. the iterate is a
+    fixed point to within ``tol``.
+    """
+    length = x0.shape[axis]
+    ndim = x0.ndim
+    x = arrays.fresh_copy(x0)
+    f.start(x)
+    exact, step = 0, 0
+    converged = False
+    while f.calls < max_iters:
+        y = f(x)
+        residual = arrays.max_abs(xp, y - x)
+        if step == 0:
+            x = arrays.write(x, arrays.index_along(axis, ndim, slice(None)), y)
+        else:
+            strided = arrays.index_along(axis, ndim, slice(step, length, block_size))
+            x = arrays.write(x, strided, y[strided])
+        # Position ``exact`` is written on this call: it sits at offset ``step`` in its block.
+        exact += 1
+        step = (step + 1) % block_size
+        f.record(x)
+        if residual <= tol or exact >= length:
+            converged = True
+            break
+    return f.result(
+        x, converged=converged, method="jacobi_gs", block_size=block_size, tol=tol,
+        length=length,
+    )
+
+
+register_solver("sequential", sequential)
+register_solver("jacobi", jacobi)
+register_solver("gs_jacobi", gs_jacobi, uses_blocks=True)
+register_solver("jacobi_gs", jacobi_gs, uses_blocks=True)
