@@ -1,50 +1,93 @@
-# The one place that reads the config: validation, derived settings and target lists.
+# The one place that reads the config: validation, derived settings, input functions and the
+# target lists that each experiment's .smk extends with register_targets().
 import sys
 
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 validate(config, schema="../schemas/config.schema.yaml")
 
-# Importing ffsolve here only for pure helpers (names of runs); jobs import it themselves.
+SECTIONS = ("data", "solver_demo", "made", "pixelcnnpp", "densenet", "rnn_backprop")
+SCHEMAS = Path(workflow.basedir) / "workflow" / "schemas"
+
+
+def validate_section(name):
+    """Check config[name] against workflow/schemas/<name>.schema.yaml and fill its defaults."""
+    schema = SCHEMAS / f"{name}.schema.yaml"
+    if not schema.exists():
+        if config[name]:
+            raise WorkflowError(
+                f"config key '{name}': this experiment is not part of the workflow yet, "
+                "so its settings would be ignored; remove the key"
+            )
+        return
+    try:
+        validate(config[name], schema=str(schema))
+    except WorkflowError as err:
+        raise WorkflowError(f"config key '{name}' is invalid:\n{err}") from None
+
+
+for _section in SECTIONS:
+    validate_section(_section)
+
+# Pure helpers (run names) come from the library; jobs import it themselves.
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 from ffsolve.experiments.runs import run_names  # noqa: E402
 
 ENVS = {name: f"../../envs/{name}.yaml" for name in ("torch", "jax", "notebook")}
 THREADS = config["threads"]
-# A job that can use a GPU asks for one; on a machine without GPUs the resource is simply unused.
-GPU = 1 if config["device"] != "cpu" else 0
+# Jobs that can use a GPU ask for one unless the config pins the CPU; a local run without GPUs
+# only needs `--resources gpu=0`-free defaults (the resource is unconstrained unless given).
+GPU = 0 if config["device"] == "cpu" else 1
+
+TARGETS = {"metrics": [], "figures": []}
+
+
+def register_targets(metrics=(), figures=()):
+    """Called by each experiment's .smk: its metrics feed results/summary.csv, its figures `figures`."""
+    TARGETS["metrics"].extend(metrics)
+    TARGETS["figures"].extend(figures)
 
 
 def experiment_active(name):
-    return config[name]["activate"]
+    return config[name].get("activate", False)
 
 
-def get_solver_demo_runs():
-    cfg = config["solver_demo"]
-    return run_names(cfg["methods"], cfg["block_sizes"])
+def get_embedded_data_files(wildcards):
+    """The shipped MNIST files, as inputs, when the embedded source is used (so edits rerun)."""
+    if wildcards.dataset == "mnist" and config["data"]["mnist"]["source"] == "embedded":
+        return expand(
+            "workflow/resources/mnist/{name}.gz",
+            name=("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+        )
+    return []
+
+
+def get_results(experiment, datasets, runs, kind):
+    """results/<experiment>/<dataset>/<run>/<kind> for every dataset and run (DESIGN.md §6)."""
+    return expand(
+        "results/{experiment}/{dataset}/{run}/{kind}",
+        experiment=experiment,
+        dataset=datasets,
+        run=runs,
+        kind=kind,
+    )
 
 
 def get_solver_demo_results(kind):
-    return expand(
-        "results/solver_demo/tanh_map/{run}/{kind}",
-        run=get_solver_demo_runs(),
-        kind=kind,
+    cfg = config["solver_demo"]
+    return get_results(
+        "solver_demo", "tanh_map", run_names(cfg["methods"], cfg["block_sizes"]), kind
     )
 
 
 def get_all_metrics():
     """Every metrics.json the current config asks for (the input of results/summary.csv)."""
-    metrics = []
-    if experiment_active("solver_demo"):
-        metrics += get_solver_demo_results("metrics.json")
-    return metrics
+    return list(TARGETS["metrics"])
 
 
 def get_figures():
-    figures = ["results/summary.csv"]
-    if experiment_active("solver_demo"):
-        figures += expand("figures/solver_demo.{ext}", ext=("png", "pdf"))
-    return figures
+    return ["results/summary.csv"] + TARGETS["figures"]
 
 
 def get_all_outputs():

@@ -1,6 +1,13 @@
 # Every method on a random nonlinear triangular map: the workflow's smallest complete experiment.
 
 
+if experiment_active("solver_demo"):
+    register_targets(
+        metrics=get_solver_demo_results("metrics.json"),
+        figures=expand("figures/solver_demo.{ext}", ext=("png", "pdf")),
+    )
+
+
 rule solver_demo_run:
     output:
         metrics="results/solver_demo/{dataset}/{run}/metrics.json",

@@ -1,0 +1,7 @@
+"""Snakemake entry point: prepare one dataset as resources/data/<name>.npz."""
+
+import _ffsolve_path  # noqa: F401  (first: makes src/ importable under conda)
+from ffsolve.data.prepare import prepare
+from ffsolve.jobs import run_snakemake_job
+
+run_snakemake_job(snakemake, prepare)  # noqa: F821 - injected by Snakemake's script:
