@@ -1,0 +1,1 @@
+"""Models, one module per experiment (PyTorch, or Flax for PixelCNN++)."""
