@@ -20,6 +20,7 @@ rule solver_demo_run:
         # Listed so that a changed setting reruns the job (Snakemake's params trigger).
         settings=lambda wildcards: config["solver_demo"],
         timing=lambda wildcards: config["timing"],
+        seed=config["seed"],
     wildcard_constraints:
         dataset="tanh_map",
     threads: 1

@@ -31,7 +31,8 @@ def sequential(f: Tracker, x0, *, block_size, tol, max_iters, axis, xp):
 def jacobi(f: Tracker, x0, *, block_size, tol, max_iters, axis, xp):
     """x_k = f(x_{k−1}) at every position at once, until the change is <= tol."""
     length = x0.shape[axis]
-    x = x0
+    everything = arrays.index_along(axis, x0.ndim, slice(None))
+    x = arrays.fresh_copy(x0)
     f.start(x)
     exact = 0
     converged = False
@@ -39,7 +40,11 @@ def jacobi(f: Tracker, x0, *, block_size, tol, max_iters, axis, xp):
         y = f(x)
         exact += 1
         change = arrays.max_abs(xp, y - x)
-        x = y
+        # Copy y into x rather than keep f's own output: f's bits can depend on the memory layout
+        # of its input (BLAS picks kernels by strides), and every other method, ``sequential``
+        # included, calls f on a copy of x0. Keeping y would break "bit for bit equal to
+        # sequential" for an f whose output is laid out unlike its input (e.g. after a permute).
+        x = arrays.write(x, everything, y)
         f.record(x)
         if change <= tol or exact >= length:
             converged = True

@@ -1,0 +1,141 @@
+"""Run plumbing shared by every experiment: seeds, devices, threads, timing, results, jobs."""
+
+import json
+import logging
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from ffsolve import results, runtime, timing
+from ffsolve.jobs import run_snakemake_job
+
+
+def full_record(**overrides):
+    record = {
+        "experiment": "demo", "dataset": "toy", "method": "jacobi", "block_size": None,
+        "tol": 0.0, "sequence_length": 8, "iterations": 3, "wall_time_s": 0.5,
+        "max_abs_diff_vs_sequential": 0.0, "exact_match": True, "device": "cpu", "seed": 0,
+    }
+    record.update(overrides)
+    return record
+
+
+def test_seed_everything_makes_torch_and_numpy_repeat():
+    runtime.seed_everything(7)
+    first = (np.random.rand(3), torch.rand(3))
+    runtime.seed_everything(7)
+    second = (np.random.rand(3), torch.rand(3))
+    np.testing.assert_array_equal(first[0], second[0])
+    assert torch.equal(first[1], second[1])
+
+
+@pytest.mark.parametrize("bad", [1.5, "7", True])
+def test_seed_must_be_an_integer(bad):
+    with pytest.raises(ValueError, match="seed"):
+        runtime.seed_everything(bad)
+
+
+def test_device_choice():
+    assert runtime.torch_device("cpu").type == "cpu"
+    assert runtime.torch_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(ValueError, match="device must be one of"):
+        runtime.torch_device("gpu")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
+def test_cuda_without_gpu_is_an_error_not_a_fallback():
+    with pytest.raises(RuntimeError, match="device: cuda"):
+        runtime.torch_device("cuda")
+    with pytest.raises(RuntimeError, match="device: cuda"):
+        runtime.jax_device("cuda")
+
+
+def test_limit_threads_sets_torch_and_refuses_nonsense(monkeypatch):
+    before = torch.get_num_threads()
+    try:
+        assert runtime.limit_threads(1) == 1
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    with pytest.raises(ValueError, match="threads"):
+        runtime.limit_threads(0)
+
+
+def test_time_call_excludes_warmup_and_reports_median():
+    calls = []
+    result = timing.time_call(lambda: calls.append(1), repeats=5, warmup=2, sync=None)
+    assert len(calls) == 7
+    assert result.repeats == 5 and result.warmup == 2 and len(result.times_s) == 5
+    assert result.min_s <= result.median_s <= result.max_s
+    assert result.median_s == pytest.approx(sorted(result.times_s)[2])
+    with pytest.raises(ValueError, match="repeats"):
+        timing.time_call(lambda: None, repeats=0)
+
+
+def test_time_call_synchronises_each_result():
+    seen = []
+    timing.time_call(lambda: "value", repeats=3, warmup=1, sync=seen.append)
+    assert seen == ["value"] * 4
+
+
+def test_metrics_roundtrip_with_versions(tmp_path):
+    path = tmp_path / "a" / "metrics.json"
+    results.write_metrics(path, full_record(extra=np.float32(1.5), flags=np.array([1, 2])))
+    data = json.loads(path.read_text())
+    assert data["exact_match"] is True and data["extra"] == 1.5 and data["flags"] == [1, 2]
+    assert data["versions"]["numpy"] == np.__version__
+    assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_metrics_refuse_missing_fields_and_nan(tmp_path):
+    record = full_record()
+    del record["exact_match"]
+    with pytest.raises(ValueError, match="exact_match"):
+        results.write_metrics(tmp_path / "m.json", record)
+    with pytest.raises(ValueError, match="not finite"):
+        results.write_metrics(tmp_path / "m.json", full_record(wall_time_s=math.nan))
+    assert not (tmp_path / "m.json").exists()
+
+
+def test_summary_gathers_every_run_sorted(tmp_path):
+    paths = []
+    for method in ("jacobi", "sequential"):
+        path = tmp_path / method / "metrics.json"
+        results.write_metrics(path, full_record(method=method, timing={"iqr_s": 0.1, "repeats": 5}))
+        paths.append(path)
+    out = tmp_path / "summary.csv"
+    assert results.gather_summary(reversed(paths), out) == 2
+    lines = out.read_text().splitlines()
+    assert lines[0].startswith("experiment,dataset,method,block_size")
+    assert [line.split(",")[2] for line in lines[1:]] == ["jacobi", "sequential"]
+    assert ",5," in lines[1]
+
+
+def fake_snakemake(tmp_path, threads=1):
+    return SimpleNamespace(
+        log=[str(tmp_path / "logs" / "job.log")], threads=threads, input=[], output=[],
+        params={}, config={"seed": 1}, wildcards=SimpleNamespace(items=lambda: []), rule="demo",
+    )
+
+
+def test_job_logs_into_the_rule_log(tmp_path):
+    smk = fake_snakemake(tmp_path)
+    value = run_snakemake_job(smk, lambda job: logging.getLogger("ffsolve.x").info("hello %d", job.threads) or 3)
+    assert value == 3
+    text = (tmp_path / "logs" / "job.log").read_text()
+    assert "hello 1" in text and "finished" in text
+
+
+def test_job_failure_is_logged_and_raised(tmp_path):
+    smk = fake_snakemake(tmp_path)
+
+    def broken(job):
+        raise KeyError("missing thing")
+
+    with pytest.raises(KeyError):
+        run_snakemake_job(smk, broken)
+    text = (tmp_path / "logs" / "job.log").read_text()
+    assert "failed" in text and "missing thing" in text and "Traceback" in text

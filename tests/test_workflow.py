@@ -1,0 +1,79 @@
+"""The workflow skeleton: lint, dry run, and the solver demo end to end on a throw-away copy."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from ffsolve.data import load_prepared
+from workflow_helpers import copy_workflow, only, snakemake, write_config
+
+DEMO = {"length": 24, "batch": 3, "block_sizes": [5], "methods": ["sequential", "jacobi", "gs_jacobi", "jacobi_gs"]}
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    """The solver demo's whole DAG (runs, summary, papermill figure) on a tiny config."""
+    workdir = copy_workflow(tmp_path_factory.mktemp("demo_wf"))
+    config = write_config(workdir, {**only({"solver_demo": DEMO}), "timing": {"repeats": 2, "warmup": 0}})
+    snakemake(workdir, "--configfile", str(config), "--", "figures")
+    return workdir, config
+
+
+def test_lint_is_clean(tmp_path):
+    workdir = copy_workflow(tmp_path)
+    proc = snakemake(workdir, "--lint", check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_dry_run_of_figures_resolves(tmp_path):
+    workdir = copy_workflow(tmp_path)
+    proc = snakemake(workdir, "-n", "figures")
+    assert "solver_demo_run" in proc.stdout
+
+
+def test_demo_produces_exact_metrics_summary_and_figure(demo_run):
+    workdir, _ = demo_run
+    runs = ["sequential", "jacobi", "gs_jacobi_b5", "jacobi_gs_b5"]
+    for run in runs:
+        metrics = json.loads((workdir / f"results/solver_demo/tanh_map/{run}/metrics.json").read_text())
+        assert metrics["exact_match"] is True
+        assert 1 <= metrics["iterations"] <= DEMO["length"]
+        assert metrics["sequence_length"] == DEMO["length"]
+        assert metrics["timing"]["repeats"] == 2
+        with np.load(workdir / f"results/solver_demo/tanh_map/{run}/trace.npz") as trace:
+            assert trace["error_mean"].shape == (metrics["iterations"] + 1,)
+            assert trace["error_mean"][-1] == 0
+    with open(workdir / "results/summary.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert sorted(row["method"] for row in rows) == sorted(["sequential", "jacobi", "gs_jacobi", "jacobi_gs"])
+    for ext in ("png", "pdf"):
+        assert (workdir / f"figures/solver_demo.{ext}").stat().st_size > 10_000
+    executed = json.loads((workdir / "results/notebooks/solver_demo.ipynb").read_text())
+    assert any("| jacobi |" in "".join(o.get("text", "")) for c in executed["cells"] for o in c.get("outputs", []))
+    assert (workdir / "logs/solver_demo/tanh_map/jacobi.log").read_text().count("finished") == 1
+
+
+def test_second_run_does_nothing(demo_run):
+    workdir, config = demo_run
+    proc = snakemake(workdir, "-n", "--configfile", str(config), "--", "figures")
+    assert "Nothing to be done" in proc.stdout + proc.stderr
+
+
+def test_changed_setting_reruns_only_what_reads_it(demo_run):
+    workdir, config = demo_run
+    proc = snakemake(
+        workdir, "-n", "--configfile", str(config), "--config", "seed=99", "--", "figures"
+    )
+    out = proc.stdout
+    assert "solver_demo_run" in out and "summary" in out
+    assert "data_prepare" not in out
+
+
+def test_embedded_mnist_is_prepared_offline(tmp_path):
+    workdir = copy_workflow(tmp_path)
+    snakemake(workdir, "resources/data/mnist.npz")
+    data = load_prepared(workdir / "resources/data/mnist.npz")
+    assert data.train_images.shape == (9000, 28, 28) and data.test_images.shape == (1000, 28, 28)
+    assert data.source == "embedded"

@@ -1,0 +1,55 @@
+"""Running Snakemake on a throw-away copy of the workflow, so tests never touch results/."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+COPIED = ("Snakefile", "workflow", "config", "scripts", "src", "envs")
+EXPERIMENTS = ("solver_demo", "made", "pixelcnnpp", "densenet", "rnn_backprop")
+
+
+def copy_workflow(dest: Path) -> Path:
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in COPIED:
+        source = REPO / name
+        if source.is_dir():
+            shutil.copytree(source, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(source, dest / name)
+    return dest
+
+
+def only(experiments: dict) -> dict:
+    """A config that switches every experiment with a schema off, except those given (merged in)."""
+    config = {}
+    for name in EXPERIMENTS:
+        schema = REPO / "workflow" / "schemas" / f"{name}.schema.yaml"
+        if schema.exists():
+            config[name] = {"activate": False}
+    for name, settings in experiments.items():
+        config[name] = {"activate": True, **settings}
+    return config
+
+
+def write_config(workdir: Path, config: dict, name: str = "test.yaml") -> Path:
+    path = workdir / "config" / name
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def snakemake(workdir: Path, *args: str, check: bool = True, timeout: int = 900):
+    """Run the project's Snakemake with the test interpreter; returns the CompletedProcess."""
+    cmd = [sys.executable, "-m", "snakemake", "--cores", "2", *args]
+    proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=timeout,
+                          env={**__import__("os").environ, "FFSOLVE_PROGRESS": "0"})
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+        )
+    return proc
