@@ -58,6 +58,10 @@ def test_limit_threads_sets_torch_and_refuses_nonsense(monkeypatch):
     try:
         assert runtime.limit_threads(1) == 1
         assert torch.get_num_threads() == 1
+        # NumPy's BLAS was loaded before the call; it must be limited too.
+        from threadpoolctl import threadpool_info
+
+        assert all(pool["num_threads"] == 1 for pool in threadpool_info())
     finally:
         torch.set_num_threads(before)
     with pytest.raises(ValueError, match="threads"):

@@ -28,6 +28,10 @@ def limit_threads(threads: int) -> int:
     if "xla_cpu_multi_thread_eigen" not in xla_flags:
         os.environ["XLA_FLAGS"] = f"{xla_flags} {flag}".strip()
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+    # BLAS pools already loaded (NumPy's OpenBLAS, imported with ffsolve) ignore the variables.
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(threads)
     try:
         import torch
     except ImportError:
