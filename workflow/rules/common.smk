@@ -87,8 +87,47 @@ def get_all_metrics():
 
 
 def get_figures():
-    return ["results/summary.csv"] + TARGETS["figures"]
+    overview = ["results/summary.csv", "figures/speedups.md", "figures/speedups.png"]
+    return overview + TARGETS["figures"]
 
 
 def get_all_outputs():
     return get_figures() + get_all_metrics()
+
+
+# ---- made (MADE sampling, workflow/rules/made.smk) ---------------------------------------
+
+
+def get_made_runs():
+    cfg = config["made"]["sample"]
+    return run_names(cfg["methods"], cfg["block_sizes"])
+
+
+def get_made_results(datasets, kind):
+    """results/made/<dataset>/<run>/<kind> for every sampling run of the config."""
+    return get_results("made", datasets, get_made_runs(), kind)
+
+
+def get_made_checkpoint(wildcards):
+    """The checkpoint to sample: the one the config names, else the one made_train writes."""
+    named = config["made"]["checkpoint"][wildcards.dataset]
+    return named if named else f"results/made/{wildcards.dataset}/model.pt"
+
+
+def get_made_training(wildcards):
+    """The learning curve of the trained model ([] when the config names a checkpoint)."""
+    if config["made"]["checkpoint"][wildcards.dataset]:
+        return []
+    return f"results/made/{wildcards.dataset}/train.json"
+
+
+def get_made_figures():
+    return expand(
+        "figures/made_{dataset}{part}.{ext}",
+        dataset=config["made"]["datasets"],
+        part=("", "_samples"),
+        ext=("png", "pdf"),
+    )
+
+
+# ---- end made ------------------------------------------------------------------------------

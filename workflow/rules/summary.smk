@@ -13,3 +13,24 @@ rule summary:
         ENVS["notebook"]
     script:
         "../../scripts/summarize.py"
+
+
+rule speedups:
+    input:
+        summary="results/summary.csv",
+        paper="workflow/resources/paper_numbers.yaml",
+    output:
+        table="figures/speedups.md",
+        png=report(
+            "figures/speedups.png",
+            caption="../report/speedups.rst",
+            category="Overview",
+        ),
+        pdf="figures/speedups.pdf",
+    log:
+        "logs/figures/speedups.log",
+    threads: 1
+    conda:
+        ENVS["notebook"]
+    script:
+        "../../scripts/speedups.py"

@@ -1,0 +1,12 @@
+"""Snakemake entry point: our speedups beside the paper's (figures/speedups.md and figure)."""
+
+import _ffsolve_path  # noqa: F401  (first: makes src/ importable under conda)
+from ffsolve.comparison import write_report
+from ffsolve.jobs import run_snakemake_job
+
+run_snakemake_job(
+    snakemake,  # noqa: F821 - injected by Snakemake's script:
+    lambda job: write_report(
+        job.input.summary, job.input.paper, job.output.table, job.output.png, job.output.pdf
+    ),
+)
