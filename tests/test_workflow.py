@@ -77,3 +77,15 @@ def test_embedded_mnist_is_prepared_offline(tmp_path):
     data = load_prepared(workdir / "resources/data/mnist.npz")
     assert data.train_images.shape == (9000, 28, 28) and data.test_images.shape == (1000, 28, 28)
     assert data.source == "embedded"
+
+
+def test_slurm_profile_resolves_resources(tmp_path):
+    pytest.importorskip("snakemake_executor_plugin_slurm", reason="pip install -e '.[cluster]'")
+    workdir = copy_workflow(tmp_path)
+    proc = snakemake(workdir, "-n", "--workflow-profile", "workflow/profiles/slurm", "--", "figures")
+    out = proc.stdout
+    assert "Using workflow specific profile workflow/profiles/slurm" in out + proc.stderr
+    assert "runtime=60" in out and "mem_mb=16000" in out
+    gpu_rules = {"made_train", "pixelcnnpp_train", "densenet_train"}
+    if any(f"rule {name}:" in out for name in gpu_rules):
+        assert "gpu=1" in out, "training rules must ask the cluster for a GPU"
