@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 from ffsolve.data.core import save_prepared
 from ffsolve.data.sources import load_dataset
@@ -14,8 +15,14 @@ log = logging.getLogger(__name__)
 def prepare(job: Job) -> None:
     name = job.wildcards.dataset
     settings = job.params.settings
+    # The shipped files are the rule's inputs: read those, wherever the workflow was copied.
+    embedded = list(job.input.embedded)
     dataset = load_dataset(
-        name, settings["source"], settings.get("folder"), download_root=job.params.download_root
+        name,
+        settings["source"],
+        settings.get("folder"),
+        download_root=job.params.download_root,
+        embedded_dir=Path(embedded[0]).parent if embedded else None,
     )
     log.info(
         "%s from %s: train %s, test %s", name, dataset.source,

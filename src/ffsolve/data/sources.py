@@ -27,7 +27,7 @@ SOURCES = {"mnist": ("embedded", "download", "folder"), "cifar10": ("download", 
 
 
 def load_dataset(name: str, source: str, folder: Optional[str] = None,
-                 download_root: Optional[str] = None) -> Dataset:
+                 download_root: Optional[str] = None, embedded_dir: Optional[Path] = None) -> Dataset:
     """Load ``name`` from ``source``.
 
     Args:
@@ -37,6 +37,8 @@ def load_dataset(name: str, source: str, folder: Optional[str] = None,
         folder: the folder for ``source: folder``: the one *containing* ``MNIST/raw/`` or
             ``cifar-10-batches-py/``.
         download_root: where ``download`` puts the raw files.
+        embedded_dir: where the shipped MNIST files are (default: this checkout's
+            ``workflow/resources/mnist``).
     """
     if name not in SOURCES:
         raise DataError(f"unknown dataset {name!r}; known: {sorted(SOURCES)}")
@@ -46,7 +48,7 @@ def load_dataset(name: str, source: str, folder: Optional[str] = None,
         raise DataError(f"data.{name}.source is folder but data.{name}.folder is not set")
     if name == "mnist":
         if source == "embedded":
-            return _mnist_embedded()
+            return _mnist_embedded(Path(embedded_dir) if embedded_dir else EMBEDDED_MNIST)
         root = Path(folder) if source == "folder" else Path(download_root or "resources/raw")
         if source == "download":
             _torchvision_download("MNIST", root)
@@ -61,8 +63,8 @@ def _md5(path: Path) -> str:
     return hashlib.md5(path.read_bytes()).hexdigest()
 
 
-def _mnist_embedded() -> Dataset:
-    paths = {name: EMBEDDED_MNIST / name for name in EMBEDDED_MD5}
+def _mnist_embedded(directory: Path) -> Dataset:
+    paths = {name: directory / name for name in EMBEDDED_MD5}
     for name, path in paths.items():
         if not path.exists():
             raise DataError(
