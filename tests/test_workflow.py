@@ -89,3 +89,16 @@ def test_slurm_profile_resolves_resources(tmp_path):
     gpu_rules = {"made_train", "pixelcnnpp_train", "densenet_train"}
     if any(f"rule {name}:" in out for name in gpu_rules):
         assert "gpu=1" in out, "training rules must ask the cluster for a GPU"
+
+
+def test_report_opens_in_chromium_and_lists_every_figure(demo_run):
+    pytest.importorskip("playwright", reason="pip install -e '.[test]'")
+    from ffsolve.report_check import find_chromium, list_report_figures
+
+    if not find_chromium():
+        pytest.skip("no Chromium on this machine (apt-get install chromium)")
+    workdir, config = demo_run
+    snakemake(workdir, "--configfile", str(config), "--report", "report.html", "--", "figures")
+    listed = list_report_figures(workdir / "report.html")
+    assert listed.get("Solver demo") == ["figures/solver_demo.png"]
+    assert listed.get("Overview") == ["figures/speedups.png"]
