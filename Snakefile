@@ -15,6 +15,10 @@ report: "workflow/report/workflow.rst"
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/solver_demo.smk"
+include: "workflow/rules/made.smk"
+include: "workflow/rules/rnn_backprop.smk"
+include: "workflow/rules/densenet.smk"
+include: "workflow/rules/pixelcnnpp.smk"
 include: "workflow/rules/summary.smk"
 
 

@@ -131,3 +131,114 @@ def get_made_figures():
 
 
 # ---- end made ------------------------------------------------------------------------------
+
+
+# ---- rnn_backprop ---------------------------------------------------------------------------
+from ffsolve.experiments.rnn_backprop_runs import run_names as rnn_backprop_run_names  # noqa: E402
+
+
+def get_rnn_backprop_results(kind):
+    """results/rnn_backprop/<dataset>/<run>/<kind> for every backward run the config asks for."""
+    cfg = config["rnn_backprop"]
+    return get_results("rnn_backprop", cfg["dataset"], rnn_backprop_run_names(cfg), kind)
+
+
+def get_rnn_backprop_convergence():
+    return f"results/rnn_backprop/{config['rnn_backprop']['dataset']}/convergence.npz"
+
+
+def get_rnn_backprop_figures():
+    return expand(
+        "figures/rnn_backprop{suffix}.{ext}",
+        suffix=("", "_iter", "_convergence"),
+        ext=("png", "pdf"),
+    )
+
+
+# ---- end rnn_backprop -----------------------------------------------------------------------
+
+
+# ---- densenet (DenseNet over layers, workflow/rules/densenet.smk) ----------------------------
+def get_densenet_runs():
+    cfg = config["densenet"]
+    return run_names(cfg["methods"], cfg["block_sizes"])
+
+
+def get_densenet_results(datasets, kind):
+    """results/densenet/<dataset>/<run>/<kind> for every run of the config."""
+    return get_results("densenet", datasets, get_densenet_runs(), kind)
+
+
+def get_densenet_inputs(wildcards):
+    """Named inputs of densenet_solve: what the dataset's model and images are read from.
+
+    mnist: the trained checkpoint and the prepared data; imagenet_val: the local weights file when
+    the config names one (the image folder is checked here so a missing one stops the DAG with the
+    key to set); random_speed_only: nothing (weights and inputs come from the seed).
+    """
+    if wildcards.dataset == "mnist":
+        return {"model": "results/densenet/mnist/model.pt", "data": "resources/data/mnist.npz"}
+    if wildcards.dataset == "imagenet_val":
+        folder = config["data"]["imagenet_val"]["folder"]
+        if not folder or not Path(folder).is_dir():
+            raise WorkflowError(
+                f"densenet.datasets includes imagenet_val but data.imagenet_val.folder is "
+                f"{folder!r}, not an existing folder: set it to ImageNet validation images in "
+                "class sub-folders, or use the random_speed_only dataset on machines without ImageNet"
+            )
+        weights = config["densenet"]["imagenet_val"]["weights_file"]
+        return {"weights": weights} if weights else {}
+    return {}
+
+
+def get_densenet_figures():
+    return expand(
+        "figures/densenet_{dataset}.{ext}", dataset=config["densenet"]["datasets"], ext=("png", "pdf")
+    )
+
+
+# ---- end densenet ---------------------------------------------------------------------------
+
+
+# ---- pixelcnnpp (PixelCNN++ sampling, workflow/rules/pixelcnnpp.smk) ------------------------
+
+
+def get_pixelcnnpp_results(datasets, kind):
+    """results/pixelcnnpp/<dataset>/<method>/<kind>: one folder per configured sampler."""
+    return get_results("pixelcnnpp", datasets, config["pixelcnnpp"]["methods"], kind)
+
+
+def get_pixelcnnpp_settings(wildcards):
+    """The dataset's settings; a missing entry is a config error naming the key."""
+    try:
+        return config["pixelcnnpp"]["settings"][wildcards.dataset]
+    except KeyError:
+        raise WorkflowError(
+            f"config key 'pixelcnnpp.settings.{wildcards.dataset}' is missing: add the "
+            "dataset's model and sampling settings (workflow/schemas/pixelcnnpp.schema.yaml)"
+        ) from None
+
+
+def get_pixelcnnpp_checkpoint(wildcards):
+    """The checkpoint to sample: the one the config names, else the one pixelcnnpp_train writes."""
+    named = get_pixelcnnpp_settings(wildcards)["checkpoint"]
+    return named if named else f"results/pixelcnnpp/{wildcards.dataset}/model.msgpack"
+
+
+def get_pixelcnnpp_training(wildcards):
+    """The training record ([] when the config names a checkpoint)."""
+    if get_pixelcnnpp_settings(wildcards)["checkpoint"]:
+        return []
+    return f"results/pixelcnnpp/{wildcards.dataset}/train.json"
+
+
+def get_pixelcnnpp_figures():
+    return expand(
+        "figures/pixelcnnpp_{dataset}{part}.{ext}",
+        dataset=config["pixelcnnpp"]["datasets"],
+        part=("", "_samples"),
+        ext=("png", "pdf"),
+    )
+
+
+# ---- end pixelcnnpp -------------------------------------------------------------------------

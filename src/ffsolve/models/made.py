@@ -46,16 +46,16 @@ class _MaskedLinear(nn.Linear):
 def hidden_degrees(nin: int, hidden_sizes: Sequence[int]) -> list[torch.Tensor]:
     """Degree of every hidden unit: unit k of a layer sees inputs 1..degree (1-based).
 
-    Degrees are spread evenly over [lowest degree of the previous layer, nin − 1] instead of drawn
-    at random: deterministic without a seed, and every input reaches some unit even when the
-    layer is narrower than ``nin`` (a cyclic assignment would cut off inputs > width).
+    Degrees are spread evenly over [lowest degree of the previous layer, nin − 1], both ends
+    included, instead of drawn at random: deterministic without a seed, and every input reaches
+    the later outputs even when the layer is narrower than ``nin`` (a cyclic assignment would cut
+    off inputs > width; missing the top degree would cut input nin − 2 off the last output).
     """
     degrees, low = [], 1
     for width in hidden_sizes:
-        span = max(nin - 1 - low, 0)
-        degree = low + torch.div(torch.arange(width) * (span + 1), width, rounding_mode="floor")
-        degrees.append(degree.clamp(max=nin - 1))
-        low = int(degrees[-1].min())
+        degree = torch.linspace(low, max(nin - 1, low), width, dtype=torch.float64).round().long()
+        degrees.append(degree)
+        low = int(degree.min())
     return degrees
 
 

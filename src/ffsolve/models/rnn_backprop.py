@@ -183,5 +183,7 @@ def autograd_gradients(params: RNNParams, x: torch.Tensor) -> tuple[RNNParams, t
         if t < length - 1:
             h = F.softplus(h @ w_h.T + x[t] @ w_x.T + b_h)
     loss = ((torch.stack(outputs) - x) ** 2).mean()
-    grads = torch.autograd.grad(loss, leaves)
+    # T = 1 never uses the recurrence, so its weights get no gradient: report zeros.
+    grads = torch.autograd.grad(loss, leaves, allow_unused=True)
+    grads = [torch.zeros_like(p) if g is None else g for p, g in zip(leaves, grads)]
     return RNNParams(*grads), loss.detach()

@@ -1,0 +1,7 @@
+"""Snakemake entry point: PixelCNN++ train (logic in ffsolve.experiments.pixelcnnpp)."""
+
+import _ffsolve_path  # noqa: F401  (first: makes src/ importable under conda)
+from ffsolve.experiments import pixelcnnpp
+from ffsolve.jobs import run_snakemake_job
+
+run_snakemake_job(snakemake, pixelcnnpp.train)  # noqa: F821 - injected by Snakemake's script:

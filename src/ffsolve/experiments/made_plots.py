@@ -1,0 +1,129 @@
+"""The MADE figures (paper's made.ipynb): convergence curves, the sample grid, a small table."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+
+from ffsolve import plots
+from ffsolve.plots import plt
+
+COLORS = {"sequential": "black", "jacobi": "tab:red"}
+
+
+def _color(run: dict, index: int) -> str:
+    others = ("tab:blue", "tab:green", "tab:purple", "tab:orange", "tab:brown")
+    return COLORS.get(run["run"], others[index % len(others)])
+
+
+def convergence_figure(runs: Sequence[dict], title: str):
+    """L2 error to the final sample (solid) and L2 change between iterates (dashed), mean ± std
+    over the batch, against parallel iterations (left) and wall-clock time (right).
+
+    Each call of f is one MADE forward pass of the same cost whatever the method, so iteration k
+    sits at k / iterations of the run's measured median time on the right (measured total, spread
+    evenly for drawing).
+    """
+    fig, (by_iter, by_time) = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
+    for i, run in enumerate(runs):
+        trace, color = run["trace"], _color(run, i)
+        steps = np.arange(len(trace["error_mean"]))
+        per_step = run["wall_time_s"] / max(run["iterations"], 1)
+        for ax, scale in ((by_iter, 1.0), (by_time, per_step)):
+            plots.plot_band(ax, steps * scale, trace["error_mean"], trace["error_std"],
+                            color=color, label=f"{plots.label(run)}: error")
+            plots.plot_band(ax, steps[1:] * scale, trace["change_mean"], trace["change_std"],
+                            color=color, linestyle="--", label=f"{plots.label(run)}: change")
+    by_iter.set_xlabel("parallel iterations (MADE forward passes)")
+    by_time.set_xlabel("wall-clock time (s, median of repeats)")
+    for ax in (by_iter, by_time):
+        ax.set_ylabel(f"L2 distance (0 drawn at {plots.LOG_FLOOR:g})")
+        ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+    by_time.set_xscale("log")
+    by_iter.legend(fontsize="x-small", ncol=2)
+    fig.suptitle(title)
+    return fig
+
+
+def to_images(logits: np.ndarray, image_shape: Sequence[int], lam: float) -> np.ndarray:
+    """``(..., D)`` logit-space samples -> ``(..., H, W)`` or ``(..., H, W, 3)`` in [0, 1]."""
+    unit = np.clip((1.0 / (1.0 + np.exp(-logits.astype(np.float64))) - lam) / (1 - 2 * lam), 0, 1)
+    channels, height, width = image_shape
+    images = unit.reshape(unit.shape[:-1] + (channels, height, width))
+    images = np.moveaxis(images, -3, -1)
+    return images[..., 0] if channels == 1 else images
+
+
+def snapshot_mosaic(run: dict, columns: Sequence[int]) -> np.ndarray:
+    """Samples (rows) at the iterations ``columns`` (then the final one), tiled with a 1-px gap.
+
+    A run that converged before iteration k shows its final sample there: it is its iterate k.
+    """
+    trace = run["trace"]
+    kept = dict(zip(trace["snapshot_iterations"].tolist(), trace["snapshots"]))
+    final = kept[max(kept)]
+    frames = [kept.get(k, final) if k <= max(kept) else final for k in columns] + [final]
+    images = to_images(np.stack(frames), trace["image_shape"], float(trace["logit_lambda"]))
+    cols, rows = images.shape[:2]
+    height, width = images.shape[2:4]
+    tail = images.shape[4:]
+    mosaic = np.ones((rows * (height + 1) - 1, cols * (width + 1) - 1) + tail)
+    for c in range(cols):
+        for r in range(rows):
+            mosaic[r * (height + 1): r * (height + 1) + height,
+                   c * (width + 1): c * (width + 1) + width] = images[c, r]
+    return mosaic
+
+
+def sample_grid_figure(runs: Sequence[dict], title: str, compare: str = "jacobi"):
+    """Sequential beside ``compare`` (default Jacobi): samples at iterations 0, 5, ... and final."""
+    by_name = {run["run"]: run for run in runs}
+    shown = [by_name[name] for name in ("sequential", compare) if name in by_name]
+    if not shown:
+        raise ValueError(f"no sequential or {compare} run among {sorted(by_name)}")
+    columns = [int(k) for k in shown[0]["trace"]["snapshot_iterations"][:-1]]
+    columns = sorted(set(columns) | set(int(k) for r in shown for k in r["trace"]["snapshot_iterations"][:-1]))
+    columns = [k for k in columns if k <= max(int(r["trace"]["snapshot_iterations"][-1]) for r in shown)]
+    fig, axes = plt.subplots(1, len(shown), figsize=(5.5 * len(shown), 4), constrained_layout=True,
+                             squeeze=False)
+    for ax, run in zip(axes[0], shown):
+        mosaic = snapshot_mosaic(run, columns)
+        ax.imshow(mosaic, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        width = mosaic.shape[1] / (len(columns) + 1)
+        ax.set_xticks([width * (i + 0.5) for i in range(len(columns) + 1)])
+        ax.set_xticklabels([str(k) for k in columns] + [f"final\n({run['iterations']})"], fontsize=7)
+        ax.set_yticks([])
+        ax.set_xlabel("iteration")
+        ax.set_title(f"{plots.label(run)}, exact match: {run['exact_match']}")
+    fig.suptitle(title)
+    return fig
+
+
+def load_training(path: Optional[str]) -> Optional[dict]:
+    return json.loads(Path(path).read_text()) if path else None
+
+
+def markdown_table(runs: Sequence[dict], training: Optional[dict] = None) -> str:
+    """Iterations, iteration ratio, measured time and speedup against sequential, exactness."""
+    sequential = next((r for r in runs if r["method"] == "sequential"), None)
+    lines = ["| run | iterations | of T | iteration ratio | time (s, median) | speedup | exact match |",
+             "|---|---|---|---|---|---|---|"]
+    for run in runs:
+        ratio = f"{sequential['iterations'] / run['iterations']:.1f}×" if sequential else "n/a"
+        speedup = f"{sequential['wall_time_s'] / run['wall_time_s']:.1f}×" if sequential else "n/a"
+        lines.append(
+            f"| {plots.label(run)} | {run['iterations']} | {run['sequence_length']} | {ratio} | "
+            f"{run['wall_time_s']:.4g} | {speedup} | {run['exact_match']} |"
+        )
+    if training:
+        lines.append("")
+        lines.append(
+            f"Model: MADE {training['hidden_sizes']} trained {training['steps']} steps on "
+            f"{training['dataset']} ({training['data_source']}): train {training['final_train_bpd']:.3f}, "
+            f"test {training['final_test_bpd']:.3f} bits/dim."
+        )
+    return "\n".join(lines)

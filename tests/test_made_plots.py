@@ -1,0 +1,48 @@
+"""The MADE figure helpers on hand-made runs (the notebook itself runs in test_made_workflow)."""
+
+import numpy as np
+
+from ffsolve.experiments import made_plots
+
+LAM = 1e-6
+
+
+def fake_run(name, iterations, shape=(1, 4, 4), keep=2, every=2):
+    dims = int(np.prod(shape))
+    steps = [k for k in range(0, 3 * every, every) if k < iterations] + [iterations]
+    snapshots = np.stack([np.full((keep, dims), float(k)) for k in steps])
+    return {
+        "run": name, "method": name.split("_b")[0], "block_size": None, "iterations": iterations,
+        "sequence_length": dims, "wall_time_s": 0.01 * iterations, "exact_match": True,
+        "trace": {
+            "error_mean": np.linspace(1, 0, iterations + 1), "error_std": np.zeros(iterations + 1),
+            "change_mean": np.linspace(1, 0, iterations), "change_std": np.zeros(iterations),
+            "snapshot_iterations": np.asarray(steps), "snapshots": snapshots,
+            "image_shape": np.asarray(shape), "logit_lambda": np.asarray(LAM),
+        },
+    }
+
+
+def test_to_images_undoes_the_channel_major_flattening():
+    logits = np.full((2, 3 * 2 * 2), -20.0)
+    logits[:, 4:8] = 20.0  # green plane saturated
+    images = made_plots.to_images(logits, (3, 2, 2), LAM)
+    assert images.shape == (2, 2, 2, 3)
+    assert np.all(images[..., 1] == 1) and np.all(images[..., 0] == 0)
+
+
+def test_mosaic_shows_the_final_sample_after_convergence():
+    run = fake_run("jacobi", iterations=3)  # snapshots at 0, 2 and the final 3
+    mosaic = made_plots.snapshot_mosaic(run, columns=[0, 2, 4])
+    assert mosaic.shape == (2 * 5 - 1, 4 * 5 - 1)
+    tile = lambda c: mosaic[0:4, c * 5: c * 5 + 4]  # noqa: E731
+    np.testing.assert_array_equal(tile(2), tile(3))  # iteration 4 > 3 shows the final sample
+    assert not np.array_equal(tile(0), tile(3))
+
+
+def test_figures_and_table_build():
+    runs = [fake_run("sequential", 16), fake_run("jacobi", 4)]
+    made_plots.plots.save(made_plots.convergence_figure(runs, "t"))
+    made_plots.plots.save(made_plots.sample_grid_figure(runs, "t"))
+    table = made_plots.markdown_table(runs)
+    assert "| jacobi | 4 | 16 | 4.0× |" in table

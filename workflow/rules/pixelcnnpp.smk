@@ -1,0 +1,114 @@
+# PixelCNN++ sampling (paper §2.4-2.8): train (or load) a PixelCNN++ per dataset, sample one seeded
+# batch with every method in one process on the same weights and noise, check each against
+# sequential, and draw the convergence figure, the sample grids and the time table.
+
+
+if experiment_active("pixelcnnpp"):
+    register_targets(
+        metrics=get_pixelcnnpp_results(config["pixelcnnpp"]["datasets"], "metrics.json"),
+        figures=get_pixelcnnpp_figures(),
+    )
+
+
+rule pixelcnnpp_train:
+    input:
+        data="resources/data/{dataset}.npz",
+    output:
+        checkpoint="results/pixelcnnpp/{dataset}/model.msgpack",
+        log_json="results/pixelcnnpp/{dataset}/train.json",
+    log:
+        "logs/pixelcnnpp/{dataset}/train.log",
+    benchmark:
+        "benchmarks/pixelcnnpp/{dataset}/train.tsv"
+    params:
+        # Listed so that a changed setting retrains (Snakemake's params trigger).
+        settings=get_pixelcnnpp_settings,
+        seed=config["seed"],
+    wildcard_constraints:
+        dataset="mnist|cifar10",
+    threads: THREADS
+    resources:
+        gpu=GPU,
+    conda:
+        ENVS["jax"]
+    script:
+        "../../scripts/pixelcnnpp_train.py"
+
+
+rule pixelcnnpp_sample:
+    input:
+        data="resources/data/{dataset}.npz",
+        checkpoint=get_pixelcnnpp_checkpoint,
+    output:
+        metrics=expand(
+            "results/pixelcnnpp/{{dataset}}/{run}/metrics.json",
+            run=config["pixelcnnpp"]["methods"],
+        ),
+        traces=expand(
+            "results/pixelcnnpp/{{dataset}}/{run}/trace.npz", run=config["pixelcnnpp"]["methods"]
+        ),
+    log:
+        "logs/pixelcnnpp/{dataset}/sample.log",
+    benchmark:
+        "benchmarks/pixelcnnpp/{dataset}/sample.tsv"
+    params:
+        settings=get_pixelcnnpp_settings,
+        methods=config["pixelcnnpp"]["methods"],
+        tol=config["pixelcnnpp"]["tol"],
+        repeats=config["pixelcnnpp"]["repeats"],
+        timing=lambda wildcards: config["timing"],
+        device=config["device"],
+        seed=config["seed"],
+    wildcard_constraints:
+        dataset="mnist|cifar10",
+    threads: THREADS
+    resources:
+        gpu=GPU,
+    conda:
+        ENVS["jax"]
+    script:
+        "../../scripts/pixelcnnpp_sample.py"
+
+
+rule pixelcnnpp_figure:
+    input:
+        metrics=lambda wildcards: get_pixelcnnpp_results(wildcards.dataset, "metrics.json"),
+        traces=lambda wildcards: get_pixelcnnpp_results(wildcards.dataset, "trace.npz"),
+        training=get_pixelcnnpp_training,
+        notebook="workflow/notebooks/pixelcnnpp.ipynb",
+    output:
+        png=report(
+            "figures/pixelcnnpp_{dataset}.png",
+            caption="../report/pixelcnnpp.rst",
+            category="PixelCNN++ sampling",
+        ),
+        pdf="figures/pixelcnnpp_{dataset}.pdf",
+        samples_png=report(
+            "figures/pixelcnnpp_{dataset}_samples.png",
+            caption="../report/pixelcnnpp_samples.rst",
+            category="PixelCNN++ sampling",
+        ),
+        samples_pdf="figures/pixelcnnpp_{dataset}_samples.pdf",
+        table="results/pixelcnnpp/{dataset}/times.md",
+        notebook="results/notebooks/pixelcnnpp_{dataset}.ipynb",
+    log:
+        "logs/figures/pixelcnnpp_{dataset}.log",
+    params:
+        parameters=lambda wildcards, input, output: {
+            "dataset": wildcards.dataset,
+            "metrics": list(input.metrics),
+            "traces": list(input.traces),
+            "training": str(input.training) if input.training else "",
+            "png": output.png,
+            "pdf": output.pdf,
+            "samples_png": output.samples_png,
+            "samples_pdf": output.samples_pdf,
+            "table": output.table,
+        },
+    wildcard_constraints:
+        dataset="mnist|cifar10",
+    threads: 1
+    conda:
+        ENVS["notebook"]
+    script:
+        "../../scripts/render_notebook.py"
