@@ -66,6 +66,7 @@ def finished(tmp_path_factory):
     return summary, records, output
 
 
+@pytest.mark.slow  # shares a ~20 s train-and-solve fixture
 def test_training_writes_a_checkpoint_and_accuracy(finished):
     summary, _, _ = finished
     assert 0.0 <= summary["test_accuracy"] <= 1.0
@@ -73,6 +74,7 @@ def test_training_writes_a_checkpoint_and_accuracy(finished):
     assert summary["dense_layers"] == 6
 
 
+@pytest.mark.slow  # shares a ~20 s train-and-solve fixture
 def test_every_method_matches_the_forward_pass(finished):
     _, records, output = finished
     assert sorted(records) == sorted(RUNS)
@@ -87,6 +89,7 @@ def test_every_method_matches_the_forward_pass(finished):
         assert record["speed_only"] is False
 
 
+@pytest.mark.slow  # shares a ~20 s train-and-solve fixture
 def test_traces_are_consistent(finished):
     _, records, output = finished
     for run, path in zip(RUNS, output["trace"]):
@@ -99,6 +102,7 @@ def test_traces_are_consistent(finished):
             assert np.all(np.diff(trace["time_s"]) >= 0) and trace["time_s"][0] == 0
 
 
+@pytest.mark.slow  # shares a ~20 s train-and-solve fixture
 def test_figure_and_table(finished, tmp_path):
     _, _, output = finished
     runs = load_runs(output["metrics"], output["trace"])

@@ -39,7 +39,7 @@ def test_rnn_backprop_rules_train_trace_and_draw(tmp_path):
     text = "".join("".join(o.get("text", "")) for c in executed["cells"] for o in c.get("outputs", []))
     assert "| jacobi_k2 |" in text
     summary = (workdir / "results/summary.csv").read_text()
-    assert summary.count("rnn_backprop") == len(RUNS)
+    assert sum(line.startswith("rnn_backprop,") for line in summary.splitlines()) == len(RUNS)
 
 
 def test_dry_run_lists_one_training_job_per_run(tmp_path):

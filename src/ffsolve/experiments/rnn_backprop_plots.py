@@ -61,33 +61,50 @@ def run_colour(run: dict, budgets: Sequence[int]):
 
 
 def loss_figure(runs: Sequence[dict], against: str = "time"):
-    """Mean log EMA loss (band ±1 std over repeats) against wall-clock time or training steps.
+    """Mean log EMA loss against wall-clock time or training steps (band: ±1 std over repeats).
 
     Time is each step's measured cumulative wall clock, averaged over repeats (the original's
-    axis); nothing is estimated.
+    axis); nothing is estimated. Every run starts from the same weights and data, so the curves
+    overlap on the step axis; only sequential BPTT's band is drawn, and the step figure adds a
+    panel with each run's paired difference from sequential BPTT, where truncated gradients show.
     """
     if against not in ("time", "step"):
         raise ValueError(f"against must be 'time' or 'step', got {against!r}")
     budgets = [r["max_iters"] for r in runs if r["run"].startswith("jacobi_k")]
-    fig, ax = plt.subplots(figsize=(7, 4.5), constrained_layout=True)
+    sequential = next((r for r in runs if r["run"] == "sequential"), None)
+    paired = against == "step" and sequential is not None
+    fig, axes = plt.subplots(2 if paired else 1, 1, figsize=(7, 7 if paired else 4.5),
+                             sharex=True, constrained_layout=True, squeeze=False,
+                             gridspec_kw={"height_ratios": [2, 1]} if paired else None)
+    ax = axes[0, 0]
     for run in runs:
         curves = run["training"]
         log_loss = np.log(curves["ema_loss"])
         x = (curves["time_s"].mean(axis=0) if against == "time"
              else np.arange(1, log_loss.shape[1] + 1))
-        plot_band(ax, x, log_loss.mean(axis=0), log_loss.std(axis=0), floor=-np.inf,
-                  label=run_label(run), color=run_colour(run, budgets), linewidth=1.2)
+        style = dict(label=run_label(run), color=run_colour(run, budgets), linewidth=1.2)
+        if run is sequential:
+            plot_band(ax, x, log_loss.mean(axis=0), log_loss.std(axis=0), floor=-np.inf, **style)
+        else:
+            ax.plot(x, log_loss.mean(axis=0), **style)
+        if paired:
+            diff = log_loss - np.log(sequential["training"]["ema_loss"])
+            axes[1, 0].plot(x, diff.mean(axis=0), color=style["color"], linewidth=1.0)
     first = runs[0]
-    ax.set_xlabel("wall-clock time (s, cumulative, mean over repeats)" if against == "time"
-                  else "training step")
+    axes[-1, 0].set_xlabel("wall-clock time (s, cumulative, mean over repeats)"
+                           if against == "time" else "training step")
     ax.set_ylabel("log EMA loss")
     ax.set_title(
         f"Vanilla RNN (hidden {first['hidden_size']}) on {first['dataset']}, T = "
         f"{first['sequence_length']}: {first['repeats']} repeats × {first['steps']} SGD steps, "
         f"lr {first['lr']:g}", fontsize="medium")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize="x-small", title=f"[approx.]: gradients not within rtol of autograd",
+    ax.legend(fontsize="x-small", title="[approx.]: gradients not within rtol of autograd",
               title_fontsize="x-small")
+    if paired:
+        axes[1, 0].set_ylabel("log loss − BPTT's\n(same seeds, mean)")
+        axes[1, 0].axhline(0.0, color="black", linewidth=0.5)
+    for a in axes[:, 0]:
+        a.grid(alpha=0.3)
     return fig
 
 
