@@ -54,7 +54,8 @@ def parse_args(argv=None):
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--seed", type=int, default=1234)
-    parser.add_argument("--out", default="benchmarks/made_benchmark.json")
+    parser.add_argument("--out", default="results/made/benchmark.json",
+                        help="JSON with every number (results/ is not in git)")
     return parser.parse_args(argv)
 
 

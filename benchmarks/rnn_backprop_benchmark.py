@@ -34,12 +34,11 @@ from pathlib import Path
 import torch
 
 from ffsolve.data import load_dataset
-from ffsolve.experiments.rnn_backprop import dataset_sequences, time_major
+from ffsolve.experiments.rnn_backprop import dataset_sequences, sync_torch, time_major
 from ffsolve.experiments.rnn_backprop_backward import BackwardSpec, backward, scan_steps
 from ffsolve.jobs import setup_logging
 from ffsolve.models.rnn_backprop import forward, init_params
 from ffsolve.runtime import device_description, limit_threads, seed_everything, torch_device
-from ffsolve.timing import synchronize
 
 log = logging.getLogger("rnn_backprop_benchmark")
 
@@ -134,12 +133,12 @@ def benchmark_length(length: int, rows: torch.Tensor, args, device, dtype) -> li
     for name, spec in specs.items():
         for fn in timed.values():
             for _ in range(args.warmup):
-                synchronize(fn(spec))
+                sync_torch(fn(spec))
     for _ in range(args.repeats):
         for name, spec in specs.items():
             for key, fn in timed.items():
                 start = time.perf_counter()
-                synchronize(fn(spec))
+                sync_torch(fn(spec))
                 results[name][key].append(time.perf_counter() - start)
     rows_out = []
     for name, res in results.items():

@@ -133,3 +133,28 @@ def test_shipped_configs_validate():
     for name in ("config.yaml", "paper.yaml"):
         section = yaml.safe_load((ROOT / "config" / name).read_text())["densenet"]
         validate(section, schema=str(SCHEMA))
+
+
+def test_speed_only_problem_is_densenet201_on_random_inputs_and_says_so():
+    config = {"seed": 3, "densenet": {"random_speed_only": {"images": 2, "image_size": 32}},
+              "data": {"imagenet_val": {"folder": None}}}
+    job = Job(input=SimpleNamespace(), output=None, params=None, config=config, threads=1,
+              wildcards=SimpleNamespace(dataset="random_speed_only"))
+    model, batches, labels, description = densenet.load_problem(job, "random_speed_only")
+    assert model.num_dense_layers == 98 and not model.training
+    assert [tuple(b.shape) for b in batches] == [(2, 3, 32, 32)]
+    assert labels is None and "SPEED ONLY" in description
+    again = densenet.load_problem(job, "random_speed_only")
+    assert all(a.equal(b) for a, b in zip(batches, again[1]))  # seeded
+
+
+def test_imagenet_problem_without_folder_names_the_key(tmp_path):
+    from ffsolve.data import DataError
+
+    config = {"seed": 3, "densenet": {"imagenet_val": {
+        "weights_file": None, "download": False, "images": 100, "image_size": None}},
+        "data": {"imagenet_val": {"folder": None}}}
+    job = Job(input=SimpleNamespace(), output=None, params=None, config=config, threads=1,
+              wildcards=SimpleNamespace(dataset="imagenet_val"))
+    with pytest.raises(DataError, match="densenet.imagenet_val.weights_file"):
+        densenet.load_problem(job, "imagenet_val")

@@ -34,7 +34,7 @@ def test_made_rules_train_sample_and_draw(tmp_path):
         for ext in ("png", "pdf"):
             assert (workdir / f"figures/{name}.{ext}").stat().st_size > 5_000
     executed = json.loads((workdir / "results/notebooks/made_mnist.ipynb").read_text())
-    text = "".join(o.get("text", "") for c in executed["cells"] for o in c.get("outputs", []))
+    text = "".join("".join(o.get("text", "")) for c in executed["cells"] for o in c.get("outputs", []))
     assert "| jacobi |" in text and "bits/dim" in text
     assert "train" in (workdir / "logs/made/mnist/train.log").read_text()
 

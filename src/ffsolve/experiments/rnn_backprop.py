@@ -45,7 +45,7 @@ from ffsolve.models.rnn_backprop import (
 )
 from ffsolve.results import write_metrics, write_trace
 from ffsolve.runtime import device_description, seed_everything, torch_device
-from ffsolve.timing import synchronize, time_call
+from ffsolve.timing import time_call
 
 log = logging.getLogger(__name__)
 
@@ -80,9 +80,11 @@ def check_settings(cfg: Mapping) -> dict:
     if tol is not None and (not isinstance(tol, (int, float)) or tol < 0):
         raise ValueError(f"rnn_backprop.jacobi_tol must be a number >= 0 or null, got {tol!r}")
     if cfg.get("dtype") not in DTYPES:
-        raise ValueError(f"rnn_backprop.dtype must be one of {list(DTYPES)}, got {cfg.get('dtype')!r}")
+        raise ValueError(
+            f"rnn_backprop.dtype must be one of {list(DTYPES)}, got {cfg.get('dtype')!r}")
     if not isinstance(cfg.get("exact_rtol"), (int, float)) or cfg["exact_rtol"] <= 0:
-        raise ValueError(f"rnn_backprop.exact_rtol must be a number > 0, got {cfg.get('exact_rtol')!r}")
+        raise ValueError(
+            f"rnn_backprop.exact_rtol must be a number > 0, got {cfg.get('exact_rtol')!r}")
     return cfg
 
 
@@ -94,7 +96,8 @@ def dataset_sequences(dataset: Dataset, split: str, image_size: Optional[int]) -
     images = torch.from_numpy(getattr(dataset, f"{split}_images")).to(torch.float64) / 255.0
     if images.ndim != 3:
         raise ValueError(
-            f"rnn_backprop needs greyscale images (N, H, W); {dataset.name} has {tuple(images.shape)}"
+            f"rnn_backprop needs greyscale images (N, H, W); {dataset.name} has "
+            f"{tuple(images.shape)}"
         )
     if image_size is not None and tuple(images.shape[1:]) != (image_size, image_size):
         # Bilinear with antialiasing: the tensor analogue of torchvision's Resize on PIL images.
@@ -124,7 +127,8 @@ def repeat_generators(seed: int, repeat: int) -> tuple[torch.Generator, torch.Ge
 
 def probe_points(count: int, points: int, seed: int) -> torch.Tensor:
     """The fixed data points of the gradient checks and convergence traces."""
-    generator = torch.Generator().manual_seed(int(np.random.SeedSequence([seed, 999]).generate_state(1)[0]))
+    probe_seed = np.random.SeedSequence([seed, 999]).generate_state(1)[0]
+    generator = torch.Generator().manual_seed(int(probe_seed))
     return torch.randperm(count, generator=generator)[:points]
 
 
@@ -153,6 +157,15 @@ def gradient_check(params: RNNParams, x: torch.Tensor, spec: BackwardSpec) -> di
 # --------------------------------------------------------------------------------- training
 
 
+def sync_torch(value: torch.Tensor) -> torch.Tensor:
+    """Wait for ``value``'s device. Torch only: ffsolve.timing.synchronize also tries JAX, whose
+    first import (~1 s) would otherwise land inside the first timed step."""
+    if value.is_cuda:
+        torch.cuda.synchronize(value.device)
+    return value
+
+
+
 def train_repeat(params: RNNParams, data: torch.Tensor, order: torch.Tensor, spec: BackwardSpec,
                  lr: float, ema_decay: float, desc: str) -> dict[str, np.ndarray]:
     """SGD on ``params`` in place; per step: loss, EMA loss, cumulative seconds, iterations.
@@ -170,7 +183,7 @@ def train_repeat(params: RNNParams, data: torch.Tensor, order: torch.Tensor, spe
         cache = forward(params, x)
         result = backward(params, cache, spec)
         params.sgd_step_(result.grads, lr)
-        loss = float(synchronize(cache.loss))
+        loss = float(sync_torch(cache.loss))
         elapsed += time.perf_counter() - start
         if not math.isfinite(loss):
             raise FloatingPointError(
@@ -214,7 +227,8 @@ def train(job: Job) -> dict:
     batch = probe[:, : cfg["batch_size"]]
     batch_cache = forward(params0, batch)
     backward_timing = time_call(lambda: backward(params0, batch_cache, spec).adjoints,
-                                repeats=timing_cfg["repeats"], warmup=timing_cfg["warmup"])
+                                repeats=timing_cfg["repeats"], warmup=timing_cfg["warmup"],
+                                sync=sync_torch)
     timed_iterations = backward(params0, batch_cache, spec).iterations
 
     curves, final_params = [], None
@@ -285,7 +299,8 @@ def train(job: Job) -> dict:
 # ------------------------------------------------------------------------------ convergence
 
 
-def per_example_errors(params: RNNParams, cache, flipped_iterates, exact: torch.Tensor) -> np.ndarray:
+def per_example_errors(params: RNNParams, cache, flipped_iterates,
+                       exact: torch.Tensor) -> np.ndarray:
     """L2 error of every data point's gradients at each iterate, ``(iterates, points)``."""
     errors = []
     for u in flipped_iterates:
