@@ -198,3 +198,22 @@ def test_checkpoint_round_trip_and_refusal(tmp_path):
     np.savez(tmp_path / "misshaped.npz", **arrays)
     with pytest.raises(ValueError, match="W_x has shape"):
         load_params(tmp_path / "misshaped.npz")
+
+
+def test_paper_size_exactness_on_full_mnist(shared_mnist_root):
+    """The paper's setting, hidden 128 and T = 100 from full MNIST resized to 10×10: every exact
+    method matches autograd; Jacobi_10 (the paper's fastest budget) is honestly approximate."""
+    from ffsolve.data import load_dataset
+
+    dataset = load_dataset("mnist", "folder", str(shared_mnist_root))
+    rows = dataset_sequences(dataset, "train", 10)
+    assert rows.shape == (60000, 100)
+    x = time_major(rows[:2])
+    params = init_params(128, 0.1, torch.Generator().manual_seed(0), dtype=torch.float64)
+    cache = forward(params, x)
+    reference, _ = autograd_gradients(params, x)
+    for spec in (BackwardSpec("sequential"), BackwardSpec("jacobi"), BackwardSpec("scan"),
+                 BackwardSpec("scan", scan_algorithm="odd_even")):
+        assert relative_error(backward(params, cache, spec).grads, reference) < 1e-6, spec
+    truncated = backward(params, cache, BackwardSpec("jacobi", max_iters=10)).grads
+    assert relative_error(truncated, reference) > 1e-6

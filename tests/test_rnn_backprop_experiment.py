@@ -152,7 +152,8 @@ def test_training_writes_the_results_contract(trained):
         assert record["sequence_length"] == 64 and record["iterations"] <= 64
         assert json.loads((out / run / "metrics.json").read_text())["run"] == run
         with np.load(out / run / "training.npz") as curves:
-            assert curves["loss"].shape == (2, 4)
+            assert curves["loss"].shape == curves["backward_s"].shape == (2, 4)
+            assert np.all(curves["backward_s"] > 0)
             assert np.all(np.diff(curves["time_s"], axis=1) > 0)
             assert np.all(curves["iterations"] <= 64)
     # Exact methods are exact; a budget of 2 (< T) is honestly not; a budget above T is clipped.
