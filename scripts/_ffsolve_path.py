@@ -1,12 +1,25 @@
-"""Makes ``src/ffsolve`` importable in environments where the package is not installed.
+"""Imported first by every script: thread settings before any numerical library loads, and
+``src/ffsolve`` importable in environments where the package is not installed.
+
+OpenMP reads its variables once, when PyTorch or NumPy load; setting them later (as
+``ffsolve.runtime.limit_threads`` also does) is too late for the wait policy. Busy-waiting
+OpenMP threads make small products on a shared 2-core machine 5-30x slower. The job's thread
+count comes from the ``snakemake`` object Snakemake defines in the script's namespace.
 
 The project's virtualenv installs ffsolve (``pip install -e .``); a conda environment created by
 ``snakemake --sdm conda`` holds only the third-party packages. Snakemake puts this folder on
 ``sys.path`` for every ``script:``, so importing this module first covers both.
 """
 
+import os
 import sys
 from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "passive")
+_job = getattr(sys.modules.get("__main__"), "snakemake", None)
+if _job is not None:
+    for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[_var] = str(_job.threads)
 
 try:
     import ffsolve  # noqa: F401

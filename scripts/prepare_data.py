@@ -1,6 +1,6 @@
 """Snakemake entry point: prepare one dataset as resources/data/<name>.npz."""
 
-import _ffsolve_path  # noqa: F401  (first: makes src/ importable under conda)
+import _ffsolve_path  # noqa: F401  (first: threads, and src/ importable under conda)
 from ffsolve.data.prepare import prepare
 from ffsolve.jobs import run_snakemake_job
 

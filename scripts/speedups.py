@@ -1,6 +1,6 @@
 """Snakemake entry point: our speedups beside the paper's (figures/speedups.md and figure)."""
 
-import _ffsolve_path  # noqa: F401  (first: makes src/ importable under conda)
+import _ffsolve_path  # noqa: F401  (first: threads, and src/ importable under conda)
 from ffsolve.comparison import write_report
 from ffsolve.jobs import run_snakemake_job
 

@@ -1,6 +1,6 @@
 """Snakemake entry point: gather every metrics.json into results/summary.csv."""
 
-import _ffsolve_path  # noqa: F401  (first: makes src/ importable under conda)
+import _ffsolve_path  # noqa: F401  (first: threads, and src/ importable under conda)
 from ffsolve.jobs import run_snakemake_job
 from ffsolve.results import gather_summary
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import statistics
+import sys
 import time
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Optional
@@ -27,20 +28,15 @@ class Timing:
 
 
 def synchronize(value: Any) -> Any:
-    """Wait until ``value`` (a torch tensor, JAX array, or a structure of them) is computed."""
-    try:
-        import jax
+    """Wait until ``value`` (a torch tensor, JAX array, or a structure of them) is computed.
 
-        jax.block_until_ready(value)
-    except ImportError:
-        pass
-    try:
-        import torch
-
-        if torch.cuda.is_available() and torch.cuda.is_initialized():
-            torch.cuda.synchronize()
-    except ImportError:
-        pass
+    Only frameworks already imported are touched: a PyTorch job never pays for importing JAX.
+    """
+    if "jax" in sys.modules:
+        sys.modules["jax"].block_until_ready(value)
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
     return value
 
 
