@@ -55,6 +55,8 @@ def test_schemas_give_every_key_a_type_default_and_description(repo_root):
     def walk(schema, path):
         for key, spec in schema.get("properties", {}).items():
             where = f"{path}{key}"
+            if "$ref" in spec:  # a shared definition, checked where it is defined ($defs)
+                continue
             assert "description" in spec, f"{where} has no description"
             assert "default" in spec or "$ref" in spec, f"{where} has no default"
             if spec.get("type") == "object" and "properties" in spec:
@@ -65,3 +67,5 @@ def test_schemas_give_every_key_a_type_default_and_description(repo_root):
         schema = yaml.safe_load(schema_path.read_text())
         assert schema.get("additionalProperties") is False, f"{schema_path.name} allows unknown keys"
         walk(schema, f"{schema_path.name}:")
+        for name, definition in schema.get("$defs", {}).items():
+            walk(definition, f"{schema_path.name}:$defs.{name}.")
