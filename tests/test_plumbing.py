@@ -113,8 +113,9 @@ def test_summary_gathers_every_run_sorted(tmp_path):
     out = tmp_path / "summary.csv"
     assert results.gather_summary(reversed(paths), out) == 2
     lines = out.read_text().splitlines()
-    assert lines[0].startswith("experiment,dataset,method,block_size")
-    assert [line.split(",")[2] for line in lines[1:]] == ["jacobi", "sequential"]
+    assert lines[0].startswith("experiment,dataset,run,method,block_size")
+    # the run is the folder name, one row per run even when methods repeat
+    assert [line.split(",")[2:4] for line in lines[1:]] == [["jacobi", "jacobi"], ["sequential", "sequential"]]
     assert ",5," in lines[1]
 
 

@@ -57,10 +57,12 @@ def side_by_side(ours: Iterable[dict], paper: Iterable[dict]) -> list[dict]:
     for row in ours:
         key = (row["experiment"], row["dataset"], row["method"])
         block = row.get("block_size") or ""
+        run = row.get("run") or key[2]
         base = our_base[key[:2]]
         time = _float(row["wall_time_s"])
-        merged[key + (block,)] = {
+        merged[key + (run,)] = {
             "experiment": key[0], "dataset": key[1], "method": key[2], "block_size": block,
+            "run": run,
             "iterations": row["iterations"], "sequence_length": row["sequence_length"],
             "time_s": time, "x_sequential": _ratio(base.get("sequential"), time),
             "x_cache": _ratio(base.get("sequential_cache"), time),
@@ -78,7 +80,7 @@ def side_by_side(ours: Iterable[dict], paper: Iterable[dict]) -> list[dict]:
         matches = [k for k in merged if k[:3] == key]
         if not matches:
             merged[key + ("",)] = {"experiment": key[0], "dataset": key[1], "method": key[2],
-                                   "block_size": ""}
+                                   "block_size": "", "run": ""}
             matches = [key + ("",)]
         for match in matches:
             merged[match].update(paper_cols)
@@ -86,7 +88,7 @@ def side_by_side(ours: Iterable[dict], paper: Iterable[dict]) -> list[dict]:
     return sorted(
         merged.values(),
         key=lambda r: (r["experiment"], r["dataset"], order.get(r["method"], 2), r["method"],
-                       int(r["block_size"] or 0)),
+                       int(r["block_size"] or 0), r["run"]),
     )
 
 
@@ -104,14 +106,14 @@ def to_markdown(rows: list[dict]) -> str:
         "stated), see `workflow/resources/paper_numbers.yaml` for how each was obtained. "
         "×seq and ×cache are speedups against plain and cached sequential evaluation.",
         "",
-        "| experiment | dataset | method | block | iters / T | time (s) | ×seq | ×cache | exact | "
+        "| experiment | dataset | run | block | iters / T | time (s) | ×seq | ×cache | exact | "
         "device | paper iters | paper time (s) | paper ×seq | paper ×cache | paper note |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         iters = f"{r['iterations']} / {r['sequence_length']}" if r.get("iterations") else ""
         lines.append(
-            f"| {r['experiment']} | {r['dataset']} | {r['method']} | {r.get('block_size', '')} | "
+            f"| {r['experiment']} | {r['dataset']} | {r.get('run') or r['method']} | {r.get('block_size', '')} | "
             f"{iters} | {_fmt(r.get('time_s'), '.4g')} | {_fmt(r.get('x_sequential'), '.2f')} | "
             f"{_fmt(r.get('x_cache'), '.2f')} | {r.get('exact_match', '')} | {r.get('device', '')} | "
             f"{r.get('paper_iterations', '')} | {_fmt(r.get('paper_time_s'), '.4g')} | "
@@ -129,8 +131,7 @@ def figure(rows: list[dict]):
 
     shown = [r for r in rows if r["method"] != "sequential"
              and (r.get("x_sequential") or r.get("paper_x_sequential"))]
-    labels = [f"{r['experiment']}/{r['dataset']}\n{r['method']}"
-              + (f" b{r['block_size']}" if r.get("block_size") else "") for r in shown]
+    labels = [f"{r['experiment']}/{r['dataset']}\n{r.get('run') or r['method']}" for r in shown]
     ours = [r.get("x_sequential") or 0 for r in shown]
     theirs = [r.get("paper_x_sequential") or 0 for r in shown]
     fig, ax = plt.subplots(figsize=(max(6, 0.55 * len(shown) + 2), 4.5), constrained_layout=True)

@@ -31,7 +31,9 @@ REQUIRED_FIELDS = (
     "seed",
 )
 TRACKED_PACKAGES = ("ffsolve", "numpy", "torch", "jax", "flax", "optax", "snakemake")
-SUMMARY_COLUMNS = REQUIRED_FIELDS + ("converged", "wall_time_iqr_s", "timing_repeats", "metrics_path")
+SUMMARY_COLUMNS = ("experiment", "dataset", "run") + REQUIRED_FIELDS[2:] + (
+    "converged", "wall_time_iqr_s", "timing_repeats", "metrics_path"
+)
 
 
 def package_versions(names: Iterable[str] = TRACKED_PACKAGES) -> dict[str, str]:
@@ -76,12 +78,14 @@ def gather_summary(metrics_paths: Iterable[str | os.PathLike], out_csv: str | os
     for path in metrics_paths:
         record = read_metrics(path)
         row = {key: record.get(key, "") for key in SUMMARY_COLUMNS}
+        # The run is the results folder: results/<experiment>/<dataset>/<run>/metrics.json.
+        row["run"] = record.get("run") or Path(path).parent.name
         timing = record.get("timing") or {}
         row["wall_time_iqr_s"] = timing.get("iqr_s", "")
         row["timing_repeats"] = timing.get("repeats", "")
         row["metrics_path"] = str(path)
         rows.append(row)
-    rows.sort(key=lambda r: (str(r["experiment"]), str(r["dataset"]), str(r["method"]), str(r["block_size"])))
+    rows.sort(key=lambda r: (str(r["experiment"]), str(r["dataset"]), str(r["run"])))
     out_csv = Path(out_csv)
     out_csv.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_csv.with_name(out_csv.name + ".tmp")

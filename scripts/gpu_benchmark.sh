@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Paper-scale measurements on one GPU machine without network, in about 8 minutes:
+#   MADE 2x512 on full MNIST (trained here, 3000 steps), PixelCNN++ at the paper's MNIST size
+#   (nr_resnet 5, 40 filters, batch 16; untrained weights unless a checkpoint is given),
+#   DenseNet-201 speed mode (random weights, 224x224 inputs), RNN backprop at T = 100..10000.
+# Every benchmark runs its methods in one process on the same weights and noise, checks each
+# against the sequential result, and times medians of repeats after warm-up (DESIGN.md §7).
+#
+# usage: scripts/gpu_benchmark.sh <folder containing MNIST/raw> [out dir] [pixelcnnpp checkpoint]
+# JAX needs its CUDA wheels for the PixelCNN++ part: pip install 'jax[cuda12]==0.10.2'.
+# Writes <out dir>/gpu_benchmark.json (all numbers, the GPU's name) and one JSON per benchmark.
+set -euo pipefail
+mnist=${1:?usage: scripts/gpu_benchmark.sh <folder containing MNIST/raw> [out dir] [pixelcnnpp checkpoint]}
+out=${2:-results/gpu_benchmark}
+pixel_ckpt=${3:-}
+py=${PYTHON:-.venv/bin/python}
+cd "$(dirname "$0")/.."
+mkdir -p "$out"
+export FFSOLVE_PROGRESS=0 XLA_PYTHON_CLIENT_PREALLOCATE=false
+[ -d "$mnist/MNIST/raw" ] || { echo "no MNIST at $mnist/MNIST/raw" >&2; exit 2; }
+"$py" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'PyTorch sees no CUDA GPU')"
+
+run() { local name=$1; shift; echo "== $name: $*" >&2; /usr/bin/env time -f "$name %e s" "$py" "$@"; }
+
+run made benchmarks/made_benchmark.py --source folder --folder "$mnist" --steps 3000 \
+    --device cuda --repeats 10 --out "$out/made.json"
+if [ -n "$pixel_ckpt" ]; then pixel_weights=(--checkpoint "$pixel_ckpt"); else pixel_weights=(--random-init); fi
+run pixelcnnpp benchmarks/pixelcnnpp_benchmark.py "${pixel_weights[@]}" --nr-resnet 5 --nr-filters 40 \
+    --nr-logistic-mix 10 --shape 28 28 1 --batch 16 --device cuda --repeats 5 --out "$out/pixelcnnpp.json"
+run densenet benchmarks/densenet_benchmark.py --models densenet201 --size 224 --images 10 \
+    --device cuda --repeats 5 --out "$out/densenet.json"
+run rnn_backprop benchmarks/rnn_backprop_benchmark.py --lengths 100 1000 10000 --hidden 128 \
+    --source folder --folder "$mnist" --device cuda --repeats 10 --out "$out/rnn_backprop.json"
+
+"$py" - "$out" <<'PY'
+import json, subprocess, sys
+from pathlib import Path
+out = Path(sys.argv[1])
+gpu = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"],
+                     capture_output=True, text=True).stdout.strip()
+merged = {"gpu": gpu, "benchmarks": {p.stem: json.loads(p.read_text())
+                                     for p in sorted(out.glob("*.json")) if p.stem != "gpu_benchmark"}}
+(out / "gpu_benchmark.json").write_text(json.dumps(merged, indent=2))
+print(f"wrote {out / 'gpu_benchmark.json'} ({gpu})")
+PY
