@@ -30,6 +30,21 @@ def validate_section(name):
 for _section in SECTIONS:
     validate_section(_section)
 
+
+def _canonical(value):
+    """Sorted keys at every level: params built from config sections then compare equal
+    whatever order a config file lists its keys in (Snakemake compares params as text)."""
+    if isinstance(value, dict):
+        return {key: _canonical(value[key]) for key in sorted(value)}
+    if isinstance(value, list):
+        return [_canonical(item) for item in value]
+    return value
+
+
+_ordered = _canonical(dict(config))
+config.clear()
+config.update(_ordered)
+
 # Pure helpers (run names) come from the library; jobs import it themselves.
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 from ffsolve.experiments.runs import run_names  # noqa: E402
