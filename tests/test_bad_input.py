@@ -82,3 +82,40 @@ def test_offline_download_says_what_to_do_instead(tmp_path, monkeypatch):
     monkeypatch.setattr(torchvision.datasets, "MNIST", offline)
     with pytest.raises(DataError, match="use data.<name>.source: folder .* or data.mnist.source: embedded"):
         load_dataset("mnist", "download", download_root=str(tmp_path))
+
+
+TINY_MADE = {
+    "hidden_sizes": [8],
+    "train": {"steps": 3, "batch_size": 8, "eval_every": 3},
+    "sample": {"batch": 2, "methods": ["sequential"], "block_sizes": [392]},
+}
+
+
+def test_checkpoint_of_the_wrong_shape_is_refused_naming_the_key(tmp_path):
+    from ffsolve.models.made import MADE, save_checkpoint
+    from workflow_helpers import only
+
+    workdir = copy_workflow(tmp_path / "wf")
+    checkpoint = tmp_path / "wrong.pt"
+    save_checkpoint(MADE(784, [16, 16]), checkpoint, {"logit_lambda": 1e-6})
+    made = {**TINY_MADE, "checkpoint": {"mnist": str(checkpoint)}}
+    config = write_config(workdir, {**only({"made": made}), "device": "cpu"})
+    proc = snakemake(workdir, "--configfile", str(config), "--", "figures", check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "made.hidden_sizes is [8]" in out, out[-3000:]
+    assert not list(workdir.glob("results/made/**/metrics.json")), "a failed job left output behind"
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without a GPU")
+def test_cuda_without_a_gpu_stops_the_job_and_leaves_nothing(tmp_path):
+    from workflow_helpers import only
+
+    workdir = copy_workflow(tmp_path)
+    config = write_config(workdir, {**only({"made": TINY_MADE}), "device": "cuda"})
+    proc = snakemake(workdir, "--configfile", str(config), "--", "results/made/mnist/model.pt",
+                     check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "device: cuda was asked for, but PyTorch sees no CUDA GPU" in out
+    assert not (workdir / "results/made/mnist/model.pt").exists()
