@@ -27,7 +27,6 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import serialization
 
 from ffsolve.experiments.pixelcnnpp import keys

@@ -13,17 +13,17 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 
-def load_runs(metrics_paths: Sequence[str], trace_paths: Sequence[str]) -> list[dict]:
-    """Each run's metrics with its trace arrays under ``"trace"``, in the given order."""
-    if len(metrics_paths) != len(trace_paths):
+def load_runs(metrics_paths: Sequence[str], array_paths: Sequence[str], key: str = "trace") -> list[dict]:
+    """Each run's metrics with its ``.npz`` arrays under ``key``, in the given order."""
+    if len(metrics_paths) != len(array_paths):
         raise ValueError(
-            f"got {len(metrics_paths)} metrics files but {len(trace_paths)} trace files"
+            f"got {len(metrics_paths)} metrics files but {len(array_paths)} {key} files"
         )
     runs = []
-    for metrics_path, trace_path in zip(metrics_paths, trace_paths):
+    for metrics_path, array_path in zip(metrics_paths, array_paths):
         record = json.loads(Path(metrics_path).read_text())
-        with np.load(trace_path) as trace:
-            record["trace"] = {key: trace[key] for key in trace.files}
+        with np.load(array_path) as arrays:
+            record[key] = {name: arrays[name] for name in arrays.files}
         runs.append(record)
     return runs
 

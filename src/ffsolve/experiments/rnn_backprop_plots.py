@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
+from ffsolve import plots
 from ffsolve.plots import LOG_FLOOR, plot_band, plt
 
 # The original's colours where it had the curve: feedforward (BPTT) red, Jacobi blue.
@@ -21,17 +20,7 @@ _CONVERGENCE_STYLE = {
 
 def load_runs(metrics_paths: Sequence[str], training_paths: Sequence[str]) -> list[dict]:
     """Each run's metrics with its training curves under ``"training"``, in the given order."""
-    if len(metrics_paths) != len(training_paths):
-        raise ValueError(
-            f"got {len(metrics_paths)} metrics files but {len(training_paths)} training files"
-        )
-    runs = []
-    for metrics_path, training_path in zip(metrics_paths, training_paths):
-        record = json.loads(Path(metrics_path).read_text())
-        with np.load(training_path) as arrays:
-            record["training"] = {key: arrays[key] for key in arrays.files}
-        runs.append(record)
-    return runs
+    return plots.load_runs(metrics_paths, training_paths, key="training")
 
 
 def run_label(run: dict) -> str:

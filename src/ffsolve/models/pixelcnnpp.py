@@ -27,7 +27,6 @@ from typing import Any, Optional
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 Array = Any
 SCALES = (1, 2, 4)  # the three resolutions, as divisors of the image height and width
