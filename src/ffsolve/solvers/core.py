@@ -141,7 +141,7 @@ def solve(
         >>> import numpy as np, ffsolve
         >>> f = lambda x: np.concatenate([[1.0], 0.5 * x[:-1] + 1.0])   # x_t = 0.5 x_{t-1} + 1
         >>> res = ffsolve.solve(f, np.zeros(8), method="jacobi")
-        >>> res.x[-1], res.iterations <= 8
+        >>> float(res.x[-1]), res.iterations <= 8
         (1.9921875, True)
     """
     solver = get_solver(method)
