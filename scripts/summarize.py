@@ -2,7 +2,7 @@
 
 import _ffsolve_path  # noqa: F401  (first: threads, and src/ importable under conda)
 from ffsolve.jobs import run_snakemake_job
-from ffsolve.results import gather_summary
+from ffsolve.kit.record import gather_summary
 
 run_snakemake_job(
     snakemake,  # noqa: F821 - injected by Snakemake's script:

@@ -79,3 +79,11 @@ def run_snakemake_job(smk, main: Callable[[Job], Any]) -> Any:
         raise
     log.info("rule %s finished in %.1f s", smk.rule, time.perf_counter() - start)
     return result
+
+
+def outputs_by_run(runs, paths) -> dict[str, str]:
+    """``{run: path}`` from a rule's ``runs`` param and an output list expanded in the same order."""
+    runs, paths = list(runs), [str(p) for p in paths]
+    if len(runs) != len(paths):
+        raise ValueError(f"{len(runs)} runs but {len(paths)} output paths")
+    return dict(zip(runs, paths))

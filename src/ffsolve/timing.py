@@ -63,7 +63,16 @@ def time_call(
         start = time.perf_counter()
         sync(fn())
         times.append(time.perf_counter() - start)
+    return timing_from(times, warmup)
+
+
+def timing_from(times, warmup: int) -> Timing:
+    """Median, quartile spread and extremes of the seconds in ``times`` (one per timed call)."""
+    times = [float(t) for t in times]
+    if not times:
+        raise ValueError("no timed repeats")
     ordered = sorted(times)
+    repeats = len(times)
     quartiles = statistics.quantiles(ordered, n=4) if repeats > 1 else [ordered[0]] * 3
     return Timing(
         median_s=statistics.median(ordered),

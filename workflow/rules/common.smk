@@ -1,59 +1,91 @@
-# The one place that reads the config: validation, derived settings, input functions and the
-# target lists that each experiment's .smk extends with register_targets().
+# The one place that reads the config: typed overrides, validation, the per-dataset layout,
+# thread and GPU requests, and the target lists each experiment's .smk extends with
+# register_targets(). Jobs receive what they read through params; the library reads no config.
+import shutil
 import sys
 
+import yaml
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-validate(config, schema="../schemas/config.schema.yaml")
+# Pure helpers come from the library (src/ on the path: the Snakefile runs before any install).
+sys.path.insert(0, str(Path(workflow.basedir) / "src"))
+from ffsolve.kit.runs import run_names  # noqa: E402
+from ffsolve.workflow_config import (  # noqa: E402
+    LAYOUT_KEYS,
+    canonical,
+    coerce_to_schema,
+    dataset_settings,
+    override_schema,
+)
 
 SECTIONS = ("data", "solver_demo", "made", "pixelcnnpp", "densenet", "rnn_backprop")
 SCHEMAS = Path(workflow.basedir) / "workflow" / "schemas"
 
 
+def _load_schema(path):
+    with open(path) as handle:
+        return yaml.safe_load(handle)
+
+
+def _coerce(value, schema_path):
+    """Nested --config values arrive as strings; read them by the schema's types first."""
+    return coerce_to_schema(value, _load_schema(schema_path))
+
+
+_top = _coerce(dict(config), SCHEMAS / "config.schema.yaml")
+config.clear()
+config.update(_top)
+validate(config, schema="../schemas/config.schema.yaml")
+
+
 def validate_section(name):
-    """Check config[name] against workflow/schemas/<name>.schema.yaml and fill its defaults."""
-    schema = SCHEMAS / f"{name}.schema.yaml"
-    if not schema.exists():
+    """Check config[name] against workflow/schemas/<name>.schema.yaml, fill its defaults, and
+    check each per_dataset.<dataset> override against the same settings (no defaults there)."""
+    schema_path = SCHEMAS / f"{name}.schema.yaml"
+    if not schema_path.exists():
         if config[name]:
             raise WorkflowError(
                 f"config key '{name}': this experiment is not part of the workflow yet, "
                 "so its settings would be ignored; remove the key"
             )
         return
+    schema = _load_schema(schema_path)
+    config[name] = coerce_to_schema(config[name], schema)
     try:
-        validate(config[name], schema=str(schema))
+        validate(config[name], schema=str(schema_path))
     except WorkflowError as err:
         raise WorkflowError(f"config key '{name}' is invalid:\n{err}") from None
+    overrides = config[name].get("per_dataset") or {}
+    if overrides:
+        per_dataset = override_schema(schema)
+        for dataset, settings in overrides.items():
+            overrides[dataset] = coerce_to_schema(settings or {}, per_dataset)
+            try:
+                validate(overrides[dataset], schema=per_dataset, set_default=False)
+            except WorkflowError as err:
+                raise WorkflowError(
+                    f"config key '{name}.per_dataset.{dataset}' is invalid:\n{err}"
+                ) from None
 
 
 for _section in SECTIONS:
     validate_section(_section)
 
-
-def _canonical(value):
-    """Sorted keys at every level: params built from config sections then compare equal
-    whatever order a config file lists its keys in (Snakemake compares params as text)."""
-    if isinstance(value, dict):
-        return {key: _canonical(value[key]) for key in sorted(value)}
-    if isinstance(value, list):
-        return [_canonical(item) for item in value]
-    return value
-
-
-_ordered = _canonical(dict(config))
+_ordered = canonical(dict(config))
 config.clear()
 config.update(_ordered)
 
-# Pure helpers (run names) come from the library; jobs import it themselves.
-sys.path.insert(0, str(Path(workflow.basedir) / "src"))
-from ffsolve.experiments.runs import run_names  # noqa: E402
-
 ENVS = {name: f"../../envs/{name}.yaml" for name in ("torch", "jax", "notebook")}
+# Untimed compute jobs (data, training, notebooks) take config threads each, so several run side
+# by side. Timed jobs (the harness: every method of one experiment and dataset in one process)
+# ask for every core Snakemake was given, so no neighbour job skews their clocks.
 THREADS = config["threads"]
-# Jobs that can use a GPU ask for one unless the config pins the CPU; a local run without GPUs
-# only needs `--resources gpu=0`-free defaults (the resource is unconstrained unless given).
-GPU = 0 if config["device"] == "cpu" else 1
+_cores = workflow.cores if isinstance(workflow.cores, int) and 0 < workflow.cores < 4096 else None
+TIMED_THREADS = max(THREADS, _cores or THREADS)
+# A GPU is asked for only where one will be used: device cuda, or auto on a machine that has one.
+# Jobs on a CPU-only machine then never queue behind a `gpu` resource they do not use.
+GPU = int(config["device"] == "cuda" or (config["device"] == "auto" and shutil.which("nvidia-smi") is not None))
 
 TARGETS = {"metrics": [], "figures": []}
 
@@ -66,6 +98,11 @@ def register_targets(metrics=(), figures=()):
 
 def experiment_active(name):
     return config[name].get("activate", False)
+
+
+def settings_for(experiment, dataset):
+    """What one dataset's jobs of `experiment` read: shared settings with per_dataset merged in."""
+    return dataset_settings(config[experiment], dataset)
 
 
 def get_embedded_data_files(wildcards):
@@ -89,13 +126,6 @@ def get_results(experiment, datasets, runs, kind):
     )
 
 
-def get_solver_demo_results(kind):
-    cfg = config["solver_demo"]
-    return get_results(
-        "solver_demo", "tanh_map", run_names(cfg["methods"], cfg["block_sizes"]), kind
-    )
-
-
 def get_all_metrics():
     """Every metrics.json the current config asks for (the input of results/summary.csv)."""
     return list(TARGETS["metrics"])
@@ -111,11 +141,12 @@ def get_all_outputs():
 
 
 # ---- made (MADE sampling, workflow/rules/made.smk) ---------------------------------------
+from ffsolve.experiments.runs import run_names as legacy_run_names  # noqa: E402  (until moved)
 
 
 def get_made_runs():
     cfg = config["made"]["sample"]
-    return run_names(cfg["methods"], cfg["block_sizes"])
+    return legacy_run_names(cfg["methods"], cfg["block_sizes"])
 
 
 def get_made_results(datasets, kind):
@@ -176,7 +207,7 @@ def get_rnn_backprop_figures():
 # ---- densenet (DenseNet over layers, workflow/rules/densenet.smk) ----------------------------
 def get_densenet_runs():
     cfg = config["densenet"]
-    return run_names(cfg["methods"], cfg["block_sizes"])
+    return legacy_run_names(cfg["methods"], cfg["block_sizes"])
 
 
 def get_densenet_results(datasets, kind):

@@ -1,4 +1,14 @@
-# Every method on a random nonlinear triangular map: the workflow's smallest complete experiment.
+# Every method on a random nonlinear triangular map: the workflow's smallest complete experiment,
+# and the shape every experiment follows: one timed harness job per dataset, then a notebook.
+
+
+def get_solver_demo_runs():
+    cfg = config["solver_demo"]
+    return run_names(cfg["methods"], cfg["block_sizes"], blocked=("gs_jacobi", "jacobi_gs"))
+
+
+def get_solver_demo_results(kind):
+    return get_results("solver_demo", config["solver_demo"]["datasets"], get_solver_demo_runs(), kind)
 
 
 if experiment_active("solver_demo"):
@@ -8,26 +18,27 @@ if experiment_active("solver_demo"):
     )
 
 
-rule solver_demo_run:
+rule solver_demo_measure:
     output:
-        metrics="results/solver_demo/{dataset}/{run}/metrics.json",
-        trace="results/solver_demo/{dataset}/{run}/trace.npz",
+        metrics=expand("results/solver_demo/{{dataset}}/{run}/metrics.json", run=get_solver_demo_runs()),
+        traces=expand("results/solver_demo/{{dataset}}/{run}/trace.npz", run=get_solver_demo_runs()),
     log:
-        "logs/solver_demo/{dataset}/{run}.log",
+        "logs/solver_demo/{dataset}/measure.log",
     benchmark:
-        "benchmarks/solver_demo/{dataset}/{run}.tsv"
+        "benchmarks/solver_demo/{dataset}/measure.tsv"
     params:
-        # Listed so that a changed setting reruns the job (Snakemake's params trigger).
-        settings=lambda wildcards: config["solver_demo"],
-        timing=lambda wildcards: config["timing"],
+        # Everything the job reads, so that a changed setting reruns it (Snakemake's params trigger).
+        settings=lambda wildcards: settings_for("solver_demo", wildcards.dataset),
+        runs=get_solver_demo_runs(),
+        timing=config["timing"],
         seed=config["seed"],
     wildcard_constraints:
         dataset="tanh_map",
-    threads: 1
+    threads: TIMED_THREADS
     conda:
         ENVS["torch"]
     script:
-        "../../scripts/solver_demo.py"
+        "../../scripts/solver_demo_measure.py"
 
 
 rule solver_demo_figure:

@@ -54,6 +54,10 @@ class SolveResult:
         tol: the stopping threshold used on max |x_new − x_old|.
         sequence_length: T, the length of ``x0`` along ``axis``.
         trace: a :class:`SolveTrace` when ``trace=True`` was asked for, else ``None``.
+        network_evaluations: work done, in full passes of the map: positions computed divided by
+            the positions of one full pass. Every call of a generic ``f`` computes all T
+            positions, so here it equals ``iterations``; fast paths that compute only a window or
+            use a cache report less (DESIGN.md §6).
     """
 
     x: Array
@@ -64,6 +68,11 @@ class SolveResult:
     tol: float
     sequence_length: int
     trace: Optional[SolveTrace] = field(default=None, repr=False)
+    network_evaluations: Optional[float] = None
+
+    def __post_init__(self):
+        if self.network_evaluations is None:
+            self.network_evaluations = float(self.iterations)
 
 
 Solver = Callable[..., SolveResult]

@@ -1,0 +1,75 @@
+"""Measure every configured method on the random map in one process (the shared harness)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+import ffsolve
+from ffsolve.experiments.solver_demo.system import make_map
+from ffsolve.jobs import Job, outputs_by_run
+from ffsolve.kit import Candidate, RunContext, expand_runs, measure, settings_from, write_runs
+from ffsolve.kit.harness import TimingSettings
+from ffsolve.runtime import device_description
+
+log = logging.getLogger(__name__)
+
+METHODS = ("sequential", "jacobi", "gs_jacobi", "jacobi_gs")
+BLOCKED = ("gs_jacobi", "jacobi_gs")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """``solver_demo.*`` for one dataset (see workflow/schemas/solver_demo.schema.yaml)."""
+
+    length: int
+    batch: int
+    coupling: float
+    tol: float
+    methods: tuple[str, ...]
+    block_sizes: tuple[int, ...]
+
+
+def runs(settings: Settings) -> list[str]:
+    return [r.name for r in expand_runs(settings.methods, settings.block_sizes, blocked=BLOCKED)]
+
+
+def candidates(settings: Settings, seed: int) -> list[Candidate]:
+    f, x0 = make_map(settings.length, settings.batch, settings.coupling, seed)
+    out = []
+    for spec in expand_runs(settings.methods, settings.block_sizes, blocked=BLOCKED):
+        def program(spec=spec, trace=False):
+            return ffsolve.solve(f, x0, method=spec.method, block_size=spec.block_size,
+                                 tol=settings.tol, trace=trace, trace_batch_axis=1 if trace else None)
+
+        def traced(program=program):
+            result = program(trace=True)
+            error, change = result.trace.error, result.trace.change
+            return result, {"error_mean": error.mean(axis=1), "error_std": error.std(axis=1),
+                            "change_mean": change.mean(axis=1), "change_std": change.std(axis=1)}
+
+        out.append(Candidate(spec, program, traced, extra={"coupling": settings.coupling}))
+    return out
+
+
+def measure_runs(settings: Settings, *, dataset: str, seed: int, timing: TimingSettings,
+                 metrics: Mapping[str, str], traces: Mapping[str, str], threads: int | None = None) -> dict:
+    """Every method in one process, timed round-robin; one record and trace per run."""
+    measurements = measure(candidates(settings, seed), repeats=timing.repeats, warmup=timing.warmup)
+    context = RunContext("solver_demo", dataset, seed, device_description(None), settings.batch, threads)
+    return write_runs(measurements, context, metrics, traces)
+
+
+def measure_job(job: Job) -> dict:
+    """The ``solver_demo_measure`` rule."""
+    settings = settings_from(Settings, job.params.settings, "solver_demo")
+    return measure_runs(
+        settings,
+        dataset=job.wildcards.dataset,
+        seed=job.params.seed,
+        timing=settings_from(TimingSettings, job.params.timing, "timing"),
+        metrics=outputs_by_run(job.params.runs, job.output.metrics),
+        traces=outputs_by_run(job.params.runs, job.output.traces),
+        threads=job.threads,
+    )
