@@ -23,3 +23,23 @@ def make_map(length: int, batch: int, coupling: float, seed: int) -> tuple[Calla
         return np.tanh(weights @ x + bias)
 
     return f, np.zeros((length, batch))
+
+
+def contract_candidates():
+    """A tiny instance for the contract test: every method of ``ffsolve.available_methods()``
+    through ``ffsolve.solve`` on the map (the blocked ones at a block size that does not divide T),
+    each with a traced twin."""
+    import ffsolve
+    from ffsolve.kit import Candidate, RunSpec
+    from ffsolve.solvers.core import _USES_BLOCKS
+
+    f, x0 = make_map(23, 3, 1.5, seed=7)
+    out = []
+    for method in ffsolve.available_methods():
+        spec = RunSpec(method, 5 if method in _USES_BLOCKS else None)
+
+        def program(spec=spec, trace=False):
+            return ffsolve.solve(f, x0, method=spec.method, block_size=spec.block_size, trace=trace)
+
+        out.append(Candidate(spec, program, traced=lambda program=program: (program(trace=True), {})))
+    return out
