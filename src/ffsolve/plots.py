@@ -28,9 +28,7 @@ def load_runs(metrics_paths: Sequence[str], array_paths: Sequence[str], key: str
     return runs
 
 
-def label(run: dict) -> str:
-    block = run.get("block_size")
-    return run["method"] if block in (None, "") else f"{run['method']} (block {block})"
+from ffsolve.kit.tables import label, runs_table  # noqa: E402,F401 - one label and table for every figure
 
 
 LOG_FLOOR = 1e-12  # exact zeros are drawn here on log axes
@@ -78,19 +76,3 @@ def save(fig, *paths: str) -> None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, dpi=150)
     plt.close(fig)
-
-
-def markdown_table(runs: Sequence[dict]) -> str:
-    """Iterations, measured time and speedup against ``sequential`` (when present), per run."""
-    sequential = next((r for r in runs if r["method"] == "sequential"), None)
-    rows = ["| run | iterations | of T | time (s, median) | speedup vs sequential | exact match |",
-            "|---|---|---|---|---|---|"]
-    for run in runs:
-        speedup = (
-            f"{sequential['wall_time_s'] / run['wall_time_s']:.2f}×" if sequential else "n/a"
-        )
-        rows.append(
-            f"| {label(run)} | {run['iterations']} | {run['sequence_length']} | "
-            f"{run['wall_time_s']:.4g} | {speedup} | {run['exact_match']} |"
-        )
-    return "\n".join(rows)

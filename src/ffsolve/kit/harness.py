@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 
@@ -112,6 +113,7 @@ class Measurement:
     within_tolerance: Optional[bool]
     trace: Mapping[str, Any] = field(default_factory=dict)
     interleaved_with: tuple[str, ...] = ()
+    session: str = ""
 
     @property
     def exact(self) -> bool:
@@ -177,6 +179,9 @@ def measure(
     """
     candidates = list(candidates)
     names = [c.name for c in candidates]
+    # One id per call: records that share it were timed in one process, interleaved, so their
+    # times may be divided; the tables refuse a ratio between different sessions.
+    session = uuid.uuid4().hex[:12]
     if len(set(names)) != len(names):
         raise ValueError(f"candidate runs repeat a name: {names}")
     if reference not in names:
@@ -228,6 +233,7 @@ def measure(
             within_tolerance=within,
             trace=trace,
             interleaved_with=tuple(n for n in names if n != candidate.name),
+            session=session,
         )
         m = measurements[candidate.name]
         log.info("%s: %d/%d iterations, %.3g network evaluations, converged=%s, bitwise=%s%s, "
@@ -241,7 +247,7 @@ def measure(
 def record(measurement: Measurement, context: RunContext) -> dict:
     """The run record of DESIGN.md §6 (validated when written by :func:`write_runs`)."""
     m, spec, result = measurement, measurement.candidate.spec, measurement.result
-    timing = {**m.timing.as_dict(), "interleaved_with": list(m.interleaved_with)}
+    timing = {**m.timing.as_dict(), "interleaved_with": list(m.interleaved_with), "session": m.session}
     return {
         **m.candidate.extra,
         "experiment": context.experiment,

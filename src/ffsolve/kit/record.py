@@ -78,12 +78,14 @@ METRICS_SCHEMA = {
         "wall_time_s": {"type": "number", "exclusiveMinimum": 0},
         "timing": {
             "type": "object",
-            "required": ["median_s", "iqr_s", "min_s", "max_s", "repeats", "warmup", "times_s"],
+            "required": ["median_s", "iqr_s", "min_s", "max_s", "repeats", "warmup", "times_s",
+                         "session"],
             "properties": {
                 "median_s": _NUMBER, "iqr_s": _NUMBER, "min_s": _NUMBER, "max_s": _NUMBER,
                 "repeats": {"type": "integer", "minimum": 1}, "warmup": _COUNT,
                 "times_s": {"type": "array", "items": _NUMBER, "minItems": 1},
                 "interleaved_with": {"type": "array", "items": _NAME},
+                "session": _NAME,
             },
         },
         "batch": {"type": "integer", "minimum": 1},
@@ -99,7 +101,7 @@ SUMMARY_COLUMNS = (
     "experiment", "dataset", "run", "method", "block_size", "budget", "tol", "sequence_length",
     "iterations", "network_evaluations", "converged", "bitwise_equal", "within_tolerance",
     "tolerance_rule", "max_abs_diff", "wall_time_s", "wall_time_iqr_s", "timing_repeats",
-    "reference", "batch", "device", "metrics_path",
+    "reference", "timing_session", "batch", "device", "metrics_path",
 )
 
 
@@ -160,6 +162,7 @@ def summary_row(record: Mapping, path: str | os.PathLike) -> dict:
         budget="" if record.get("budget") is None else record["budget"],
         wall_time_iqr_s=record["timing"]["iqr_s"],
         timing_repeats=record["timing"]["repeats"],
+        timing_session=record["timing"]["session"],
         metrics_path=str(path),
     )
     return row
