@@ -11,10 +11,14 @@ import pytest
 
 from ffsolve.data import DataError, Dataset, load_dataset, load_prepared, save_prepared
 from ffsolve.data.digits import load_digits_dataset, load_photo_patches
+from ffsolve.data.sources import EMBEDDED_MNIST_IN_REPO
+from workflow_helpers import REPO
+
+EMBEDDED = REPO / EMBEDDED_MNIST_IN_REPO
 
 
 def test_embedded_mnist_splits_9000_1000_deterministically():
-    first, second = load_dataset("mnist", "embedded"), load_dataset("mnist", "embedded")
+    first, second = load_dataset("mnist", "embedded", embedded_dir=EMBEDDED), load_dataset("mnist", "embedded", embedded_dir=EMBEDDED)
     assert first.train_images.shape == (9000, 28, 28) and first.test_images.shape == (1000, 28, 28)
     assert first.train_images.dtype == np.uint8 and first.train_labels.dtype == np.int64
     assert set(np.unique(first.test_labels)) == set(range(10))
@@ -25,8 +29,14 @@ def test_full_mnist_from_the_shared_folder(shared_mnist_root):
     data = load_dataset("mnist", "folder", str(shared_mnist_root))
     assert data.train_images.shape == (60000, 28, 28) and data.test_images.shape == (10000, 28, 28)
     # The embedded copy is MNIST's test split: the first 9,000 test images, byte for byte.
-    embedded = load_dataset("mnist", "embedded")
+    embedded = load_dataset("mnist", "embedded", embedded_dir=EMBEDDED)
     np.testing.assert_array_equal(embedded.train_images, data.test_images[:9000])
+
+
+def test_the_embedded_source_needs_its_folder_named():
+    # The library never guesses the repository from its own install location.
+    with pytest.raises(ValueError, match="embedded_dir is required"):
+        load_dataset("mnist", "embedded")
 
 
 def test_unknown_dataset_and_source_are_refused():

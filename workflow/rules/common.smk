@@ -4,6 +4,7 @@
 import shutil
 import sys
 
+import jsonschema
 import yaml
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
@@ -61,12 +62,15 @@ def validate_section(name):
         per_dataset = override_schema(schema)
         for dataset, settings in overrides.items():
             overrides[dataset] = coerce_to_schema(settings or {}, per_dataset)
-            try:
-                validate(overrides[dataset], schema=per_dataset, set_default=False)
-            except WorkflowError as err:
+            error = jsonschema.exceptions.best_match(
+                jsonschema.Draft202012Validator(per_dataset).iter_errors(overrides[dataset])
+            )
+            if error is not None:
+                where = ".".join(str(part) for part in error.absolute_path)
                 raise WorkflowError(
-                    f"config key '{name}.per_dataset.{dataset}' is invalid:\n{err}"
-                ) from None
+                    f"config key '{name}.per_dataset.{dataset}{'.' + where if where else ''}' "
+                    f"is invalid: {error.message}"
+                )
 
 
 for _section in SECTIONS:
@@ -140,43 +144,7 @@ def get_all_outputs():
     return get_figures() + get_all_metrics()
 
 
-# ---- made (MADE sampling, workflow/rules/made.smk) ---------------------------------------
-from ffsolve.experiments.runs import run_names as legacy_run_names  # noqa: E402  (until moved)
-
-
-def get_made_runs():
-    cfg = config["made"]["sample"]
-    return legacy_run_names(cfg["methods"], cfg["block_sizes"])
-
-
-def get_made_results(datasets, kind):
-    """results/made/<dataset>/<run>/<kind> for every sampling run of the config."""
-    return get_results("made", datasets, get_made_runs(), kind)
-
-
-def get_made_checkpoint(wildcards):
-    """The checkpoint to sample: the one the config names, else the one made_train writes."""
-    named = config["made"]["checkpoint"][wildcards.dataset]
-    return named if named else f"results/made/{wildcards.dataset}/model.pt"
-
-
-def get_made_training(wildcards):
-    """The learning curve of the trained model ([] when the config names a checkpoint)."""
-    if config["made"]["checkpoint"][wildcards.dataset]:
-        return []
-    return f"results/made/{wildcards.dataset}/train.json"
-
-
-def get_made_figures():
-    return expand(
-        "figures/made_{dataset}{part}.{ext}",
-        dataset=config["made"]["datasets"],
-        part=("", "_samples"),
-        ext=("png", "pdf"),
-    )
-
-
-# ---- end made ------------------------------------------------------------------------------
+from ffsolve.experiments.runs import run_names as legacy_run_names  # noqa: E402  (densenet, until moved)
 
 
 # ---- rnn_backprop ---------------------------------------------------------------------------

@@ -15,8 +15,10 @@ from ffsolve.data.idx import read_idx
 
 log = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
-EMBEDDED_MNIST = REPO_ROOT / "workflow" / "resources" / "mnist"
+# Where the workflow ships the embedded MNIST, relative to the repository root. The library never
+# guesses the repository from its own location (that breaks outside an editable install): callers
+# pass the folder, e.g. the rule's inputs.
+EMBEDDED_MNIST_IN_REPO = Path("workflow") / "resources" / "mnist"
 # md5 of the gzipped files shipped in workflow/resources/mnist/ (unzipped: the official t10k md5s).
 EMBEDDED_MD5 = {
     "t10k-images-idx3-ubyte.gz": "ecff87aa27c74fbc2c1f97e89c19221d",
@@ -48,7 +50,12 @@ def load_dataset(name: str, source: str, folder: Optional[str] = None,
         raise DataError(f"data.{name}.source is folder but data.{name}.folder is not set")
     if name == "mnist":
         if source == "embedded":
-            return _mnist_embedded(Path(embedded_dir) if embedded_dir else EMBEDDED_MNIST)
+            if embedded_dir is None:
+                raise ValueError(
+                    "embedded_dir is required for source 'embedded': the folder of the shipped "
+                    f"MNIST files ({EMBEDDED_MNIST_IN_REPO} in the repository)"
+                )
+            return _mnist_embedded(Path(embedded_dir))
         root = Path(folder) if source == "folder" else Path(download_root or "resources/raw")
         if source == "download":
             _torchvision_download("MNIST", root)
