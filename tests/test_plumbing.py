@@ -1,26 +1,14 @@
 """Run plumbing shared by every experiment: seeds, devices, threads, timing, results, jobs."""
 
-import json
 import logging
-import math
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 
-from ffsolve import results, runtime, timing
+from ffsolve import runtime, timing
 from ffsolve.jobs import run_snakemake_job
-
-
-def full_record(**overrides):
-    record = {
-        "experiment": "demo", "dataset": "toy", "method": "jacobi", "block_size": None,
-        "tol": 0.0, "sequence_length": 8, "iterations": 3, "wall_time_s": 0.5,
-        "max_abs_diff_vs_sequential": 0.0, "exact_match": True, "device": "cpu", "seed": 0,
-    }
-    record.update(overrides)
-    return record
 
 
 def test_seed_everything_makes_torch_and_numpy_repeat():
@@ -83,40 +71,6 @@ def test_time_call_synchronises_each_result():
     seen = []
     timing.time_call(lambda: "value", repeats=3, warmup=1, sync=seen.append)
     assert seen == ["value"] * 4
-
-
-def test_metrics_roundtrip_with_versions(tmp_path):
-    path = tmp_path / "a" / "metrics.json"
-    results.write_metrics(path, full_record(extra=np.float32(1.5), flags=np.array([1, 2])))
-    data = json.loads(path.read_text())
-    assert data["exact_match"] is True and data["extra"] == 1.5 and data["flags"] == [1, 2]
-    assert data["versions"]["numpy"] == np.__version__
-    assert not list(tmp_path.rglob("*.tmp"))
-
-
-def test_metrics_refuse_missing_fields_and_nan(tmp_path):
-    record = full_record()
-    del record["exact_match"]
-    with pytest.raises(ValueError, match="exact_match"):
-        results.write_metrics(tmp_path / "m.json", record)
-    with pytest.raises(ValueError, match="not finite"):
-        results.write_metrics(tmp_path / "m.json", full_record(wall_time_s=math.nan))
-    assert not (tmp_path / "m.json").exists()
-
-
-def test_summary_gathers_every_run_sorted(tmp_path):
-    paths = []
-    for method in ("jacobi", "sequential"):
-        path = tmp_path / method / "metrics.json"
-        results.write_metrics(path, full_record(method=method, timing={"iqr_s": 0.1, "repeats": 5}))
-        paths.append(path)
-    out = tmp_path / "summary.csv"
-    assert results.gather_summary(reversed(paths), out) == 2
-    lines = out.read_text().splitlines()
-    assert lines[0].startswith("experiment,dataset,run,method,block_size")
-    # the run is the folder name, one row per run even when methods repeat
-    assert [line.split(",")[2:4] for line in lines[1:]] == [["jacobi", "jacobi"], ["sequential", "sequential"]]
-    assert ",5," in lines[1]
 
 
 def fake_snakemake(tmp_path, threads=1):
