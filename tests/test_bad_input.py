@@ -85,20 +85,21 @@ def test_offline_download_says_what_to_do_instead(tmp_path, monkeypatch):
 
 
 TINY_MADE = {
+    "methods": ["sequential"],
     "hidden_sizes": [8],
     "train": {"steps": 3, "batch_size": 8, "eval_every": 3},
-    "sample": {"batch": 2, "methods": ["sequential"], "block_sizes": [392]},
+    "sample": {"batch": 2},
 }
 
 
 def test_checkpoint_of_the_wrong_shape_is_refused_naming_the_key(tmp_path):
-    from ffsolve.models.made import MADE, save_checkpoint
+    from ffsolve.experiments.made.model import MADE, save_checkpoint
     from workflow_helpers import only
 
     workdir = copy_workflow(tmp_path / "wf")
     checkpoint = tmp_path / "wrong.pt"
     save_checkpoint(MADE(784, [16, 16]), checkpoint, {"logit_lambda": 1e-6})
-    made = {**TINY_MADE, "checkpoint": {"mnist": str(checkpoint)}}
+    made = {**TINY_MADE, "per_dataset": {"mnist": {"checkpoint": str(checkpoint)}}}
     config = write_config(workdir, {**only({"made": made}), "device": "cpu"})
     proc = snakemake(workdir, "--configfile", str(config), "--", "figures", check=False)
     out = proc.stdout + proc.stderr

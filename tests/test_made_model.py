@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from ffsolve.experiments.made import ConfigError, check_checkpoint_fits
-from ffsolve.models.made import (
+from ffsolve.experiments.made.experiment import ConfigError, check_checkpoint_fits
+from ffsolve.experiments.made.model import (
     MADE,
     CheckpointError,
     autoregressive_masks,
@@ -12,9 +12,6 @@ from ffsolve.models.made import (
     load_checkpoint,
     save_checkpoint,
 )
-
-MNIST_CFG = {"hidden_sizes": [16, 16], "logit_lambda": {"mnist": 1e-6}}
-
 
 def random_made(nin=12, hidden=(20, 20), seed=0):
     torch.manual_seed(seed)
@@ -76,10 +73,20 @@ def test_checkpoint_loads_with_weights_only_and_reproduces_outputs(tmp_path):
     save_checkpoint(model, path, {"logit_lambda": 1e-6, "dataset": "mnist"})
     payload = torch.load(path, weights_only=True)
     assert payload["nin"] == 12 and payload["metadata"]["dataset"] == "mnist"
+    assert not list(tmp_path.glob("*.tmp")), "the checkpoint is written atomically"
     loaded, metadata = load_checkpoint(path)
+    assert metadata == {"logit_lambda": 1e-6, "dataset": "mnist"}
+    assert not loaded.training
+    # Every weight, bias and mask comes back, bit for bit ...
+    expected, got = model.state_dict(), loaded.state_dict()
+    assert expected.keys() == got.keys()
+    assert all(torch.equal(expected[k], got[k]) for k in expected)
+    # ... so the loaded model reproduces the saved one's outputs exactly, and they are the saved
+    # weights' outputs, not those of a freshly initialised MADE of the same size.
     x = torch.randn(3, 12)
-    assert all(torch.equal(a, b) for a, b in zip(model(x), loaded(x)))
-    assert metadata["logit_lambda"] == 1e-6
+    (mean, log_scale), (loaded_mean, loaded_log_scale) = model(x), loaded(x)
+    assert torch.equal(mean, loaded_mean) and torch.equal(log_scale, loaded_log_scale)
+    assert not torch.equal(MADE(12, [20, 20])(x)[0], loaded_mean)
 
 
 def test_bare_state_dict_is_accepted(tmp_path):
@@ -100,7 +107,7 @@ def test_checkpoint_with_non_autoregressive_masks_is_refused(tmp_path):
 
 
 def test_missing_and_garbage_checkpoints_name_the_path(tmp_path):
-    with pytest.raises(CheckpointError, match="nothere.pt does not exist.*made.checkpoint"):
+    with pytest.raises(CheckpointError, match="nothere.pt does not exist.*made.per_dataset.<dataset>.checkpoint"):
         load_checkpoint(tmp_path / "nothere.pt")
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="junk.pt"):
@@ -110,12 +117,12 @@ def test_missing_and_garbage_checkpoints_name_the_path(tmp_path):
         load_checkpoint(tmp_path / "other.pt")
 
 
-def test_checkpoint_that_disagrees_with_the_config_names_the_key():
+def test_checkpoint_that_disagrees_with_the_settings_names_the_key():
     model = MADE(784, [16, 16])
-    check_checkpoint_fits({"logit_lambda": 1e-6}, model, MNIST_CFG, "mnist", "m.pt")
+    check_checkpoint_fits({"logit_lambda": 1e-6}, model, [16, 16], 1e-6, "mnist", "m.pt")
     with pytest.raises(ConfigError, match=r"made.hidden_sizes is \[32\]"):
-        check_checkpoint_fits({}, model, {**MNIST_CFG, "hidden_sizes": [32]}, "mnist", "m.pt")
-    with pytest.raises(ConfigError, match="made.logit_lambda.mnist"):
-        check_checkpoint_fits({"logit_lambda": 0.05}, model, MNIST_CFG, "mnist", "m.pt")
-    with pytest.raises(ConfigError, match="made.checkpoint.mnist: m.pt models 64 dimensions"):
-        check_checkpoint_fits({}, MADE(64, [16, 16]), MNIST_CFG, "mnist", "m.pt")
+        check_checkpoint_fits({}, model, [32], 1e-6, "mnist", "m.pt")
+    with pytest.raises(ConfigError, match=r"made.per_dataset.mnist.logit_lambda"):
+        check_checkpoint_fits({"logit_lambda": 0.05}, model, [16, 16], 1e-6, "mnist", "m.pt")
+    with pytest.raises(ConfigError, match="made.per_dataset.mnist.checkpoint: m.pt models 64 dimensions"):
+        check_checkpoint_fits({}, MADE(64, [16, 16]), [16, 16], 1e-6, "mnist", "m.pt")

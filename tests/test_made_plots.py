@@ -1,8 +1,8 @@
-"""The MADE figure helpers on hand-made runs (the notebook itself runs in test_made_workflow)."""
+"""The MADE figure helpers on hand-made runs (the notebook itself runs in the end-to-end test)."""
 
 import numpy as np
 
-from ffsolve.experiments import made_plots
+from ffsolve.experiments.made import plots as made_plots
 
 LAM = 1e-6
 
@@ -12,8 +12,11 @@ def fake_run(name, iterations, shape=(1, 4, 4), keep=2, every=2):
     steps = [k for k in range(0, 3 * every, every) if k < iterations] + [iterations]
     snapshots = np.stack([np.full((keep, dims), float(k)) for k in steps])
     return {
-        "run": name, "method": name.split("_b")[0], "block_size": None, "iterations": iterations,
-        "sequence_length": dims, "wall_time_s": 0.01 * iterations, "exact_match": True,
+        "experiment": "made", "dataset": "mnist", "run": name, "method": name.split("_b")[0],
+        "block_size": None, "iterations": iterations, "sequence_length": dims,
+        "network_evaluations": float(iterations), "converged": True, "bitwise_equal": True,
+        "within_tolerance": None, "wall_time_s": 0.01 * iterations,
+        "timing": {"iqr_s": 0.001, "session": "s1"},
         "trace": {
             "error_mean": np.linspace(1, 0, iterations + 1), "error_std": np.zeros(iterations + 1),
             "change_mean": np.linspace(1, 0, iterations), "change_std": np.zeros(iterations),
@@ -44,5 +47,17 @@ def test_figures_and_table_build():
     runs = [fake_run("sequential", 16), fake_run("jacobi", 4)]
     made_plots.plots.save(made_plots.convergence_figure(runs, "t"))
     made_plots.plots.save(made_plots.sample_grid_figure(runs, "t"))
-    table = made_plots.markdown_table(runs)
-    assert "| jacobi | 4 | 16 | 4.0× |" in table
+    training = {"hidden_sizes": [8], "steps": 3, "dataset": "mnist", "data_source": "embedded",
+                "final_train_bpd": 5.0, "final_test_bpd": 5.25}
+    table = made_plots.markdown_table(runs, training)
+    # 0.16 s / 0.04 s, both timed in one session: a speedup of 4.
+    assert "| jacobi | 4 / 16 | 4 | 0.04 ± 0.001 | 4.00 |" in table
+    assert "| yes |" in table and "test 5.250 bits/dim" in table
+
+
+def test_no_speedup_across_sessions():
+    sequential, jacobi = fake_run("sequential", 16), fake_run("jacobi", 4)
+    jacobi["timing"] = {**jacobi["timing"], "session": "another process"}
+    row = next(line for line in made_plots.markdown_table([sequential, jacobi]).splitlines()
+               if line.startswith("| jacobi"))
+    assert row.split("|")[5].strip() == ""  # the × sequential column stays empty

@@ -2,28 +2,47 @@
 
 import json
 import math
-from types import SimpleNamespace
+import re
+from dataclasses import fields
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import yaml
 
 import ffsolve
 from ffsolve.data import save_prepared
 from ffsolve.data.digits import load_digits_dataset
-from ffsolve.experiments import made
-from ffsolve.experiments.made_density import bits_per_dim, flatten_images, to_logit, to_unit
-from ffsolve.experiments.made_sampler import (
+from ffsolve.experiments.made import experiment
+from ffsolve.experiments.made.density import bits_per_dim, flatten_images, to_logit, to_unit
+from ffsolve.experiments.made.experiment import (
+    ConfigError,
+    MeasureSettings,
+    Sampling,
+    TrainSettings,
+    Training,
+    fit,
+    measure_runs,
+    train_model,
+)
+from ffsolve.experiments.made.model import MADE, load_checkpoint
+from ffsolve.experiments.made.system import (
     StreamingTrace,
+    candidates,
     logistic_noise,
+    run_specs,
     sampling_map,
     solve_samples,
 )
-from ffsolve.models.made import MADE, load_checkpoint
+from ffsolve.kit import SettingsError, measure, read_metrics, settings_from, validate_record
+from ffsolve.kit.harness import TimingSettings
+from ffsolve.workflow_config import dataset_settings
 
 LAM = 1e-6
 METHODS = [("sequential", None), ("jacobi", None), ("gs_jacobi", 8), ("gs_jacobi", 5),
            ("gs_jacobi", 64), ("jacobi_gs", 8)]
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -37,8 +56,8 @@ def trained(digits):
     """A small MADE fitted for a few steps on digits (a trained model converges unlike a random one)."""
     torch.manual_seed(0)
     model = MADE(64, [64, 64])
-    curve = made.fit(model, *digits, LAM, steps=60, batch_size=64, lr=3e-3, eval_every=20,
-                     seed=0, dataset="digits", device="cpu")
+    curve = fit(model, *digits, LAM, Training(steps=60, batch_size=64, lr=3e-3, eval_every=20),
+                seed=0, dataset="digits")
     return model, curve
 
 
@@ -67,7 +86,7 @@ def test_training_lowers_test_bits_per_dim(trained, digits):
     model, curve = trained
     fresh = MADE(64, [64, 64])
     noise = torch.rand(digits[1].shape, generator=torch.Generator().manual_seed(1))
-    before = made._evaluate(fresh, torch.from_numpy(digits[1]), noise, LAM)
+    before = experiment._evaluate(fresh, torch.from_numpy(digits[1]), noise, LAM)
     assert curve["step"] == [20, 40, 60]
     assert curve["test_bpd"][-1] < before - 0.5
     assert all(math.isfinite(v) for v in curve["train_bpd"])
@@ -87,6 +106,7 @@ def test_sampling_map_is_triangular(trained):
     changed = x.clone()
     changed[:, 40:] += 5.0
     assert torch.equal(f(x)[:, :41], f(changed)[:, :41])
+    assert not torch.equal(f(x)[:, 41:], f(changed)[:, 41:])  # later positions do read them
 
 
 @pytest.mark.parametrize("method,block_size", METHODS)
@@ -97,6 +117,7 @@ def test_every_method_returns_the_sequential_sample_bit_for_bit(trained, method,
     result = solve_samples(model, noise, LAM, method, block_size)
     assert torch.equal(result.x, reference.x)
     assert result.converged and 1 <= result.iterations <= 64
+    assert result.network_evaluations == result.iterations  # every call is one full forward
     if method == "jacobi":
         assert result.iterations < 64  # a trained MADE converges well before the worst case
 
@@ -118,46 +139,118 @@ def test_streaming_trace_matches_the_solvers_own_trace(trained):
         assert arrays["error"][-1].max() == 0
 
 
-def _job(tmp_path, config, run=None, dataset="digits"):
-    paths = SimpleNamespace(
-        dataset=str(tmp_path / "digits.npz"), checkpoint=str(tmp_path / "model.pt"),
-        metrics=str(tmp_path / (f"{run}_metrics.json" if run else "train.json")),
-        trace=str(tmp_path / f"{run}_trace.npz"),
-    )
-    return made.Job(input=paths, output=paths, params=None, config=config, threads=1,
-                    wildcards=SimpleNamespace(dataset=dataset, run=run))
+def test_traced_twin_measures_the_error_to_the_timed_sample(trained):
+    model, _ = trained
+    noise = logistic_noise(4, 64, seed=5)
+    runs = run_specs(["sequential", "jacobi", "jacobi_gs"], [16])
+    assert [r.name for r in runs] == ["sequential", "jacobi", "jacobi_gs_b16"]
+    found = measure(candidates(model, noise, LAM, runs, snapshots=(0, 2), keep=3,
+                               trace_extra={"logit_lambda": np.asarray(LAM)}), repeats=2, warmup=0)
+    for name, m in found.items():
+        trace = m.trace
+        assert m.bitwise_equal and m.max_abs_diff == 0, name
+        assert trace["error_mean"].shape == (m.result.iterations + 1,)
+        assert trace["change_mean"].shape == (m.result.iterations,)
+        assert trace["error_mean"][-1] == 0 and trace["error_mean"][0] > 0
+        assert trace["snapshots"].shape == (3, 3, 64) and trace["snapshots"].dtype == np.float32
+        np.testing.assert_array_equal(trace["snapshots"][-1], m.result.x[:3].numpy())
+        assert float(trace["logit_lambda"]) == LAM
+    assert found["sequential"].result.iterations == 64
+    assert found["jacobi"].result.iterations < 64
 
 
-def test_train_and_run_jobs_write_checkpoint_metrics_and_trace(tmp_path):
+def test_train_then_measure_writes_one_valid_record_and_trace_per_run(tmp_path):
     save_prepared(load_digits_dataset(), tmp_path / "digits.npz")
-    config = {
-        "seed": 5, "device": "cpu", "timing": {"repeats": 2, "warmup": 0},
-        "made": {
-            "hidden_sizes": [32], "logit_lambda": {"digits": LAM},
-            "train": {"steps": 4, "batch_size": 16, "lr": 1e-3, "eval_every": 2},
-            "sample": {"batch": 6, "tol": 0.0, "snapshot_every": 2, "snapshot_count": 3, "show": 2},
-        },
-    }
-    record = made.train(_job(tmp_path, config))
+    train = TrainSettings(hidden_sizes=(32,), logit_lambda=LAM,
+                          train=Training(steps=4, batch_size=16, lr=1e-3, eval_every=2))
+    record = train_model(train, data_path=tmp_path / "digits.npz", checkpoint_path=tmp_path / "model.pt",
+                         metrics_path=tmp_path / "train.json", dataset="digits", seed=5, device="cpu")
     assert record["curve"]["step"] == [2, 4]
     assert torch.load(tmp_path / "model.pt", weights_only=True)["metadata"]["logit_lambda"] == LAM
     assert json.loads((tmp_path / "train.json").read_text())["final_test_bpd"] > 0
-    first = None
-    for run in ("sequential", "jacobi", "gs_jacobi_b16"):
-        metrics = made.run(_job(tmp_path, config, run))
-        assert metrics["exact_match"] is True and metrics["max_abs_diff_vs_sequential"] == 0
-        assert 1 <= metrics["iterations"] <= metrics["sequence_length"] == 64
-        with np.load(tmp_path / f"{run}_trace.npz") as trace:
-            assert trace["error_mean"].shape == (metrics["iterations"] + 1,)
-            assert trace["change_mean"].shape == (metrics["iterations"],)
+
+    settings = MeasureSettings(hidden_sizes=(32,), logit_lambda=LAM,
+                               methods=("sequential", "jacobi", "gs_jacobi"), block_sizes=(16, 7),
+                               sample=Sampling(batch=6, tol=0.0, snapshot_every=2, snapshot_count=3, show=2))
+    assert settings.runs == ["sequential", "jacobi", "gs_jacobi_b16", "gs_jacobi_b7"]
+    metrics = {run: str(tmp_path / run / "metrics.json") for run in settings.runs}
+    traces = {run: str(tmp_path / run / "trace.npz") for run in settings.runs}
+    written = measure_runs(settings, checkpoint=tmp_path / "model.pt", dataset="digits", seed=5,
+                           timing=TimingSettings(repeats=2, warmup=0), metrics=metrics, traces=traces,
+                           device="cpu", threads=1)
+    assert sorted(written) == sorted(settings.runs)
+    finals = []
+    for run in settings.runs:
+        rec = read_metrics(metrics[run])
+        validate_record(rec, run)
+        others = set(settings.runs) - {run}
+        assert rec["experiment"] == "made" and rec["run"] == run and rec["dataset"] == "digits"
+        assert rec["bitwise_equal"] is True and rec["max_abs_diff"] == 0
+        assert rec["tolerance"] is None and rec["within_tolerance"] is None
+        assert 1 <= rec["iterations"] <= rec["sequence_length"] == 64
+        assert rec["network_evaluations"] == rec["iterations"]
+        assert set(rec["timing"]["interleaved_with"]) == others and len(rec["timing"]["times_s"]) == 2
+        assert rec["hidden_sizes"] == [32] and rec["logit_lambda"] == LAM and rec["batch"] == 6
+        assert rec["checkpoint"] == str(tmp_path / "model.pt") and rec["image_shape"] == [1, 8, 8]
+        with np.load(traces[run]) as trace:
+            assert trace["error_mean"].shape == (rec["iterations"] + 1,)
+            assert trace["change_mean"].shape == (rec["iterations"],)
             assert trace["snapshots"].shape[1:] == (2, 64)
-            final = trace["snapshots"][-1]
-        first = final if first is None else first
-        np.testing.assert_array_equal(final, first)  # same noise, same weights: same samples
-    # Same seed, same model: the same samples again; the checkpoint still loads.
-    assert load_checkpoint(tmp_path / "model.pt")[0].nin == 64
+            assert trace["image_shape"].tolist() == [1, 8, 8]
+            finals.append(trace["snapshots"][-1])
+    assert read_metrics(metrics["sequential"])["iterations"] == 64
+    for final in finals[1:]:  # same noise, same weights: the same samples
+        np.testing.assert_array_equal(final, finals[0])
+
+
+def test_measure_refuses_a_checkpoint_trained_with_another_lambda(tmp_path):
+    from ffsolve.experiments.made.model import save_checkpoint
+
+    save_checkpoint(MADE(64, [8]), tmp_path / "m.pt", {"logit_lambda": 0.05})
+    settings = MeasureSettings(hidden_sizes=(8,), logit_lambda=LAM, methods=("sequential",), block_sizes=(8,),
+                               sample=Sampling(batch=2, tol=0.0, snapshot_every=1, snapshot_count=1, show=1))
+    with pytest.raises(ConfigError, match="made.per_dataset.digits.logit_lambda"):
+        measure_runs(settings, checkpoint=tmp_path / "m.pt", dataset="digits", seed=1,
+                     timing=TimingSettings(1, 0), metrics={}, traces={}, device="cpu")
+    assert not list(tmp_path.glob("**/metrics.json"))
 
 
 def test_unusable_lambda_is_refused_naming_the_key():
-    with pytest.raises(made.ConfigError, match="made.logit_lambda.cifar10"):
-        made.dataset_lambda({"logit_lambda": {"mnist": 1e-6}}, "cifar10")
+    with pytest.raises(ConfigError, match="made.logit_lambda"):
+        TrainSettings(hidden_sizes=(8,), logit_lambda=0.5, train=Training(1, 1, 1e-3, 1))
+
+
+# ----------------------------------------------------------------- the config layout, the rules
+
+
+def _smk_keys(name):
+    text = (REPO / "workflow" / "rules" / "made.smk").read_text()
+    return tuple(re.findall(r'"(\w+)"', re.search(rf"^{name} = \((.*?)\)$", text, re.M)[1]))
+
+
+def test_rule_params_hold_exactly_what_each_job_reads():
+    # made.smk hands each job these keys of the dataset's settings; the jobs refuse any other.
+    assert _smk_keys("MADE_TRAIN_KEYS") == tuple(f.name for f in fields(TrainSettings))
+    assert _smk_keys("MADE_MEASURE_KEYS") == tuple(f.name for f in fields(MeasureSettings))
+
+
+@pytest.mark.parametrize("configfile", ["config/config.yaml", "config/paper.yaml"])
+def test_per_dataset_settings_give_each_dataset_its_lambda(configfile):
+    section = yaml.safe_load((REPO / configfile).read_text())["made"]
+    lambdas = {}
+    for dataset in ("mnist", "cifar10"):
+        merged = dataset_settings(section, dataset)
+        settings = settings_from(MeasureSettings, {k: merged[k] for k in _smk_keys("MADE_MEASURE_KEYS")}, "made")
+        settings_from(TrainSettings, {k: merged[k] for k in _smk_keys("MADE_TRAIN_KEYS")}, "made")
+        lambdas[dataset] = settings.logit_lambda
+        assert settings.runs == ["sequential", "jacobi", "gs_jacobi_b28", "gs_jacobi_b112"]
+    assert lambdas == {"mnist": 1e-6, "cifar10": 0.05}  # the paper's values
+
+
+def test_settings_refuse_unknown_and_missing_keys_naming_them():
+    good = {"hidden_sizes": [8], "logit_lambda": LAM,
+            "train": {"steps": 1, "batch_size": 1, "lr": 1e-3, "eval_every": 1}}
+    with pytest.raises(SettingsError, match=r"'made.train' has unknown settings \['epochs'\]"):
+        settings_from(TrainSettings, {**good, "train": {**good["train"], "epochs": 2}}, "made")
+    with pytest.raises(SettingsError, match="'made.logit_lambda' is missing"):
+        settings_from(TrainSettings, {k: v for k, v in good.items() if k != "logit_lambda"}, "made")

@@ -1,11 +1,50 @@
-# MADE sampling (paper §2.3): train (or load) a MADE per dataset, sample one seeded batch with every
-# method, check each against sequential, and draw the convergence figure and the sample grid.
+# MADE sampling (paper §2.3): train (or load) a MADE per dataset, then one timed harness job per
+# dataset samples one seeded batch with every method on the same weights and noise, checks each
+# against sequential bit for bit, and the notebook draws the convergence figure and sample grid.
+
+MADE_BLOCKED = ("gs_jacobi", "jacobi_gs")
+# The keys of one dataset's made settings each job reads (and reruns when they change).
+MADE_TRAIN_KEYS = ("hidden_sizes", "logit_lambda", "train")
+MADE_MEASURE_KEYS = ("hidden_sizes", "logit_lambda", "methods", "block_sizes", "sample")
+
+
+def get_made_runs():
+    cfg = config["made"]
+    return run_names(cfg["methods"], cfg["block_sizes"], blocked=MADE_BLOCKED)
+
+
+def get_made_results(datasets, kind):
+    """results/made/<dataset>/<run>/<kind> for every sampling run of the config."""
+    return get_results("made", datasets, get_made_runs(), kind)
+
+
+def made_settings(dataset, keys):
+    settings = settings_for("made", dataset)
+    return {key: settings[key] for key in keys}
+
+
+def get_made_checkpoint(wildcards):
+    """The checkpoint to sample: the one the config names, else the one made_train writes."""
+    named = settings_for("made", wildcards.dataset)["checkpoint"]
+    return named if named else f"results/made/{wildcards.dataset}/model.pt"
+
+
+def get_made_training(wildcards):
+    """The learning curve of the trained model ([] when the config names a checkpoint)."""
+    if settings_for("made", wildcards.dataset)["checkpoint"]:
+        return []
+    return f"results/made/{wildcards.dataset}/train.json"
 
 
 if experiment_active("made"):
     register_targets(
         metrics=get_made_results(config["made"]["datasets"], "metrics.json"),
-        figures=get_made_figures(),
+        figures=expand(
+            "figures/made_{dataset}{part}.{ext}",
+            dataset=config["made"]["datasets"],
+            part=("", "_samples"),
+            ext=("png", "pdf"),
+        ),
     )
 
 
@@ -20,11 +59,10 @@ rule made_train:
     benchmark:
         "benchmarks/made/{dataset}/train.tsv"
     params:
-        # Listed so that a changed setting retrains (Snakemake's params trigger).
-        hidden_sizes=lambda wildcards: config["made"]["hidden_sizes"],
-        logit_lambda=lambda wildcards: config["made"]["logit_lambda"][wildcards.dataset],
-        train=lambda wildcards: config["made"]["train"],
+        # Everything the job reads, so that a changed setting retrains (Snakemake's params trigger).
+        settings=lambda wildcards: made_settings(wildcards.dataset, MADE_TRAIN_KEYS),
         seed=config["seed"],
+        device=config["device"],
     wildcard_constraints:
         dataset="mnist|cifar10",
     threads: THREADS
@@ -36,32 +74,32 @@ rule made_train:
         "../../scripts/made_train.py"
 
 
-rule made_sample:
+rule made_measure:
     input:
         checkpoint=get_made_checkpoint,
     output:
-        metrics="results/made/{dataset}/{run}/metrics.json",
-        trace="results/made/{dataset}/{run}/trace.npz",
+        metrics=expand("results/made/{{dataset}}/{run}/metrics.json", run=get_made_runs()),
+        traces=expand("results/made/{{dataset}}/{run}/trace.npz", run=get_made_runs()),
     log:
-        "logs/made/{dataset}/{run}.log",
+        "logs/made/{dataset}/measure.log",
     benchmark:
-        "benchmarks/made/{dataset}/{run}.tsv"
+        "benchmarks/made/{dataset}/measure.tsv"
     params:
-        sample=lambda wildcards: config["made"]["sample"],
-        logit_lambda=lambda wildcards: config["made"]["logit_lambda"][wildcards.dataset],
-        timing=lambda wildcards: config["timing"],
-        device=config["device"],
+        settings=lambda wildcards: made_settings(wildcards.dataset, MADE_MEASURE_KEYS),
+        runs=get_made_runs(),
+        timing=config["timing"],
         seed=config["seed"],
+        device=config["device"],
     wildcard_constraints:
         dataset="mnist|cifar10",
-        run="sequential|jacobi|(gs_jacobi|jacobi_gs)_b[1-9][0-9]*",
-    threads: THREADS
+    # Every core: the timed job runs alone, so no neighbour job skews its clocks.
+    threads: TIMED_THREADS
     resources:
         gpu=GPU,
     conda:
         ENVS["torch"]
     script:
-        "../../scripts/made_sample.py"
+        "../../scripts/made_measure.py"
 
 
 rule made_figure:

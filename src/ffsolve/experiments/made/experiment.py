@@ -1,73 +1,117 @@
 """MADE sampling (paper §2.3): train the model from data, then sample it with every method.
 
-``train(job)`` fits MADE by maximum likelihood in logit space and writes a checkpoint;
-``run(job)`` samples one batch with one method (the ``run`` wildcard) on seeded noise and checks the
-sample against the sequential one drawn in the same process from the same weights and noise.
+:func:`train_model` fits MADE by maximum likelihood in logit space and writes a checkpoint;
+:func:`measure_runs` samples one seeded batch with every configured method in one process, on the
+same weights and noise, through the shared harness (timed repeats interleaved, the timed output
+checked bit for bit against the sequential sample), and writes one record and trace per run.
+``train_job`` and ``measure_job`` are the thin adapters the ``made_train`` and ``made_measure``
+rules call; they read only the job's params and paths, never the config.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import os
 import time
-from pathlib import Path
-from typing import Optional
+from dataclasses import dataclass
+from typing import Mapping, Optional
 
 import numpy as np
 import torch
 
 from ffsolve.data import load_prepared
-from ffsolve.experiments.made_density import IMAGE_SHAPES, bits_per_dim, flatten_images, to_logit
-from ffsolve.experiments.made_sampler import StreamingTrace, logistic_noise, solve_samples
-from ffsolve.experiments.runs import parse_run_name
-from ffsolve.jobs import Job, progress
-from ffsolve.models.made import MADE, CheckpointError, load_checkpoint, save_checkpoint
-from ffsolve.results import write_metrics, write_trace
+from ffsolve.experiments.made.density import IMAGE_SHAPES, bits_per_dim, flatten_images, to_logit
+from ffsolve.experiments.made.model import MADE, CheckpointError, load_checkpoint, save_checkpoint
+from ffsolve.experiments.made.system import candidates, logistic_noise, run_specs
+from ffsolve.jobs import Job, outputs_by_run, progress
+from ffsolve.kit import RunContext, measure, seed_stream, settings_from, torch_generator, write_json, write_runs
+from ffsolve.kit.harness import TimingSettings
 from ffsolve.runtime import device_description, seed_everything, torch_device
-from ffsolve.timing import time_call
 
 log = logging.getLogger(__name__)
-
-# Offsets that give each use of the root seed its own stream (init, data order, noise, ...).
-SEED_OFFSETS = {"init": 0, "batches": 1, "test_noise": 2, "sample_noise": 3}
-DATASET_SEED_OFFSET = {"mnist": 0, "cifar10": 1000, "digits": 2000}
 
 
 class ConfigError(ValueError):
     """A made.* setting cannot be used; the message names the key."""
 
 
-def stream_seed(seed: int, dataset: str, use: str) -> int:
-    return int(seed) + DATASET_SEED_OFFSET.get(dataset, 3000) + 10 * SEED_OFFSETS[use]
+@dataclass(frozen=True)
+class Training:
+    """``made.train``: Adam on dequantised images."""
+
+    steps: int
+    batch_size: int
+    lr: float
+    eval_every: int
 
 
-def dataset_lambda(made_cfg: dict, dataset: str) -> float:
-    lam = made_cfg["logit_lambda"].get(dataset)
-    if lam is None or not 0.0 < float(lam) < 0.5:
-        raise ConfigError(f"made.logit_lambda.{dataset} must be a number in (0, 0.5), got {lam!r}")
-    return float(lam)
+@dataclass(frozen=True)
+class Sampling:
+    """``made.sample``: one batch sampled by every method on the same seeded noise."""
+
+    batch: int
+    tol: float
+    snapshot_every: int
+    snapshot_count: int
+    show: int
 
 
-def check_checkpoint_fits(metadata: dict, model: MADE, made_cfg: dict, dataset: str, path) -> None:
-    """Refuse a checkpoint whose size or λ disagrees with the config (naming the key to change)."""
+def _check_lambda(lam: float) -> None:
+    if not 0.0 < lam < 0.5:
+        raise ConfigError(
+            f"made.logit_lambda (or made.per_dataset.<dataset>.logit_lambda) must be in (0, 0.5), got {lam!r}"
+        )
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """What ``made_train`` reads of one dataset's ``made`` settings."""
+
+    hidden_sizes: tuple[int, ...]
+    logit_lambda: float
+    train: Training
+
+    def __post_init__(self):
+        _check_lambda(self.logit_lambda)
+
+
+@dataclass(frozen=True)
+class MeasureSettings:
+    """What ``made_measure`` reads of one dataset's ``made`` settings."""
+
+    hidden_sizes: tuple[int, ...]
+    logit_lambda: float
+    methods: tuple[str, ...]
+    block_sizes: tuple[int, ...]
+    sample: Sampling
+
+    def __post_init__(self):
+        _check_lambda(self.logit_lambda)
+
+    @property
+    def runs(self) -> list[str]:
+        return [spec.name for spec in run_specs(self.methods, self.block_sizes)]
+
+
+def check_checkpoint_fits(metadata: dict, model: MADE, hidden_sizes, lam: float, dataset: str, path) -> None:
+    """Refuse a checkpoint whose size or λ disagrees with the settings (naming the key to change)."""
     dims = int(np.prod(IMAGE_SHAPES[dataset]))
     if model.nin != dims:
         raise ConfigError(
-            f"made.checkpoint.{dataset}: {path} models {model.nin} dimensions, but {dataset} has "
-            f"{dims}; point it at a {dataset} checkpoint"
+            f"made.per_dataset.{dataset}.checkpoint: {path} models {model.nin} dimensions, but "
+            f"{dataset} has {dims}; point it at a {dataset} checkpoint"
         )
-    if model.hidden_sizes != list(made_cfg["hidden_sizes"]):
+    if model.hidden_sizes != list(hidden_sizes):
         raise ConfigError(
-            f"made.hidden_sizes is {list(made_cfg['hidden_sizes'])} but {path} has hidden layers "
-            f"{model.hidden_sizes}; set made.hidden_sizes to match the checkpoint"
+            f"made.hidden_sizes is {list(hidden_sizes)} but {path} has hidden layers "
+            f"{model.hidden_sizes}; set made.hidden_sizes (or made.per_dataset.{dataset}.hidden_sizes) "
+            "to match the checkpoint"
         )
-    lam = dataset_lambda(made_cfg, dataset)
     if "logit_lambda" in metadata and not math.isclose(metadata["logit_lambda"], lam):
         raise ConfigError(
-            f"made.logit_lambda.{dataset} is {lam:g} but {path} was trained with "
-            f"{metadata['logit_lambda']:g}; the sample space would not match the model"
+            f"made.logit_lambda for {dataset} is {lam:g} but {path} was trained with "
+            f"{metadata['logit_lambda']:g} (set made.per_dataset.{dataset}.logit_lambda); the "
+            "sample space would not match the model"
         )
 
 
@@ -87,8 +131,8 @@ def _evaluate(model: MADE, pixels: torch.Tensor, noise: torch.Tensor, lam: float
     return total / len(pixels)
 
 
-def fit(model: MADE, train_pixels: np.ndarray, test_pixels: np.ndarray, lam: float, *, steps: int,
-        batch_size: int, lr: float, eval_every: int, seed: int, dataset: str, device) -> dict:
+def fit(model: MADE, train_pixels: np.ndarray, test_pixels: np.ndarray, lam: float, training: Training,
+        *, seed: int, dataset: str, device="cpu") -> dict:
     """Adam on the mean bits/dim of random dequantised batches; returns the learning curve.
 
     Pixels are ``(N, D)`` uint8. Batches are drawn epoch by epoch without replacement; the test set
@@ -97,14 +141,13 @@ def fit(model: MADE, train_pixels: np.ndarray, test_pixels: np.ndarray, lam: flo
     model.to(device).train()
     train = torch.from_numpy(train_pixels).to(device)
     test = torch.from_numpy(test_pixels).to(device)
-    batches = torch.Generator().manual_seed(stream_seed(seed, dataset, "batches"))
-    test_noise = torch.rand(
-        test.shape, generator=torch.Generator().manual_seed(stream_seed(seed, dataset, "test_noise"))
-    ).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    batches = torch_generator(seed, "made", dataset, "batches")
+    test_noise = torch.rand(test.shape, generator=torch_generator(seed, "made", dataset, "test_noise")).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=training.lr)
     curve = {"step": [], "train_bpd": [], "test_bpd": []}
     order, cursor, running, seen = torch.randperm(len(train), generator=batches), 0, 0.0, 0
     start = time.perf_counter()
+    steps, batch_size = training.steps, training.batch_size
     for step in progress(range(1, steps + 1), desc=f"MADE {dataset}", total=steps):
         if cursor + batch_size > len(order):
             order, cursor = torch.randperm(len(train), generator=batches), 0
@@ -122,7 +165,7 @@ def fit(model: MADE, train_pixels: np.ndarray, test_pixels: np.ndarray, lam: flo
                 f"MADE training diverged at step {step} (loss {value}); lower made.train.lr"
             )
         running, seen = running + value, seen + 1
-        if step % eval_every == 0 or step == steps:
+        if step % training.eval_every == 0 or step == steps:
             test_bpd = _evaluate(model, test, test_noise, lam)
             curve["step"].append(step)
             curve["train_bpd"].append(running / seen)
@@ -134,23 +177,18 @@ def fit(model: MADE, train_pixels: np.ndarray, test_pixels: np.ndarray, lam: flo
     return {**curve, "train_time_s": time.perf_counter() - start}
 
 
-def train(job: Job) -> dict:
-    """The ``made_train`` job: fit MADE on ``input.dataset``, save checkpoint and learning curve."""
-    dataset = job.wildcards.dataset
-    made_cfg, seed = job.config["made"], int(job.config["seed"])
-    lam = dataset_lambda(made_cfg, dataset)
-    cfg = made_cfg["train"]
-    data = load_prepared(job.input.dataset)
+def train_model(settings: TrainSettings, *, data_path, checkpoint_path, metrics_path, dataset: str,
+                seed: int, device: str = "auto", threads: Optional[int] = None) -> dict:
+    """Fit MADE on the prepared dataset at ``data_path``; write the checkpoint and learning curve."""
+    lam, training = settings.logit_lambda, settings.train
+    data = load_prepared(data_path)
     train_pixels, test_pixels = flatten_images(data.train_images), flatten_images(data.test_images)
-    seed_everything(stream_seed(seed, dataset, "init"))
-    model = MADE(train_pixels.shape[1], made_cfg["hidden_sizes"])
-    device = torch_device(job.config["device"])
+    seed_everything(seed_stream(seed, "made", dataset, "init"))
+    model = MADE(train_pixels.shape[1], settings.hidden_sizes)
+    torch_dev = torch_device(device)
     log.info("MADE(%d, %s) on %s (%s, train %d / test %d) on %s", model.nin, model.hidden_sizes,
-             dataset, data.source, len(train_pixels), len(test_pixels), device)
-    curve = fit(
-        model, train_pixels, test_pixels, lam, steps=cfg["steps"], batch_size=cfg["batch_size"],
-        lr=cfg["lr"], eval_every=cfg["eval_every"], seed=seed, dataset=dataset, device=device,
-    )
+             dataset, data.source, len(train_pixels), len(test_pixels), torch_dev)
+    curve = fit(model, train_pixels, test_pixels, lam, training, seed=seed, dataset=dataset, device=torch_dev)
     record = {
         "experiment": "made",
         "dataset": dataset,
@@ -158,19 +196,35 @@ def train(job: Job) -> dict:
         "nin": model.nin,
         "hidden_sizes": model.hidden_sizes,
         "logit_lambda": lam,
-        **{k: cfg[k] for k in ("steps", "batch_size", "lr")},
+        "steps": training.steps,
+        "batch_size": training.batch_size,
+        "lr": training.lr,
         "final_train_bpd": curve["train_bpd"][-1],
         "final_test_bpd": curve["test_bpd"][-1],
         "curve": curve,
-        "device": device_description(device),
-        "threads": job.threads,
+        "device": device_description(torch_dev),
         "seed": seed,
+        **({"threads": int(threads)} if threads else {}),
     }
-    save_checkpoint(model.cpu(), job.output.checkpoint, {
+    save_checkpoint(model.cpu(), checkpoint_path, {
         k: record[k] for k in ("dataset", "data_source", "logit_lambda", "steps", "final_test_bpd", "seed")
     })
-    _write_json(job.output.metrics, record)
+    write_json(metrics_path, record)
     return record
+
+
+def train_job(job: Job) -> dict:
+    """The ``made_train`` rule."""
+    return train_model(
+        settings_from(TrainSettings, job.params.settings, "made"),
+        data_path=job.input.dataset,
+        checkpoint_path=job.output.checkpoint,
+        metrics_path=job.output.metrics,
+        dataset=job.wildcards.dataset,
+        seed=job.params.seed,
+        device=job.params.device,
+        threads=job.threads,
+    )
 
 
 # --------------------------------------------------------------------------- sampling
@@ -181,89 +235,45 @@ def snapshot_iterations(every: int, count: int) -> list[int]:
     return [every * i for i in range(count)]
 
 
-def run(job: Job) -> dict:
-    """The ``made_sample`` job: one method, its trace, its timing, and the check against sequential."""
-    dataset = job.wildcards.dataset
-    made_cfg, seed = job.config["made"], int(job.config["seed"])
-    cfg = made_cfg["sample"]
-    method, block_size = parse_run_name(job.wildcards.run)
-    lam = dataset_lambda(made_cfg, dataset)
-    device = torch_device(job.config["device"])
+def measure_runs(settings: MeasureSettings, *, checkpoint, dataset: str, seed: int, timing: TimingSettings,
+                 metrics: Mapping[str, str], traces: Mapping[str, str], device: str = "auto",
+                 threads: Optional[int] = None) -> dict:
+    """Every configured run in this process on the checkpoint's weights and one seeded noise batch,
+    timed round-robin by the shared harness; one record and trace per run."""
+    lam, sample = settings.logit_lambda, settings.sample
+    torch_dev = torch_device(device)
     try:
-        model, metadata = load_checkpoint(job.input.checkpoint)
+        model, metadata = load_checkpoint(checkpoint)
     except CheckpointError as err:
-        raise CheckpointError(f"made.checkpoint.{dataset}: {err}") from err
-    check_checkpoint_fits(metadata, model, made_cfg, dataset, job.input.checkpoint)
-    model.to(device)
-    noise = logistic_noise(cfg["batch"], model.nin, stream_seed(seed, dataset, "sample_noise"), device)
-    tol = float(cfg["tol"])
-
-    def sample(recorder: Optional[StreamingTrace] = None):
-        return solve_samples(model, noise, lam, method, block_size, tol, recorder)
-
-    reference = solve_samples(model, noise, lam, "sequential")
-    # The sequential run is its own reference; its determinism is still checked by the traced run.
-    result = reference if method == "sequential" and block_size is None else sample()
-    recorder = StreamingTrace(
-        result.x, snapshot_iterations(cfg["snapshot_every"], cfg["snapshot_count"]), cfg["show"]
+        raise CheckpointError(f"made.per_dataset.{dataset}.checkpoint: {err}") from err
+    check_checkpoint_fits(metadata, model, settings.hidden_sizes, lam, dataset, checkpoint)
+    model.to(torch_dev)
+    noise = logistic_noise(sample.batch, model.nin, seed_stream(seed, "made", dataset, "sample_noise"), torch_dev)
+    image_shape = list(IMAGE_SHAPES[dataset])
+    runs = candidates(
+        model, noise, lam, run_specs(settings.methods, settings.block_sizes), tol=sample.tol,
+        snapshots=snapshot_iterations(sample.snapshot_every, sample.snapshot_count), keep=sample.show,
+        trace_extra={"image_shape": np.asarray(image_shape), "logit_lambda": np.asarray(lam)},
+        extra={"hidden_sizes": model.hidden_sizes, "logit_lambda": lam, "checkpoint": str(checkpoint),
+               "image_shape": image_shape},
     )
-    traced = sample(recorder)
-    if traced.iterations != result.iterations or not torch.equal(traced.x, result.x):
-        raise RuntimeError(
-            f"{job.wildcards.run}: the traced run differs from the untraced one "
-            f"({traced.iterations} vs {result.iterations} iterations); f is not deterministic"
-        )
-    timing = time_call(sample, repeats=job.config["timing"]["repeats"],
-                       warmup=job.config["timing"]["warmup"])
-    diff = float((result.x - reference.x).abs().max())
-    exact = bool(torch.equal(result.x, reference.x))
-    log.info("%s/%s: %d iterations of %d, converged=%s, max |diff| vs sequential %.3g, median %.4f s",
-             dataset, job.wildcards.run, result.iterations, model.nin, result.converged, diff,
-             timing.median_s)
-    if result.iterations > model.nin:
-        raise RuntimeError(f"{result.iterations} iterations for {model.nin} dimensions: solver bug")
-    record = {
-        "experiment": "made",
-        "dataset": dataset,
-        "method": method,
-        "run": job.wildcards.run,
-        "block_size": block_size,
-        "tol": tol,
-        "sequence_length": model.nin,
-        "batch": cfg["batch"],
-        "iterations": result.iterations,
-        "converged": result.converged,
-        "wall_time_s": timing.median_s,
-        "timing": timing.as_dict(),
-        "max_abs_diff_vs_sequential": diff,
-        "exact_match": exact,
-        "exact_match_tolerance": 0.0,
-        "hidden_sizes": model.hidden_sizes,
-        "logit_lambda": lam,
-        "checkpoint": str(job.input.checkpoint),
-        "image_shape": list(IMAGE_SHAPES[dataset]),
-        "device": device_description(device),
-        "threads": job.threads,
-        "seed": seed,
-    }
-    arrays = recorder.arrays()
-    write_trace(
-        job.output.trace,
-        error_mean=arrays["error"].mean(axis=1),
-        error_std=arrays["error"].std(axis=1),
-        change_mean=arrays["change"].mean(axis=1),
-        change_std=arrays["change"].std(axis=1),
-        snapshot_iterations=arrays["snapshot_iterations"],
-        snapshots=arrays["snapshots"].astype(np.float32),
-        image_shape=np.asarray(IMAGE_SHAPES[dataset]),
-        logit_lambda=np.asarray(lam),
+    log.info("MADE %s on %s: %d dims, batch %d, runs %s on %s", model.hidden_sizes, dataset, model.nin,
+             sample.batch, [c.name for c in runs], torch_dev)
+    measurements = measure(runs, repeats=timing.repeats, warmup=timing.warmup)
+    context = RunContext("made", dataset, seed, device_description(torch_dev), sample.batch, threads)
+    return write_runs(measurements, context, metrics, traces)
+
+
+def measure_job(job: Job) -> dict:
+    """The ``made_measure`` rule."""
+    return measure_runs(
+        settings_from(MeasureSettings, job.params.settings, "made"),
+        checkpoint=job.input.checkpoint,
+        dataset=job.wildcards.dataset,
+        seed=job.params.seed,
+        timing=settings_from(TimingSettings, job.params.timing, "timing"),
+        metrics=outputs_by_run(job.params.runs, job.output.metrics),
+        traces=outputs_by_run(job.params.runs, job.output.traces),
+        device=job.params.device,
+        threads=job.threads,
     )
-    return write_metrics(job.output.metrics, record)
-
-
-def _write_json(path, record: dict) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(record, indent=2, sort_keys=True))
-    os.replace(tmp, path)

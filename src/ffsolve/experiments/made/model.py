@@ -2,13 +2,14 @@
 logistic distribution (mean and log-scale) for every dimension, in logit space.
 
 Output d (both its mean and its log-scale) depends only on inputs < d: that is what makes sampling
-a lower-triangular system that ``ffsolve.solve`` can solve (see ``ffsolve.experiments.made``).
+a lower-triangular system that ``ffsolve.solve`` can solve (see ``ffsolve.experiments.made.system``).
 The masks are buffers, so a checkpoint carries its own connectivity; :func:`load_checkpoint`
 checks that connectivity before trusting it.
 """
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 from typing import Sequence
@@ -16,6 +17,8 @@ from typing import Sequence
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from ffsolve.kit.io import write_bytes
 
 CHECKPOINT_FORMAT = "ffsolve.made/1"
 LOG_SCALE_MIN, LOG_SCALE_MAX = -7.0, 7.0  # keeps exp(log_scale) finite in float32 early in training
@@ -132,8 +135,6 @@ def check_autoregressive(model: MADE, source: str = "model") -> None:
 
 def save_checkpoint(model: MADE, path: str | os.PathLike, metadata: dict) -> None:
     """Save weights, masks and plain-typed metadata; loadable with ``torch.load(weights_only=True)``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "format": CHECKPOINT_FORMAT,
         "nin": model.nin,
@@ -141,9 +142,9 @@ def save_checkpoint(model: MADE, path: str | os.PathLike, metadata: dict) -> Non
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "metadata": metadata,
     }
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    write_bytes(path, buffer.getvalue())
 
 
 def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> tuple[MADE, dict]:
@@ -156,8 +157,8 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> tuple[MADE, 
     path = Path(path)
     if not path.exists():
         raise CheckpointError(
-            f"MADE checkpoint {path} does not exist; set made.checkpoint.<dataset> to null to "
-            "train one, or point it at an existing file"
+            f"MADE checkpoint {path} does not exist; set made.per_dataset.<dataset>.checkpoint "
+            "(or made.checkpoint) to null to train one, or point it at an existing file"
         )
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)

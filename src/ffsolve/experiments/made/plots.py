@@ -1,4 +1,4 @@
-"""The MADE figures (paper's made.ipynb): convergence curves, the sample grid, a small table."""
+"""The MADE figures (paper's made.ipynb): convergence curves, the sample grid, the runs table."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from ffsolve import plots
+from ffsolve.kit.tables import runs_table
 from ffsolve.plots import plt
 
 COLORS = {"sequential": "black", "jacobi": "tab:red"}
@@ -100,7 +101,7 @@ def sample_grid_figure(runs: Sequence[dict], title: str, compare: str = "jacobi"
         ax.set_xticklabels([str(k) for k in columns] + [f"final\n({run['iterations']})"], fontsize=7)
         ax.set_yticks([])
         ax.set_xlabel("iteration")
-        ax.set_title(f"{plots.label(run)}, exact match: {run['exact_match']}")
+        ax.set_title(f"{plots.label(run)}, bitwise equal to sequential: {run['bitwise_equal']}")
     fig.suptitle(title)
     return fig
 
@@ -110,17 +111,9 @@ def load_training(path: Optional[str]) -> Optional[dict]:
 
 
 def markdown_table(runs: Sequence[dict], training: Optional[dict] = None) -> str:
-    """Iterations, iteration ratio, measured time and speedup against sequential, exactness."""
-    sequential = next((r for r in runs if r["method"] == "sequential"), None)
-    lines = ["| run | iterations | of T | iteration ratio | time (s, median) | speedup | exact match |",
-             "|---|---|---|---|---|---|---|"]
-    for run in runs:
-        ratio = f"{sequential['iterations'] / run['iterations']:.1f}×" if sequential else "n/a"
-        speedup = f"{sequential['wall_time_s'] / run['wall_time_s']:.1f}×" if sequential else "n/a"
-        lines.append(
-            f"| {plots.label(run)} | {run['iterations']} | {run['sequence_length']} | {ratio} | "
-            f"{run['wall_time_s']:.4g} | {speedup} | {run['exact_match']} |"
-        )
+    """The shared runs table (iterations, network evaluations, median time, speedup over the
+    sequential run of the same session, bitwise equality), then a line on the model."""
+    lines = [runs_table(runs).rstrip("\n")]
     if training:
         lines.append("")
         lines.append(
