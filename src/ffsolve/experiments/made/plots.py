@@ -101,7 +101,8 @@ def sample_grid_figure(runs: Sequence[dict], title: str, compare: str = "jacobi"
         ax.set_xticklabels([str(k) for k in columns] + [f"final\n({run['iterations']})"], fontsize=7)
         ax.set_yticks([])
         ax.set_xlabel("iteration")
-        ax.set_title(f"{plots.label(run)}, bitwise equal to sequential: {run['bitwise_equal']}")
+        ax.set_title(f"{plots.label(run)} (the reference)" if run["method"] == "sequential" else
+                     f"{plots.label(run)}, bitwise equal to sequential: {run['bitwise_equal']}")
     fig.suptitle(title)
     return fig
 
