@@ -26,7 +26,7 @@ from ffsolve.experiments.made.experiment import (
     measure_runs,
     train_model,
 )
-from ffsolve.experiments.made.model import MADE, load_checkpoint
+from ffsolve.experiments.made.model import MADE
 from ffsolve.experiments.made.system import (
     StreamingTrace,
     candidates,
