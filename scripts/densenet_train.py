@@ -1,7 +1,7 @@
-"""Snakemake entry point: DenseNet train (logic in ffsolve.experiments.densenet)."""
+"""Snakemake entry point: train the small DenseNet-BC on MNIST (ffsolve.experiments.densenet.experiment)."""
 
 import _ffsolve_path  # noqa: F401  (first: threads, and src/ importable under conda)
-from ffsolve.experiments import densenet
+from ffsolve.experiments.densenet.experiment import train_job
 from ffsolve.jobs import run_snakemake_job
 
-run_snakemake_job(snakemake, densenet.train)  # noqa: F821 - injected by Snakemake's script:
+run_snakemake_job(snakemake, train_job)  # noqa: F821 - injected by Snakemake's script:

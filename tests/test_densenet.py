@@ -1,4 +1,5 @@
-"""DenseNet over layers: the batched Jacobi step, the solvers, the top-k statistics, the loaders.
+"""DenseNet over layers: the batched Jacobi step, the solvers, the tolerance, the top-k
+statistics, the loaders.
 
 The central property: one call of :func:`parallel_layers` computes every layer of a dense block
 at once and agrees with the ordinary layer-by-layer forward pass, and the map it defines is
@@ -13,37 +14,36 @@ import torch
 
 import ffsolve
 from ffsolve.data import DataError
-from ffsolve.experiments import densenet_inputs as inputs
-from ffsolve.experiments import densenet_stats as stats
-from ffsolve.experiments.densenet_solvers import LayerSystem
-from ffsolve.models.densenet import (
+from ffsolve.experiments.densenet import data as inputs
+from ffsolve.experiments.densenet import stats
+from ffsolve.experiments.densenet.model import (
     DenseNet,
     load_checkpoint,
+    load_densenet201_pretrained,
     load_state,
     pack_layers,
     parallel_layers,
     remap_torchvision_keys,
     save_checkpoint,
 )
+from ffsolve.experiments.densenet.system import (
+    CONTRACT_MODEL,
+    EPS32,
+    LayerSystem,
+    accumulation_length,
+    logit_tolerance,
+    randomised_batch_norm,
+    solve_batches,
+    traced_batches,
+)
 
 # float32, sums in another order than the layer-by-layer convolutions: relative 1e-5 is ample.
 RTOL, ATOL = 1e-5, 1e-5
-TINY = dict(growth_rate=4, block_config=(3, 4, 2), num_init_features=6, bn_size=2,
-            num_classes=10, in_channels=1, stem="small", stem_stride=2)
+TINY = CONTRACT_MODEL  # T = 9 dense layers in blocks of 3, 4, 2
 
 
 def randomised(model: DenseNet, seed: int = 0) -> DenseNet:
-    """Non-trivial batch-norm statistics and affine parameters, so folding BN is really tested."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                n = m.num_features
-                m.running_mean.copy_(torch.rand(n, generator=generator) - 0.5)
-                m.running_var.copy_(torch.rand(n, generator=generator) + 0.5)
-                m.weight.copy_(torch.rand(n, generator=generator) + 0.5)
-                m.bias.copy_(torch.rand(n, generator=generator) - 0.5)
-    return model.eval()
+    return randomised_batch_norm(model, seed)
 
 
 @pytest.fixture(scope="module")
@@ -112,14 +112,25 @@ def test_packing_refuses_training_mode():
 # --- the solvers -----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("block_size", [None, 1, 2, 10])
-def test_methods_match_the_forward_pass_within_T(tiny, batch, block_size):
+@pytest.mark.parametrize("method, block_size, evaluations", [
+    ("sequential", None, 1.0),
+    ("jacobi", None, 9.0),  # every call computes all 9 layers
+    ("gs_jacobi", 1, 1.0),  # one layer per call: the forward pass in 9 batched calls
+    ("gs_jacobi", 2, 17 / 9),  # groups of 2, 1 | 2, 2 | 2 layers, K calls of K layers each
+    ("gs_jacobi", 10, 29 / 9),  # one group per dense block: 3*3 + 4*4 + 2*2 layers computed
+])
+def test_methods_match_the_forward_pass_within_T(tiny, batch, method, block_size, evaluations):
     system = LayerSystem(tiny, block_size)
-    reference = system.sequential(batch)
-    outcome = system.jacobi(batch) if block_size is None else system.gs_jacobi(batch)
-    assert outcome.converged
-    assert 1 <= outcome.iterations <= system.length == 9
-    torch.testing.assert_close(outcome.logits, reference, rtol=RTOL, atol=ATOL)
+    with torch.no_grad():
+        reference = tiny(batch)
+    result = system.run(method, batch)
+    assert isinstance(result, ffsolve.SolveResult) and result.converged
+    assert result.method == method and result.block_size == block_size and result.tol == 0.0
+    assert 1 <= result.iterations <= result.sequence_length == system.length == 9
+    assert result.network_evaluations == pytest.approx(evaluations)
+    assert logit_tolerance(tiny, [batch]).holds([result.x.numpy()], [reference.numpy()])
+    if method == "sequential":
+        assert torch.equal(result.x, reference)
 
 
 @torch.no_grad()
@@ -133,28 +144,56 @@ def test_jacobi_map_fixed_point_is_ffsolve_sequential_bit_for_bit(tiny, batch):
         result = ffsolve.solve(f, x0, method=method)
         assert result.iterations <= system.length
         assert torch.equal(result.x, sequential.x), method
+    torch.testing.assert_close(sequential.x, system.forward_state(batch), rtol=RTOL, atol=ATOL)
 
 
 @torch.no_grad()
 def test_stopping_early_keeps_the_exact_prefix(tiny, batch):
     system = LayerSystem(tiny, block_size=2)
-    exact = system.jacobi(batch).state
+    exact = system.forward_state(batch)
     for k in (1, 4, 7):
-        for outcome in (system.jacobi(batch, max_iters=k), system.gs_jacobi(batch, max_iters=k)):
-            assert outcome.iterations == k and not outcome.converged
-            torch.testing.assert_close(outcome.state[:k], exact[:k], rtol=RTOL, atol=ATOL)
+        for method in ("jacobi", "gs_jacobi"):
+            seen = []
+            result = system.run(method, batch, max_iters=k, on_call=lambda s: seen.append(s.clone()))
+            assert result.iterations == k == len(seen) and not result.converged
+            torch.testing.assert_close(seen[-1][:k], exact[:k], rtol=RTOL, atol=ATOL)
+            # the logits of the stopped run are those of its last iterate
+            torch.testing.assert_close(result.x, system.readout(tiny.stem(batch), seen[-1]))
 
 
 @torch.no_grad()
-def test_trace_hooks_see_each_iterate(tiny, batch):
-    system = LayerSystem(tiny, block_size=3)
-    stem = tiny.stem(batch)
-    for method in ("jacobi", "gs_jacobi"):
-        seen, ticks = [], []
-        outcome = system.run(method, batch, on_call=lambda s: seen.append(s.clone()),
-                             tick=lambda y: ticks.append(1))
-        assert len(seen) == len(ticks) == outcome.iterations
-        torch.testing.assert_close(system.readout(stem, seen[-1]), outcome.logits)
+def test_traced_runs_give_the_timed_output_and_every_iterate(tiny, batch):
+    for method, block in (("sequential", None), ("jacobi", None), ("gs_jacobi", 3)):
+        system = LayerSystem(tiny, block)
+        result, frames = traced_batches(system, method, [batch, batch[:1]])
+        timed = solve_batches(system, method, [batch, batch[:1]])
+        assert torch.equal(result.x, timed.x) and result.iterations == timed.iterations
+        assert frames.shape == (result.iterations + 1, 4, 10)
+        assert np.array_equal(frames[-1], timed.x.numpy())
+        # iterate 0 is the all-zero guess: the same logits whatever the method
+        stem = tiny.stem(batch)
+        assert np.array_equal(frames[0, :3], system.readout(stem, system.zeros(stem)).numpy())
+
+
+# --- the tolerance ---------------------------------------------------------------------------------
+
+
+def test_accumulation_length_counts_every_dense_layer_sum(tiny):
+    # blocks of 3, 4, 2 layers, growth 4, bottleneck 8 (9 * 8 = 72 terms in each 3x3 sum),
+    # block inputs 6, 9 and 12 channels, 4 batch-norm roundings per layer.
+    expected = sum(c + 72 + 4 for c in (6, 10, 14, 9, 13, 17, 21, 12, 16))
+    assert accumulation_length(tiny) == expected == 802
+
+
+@torch.no_grad()
+def test_tolerance_scales_with_the_classifier_magnitude(tiny, batch):
+    tolerance = logit_tolerance(tiny, [batch])
+    h = torch.flatten(torch.nn.functional.adaptive_avg_pool2d(torch.relu(tiny.features(batch)), 1), 1)
+    scale = float((h.abs() @ tiny.classifier.weight.abs().T + tiny.classifier.bias.abs()).max())
+    assert tolerance.atol == pytest.approx(EPS32 * 802 * scale)
+    assert tolerance.rtol == 0.0
+    assert float(tiny(batch).abs().max()) <= scale  # it bounds every logit
+    assert "logits" in tolerance.why and "1.19e-7" in tolerance.why
 
 
 # --- statistics ------------------------------------------------------------------------------------
@@ -172,6 +211,19 @@ def test_stable_from_ignores_a_first_match_that_relapses():
     assert stats.stable_from(mismatch).tolist() == [3, 0, stats.NEVER]
     assert stats.batch_stable_iteration(mismatch) == stats.NEVER
     assert stats.batch_stable_iteration(mismatch[:, :2]) == 3
+
+
+def test_stable_iteration_is_the_first_from_which_top5_never_changes_brute_force():
+    rng = np.random.default_rng(0)
+    for trial in range(200):
+        steps, images = rng.integers(1, 8), rng.integers(1, 4)
+        mismatch = rng.random((steps, images)) < rng.random()
+        per_image = stats.stable_from(mismatch)
+        for i in range(images):
+            agreeing = [k for k in range(steps) if not mismatch[k:, i].any()]
+            assert per_image[i] == (agreeing[0] if agreeing else stats.NEVER), (trial, mismatch[:, i])
+        everyone = [k for k in range(steps) if not mismatch[k:].any()]
+        assert stats.batch_stable_iteration(mismatch) == (everyone[0] if everyone else stats.NEVER)
 
 
 def test_topk_mismatch_compares_ordered_lists():
@@ -217,10 +269,10 @@ def test_checkpoint_round_trip(tiny, batch, tmp_path):
 
 
 def test_pretrained_weights_fail_clearly_without_file_or_download(tmp_path):
-    with pytest.raises(DataError, match="densenet.imagenet_val.weights_file"):
-        inputs.load_densenet201_pretrained(None, download=False, cache_dir=str(tmp_path))
+    with pytest.raises(DataError, match="densenet.weights_file"):
+        load_densenet201_pretrained(None, download=False, cache_dir=str(tmp_path))
     with pytest.raises(DataError, match="not a file"):
-        inputs.load_densenet201_pretrained(str(tmp_path / "absent.pth"), True, str(tmp_path))
+        load_densenet201_pretrained(str(tmp_path / "absent.pth"), True, str(tmp_path))
 
 
 def test_imagenet_folder_errors_and_reading(tmp_path):

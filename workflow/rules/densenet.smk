@@ -1,6 +1,44 @@
 # DenseNet inference by Jacobi iteration over layers (paper §2.2): train the small DenseNet-BC on
-# MNIST (embedded default) or take DenseNet-201, run every method in one process per dataset, and
-# draw logit error and top-5 disagreement against iterations and measured time.
+# MNIST (embedded default) or take DenseNet-201, run every method in one timed process per
+# dataset (the shared harness), and draw logit error and top-5 disagreement against steps.
+
+
+def get_densenet_runs():
+    cfg = config["densenet"]
+    return run_names(cfg["methods"], cfg["block_sizes"], blocked=("gs_jacobi",))
+
+
+def get_densenet_results(datasets, kind):
+    """results/densenet/<dataset>/<run>/<kind> for every run of the config."""
+    return get_results("densenet", datasets, get_densenet_runs(), kind)
+
+
+def get_densenet_inputs(wildcards):
+    """Named inputs of densenet_measure: what the dataset's model and images are read from.
+
+    mnist: the trained checkpoint and the prepared data; imagenet_val: the local weights file when
+    the config names one (the image folder is checked here so a missing one stops the DAG with the
+    key to set); random_speed_only: nothing (weights and inputs come from the seed).
+    """
+    if wildcards.dataset == "mnist":
+        return {"model": "results/densenet/mnist/model.pt", "data": "resources/data/mnist.npz"}
+    if wildcards.dataset == "imagenet_val":
+        folder = config["data"]["imagenet_val"]["folder"]
+        if not folder or not Path(folder).is_dir():
+            raise WorkflowError(
+                f"densenet.datasets includes imagenet_val but data.imagenet_val.folder is "
+                f"{folder!r}, not an existing folder: set it to ImageNet validation images in "
+                "class sub-folders, or use the random_speed_only dataset on machines without ImageNet"
+            )
+        weights = settings_for("densenet", "imagenet_val")["weights_file"]
+        return {"weights": weights} if weights else {}
+    return {}
+
+
+def get_densenet_figures():
+    return expand(
+        "figures/densenet_{dataset}.{ext}", dataset=config["densenet"]["datasets"], ext=("png", "pdf")
+    )
 
 
 if experiment_active("densenet"):
@@ -22,7 +60,8 @@ rule densenet_train:
         "benchmarks/densenet/mnist/train.tsv"
     params:
         # Listed so that a changed setting retrains (Snakemake's params trigger).
-        settings=lambda wildcards: config["densenet"]["mnist"],
+        model=lambda wildcards: settings_for("densenet", "mnist")["model"],
+        train=lambda wildcards: settings_for("densenet", "mnist")["train"],
         seed=config["seed"],
     threads: THREADS
     resources:
@@ -33,35 +72,38 @@ rule densenet_train:
         "../../scripts/densenet_train.py"
 
 
-# One job per dataset runs every method: sequential and parallel runs are timed in the same
-# process on the same weights and inputs (DESIGN.md §7).
-rule densenet_solve:
+# One job per dataset runs every method: all runs are timed in the same process on the same
+# weights and inputs, repeats interleaved (DESIGN.md §7), so it takes every core.
+rule densenet_measure:
     input:
         unpack(get_densenet_inputs),
     output:
-        metrics=expand(
-            "results/densenet/{{dataset}}/{run}/metrics.json", run=get_densenet_runs()
-        ),
-        trace=expand("results/densenet/{{dataset}}/{run}/trace.npz", run=get_densenet_runs()),
+        metrics=expand("results/densenet/{{dataset}}/{run}/metrics.json", run=get_densenet_runs()),
+        traces=expand("results/densenet/{{dataset}}/{run}/trace.npz", run=get_densenet_runs()),
     log:
-        "logs/densenet/{dataset}/solve.log",
+        "logs/densenet/{dataset}/measure.log",
     benchmark:
-        "benchmarks/densenet/{dataset}/solve.tsv"
+        "benchmarks/densenet/{dataset}/measure.tsv"
     params:
-        settings=lambda wildcards: config["densenet"],
-        images=lambda wildcards: config["data"]["imagenet_val"],
-        timing=lambda wildcards: config["timing"],
+        # Everything the job reads, so that a changed setting reruns it (Snakemake's params trigger).
+        settings=lambda wildcards: settings_for("densenet", wildcards.dataset),
+        runs=get_densenet_runs(),
+        image_folder=lambda wildcards: (
+            config["data"]["imagenet_val"]["folder"] if wildcards.dataset == "imagenet_val" else None
+        ),
+        weights_dir="resources/weights",
+        timing=config["timing"],
         device=config["device"],
         seed=config["seed"],
     wildcard_constraints:
         dataset="mnist|imagenet_val|random_speed_only",
-    threads: THREADS
+    threads: TIMED_THREADS
     resources:
         gpu=GPU,
     conda:
         ENVS["torch"]
     script:
-        "../../scripts/densenet_solve.py"
+        "../../scripts/densenet_measure.py"
 
 
 rule densenet_figure:

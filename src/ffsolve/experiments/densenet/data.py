@@ -1,4 +1,5 @@
-"""Models and input batches for the DenseNet experiment, one source per dataset name.
+"""Input batches for the DenseNet experiment, one source per dataset name (the models are in
+model.py).
 
 * ``mnist``: the small DenseNet-BC trained by the ``densenet_train`` rule, embedded MNIST test images.
 * ``imagenet_val``: DenseNet-201 with torchvision's ImageNet weights (a local file, or torchvision's
@@ -19,7 +20,6 @@ import numpy as np
 import torch
 
 from ffsolve.data import DataError
-from ffsolve.models.densenet import TORCHVISION_DENSENET201_URL, densenet201, load_state
 
 log = logging.getLogger(__name__)
 
@@ -33,37 +33,6 @@ def mnist_tensor(images: np.ndarray) -> torch.Tensor:
     """uint8 ``(N, 28, 28)`` -> normalised float ``(N, 1, 28, 28)``."""
     x = torch.from_numpy(np.ascontiguousarray(images)).float().div_(255.0).unsqueeze(1)
     return (x - MNIST_MEAN) / MNIST_STD
-
-
-def load_densenet201_pretrained(weights_file: Optional[str], download: bool, cache_dir: str):
-    """DenseNet-201 with torchvision's ImageNet weights, from ``weights_file`` or a download."""
-    model = densenet201()
-    if weights_file:
-        path = Path(weights_file)
-        if not path.is_file():
-            raise DataError(
-                f"densenet.imagenet_val.weights_file is {weights_file!r}, which is not a file; "
-                "point it at torchvision's densenet201-c1103571.pth"
-            )
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        return load_state(model, state, str(path)).eval()
-    if not download:
-        raise DataError(
-            "DenseNet-201 needs ImageNet weights: set densenet.imagenet_val.weights_file to a local "
-            "copy of torchvision's densenet201-c1103571.pth, or set densenet.imagenet_val.download "
-            "to true on a machine with network access"
-        )
-    try:
-        state = torch.hub.load_state_dict_from_url(
-            TORCHVISION_DENSENET201_URL, model_dir=cache_dir, map_location="cpu", check_hash=True,
-            progress=False,
-        )
-    except Exception as err:  # noqa: BLE001 - any network or hash failure gets the same advice
-        raise DataError(
-            f"could not download {TORCHVISION_DENSENET201_URL} ({type(err).__name__}: {err}); "
-            "download it elsewhere and set densenet.imagenet_val.weights_file to its path"
-        ) from err
-    return load_state(model, state, TORCHVISION_DENSENET201_URL).eval()
 
 
 def imagenet_batches(folder: Optional[str], count: int, seed: int, image_size: Optional[int]):
@@ -94,7 +63,7 @@ def imagenet_batches(folder: Optional[str], count: int, seed: int, image_size: O
     if len(dataset) < count:
         raise DataError(
             f"data.imagenet_val.folder {folder!r} holds {len(dataset)} images; "
-            f"densenet.imagenet_val.images asks for {count}"
+            f"densenet.images asks for {count}"
         )
     order = np.random.default_rng(seed).permutation(len(dataset))[:count]
     batches, labels = [], []
@@ -110,9 +79,3 @@ def random_batch(count: int, image_size: int, seed: int) -> torch.Tensor:
     """Standard-normal ``(count, 3, size, size)`` inputs from ``seed``."""
     generator = torch.Generator().manual_seed(seed)
     return torch.randn(count, 3, image_size, image_size, generator=generator)
-
-
-def random_densenet201(seed: int):
-    """DenseNet-201 with torchvision's random initialisation from ``seed`` (speed only)."""
-    torch.manual_seed(seed)
-    return densenet201().eval()

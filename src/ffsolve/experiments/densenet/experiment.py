@@ -1,52 +1,103 @@
-"""DenseNet inference by Jacobi iteration over layers (reference §2.2): training and solver runs.
+"""DenseNet inference by Jacobi iteration over layers (reference §2.2): the train and measure jobs.
 
-``train(job)`` fits the small DenseNet-BC of the embedded default on MNIST. ``solve(job)`` runs
-every configured method on one dataset *in one process* (same weights, same inputs, DESIGN.md §7)
-and writes one ``metrics.json`` + ``trace.npz`` per run:
+``train`` fits the small DenseNet-BC of the embedded default on MNIST. ``measure_runs`` runs
+every configured method on one dataset in **one process** through the shared harness
+(:func:`ffsolve.kit.measure`): same weights, same inputs, timed repeats interleaved, the timed
+output (the logits) checked against the forward pass's, and writes one ``metrics.json`` +
+``trace.npz`` per run.
 
-1. reference: the ordinary forward pass (``sequential``) gives the logits every method must match;
-2. trace runs (not timed): logits of every iterate, for the error and top-k curves;
-3. from the traces, the iteration from which every image's descending top-1 / top-5 list stays
-   equal to the reference's (``densenet_stats``);
-4. timed runs (``ffsolve.timing.time_call``, warm-up excluded): to exactness (``tol=0``, stopping
-   inside the solver), and stopped after the stable-top-5 iteration, with per-call timestamps.
+Before timing, each method runs once with every iterate's logits recorded (its traced twin; the
+harness later checks that this run gave the timed run's output and step count). From it come the
+iteration from which every image's descending top-1 / top-5 list *stays* equal to the forward
+pass's (``stats``), and, with ``time_to_top5``, one more timed program per parallel method that
+stops after that many steps (an oracle stopping point, the one the paper's estimate used). It is
+timed in the same session as the runs to exactness; its median lands in the exact run's record
+as ``wall_time_top5_s`` (with ``top5_timing``), not in a record of its own.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Mapping, Optional, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ffsolve.data import load_prepared
-from ffsolve.experiments import densenet_inputs as inputs
-from ffsolve.experiments import densenet_stats as stats
-from ffsolve.experiments.densenet_solvers import LayerSystem
-from ffsolve.experiments.runs import parse_run_name, run_names
-from ffsolve.jobs import Job, progress
-from ffsolve.models.densenet import DenseNet, load_checkpoint, save_checkpoint
-from ffsolve.results import write_metrics, write_trace
-from ffsolve.runtime import device_description, seed_everything, torch_device
-from ffsolve.timing import time_call
+from ffsolve.experiments.densenet import data as inputs
+from ffsolve.experiments.densenet import stats
+from ffsolve.experiments.densenet.model import (
+    DenseNet,
+    load_checkpoint,
+    load_densenet201_pretrained,
+    random_densenet201,
+    save_checkpoint,
+)
+from ffsolve.experiments.densenet.system import (
+    BLOCKED,
+    LayerSystem,
+    float32_everywhere,
+    logit_tolerance,
+    solve_batches,
+    traced_batches,
+)
+from ffsolve.jobs import Job, outputs_by_run, progress
+from ffsolve.kit import Candidate, RunContext, RunSpec, expand_runs, measure, settings_from, write_json, write_runs
+from ffsolve.kit.harness import TimingSettings
+from ffsolve.kit.seeds import seed_stream, torch_generator
+from ffsolve.runtime import device_description, torch_device
 
 log = logging.getLogger(__name__)
 
-SMALL_MODEL_KEYS = ("growth_rate", "block_config", "num_init_features", "bn_size", "compression",
-                    "stem_stride")
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """``densenet.model``: the small DenseNet-BC of the mnist dataset."""
+
+    growth_rate: int
+    block_config: tuple[int, ...]
+    num_init_features: int
+    bn_size: int
+    compression: float
+    stem_stride: int
+
+    def kwargs(self) -> dict:
+        return {"growth_rate": self.growth_rate, "block_config": tuple(self.block_config),
+                "num_init_features": self.num_init_features, "bn_size": self.bn_size,
+                "compression": self.compression, "stem_stride": self.stem_stride,
+                "num_classes": 10, "in_channels": 1, "stem": "small"}
 
 
-def small_model_kwargs(cfg: dict) -> dict:
-    """Constructor arguments of the MNIST DenseNet-BC from ``config["densenet"]["mnist"]``."""
-    kwargs = {key: cfg[key] for key in SMALL_MODEL_KEYS}
-    kwargs["block_config"] = tuple(kwargs["block_config"])
-    return {**kwargs, "num_classes": 10, "in_channels": 1, "stem": "small"}
+@dataclass(frozen=True)
+class TrainSettings:
+    """``densenet.train``: Adam with cosine decay over the MNIST training split."""
+
+    epochs: int
+    batch_size: int
+    learning_rate: float
+
+
+@dataclass(frozen=True)
+class Settings:
+    """``densenet.*`` for one dataset (see workflow/schemas/densenet.schema.yaml)."""
+
+    methods: tuple[str, ...]
+    block_sizes: tuple[int, ...]
+    images: int
+    image_size: Optional[int]
+    weights_file: Optional[str]
+    download: bool
+    time_to_top5: bool
+    model: ModelSettings
+    train: TrainSettings
+
+
+def run_specs(settings: Settings) -> list[RunSpec]:
+    return expand_runs(settings.methods, settings.block_sizes, blocked=BLOCKED)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -55,9 +106,8 @@ def small_model_kwargs(cfg: dict) -> dict:
 
 
 def fit(model: DenseNet, images: torch.Tensor, labels: torch.Tensor, *, epochs: int,
-        batch_size: int, learning_rate: float, seed: int) -> list[float]:
+        batch_size: int, learning_rate: float, generator: torch.Generator) -> list[float]:
     """Adam with a cosine learning-rate decay; returns the mean loss of each epoch."""
-    generator = torch.Generator().manual_seed(seed)
     steps_per_epoch = -(-len(images) // batch_size)
     optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs * steps_per_epoch)
@@ -90,27 +140,28 @@ def accuracy(model: DenseNet, images: torch.Tensor, labels: torch.Tensor, batch:
     return correct / len(images)
 
 
-def train(job: Job) -> dict:
+def train(model_settings: ModelSettings, train_settings: TrainSettings, *, data: str,
+          model_path: str, summary_path: str, seed: int, threads: Optional[int] = None) -> dict:
     """Train the small DenseNet-BC on the prepared MNIST; write the checkpoint and a summary."""
-    cfg = job.config["densenet"]["mnist"]
-    seed = int(job.config["seed"])
-    seed_everything(seed)
-    data = load_prepared(job.input.data)
-    kwargs = small_model_kwargs(cfg)
-    model = DenseNet(**kwargs)
-    train_x, train_y = inputs.mnist_tensor(data.train_images), torch.from_numpy(data.train_labels)
-    test_x, test_y = inputs.mnist_tensor(data.test_images), torch.from_numpy(data.test_labels)
+    prepared = load_prepared(data)
+    kwargs = model_settings.kwargs()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed_stream(seed, "densenet", "mnist", "init"))
+        model = DenseNet(**kwargs)
+    train_x, train_y = inputs.mnist_tensor(prepared.train_images), torch.from_numpy(prepared.train_labels)
+    test_x, test_y = inputs.mnist_tensor(prepared.test_images), torch.from_numpy(prepared.test_labels)
     start = time.perf_counter()
-    losses = fit(model, train_x, train_y, epochs=cfg["epochs"], batch_size=cfg["batch_size"],
-                 learning_rate=cfg["learning_rate"], seed=seed)
+    losses = fit(model, train_x, train_y, epochs=train_settings.epochs,
+                 batch_size=train_settings.batch_size, learning_rate=train_settings.learning_rate,
+                 generator=torch_generator(seed, "densenet", "mnist", "minibatches"))
     seconds = time.perf_counter() - start
     test_accuracy = accuracy(model, test_x, test_y)
     log.info("test accuracy %.4f on %d images after %.1f s of training", test_accuracy,
              len(test_y), seconds)
-    save_checkpoint(model, kwargs, job.output.model)
+    save_checkpoint(model, kwargs, model_path)
     summary = {
         "dataset": "mnist",
-        "data_source": data.source,
+        "data_source": prepared.source,
         "train_images": len(train_y),
         "test_images": len(test_y),
         "test_accuracy": test_accuracy,
@@ -120,314 +171,182 @@ def train(job: Job) -> dict:
         "parameters": sum(p.numel() for p in model.parameters()),
         "model": {k: list(v) if isinstance(v, tuple) else v for k, v in kwargs.items()},
         "seed": seed,
-        "threads": job.threads,
+        "threads": threads,
     }
-    _write_json(job.output.summary, summary)
+    write_json(summary_path, summary)
     return summary
 
 
 # ------------------------------------------------------------------------------------------------
-# Solver runs
+# The measurement
 # ------------------------------------------------------------------------------------------------
 
 
-def load_problem(job: Job, dataset: str):
-    """(model, list of input batches, labels or None, description) for ``dataset``."""
-    cfg = job.config["densenet"]
-    seed = int(job.config["seed"])
+@dataclass
+class Problem:
+    """A dataset's model and inputs: what every method solves."""
+
+    model: DenseNet
+    batches: list
+    labels: Optional[np.ndarray]
+    description: str
+    speed_only: bool = False
+
+
+def load_problem(settings: Settings, dataset: str, seed: int, *, model_path: Optional[str] = None,
+                 data: Optional[str] = None, image_folder: Optional[str] = None,
+                 weights_dir: str = "resources/weights") -> Problem:
+    """The model and input batches of ``dataset``."""
     if dataset == "mnist":
-        model = load_checkpoint(job.input.model)
-        data = load_prepared(job.input.data)
-        count = min(cfg["mnist"]["eval_images"], len(data.test_labels))
-        batch = inputs.mnist_tensor(data.test_images[:count])
-        return model, [batch], data.test_labels[:count], "small DenseNet-BC trained on MNIST"
+        prepared = load_prepared(data)
+        count = min(settings.images, len(prepared.test_labels))
+        batch = inputs.mnist_tensor(prepared.test_images[:count])
+        return Problem(load_checkpoint(model_path), [batch], prepared.test_labels[:count],
+                       "small DenseNet-BC trained on MNIST")
     if dataset == "imagenet_val":
-        sub = cfg["imagenet_val"]
-        model = inputs.load_densenet201_pretrained(
-            sub["weights_file"], sub["download"], str(Path("resources") / "weights")
-        )
+        model = load_densenet201_pretrained(settings.weights_file, settings.download, weights_dir)
         batches, labels = inputs.imagenet_batches(
-            job.config["data"]["imagenet_val"]["folder"], sub["images"], seed, sub["image_size"]
+            image_folder, settings.images, seed_stream(seed, "densenet", dataset, "image_order"),
+            settings.image_size,
         )
-        return model, batches, labels, "DenseNet-201, torchvision ImageNet weights"
+        return Problem(model, batches, labels, "DenseNet-201, torchvision ImageNet weights")
     if dataset == "random_speed_only":
-        sub = cfg["random_speed_only"]
-        model = inputs.random_densenet201(seed)
-        batch = inputs.random_batch(sub["images"], sub["image_size"], seed + 1)
-        return model, [batch], None, f"DenseNet-201 architecture, {inputs.SPEED_ONLY_LABEL}"
+        if settings.image_size is None:
+            raise ValueError("densenet.per_dataset.random_speed_only.image_size must be set: the "
+                             "size of the random inputs")
+        model = random_densenet201(seed_stream(seed, "densenet", dataset, "weights"))
+        batch = inputs.random_batch(settings.images, settings.image_size,
+                                    seed_stream(seed, "densenet", dataset, "inputs"))
+        return Problem(model, [batch], None, f"DenseNet-201 architecture, {inputs.SPEED_ONLY_LABEL}",
+                       speed_only=True)
     raise ValueError(f"densenet dataset must be one of {list(inputs.DATASETS)}, got {dataset!r}")
 
 
-class CallClock:
-    """Per-call timestamps inside timed runs (seconds since the run started), device-synchronised."""
-
-    def __init__(self, device: torch.device):
-        self.cuda = device.type == "cuda"
-        self.runs: list[list[float]] = []
-
-    def start(self) -> None:
-        self.t0 = time.perf_counter()
-        self.runs.append([])
-
-    def tick(self, _output) -> None:
-        if self.cuda:
-            torch.cuda.synchronize()
-        self.runs[-1].append(time.perf_counter() - self.t0)
-
-    def median(self, skip: int) -> np.ndarray:
-        """Median over the timed runs (the first ``skip`` are warm-up) of each call's timestamp."""
-        return np.median(np.asarray(self.runs[skip:], dtype=np.float64), axis=0)
-
-
-@torch.no_grad()
-def trace_logits(system: LayerSystem, method: str, x: torch.Tensor, exact_state=None):
-    """Logits of every iterate ``(iterations + 1, N, C)`` (index 0: all layers zero), and the outcome.
-
-    ``sequential``'s iterates are the forward pass's prefixes: after t layers, layers >= t are
-    still zero; they need the exact layer outputs ``exact_state``.
-    """
-    stem = system.model.stem(x)
-    first = system.readout(stem, system.zeros(stem))
-    if method == "sequential":
-        frames = [system.readout(stem, s).cpu() for s in system.prefix_states(exact_state)]
-        return torch.stack(frames).numpy(), None
-    frames = [first.cpu()]
-    outcome = system.run(method, x, on_call=lambda s: frames.append(system.readout(stem, s).cpu()))
-    return torch.stack(frames).numpy(), outcome
-
-
-@dataclass
-class Measurement:
-    """Everything :func:`measure` finds for each run name (the inputs of the records)."""
-
-    runs: list
-    parsed: dict
-    length: int  # T, dense layers
-    reference: np.ndarray  # (N, C) forward-pass logits of every image
-    padded: dict  # run -> (T+1, N, C) logits of every iterate, padded past the last one
-    outcomes: dict  # run -> list of Outcome (None for sequential), one per batch
-    stable: dict  # run -> (top-1 mismatch, top-5 mismatch, stable top-1 it., stable top-5 it.)
-    timings: dict  # run -> {"exact": [Timing], "top5": [Timing | None], "calls": [array]}
-
-
-def solve(job: Job) -> dict:
-    """Every configured method on ``job.wildcards.dataset``; one metrics.json + trace.npz per run."""
-    cfg = job.config["densenet"]
-    dataset = job.wildcards.dataset
-    seed = int(job.config["seed"])
-    seed_everything(seed)
-    device = torch_device(job.config["device"])
-    model, batches, labels, description = load_problem(job, dataset)
-    runs = run_names(cfg["methods"], cfg["block_sizes"])
-    log.info("%s: %d batch(es) of %s, runs %s", description, len(batches),
-             tuple(batches[0].shape), runs)
-    m = measure(model, batches, runs, job.config["timing"], device, dataset)
-    return write_records(job, dataset, description, batches, labels, m, device, seed)
-
-
-def measure(model: DenseNet, batches, runs, timing_cfg: dict, device, name: str = "") -> Measurement:
-    """Trace runs, stable top-k iterations and timed runs of every run, in this process."""
-    model = model.to(device).eval()
-    batches = [b.to(device) for b in batches]
-    parsed = {run: parse_run_name(run) for run in runs}
-    systems = {run: LayerSystem(model, block) for run, (_, block) in parsed.items()}
-    length = next(iter(systems.values())).length
-    dataset = name
-
-    # 1-2. Reference and trace runs.
-    references, traces, outcomes = [], {run: [] for run in runs}, {run: [] for run in runs}
-    with torch.no_grad():
-        for x in progress(batches, f"{dataset}: traces"):
-            reference = model(x)
-            references.append(reference.cpu().numpy())
-            exact = systems[runs[0]].jacobi(x).state  # layer outputs for sequential's prefixes
-            for run in runs:
-                method, _ = parsed[run]
-                logits, outcome = trace_logits(systems[run], method, x, exact)
-                traces[run].append(logits)
-                outcomes[run].append(outcome)
-    reference_all = np.concatenate(references)
-
-    # 3. Descending top-k agreement, "stays converged" rule, over every image.
-    padded = {
-        run: np.concatenate([stats.pad_to(t, length + 1) for t in traces[run]], axis=1)
-        for run in runs
+def trace_arrays(frames: np.ndarray, reference: np.ndarray) -> tuple[dict, dict]:
+    """The trace.npz arrays of one run and its top-k stability fields, from the logits of every
+    iterate ``(K + 1, N, C)`` and the forward pass's ``(N, C)``."""
+    error, change = stats.logit_norms(frames, reference)
+    k5 = min(5, reference.shape[-1])
+    mismatch1 = stats.topk_mismatch(frames, reference, 1)
+    mismatch5 = stats.topk_mismatch(frames, reference, k5)
+    stable = {
+        "stable_top1_iteration": stats.as_optional(stats.batch_stable_iteration(mismatch1)),
+        "stable_top5_iteration": stats.as_optional(stats.batch_stable_iteration(mismatch5)),
     }
-    stable = {}
-    for run in runs:
-        mismatch1 = stats.topk_mismatch(padded[run], reference_all, 1)
-        mismatch5 = stats.topk_mismatch(padded[run], reference_all, min(5, reference_all.shape[-1]))
-        stable[run] = (mismatch1, mismatch5, stats.batch_stable_iteration(mismatch1),
-                       stats.batch_stable_iteration(mismatch5))
-
-    # 4. Timed runs, separate from the trace runs.
-    timings = {run: {"exact": [], "top5": [], "calls": []} for run in runs}
-    for i, x in enumerate(progress(batches, f"{dataset}: timing")):
-        for run in runs:
-            method, _ = parsed[run]
-            system = systems[run]
-            clock = CallClock(device)
-            if method == "sequential":
-                exact_timing = time_call(lambda: system.sequential(x), **_timing_args(timing_cfg))
-                top5_timing = exact_timing  # the forward pass cannot stop early: same run
-            else:
-                def timed(budget=None, clock=None):
-                    if clock is not None:
-                        clock.start()
-                    tick = None if clock is None else clock.tick
-                    return system.run(method, x, max_iters=budget, tick=tick).logits
-
-                exact_timing = time_call(lambda: timed(None, clock), **_timing_args(timing_cfg))
-                timings[run]["calls"].append(clock.median(timing_cfg["warmup"]))
-                budget = stable[run][3]
-                top5_timing = None
-                if budget >= outcomes[run][i].iterations:
-                    top5_timing = exact_timing  # stopping there is the run to exactness
-                elif budget != stats.NEVER:
-                    # Stops inside the solver after the stable-top-5 iteration (found by the trace
-                    # run: an oracle stopping point, the same one the paper's estimate used).
-                    top5_timing = time_call(lambda: timed(max(budget, 1)), **_timing_args(timing_cfg))
-            timings[run]["exact"].append(exact_timing)
-            timings[run]["top5"].append(top5_timing)
-
-    return Measurement(runs, parsed, length, reference_all, padded, outcomes, stable, timings)
+    arrays = {"logit_error": error, "logit_change": change, "top1_mismatch": mismatch1,
+              "top5_mismatch": mismatch5}
+    return arrays, stable
 
 
-def write_records(job, dataset, description, batches, labels, m: Measurement, device, seed) -> dict:
-    """One metrics.json and trace.npz per run."""
-    runs, parsed, length, reference_all = m.runs, m.parsed, m.length, m.reference
-    padded, outcomes, stable, timings = m.padded, m.outcomes, m.stable, m.timings
-    paths = _outputs_by_run(job)
-    sequential_time = None
-    records = {}
-    for run in runs:
-        method, block = parsed[run]
-        records[run] = _record(job, dataset, run, method, block, length, description, batches,
-                               labels, reference_all, padded[run], outcomes[run], stable[run],
-                               timings[run], device, seed)
-    if "sequential" in records:
-        sequential_time = records["sequential"]["wall_time_s"]
-    for run in runs:
-        record = records[run]
-        method = parsed[run][0]
-        if sequential_time is not None:
-            record["speedup_vs_sequential"] = sequential_time / record["wall_time_s"]
-            if record["wall_time_top5_s"] is not None:
-                record["speedup_top5_vs_sequential"] = sequential_time / record["wall_time_top5_s"]
-        log.info("%s %s: %d of %d iterations, stable top-5 from %s, %.4g s (top-5 %s s), "
-                 "max |logit diff| %.3g, exact_match %s", dataset, run, record["iterations"],
-                 length, record["stable_top5_iteration"], record["wall_time_s"],
-                 record["wall_time_top5_s"], record["max_abs_diff_vs_sequential"],
-                 record["exact_match"])
-        error, change = stats.logit_norms(padded[run], reference_all)
-        mismatch1, mismatch5 = stable[run][0], stable[run][1]
-        write_trace(
-            paths[run]["trace"],
-            logit_error=error,
-            logit_change=change,
-            top1_mismatch=mismatch1,
-            top5_mismatch=mismatch5,
-            time_s=_time_axis(method, timings[run], length),
-            iterations=np.asarray([record["iterations"]]),
-        )
-        write_metrics(paths[run]["metrics"], record)
-    return records
+def _memo(fn):
+    cache = []
+
+    def once():
+        if not cache:
+            cache.append(fn())
+        return cache[0]
+
+    return once
 
 
-def _record(job, dataset, run, method, block, length, description, batches, labels,
-            reference, padded, outcomes, stable, timing, device, seed) -> dict:
-    cfg = job.config["densenet"]
-    final = padded[-1]
-    diff = float(np.max(np.abs(final - reference)))
-    scale = float(np.max(np.abs(reference)))
-    allowed = cfg["match_atol"] + cfg["match_rtol"] * scale
-    if method == "sequential":
-        iterations, converged = length, True
-    else:
-        iterations = max(o.iterations for o in outcomes)
-        converged = all(o.converged for o in outcomes)
-    exact = [t.median_s for t in timing["exact"]]
-    top5 = None if any(t is None for t in timing["top5"]) else [t.median_s for t in timing["top5"]]
-    record = {
-        "experiment": "densenet",
-        "dataset": dataset,
-        "label": description,
-        "speed_only": dataset == "random_speed_only",
-        "method": method,
-        "run": run,
-        "block_size": block,
-        "tol": 0.0,
-        "sequence_length": length,
-        "iterations": iterations,
-        "iterations_per_batch": [length if o is None else o.iterations for o in outcomes],
-        "converged": converged,
-        "stable_top1_iteration": _never_as_none(stable[2]),
-        "stable_top5_iteration": _never_as_none(stable[3]),
-        "wall_time_s": float(np.mean(exact)),
-        "wall_time_top5_s": None if top5 is None else float(np.mean(top5)),
-        "timing": {
-            "per_batch_median_s": exact,
-            "per_batch_top5_median_s": top5,
-            "iqr_s": float(np.mean([t.iqr_s for t in timing["exact"]])),
-            "repeats": timing["exact"][0].repeats,
-            "warmup": timing["exact"][0].warmup,
-            "aggregate": "mean over input batches of the median over repeats",
-        },
-        "max_abs_diff_vs_sequential": diff,
-        "exact_match": diff <= allowed,
-        "exact_match_tolerance": {"atol": cfg["match_atol"], "rtol": cfg["match_rtol"],
-                                  "allowed_abs_diff": allowed,
-                                  "rule": "max|logits - forward logits| <= atol + rtol * max|forward logits|"},
-        "images": int(reference.shape[0]),
-        "batches": len(batches),
-        "input_shapes": sorted({tuple(b.shape) for b in batches}),
-        "device": device_description(device),
-        "threads": job.threads,
-        "seed": seed,
-    }
-    if labels is not None:
-        record["forward_top1_accuracy"] = float(np.mean(reference.argmax(-1) == labels))
+def candidates(settings: Settings, problem: Problem, device) -> tuple[list[Candidate], dict]:
+    """Every configured run (and, with ``time_to_top5``, the runs stopped at stable top-5), and
+    which stopped run belongs to which configured run."""
+    model = problem.model.to(device).eval()
+    batches = [b.to(device) for b in problem.batches]
+    tolerance = logit_tolerance(model, batches)
+    forward = LayerSystem(model)
+    reference = solve_batches(forward, "sequential", batches).x.cpu().numpy()
+    images = int(reference.shape[0])
+    shared = {"label": problem.description, "speed_only": problem.speed_only, "images": images,
+              "batches": len(batches), "input_shapes": sorted({tuple(b.shape) for b in batches}),
+              "tf32": False}
+    if problem.labels is not None:
+        shared["forward_top1_accuracy"] = float(np.mean(reference.argmax(-1) == problem.labels))
         if reference.shape[-1] >= 5:
-            record["forward_top5_accuracy"] = float(
-                np.mean(np.any(stats.topk(reference, 5) == labels[:, None], axis=-1))
-            )
-    return record
+            top5 = stats.topk(reference, 5)
+            shared["forward_top5_accuracy"] = float(np.mean(np.any(top5 == problem.labels[:, None], -1)))
+    out, stopped = [], {}
+    for spec in progress(run_specs(settings), "traces"):
+        system = LayerSystem(model, spec.block_size)
+
+        def program(system=system, method=spec.method):
+            return solve_batches(system, method, batches)
+
+        # The traced twin runs once, here, untimed: its top-5 stability sets the stopped run's
+        # budget. The harness then checks it against the first timed call.
+        def traced(system=system, method=spec.method):
+            result, frames = traced_batches(system, method, batches)
+            arrays, stable = trace_arrays(frames, reference)
+            return result, arrays, stable
+
+        traced = _memo(traced)
+        result, _, stable = traced()
+        out.append(Candidate(spec, program, lambda traced=traced: traced()[:2],
+                             tolerance=None if spec.method == "sequential" else tolerance,
+                             extra={**shared, **stable}))
+        budget = stable["stable_top5_iteration"]
+        if (settings.time_to_top5 and spec.method != "sequential" and budget is not None
+                and budget < result.iterations):
+            early = RunSpec(spec.method, spec.block_size, max(budget, 1))
+            out.append(Candidate(early, lambda system=system, m=spec.method, k=early.budget:
+                                 solve_batches(system, m, batches, max_iters=k)))
+            stopped[spec.name] = early.name
+    return out, stopped
 
 
-def _time_axis(method: str, timing: dict, length: int) -> np.ndarray:
-    """Measured seconds at which iterate k is available, k = 0..T (mean over batches).
+def measure_runs(settings: Settings, problem: Problem, *, dataset: str, seed: int,
+                 timing: TimingSettings, device, metrics: Mapping[str, str],
+                 traces: Mapping[str, str], threads: Optional[int] = None) -> dict:
+    """Every method in one process, timed round-robin; one record and trace per configured run."""
+    float32_everywhere()
+    found, stopped = candidates(settings, problem, device)
+    log.info("%s: %s, %d batch(es) of %s; runs %s", dataset, problem.description,
+             len(problem.batches), tuple(problem.batches[0].shape), [c.name for c in found])
+    measurements = measure(found, repeats=timing.repeats, warmup=timing.warmup)
+    for name, m in measurements.items():
+        if name not in metrics:
+            continue
+        extra = m.candidate.extra
+        if m.candidate.spec.method == "sequential" or extra["stable_top5_iteration"] is None:
+            # The forward pass cannot stop early; a run whose top-5 never settles has no such time.
+            extra["wall_time_top5_s"] = (m.timing.median_s if extra["stable_top5_iteration"]
+                                         is not None else None)
+            extra["top5_timing"] = None
+        elif name in stopped:
+            early = measurements[stopped[name]]
+            extra["wall_time_top5_s"] = early.timing.median_s
+            extra["top5_timing"] = {"run": stopped[name], "budget": early.result.iterations,
+                                    **early.timing.as_dict(), "session": early.session}
+        else:  # stable only at the last step: stopping there is the run to exactness
+            extra["wall_time_top5_s"] = m.timing.median_s
+            extra["top5_timing"] = None
+    context = RunContext("densenet", dataset, seed, device_description(device),
+                         problem.batches[0].shape[0], threads)
+    return write_runs(measurements, context, metrics, traces)
 
-    Parallel methods: per-call timestamps of the timed runs to exactness (median over repeats).
-    ``sequential``: the measured forward time spread evenly over its T layers (the forward pass
-    has no hooks inside; its total is measured).
-    """
-    if method == "sequential":
-        total = float(np.mean([t.median_s for t in timing["exact"]]))
-        return np.linspace(0.0, total, length + 1)
-    per_batch = [stats.pad_to(np.concatenate([[0.0], calls]), length + 1) for calls in timing["calls"]]
-    return np.mean(per_batch, axis=0)
+
+def measure_job(job: Job) -> dict:
+    """The ``densenet_measure`` rule."""
+    settings = settings_from(Settings, job.params.settings, "densenet")
+    dataset = job.wildcards.dataset
+    problem = load_problem(
+        settings, dataset, job.params.seed,
+        model_path=getattr(job.input, "model", None), data=getattr(job.input, "data", None),
+        image_folder=job.params.image_folder, weights_dir=job.params.weights_dir,
+    )
+    return measure_runs(
+        settings, problem, dataset=dataset, seed=job.params.seed,
+        timing=settings_from(TimingSettings, job.params.timing, "timing"),
+        device=torch_device(job.params.device),
+        metrics=outputs_by_run(job.params.runs, job.output.metrics),
+        traces=outputs_by_run(job.params.runs, job.output.traces),
+        threads=job.threads,
+    )
 
 
-def _timing_args(cfg: dict) -> dict:
-    return {"repeats": cfg["repeats"], "warmup": cfg["warmup"]}
-
-
-def _never_as_none(value: int):
-    return None if value == stats.NEVER else int(value)
-
-
-def _outputs_by_run(job: Job) -> dict:
-    """Map each run name to its metrics/trace outputs (the run is the folder's name)."""
-    paths: dict = {}
-    for kind in ("metrics", "trace"):
-        for path in job.output[kind] if not isinstance(job.output[kind], str) else [job.output[kind]]:
-            paths.setdefault(Path(path).parent.name, {})[kind] = str(path)
-    return paths
-
-
-def _write_json(path: str, data: dict) -> None:
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as handle:
-        json.dump(data, handle, indent=2, sort_keys=True)
-    os.replace(tmp, path)
+def train_job(job: Job) -> dict:
+    """The ``densenet_train`` rule."""
+    return train(settings_from(ModelSettings, job.params.model, "densenet.model"),
+                 settings_from(TrainSettings, job.params.train, "densenet.train"), data=job.input.data, model_path=job.output.model,
+                 summary_path=job.output.summary, seed=job.params.seed, threads=job.threads)

@@ -23,11 +23,14 @@ from __future__ import annotations
 import re
 from collections import OrderedDict
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from ffsolve.data import DataError
 
 
 class _DenseLayer(nn.Module):
@@ -313,16 +316,57 @@ def load_state(model: nn.Module, state_dict: dict, source: str) -> nn.Module:
 
 def save_checkpoint(model: DenseNet, config: dict, path: str) -> None:
     """The model's weights and the constructor arguments that rebuild it."""
-    from pathlib import Path
+    import io
 
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"config": dict(config), "state_dict": model.state_dict()}, path)
+    from ffsolve.kit.io import write_bytes
+
+    buffer = io.BytesIO()
+    torch.save({"config": dict(config), "state_dict": model.state_dict()}, buffer)
+    write_bytes(path, buffer.getvalue())
 
 
 def load_checkpoint(path: str, map_location="cpu") -> DenseNet:
     """A model written by :func:`save_checkpoint`, in eval mode."""
     blob = torch.load(path, map_location=map_location, weights_only=True)
     if not isinstance(blob, dict) or "config" not in blob or "state_dict" not in blob:
-        raise ValueError(f"{path} is not a checkpoint written by ffsolve.models.densenet.save_checkpoint")
+        raise ValueError(f"{path} is not a checkpoint written by ffsolve.experiments.densenet.model.save_checkpoint")
     model = DenseNet(**blob["config"])
     return load_state(model, blob["state_dict"], path).eval()
+
+
+def load_densenet201_pretrained(weights_file: Optional[str], download: bool, cache_dir: str):
+    """DenseNet-201 with torchvision's ImageNet weights, from ``weights_file`` or a download."""
+    model = densenet201()
+    if weights_file:
+        path = Path(weights_file)
+        if not path.is_file():
+            raise DataError(
+                f"densenet.weights_file is {weights_file!r}, which is not a file; "
+                "point it at torchvision's densenet201-c1103571.pth"
+            )
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        return load_state(model, state, str(path)).eval()
+    if not download:
+        raise DataError(
+            "DenseNet-201 needs ImageNet weights: set densenet.weights_file to a local "
+            "copy of torchvision's densenet201-c1103571.pth, or set densenet.download "
+            "to true on a machine with network access"
+        )
+    try:
+        state = torch.hub.load_state_dict_from_url(
+            TORCHVISION_DENSENET201_URL, model_dir=cache_dir, map_location="cpu", check_hash=True,
+            progress=False,
+        )
+    except Exception as err:  # noqa: BLE001 - any network or hash failure gets the same advice
+        raise DataError(
+            f"could not download {TORCHVISION_DENSENET201_URL} ({type(err).__name__}: {err}); "
+            "download it elsewhere and set densenet.weights_file to its path"
+        ) from err
+    return load_state(model, state, TORCHVISION_DENSENET201_URL).eval()
+
+
+def random_densenet201(seed: int) -> DenseNet:
+    """DenseNet-201 with torchvision's random initialisation from ``seed`` (speed only)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return densenet201().eval()

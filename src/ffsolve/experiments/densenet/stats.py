@@ -66,3 +66,8 @@ def pad_to(values: np.ndarray, length: int) -> np.ndarray:
         return values[:length]
     tail = np.repeat(values[-1:], length - len(values), axis=0)
     return np.concatenate([values, tail], axis=0)
+
+
+def as_optional(iteration: int):
+    """``None`` for :data:`NEVER`, else the iteration as a plain int (for records)."""
+    return None if iteration == NEVER else int(iteration)

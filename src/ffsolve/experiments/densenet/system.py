@@ -1,53 +1,60 @@
-"""A DenseNet's inference as a triangular system over its dense layers, solved by ``ffsolve.solve``.
+"""A DenseNet's inference as a triangular system over its dense layers, and every way to solve it.
 
 The unknowns are the outputs of all T dense layers of the network (98 for DenseNet-201), in
-order. Layer t of block b reads the block's input — the stem, or the transition applied to the
-previous block's concatenated features — and the block's layers before t, so output t depends
+order. Layer t of dense block b reads the block's input (the stem, or the transition applied to
+the previous block's concatenated features) and the block's layers before t, so output t depends
 only on unknowns < t: the system is lower-triangular and its fixed point is the forward pass.
 
-* ``sequential``: the model's ordinary forward pass, one layer after the other.
-* ``jacobi``: the original's scheme: one call of the map updates every dense layer of every block
-  from the previous iterate (one batched call per dense block; transitions recomputed from the
-  iterate), through ``ffsolve.solve(..., method="jacobi")`` on a ``(T, N, D)`` state.
-* ``gs_jacobi``: layers grouped into blocks of at most ``block_size`` consecutive layers that never
-  straddle a dense block; groups are solved in order (Gauss-Seidel), each by ``ffsolve.solve``
-  with Jacobi on a map that computes only that group's layers (the fast path: a call costs one
-  group, not the whole network). Iterations are calls of the group maps, summed.
+Every method is a program returning an :class:`ffsolve.SolveResult` whose ``x`` is the **logits**
+``(N, classes)``: the output the harness compares with the reference. ``iterations`` counts
+parallel steps, ``network_evaluations`` the dense layers computed divided by T:
 
-Every method returns the logits and the number of calls; ``on_call`` hooks see each new iterate
-(used for traces and per-call timestamps, never inside timed runs that do not ask for them).
+* ``sequential`` (the reference): the model's ordinary forward pass, one dense layer after the
+  other, each layer its own 1×1 and 3×3 convolution. T steps, one network evaluation.
+* ``jacobi``: ``ffsolve.solve(f, method="jacobi")`` on the full map ``f`` (:meth:`LayerSystem.
+  jacobi_map`): one call updates every dense layer of every dense block from the previous
+  iterate, one batched call per dense block (transitions recomputed from the iterate). A call is
+  one parallel step and computes all T layers, so ``network_evaluations == iterations``.
+* ``gs_jacobi`` (the fast path): the layers of each dense block are cut into groups of at most
+  ``block_size`` consecutive layers (a group never straddles a dense block). Groups are solved in
+  order (Gauss–Seidel), each by ``ffsolve.solve(method="jacobi")`` on a map that computes only
+  that group's K layers, all K in **one batched call** (masked batched 1×1 convolution, grouped
+  3×3 convolution; :func:`parallel_layers`). **One such call is one parallel step, whatever K
+  is**; ``iterations`` is the number of calls of all groups together (a group of K layers needs at
+  most K calls, so ``iterations <= T``), and ``network_evaluations`` is Σ calls × K / T.
+
+The batched step sums in another order than the per-layer convolutions (other shapes, zero-padded
+weights, grouped instead of single convolutions), so the parallel methods equal the forward pass
+only to within float32 rounding: :func:`logit_tolerance` derives the bound the harness checks.
+Among themselves, all of ``ffsolve``'s methods on the *same* map agree bit for bit.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable, Optional
+import dataclasses
+from typing import Callable, Optional, Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 
 import ffsolve
-from ffsolve.models.densenet import DenseNet, PackedLayers, pack_layers, parallel_layers
+from ffsolve.experiments.densenet.model import DenseNet, PackedLayers, pack_layers, parallel_layers
+from ffsolve.kit import Tolerance
 
-# on_call(global_state) for traces; called after every call of a map, with the new iterate.
+METHODS = ("sequential", "jacobi", "gs_jacobi")
+BLOCKED = ("gs_jacobi",)
+EPS32 = float(np.finfo(np.float32).eps)  # 1.19e-7, the spacing of float32 numbers at 1
+
+# on_call(global_state) for traces: called after every call of a map, with the new iterate.
 OnCall = Optional[Callable[[Tensor], None]]
-# tick(output) for per-call timestamps in timed runs: cheap, sees only the map's output.
-Tick = Optional[Callable[[Tensor], None]]
-
-
-@dataclass
-class Outcome:
-    logits: Tensor
-    iterations: int  # calls of the layer maps (parallel steps)
-    converged: bool  # exact by ffsolve's rule (tol=0) before the call budget ran out
-    state: Tensor  # (T, N, D) outputs of every dense layer, flattened and zero-padded to D
 
 
 class LayerSystem:
     """The dense layers of ``model`` (eval mode) as one triangular system.
 
     Packing the weights (:func:`pack_layers`) is done here once, like compiling a model; the
-    timed calls below reuse it.
+    timed calls reuse it.
     """
 
     def __init__(self, model: DenseNet, block_size: Optional[int] = None):
@@ -65,8 +72,8 @@ class LayerSystem:
         self.block_size = block_size
         self.groups: list[list[PackedLayers]] = []
         if block_size is not None:
-            if block_size < 1:
-                raise ValueError(f"block_size must be a positive integer, got {block_size}")
+            if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
+                raise ValueError(f"block_size must be a positive integer, got {block_size!r}")
             with torch.no_grad():
                 self.groups = [
                     [pack_layers(block, s, min(block_size, block.num_layers - s))
@@ -85,7 +92,8 @@ class LayerSystem:
         return sizes
 
     def zeros(self, stem: Tensor) -> Tensor:
-        """The initial guess: every layer output zero, as in the original."""
+        """The initial guess: every layer output zero, as in the original. ``(T, N, D)``, each
+        layer's output flattened and zero-padded to the width D of the first block's."""
         h, w = self.spatial(stem)[0]
         return stem.new_zeros(self.length, stem.shape[0], self.growth * h * w)
 
@@ -138,81 +146,218 @@ class LayerSystem:
                 block_input = self.transitions[b](features)
         return self.model.head(features)
 
-    # -- the methods -------------------------------------------------------------------------------
     @torch.no_grad()
-    def sequential(self, x: Tensor) -> Tensor:
-        """The ordinary forward pass."""
-        return self.model(x)
+    def forward_state(self, x: Tensor) -> Tensor:
+        """The exact layer outputs ``(T, N, D)``, computed layer by layer as the forward pass does."""
+        stem = self.model.stem(x)
+        sizes = self.spatial(stem)
+        state = self.zeros(stem)
+        block_input = stem
+        for b, block in enumerate(self.blocks):
+            layers = self.view(state, b, sizes)
+            features = [block_input]
+            for i, layer in enumerate(block.values()):
+                features.append(layer(torch.cat(features, 1)))
+                layers[i] = features[-1]
+            if b < len(self.transitions):
+                block_input = self.transitions[b](torch.cat(features, 1))
+        return state
+
+    # -- the methods: each returns a SolveResult whose x is the logits ----------------------------
+    def _result(self, logits, method, iterations, converged, evaluations) -> ffsolve.SolveResult:
+        return ffsolve.SolveResult(
+            x=logits, iterations=int(iterations), converged=bool(converged), method=method,
+            block_size=self.block_size if method in BLOCKED else None, tol=0.0,
+            sequence_length=self.length, network_evaluations=float(evaluations),
+        )
 
     @torch.no_grad()
-    def jacobi(self, x: Tensor, max_iters: Optional[int] = None, on_call: OnCall = None,
-               tick: Tick = None) -> Outcome:
+    def sequential(self, x: Tensor) -> ffsolve.SolveResult:
+        """The ordinary forward pass: T steps, one layer each; one network evaluation."""
+        return self._result(self.model(x), "sequential", self.length, True, 1.0)
+
+    @torch.no_grad()
+    def jacobi(self, x: Tensor, max_iters: Optional[int] = None, on_call: OnCall = None):
+        """``ffsolve.solve(method="jacobi")`` on the full map; every call computes all T layers."""
         stem = self.model.stem(x)
         f = self.jacobi_map(stem)
         if on_call is not None:
             f = _observed(f, on_call)
-        if tick is not None:
-            f = _observed(f, tick)
         res = ffsolve.solve(f, self.zeros(stem), method="jacobi", tol=0.0, max_iters=max_iters)
-        return Outcome(self.readout(stem, res.x), res.iterations, res.converged, res.x)
+        return self._result(self.readout(stem, res.x), "jacobi", res.iterations, res.converged,
+                            res.network_evaluations)
 
     @torch.no_grad()
-    def gs_jacobi(self, x: Tensor, max_iters: Optional[int] = None, on_call: OnCall = None,
-                  tick: Tick = None) -> Outcome:
-        """Groups of layers in order, Jacobi inside each; ``max_iters`` caps the calls in total."""
+    def gs_jacobi(self, x: Tensor, max_iters: Optional[int] = None, on_call: OnCall = None):
+        """Groups of layers in order, Jacobi inside each (one batched call of a group = one step).
+
+        ``max_iters`` caps the calls of all groups together; layers not reached stay zero.
+        """
         if not self.groups:
             raise ValueError("gs_jacobi needs a LayerSystem built with block_size")
         stem = self.model.stem(x)
         sizes = self.spatial(stem)
         state = self.zeros(stem)
         budget = self.length if max_iters is None else max_iters
-        calls, converged = 0, True
+        calls, layers_computed, converged = 0, 0, True
         block_input = stem
+        features = stem
         for b, groups in enumerate(self.groups):
             layers = self.view(state, b, sizes)  # writes below land in ``state``
             prefix = block_input
             for packed in groups:
-                rows = slice(packed.first, packed.first + packed.count)
                 if calls >= budget:
                     converged = False
                     break
+                rows = slice(packed.first, packed.first + packed.count)
                 f = _group_map(packed, prefix)
                 if on_call is not None:
                     f = _observed(f, _placing(on_call, state, layers, rows))
-                if tick is not None:
-                    f = _observed(f, tick)
-                res = ffsolve.solve(
-                    f, torch.zeros_like(layers[rows]), method="jacobi", tol=0.0,
-                    max_iters=budget - calls,
-                )
+                res = ffsolve.solve(f, torch.zeros_like(layers[rows]), method="jacobi", tol=0.0,
+                                    max_iters=budget - calls)
                 calls += res.iterations
+                layers_computed += res.iterations * packed.count
                 converged = converged and res.converged
                 layers[rows] = res.x
                 prefix = self.concat(prefix, res.x)
             if not converged:
-                break  # budget spent: later layers stay zero, as in the iterate a trace shows
+                break  # budget spent: later layers stay zero, as the trace's iterates show them
+            features = prefix
             if b < len(self.transitions):
                 block_input = self.transitions[b](prefix)
-        return Outcome(self.readout(stem, state), calls, converged and calls <= budget, state)
+        # Finished: the last block's features are at hand. Stopped early: read the iterate out.
+        logits = self.model.head(features) if converged else self.readout(stem, state)
+        return self._result(logits, "gs_jacobi", calls, converged, layers_computed / self.length)
 
-    def run(self, method: str, x: Tensor, max_iters: Optional[int] = None, on_call: OnCall = None,
-            tick: Tick = None):
-        """``sequential`` -> logits; ``jacobi``/``gs_jacobi`` -> :class:`Outcome`."""
+    def run(self, method: str, x: Tensor, max_iters: Optional[int] = None, on_call: OnCall = None):
         if method == "sequential":
+            if max_iters is not None or on_call is not None:
+                raise ValueError("the forward pass takes no step budget and no hook")
             return self.sequential(x)
         if method == "jacobi":
-            return self.jacobi(x, max_iters, on_call, tick)
+            return self.jacobi(x, max_iters, on_call)
         if method == "gs_jacobi":
-            return self.gs_jacobi(x, max_iters, on_call, tick)
-        raise ValueError(f"densenet methods are sequential, jacobi and gs_jacobi; got {method!r}")
+            return self.gs_jacobi(x, max_iters, on_call)
+        raise ValueError(f"densenet methods are {list(METHODS)}; got {method!r}")
 
     @torch.no_grad()
-    def prefix_states(self, exact: Tensor):
-        """The sequential iterates: after t layers of the forward pass, layers >= t still zero."""
-        for t in range(self.length + 1):
-            state = exact.clone()
-            state[t:] = 0
-            yield state
+    def traced(self, method: str, x: Tensor):
+        """The method run once with the logits of every iterate recorded (not for timing).
+
+        Returns the result and ``(iterations + 1, N, classes)`` logits, index 0 the all-zero
+        guess. ``sequential``'s iterates are the forward pass's prefixes: after t layers, layers
+        >= t are still zero.
+        """
+        stem = self.model.stem(x)
+        frames = [self.readout(stem, self.zeros(stem)).cpu()]
+        if method == "sequential":
+            exact = self.forward_state(x)
+            for t in range(1, self.length + 1):
+                state = exact.clone()
+                state[t:] = 0
+                frames.append(self.readout(stem, state).cpu())
+            result = self.sequential(x)
+        else:
+            result = self.run(method, x, on_call=lambda s: frames.append(self.readout(stem, s).cpu()))
+        return result, torch.stack(frames).numpy()
+
+
+def solve_batches(system: LayerSystem, method: str, batches: Sequence[Tensor],
+                  max_iters: Optional[int] = None) -> ffsolve.SolveResult:
+    """``method`` on every input batch in turn (the timed program): logits of all images, and the
+    largest step and network-evaluation counts of any batch (a batch is one solve)."""
+    results = [system.run(method, x, max_iters) if max_iters else system.run(method, x)
+               for x in batches]
+    return _merge(results)
+
+
+def traced_batches(system: LayerSystem, method: str, batches: Sequence[Tensor]):
+    """:meth:`LayerSystem.traced` on every batch: the merged result and ``(K + 1, N, classes)``
+    logits of every iterate, a batch that finished early held at its last iterate."""
+    from ffsolve.experiments.densenet.stats import pad_to
+
+    runs = [system.traced(method, x) for x in batches]
+    result = _merge([r for r, _ in runs])
+    frames = [pad_to(f, result.iterations + 1) for _, f in runs]
+    return result, np.concatenate(frames, axis=1)
+
+
+def _merge(results: Sequence[ffsolve.SolveResult]) -> ffsolve.SolveResult:
+    first = results[0]
+    return dataclasses.replace(
+        first,
+        x=torch.cat([r.x for r in results]) if len(results) > 1 else first.x,
+        iterations=max(r.iterations for r in results),
+        converged=all(r.converged for r in results),
+        network_evaluations=max(r.network_evaluations for r in results),
+    )
+
+
+# ------------------------------------------------------------------------------------------------
+# The tolerance of the batched paths
+# ------------------------------------------------------------------------------------------------
+
+
+def accumulation_length(model: DenseNet) -> int:
+    """Terms summed, along the network's chain of dense layers, in an order the batched step
+    may change: per dense layer its 1×1 convolution (its input channels), its 3×3 convolution
+    (9 × bottleneck width), and 2 roundings for each of its two folded batch norms."""
+    total = 0
+    for block in model.dense_blocks():
+        width = block.bn_size * block.growth_rate
+        for i in range(block.num_layers):
+            total += (block.in_features + i * block.growth_rate) + 9 * width + 4
+    return total
+
+
+@torch.no_grad()
+def logit_scale(model: DenseNet, batches: Sequence[Tensor]) -> float:
+    """max over images and classes of Σ_i |W_ci| |h_i| + |b_c| at the classifier: the magnitude
+    of the last sum, which bounds |logit| and is what rounding errors are relative to."""
+    scale = 0.0
+    weight, bias = model.classifier.weight.abs(), model.classifier.bias.abs()
+    for x in batches:
+        h = torch.flatten(torch.nn.functional.adaptive_avg_pool2d(
+            torch.relu(model.features(x)), 1), 1)
+        scale = max(scale, float((h.abs() @ weight.T + bias).max()))
+    return scale
+
+
+def logit_tolerance(model: DenseNet, batches: Sequence[Tensor]) -> Tolerance:
+    """The closeness of a batched path's logits to the forward pass's that float32 guarantees.
+
+    Reordering a sum of n float32 terms changes it by at most about n·eps·Σ|terms| (eps =
+    1.19e-7). Along the network, every dense layer adds its own reordered sums
+    (:func:`accumulation_length`); with batch norm keeping each layer's gain near 1, the relative
+    errors add up, and the logits are off by at most eps × (total length) × (the magnitude of the
+    classifier's sums, :func:`logit_scale`).
+    """
+    length = accumulation_length(model)
+    scale = logit_scale(model, batches)
+    atol = EPS32 * length * scale
+    why = (
+        "compared: the logits. The batched step (all layers of a group in one masked batched 1x1 "
+        "convolution and one grouped 3x3 convolution, batch norm folded) sums in another order "
+        "than the per-layer convolutions of the forward pass, so float32 results differ in the "
+        "last bits. Bound: eps32 (1.19e-7) x accumulation length along the dense layers "
+        f"({length} terms: per layer its 1x1 input channels + 9 x bottleneck width + 4 batch-norm "
+        f"roundings) x the magnitude of the classifier's sums (max of |W||h| + |b| = {scale:.4g}),"
+        " assuming batch norm keeps each layer's gain near 1 so relative errors add, not multiply."
+        " TF32 is off on GPUs so the bound holds there too."
+    )
+    return Tolerance(atol=atol, rtol=0.0, why=why)
+
+
+def float32_everywhere() -> None:
+    """Plain float32 arithmetic on GPUs too (cuDNN and cuBLAS may use TF32, 10-bit mantissas,
+    by default on Ampere and later; the tolerance above is derived for float32)."""
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+
+
+# ------------------------------------------------------------------------------------------------
+# Helpers
+# ------------------------------------------------------------------------------------------------
 
 
 def _group_map(packed: PackedLayers, prefix: Tensor) -> Callable[[Tensor], Tensor]:
@@ -240,3 +385,81 @@ def _placing(on_call, state: Tensor, layers: Tensor, rows: slice):
         layers[rows] = saved
 
     return hook
+
+
+# ------------------------------------------------------------------------------------------------
+# The contract test's instance
+# ------------------------------------------------------------------------------------------------
+
+CONTRACT_MODEL = dict(growth_rate=4, block_config=(3, 4, 2), num_init_features=6, bn_size=2,
+                      num_classes=10, in_channels=1, stem="small", stem_stride=2)
+
+
+def randomised_batch_norm(model: DenseNet, seed: int) -> DenseNet:
+    """Non-trivial batch-norm statistics and affine parameters (so folding BN is really tested)."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                n = m.num_features
+                m.running_mean.copy_(torch.rand(n, generator=generator) - 0.5)
+                m.running_var.copy_(torch.rand(n, generator=generator) + 0.5)
+                m.weight.copy_(torch.rand(n, generator=generator) + 0.5)
+                m.bias.copy_(torch.rand(n, generator=generator) - 0.5)
+    return model.eval()
+
+
+def contract_candidates():
+    """A tiny DenseNet (T = 9 dense layers in blocks of 3, 4, 2) on two input batches, for the
+    contract test. Compared output: the logits.
+
+    * ``sequential``: the forward pass, layer by layer (the reference, as in the workflow);
+    * ``jacobi``: the workflow's jacobi, i.e. ``ffsolve.solve(method="jacobi")`` on the full map;
+    * ``gs_jacobi_b2``: the workflow's fast path (groups of 2 layers inside each dense block);
+    * every other method of ``ffsolve.available_methods()`` through ``ffsolve.solve`` on the full
+      map, its logits read out: ``gs_jacobi_b4`` and ``jacobi_gs_b4`` (blocks of 4 positions that
+      straddle dense blocks and do not divide T), and ``sequential_k9`` (ffsolve's sequential,
+      one position per call, at most T = 9 calls; named apart from the forward pass).
+
+    Every parallel path carries :func:`logit_tolerance`; each has a traced twin.
+    """
+    from ffsolve.kit import Candidate, RunSpec
+    from ffsolve.kit.seeds import torch_generator
+    from ffsolve.solvers.core import _USES_BLOCKS
+
+    torch.manual_seed(0)
+    model = randomised_batch_norm(DenseNet(**CONTRACT_MODEL), seed=0)
+    generator = torch_generator(7, "densenet", "contract", "inputs")
+    batches = [torch.randn(3, 1, 28, 28, generator=generator) for _ in range(2)]
+    tolerance = logit_tolerance(model, batches)
+    out = []
+    for spec in (RunSpec("sequential"), RunSpec("jacobi"), RunSpec("gs_jacobi", 2)):
+        system = LayerSystem(model, spec.block_size)
+        out.append(Candidate(
+            spec,
+            lambda system=system, m=spec.method: solve_batches(system, m, batches),
+            lambda system=system, m=spec.method: (traced_batches(system, m, batches)[0], {}),
+            tolerance=None if spec.method == "sequential" else tolerance,
+        ))
+
+    whole = LayerSystem(model)
+    for method in ffsolve.available_methods():
+        if method == "jacobi":
+            continue  # the workflow's jacobi above is exactly this
+        spec = (RunSpec(method, 4) if method in _USES_BLOCKS
+                else RunSpec(method, budget=whole.length))
+
+        def program(method=method, spec=spec, trace=False):
+            results = []
+            for x in batches:
+                with torch.no_grad():
+                    stem = model.stem(x)
+                    res = ffsolve.solve(whole.jacobi_map(stem), whole.zeros(stem), method=method,
+                                        block_size=spec.block_size, max_iters=spec.budget,
+                                        trace=trace)
+                    results.append(dataclasses.replace(res, x=whole.readout(stem, res.x)))
+            return _merge(results)
+
+        out.append(Candidate(spec, program, lambda program=program: (program(trace=True), {}),
+                             tolerance=tolerance))
+    return out
