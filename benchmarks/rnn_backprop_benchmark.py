@@ -34,10 +34,11 @@ from pathlib import Path
 import torch
 
 from ffsolve.data import load_dataset
-from ffsolve.experiments.rnn_backprop import dataset_sequences, sync_torch, time_major
-from ffsolve.experiments.rnn_backprop_backward import BackwardSpec, backward, scan_steps
+from ffsolve.experiments.rnn_backprop.experiment import dataset_sequences, sync_torch, time_major
+from ffsolve.experiments.rnn_backprop.model import forward, init_params
+from ffsolve.experiments.rnn_backprop.system import backward, scan_steps
 from ffsolve.jobs import setup_logging
-from ffsolve.models.rnn_backprop import forward, init_params
+from ffsolve.kit import RunSpec
 from ffsolve.runtime import device_description, limit_threads, seed_everything, torch_device
 
 log = logging.getLogger("rnn_backprop_benchmark")
@@ -79,14 +80,14 @@ def make_sequences(rows: torch.Tensor, length: int, batch: int) -> torch.Tensor:
     return time_major(flat)
 
 
-def specs_for(length: int, args) -> tuple[dict[str, BackwardSpec], dict[str, str]]:
+def specs_for(length: int, args) -> tuple[dict[str, RunSpec], dict[str, str]]:
     """The methods to time at ``length``, and those skipped with the reason."""
-    specs = {"sequential": BackwardSpec("sequential")}
+    specs = {"sequential": RunSpec("sequential")}
     skipped = {}
     for k in args.budgets:
-        specs[f"jacobi_k{k}"] = BackwardSpec("jacobi", max_iters=k)
+        specs[f"jacobi_k{k}"] = RunSpec("jacobi", budget=k)
     if args.tol >= 0:
-        specs["jacobi_tol"] = BackwardSpec("jacobi", tol=args.tol)
+        specs["jacobi_tol"] = RunSpec("jacobi_tol")
     item = 4 if args.dtype == "float32" else 8
     matrices_gib = length * args.batch * args.hidden ** 2 * item / 2 ** 30
     for algorithm in args.scans:
@@ -97,7 +98,7 @@ def specs_for(length: int, args) -> tuple[dict[str, BackwardSpec], dict[str, str
             skipped[name] = (f"step matrices need ~{matrices_gib * factor:.1f} GiB "
                              f"> --max-scan-gib {args.max_scan_gib}")
         else:
-            specs[name] = BackwardSpec("scan", scan_algorithm=algorithm)
+            specs[name] = RunSpec(name)
     return specs, skipped
 
 
@@ -110,24 +111,24 @@ def benchmark_length(length: int, rows: torch.Tensor, args, device, dtype) -> li
     reference = backward(params, cache, specs["sequential"]).grads.flat()
     results = {}
     for name, spec in specs.items():
-        result = backward(params, cache, spec)
+        result = backward(params, cache, spec, relative_tol=args.tol)
         diff = float((result.grads.flat() - reference).abs().max())
-        results[name] = {"iterations": result.iterations, "converged": result.converged,
+        results[name] = {"iterations": result.solve.iterations, "converged": result.solve.converged,
                          "max_abs_diff_vs_sequential": diff,
                          "rel_diff_vs_sequential": diff / float(reference.abs().max()),
                          "backward_s": [], "step_s": []}
         log.info("T=%d %s: %d parallel steps, max |grad diff| vs sequential %.3g", length, name,
-                 result.iterations, diff)
+                 result.solve.iterations, diff)
 
     def one_step(spec):
         # A full SGD step on a copy, so that every method and repeat starts from the same weights.
         local = params.clone()
         step_cache = forward(local, x)
-        local.sgd_step_(backward(local, step_cache, spec).grads, 1e-4)
+        local.sgd_step_(backward(local, step_cache, spec, relative_tol=args.tol).grads, 1e-4)
         return step_cache.loss
 
     timed = {
-        "backward_s": lambda spec: backward(params, cache, spec).adjoints,
+        "backward_s": lambda spec: backward(params, cache, spec, relative_tol=args.tol).adjoints,
         "step_s": one_step,
     }
     for name, spec in specs.items():
@@ -183,7 +184,8 @@ def main(argv=None) -> None:
     seed_everything(args.seed)
     device = torch_device(args.device)
     dtype = getattr(torch, args.dtype)
-    dataset = load_dataset("mnist", args.source, args.folder if args.source == "folder" else None)
+    dataset = load_dataset("mnist", args.source, args.folder if args.source == "folder" else None,
+                           embedded_dir=Path(__file__).resolve().parents[1] / "workflow" / "resources" / "mnist")
     rows = dataset_sequences(dataset, "train", 10)
     log.info("MNIST from %s: %d sequences of 100; hidden %d, batch %d, %s, %s, %d thread(s)",
              dataset.source, rows.shape[0], args.hidden, args.batch, args.dtype, device,
@@ -198,7 +200,7 @@ def main(argv=None) -> None:
     out.write_text(json.dumps({
         "device": device_description(device), "threads": args.threads, "dtype": args.dtype,
         "settings": {k: v for k, v in vars(args).items() if k != "out"},
-        "scan_steps": {str(t): {a: scan_steps(t, a) for a in args.scans} for t in args.lengths},
+        "scan_steps": {str(t): {a: scan_steps(t, f"scan_{a}") for a in args.scans} for t in args.lengths},
         "rows": results,
     }, indent=2))
     log.info("wrote %s", out)

@@ -1,7 +1,7 @@
-"""Snakemake entry point: RNN backprop train (logic in ffsolve.experiments.rnn_backprop)."""
+"""Snakemake entry point: rnn_backprop training curves and convergence traces (ffsolve.experiments.rnn_backprop)."""
 
 import _ffsolve_path  # noqa: F401  (first: threads, and src/ importable under conda)
-from ffsolve.experiments import rnn_backprop
+from ffsolve.experiments.rnn_backprop.experiment import train_job
 from ffsolve.jobs import run_snakemake_job
 
-run_snakemake_job(snakemake, rnn_backprop.train)  # noqa: F821 - injected by Snakemake's script:
+run_snakemake_job(snakemake, train_job)  # noqa: F821 - injected by Snakemake's script:

@@ -144,31 +144,6 @@ def get_all_outputs():
     return get_figures() + get_all_metrics()
 
 
-# ---- rnn_backprop ---------------------------------------------------------------------------
-from ffsolve.experiments.rnn_backprop_runs import run_names as rnn_backprop_run_names  # noqa: E402
-
-
-def get_rnn_backprop_results(kind):
-    """results/rnn_backprop/<dataset>/<run>/<kind> for every backward run the config asks for."""
-    cfg = config["rnn_backprop"]
-    return get_results("rnn_backprop", cfg["dataset"], rnn_backprop_run_names(cfg), kind)
-
-
-def get_rnn_backprop_convergence():
-    return f"results/rnn_backprop/{config['rnn_backprop']['dataset']}/convergence.npz"
-
-
-def get_rnn_backprop_figures():
-    return expand(
-        "figures/rnn_backprop{suffix}.{ext}",
-        suffix=("", "_iter", "_convergence"),
-        ext=("png", "pdf"),
-    )
-
-
-# ---- end rnn_backprop -----------------------------------------------------------------------
-
-
 # ---- pixelcnnpp (PixelCNN++ sampling, workflow/rules/pixelcnnpp.smk) ------------------------
 
 

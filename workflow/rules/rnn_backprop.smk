@@ -1,6 +1,28 @@
-# RNN backpropagation through time (paper §2.1): one training run per backward method
-# (sequential BPTT, Jacobi budgets, Jacobi with a tolerance, exact parallel scans), gradient
-# convergence traces at the start and end of training, and the figures.
+# RNN backpropagation through time (paper §2.1). Per dataset: one timed harness job runs every
+# backward method (sequential BPTT, Jacobi budgets, Jacobi to the end and to a tolerance, the
+# scans) on the same weights and batch and writes every metrics.json; one training job draws the
+# loss curves of SGD with each method and the gradient-convergence traces; then the figures.
+
+
+def get_rnn_backprop_runs():
+    # The same runs as ffsolve.experiments.rnn_backprop.experiment.runs (no torch import here).
+    cfg = config["rnn_backprop"]
+    return run_names(cfg["methods"], cfg["block_sizes"], cfg["jacobi_budgets"],
+                     blocked=("gs_jacobi", "jacobi_gs"), budgeted=("jacobi",))
+
+
+def get_rnn_backprop_results(kind):
+    """results/rnn_backprop/<dataset>/<run>/<kind> for every dataset and run of the config."""
+    return get_results("rnn_backprop", config["rnn_backprop"]["datasets"], get_rnn_backprop_runs(), kind)
+
+
+def get_rnn_backprop_figures():
+    return expand(
+        "figures/rnn_backprop_{dataset}{suffix}.{ext}",
+        dataset=config["rnn_backprop"]["datasets"],
+        suffix=("", "_iter", "_convergence"),
+        ext=("png", "pdf"),
+    )
 
 
 if experiment_active("rnn_backprop"):
@@ -10,26 +32,55 @@ if experiment_active("rnn_backprop"):
     )
 
 
-rule rnn_backprop_train:
+rule rnn_backprop_measure:
     input:
         dataset="resources/data/{dataset}.npz",
     output:
-        metrics="results/rnn_backprop/{dataset}/{run}/metrics.json",
-        training="results/rnn_backprop/{dataset}/{run}/training.npz",
-        weights="results/rnn_backprop/{dataset}/{run}/weights.npz",
+        metrics=expand("results/rnn_backprop/{{dataset}}/{run}/metrics.json", run=get_rnn_backprop_runs()),
+        traces=expand("results/rnn_backprop/{{dataset}}/{run}/trace.npz", run=get_rnn_backprop_runs()),
     log:
-        "logs/rnn_backprop/{dataset}/{run}.log",
+        "logs/rnn_backprop/{dataset}/measure.log",
     benchmark:
-        "benchmarks/rnn_backprop/{dataset}/{run}.tsv"
+        "benchmarks/rnn_backprop/{dataset}/measure.tsv"
     params:
-        # Listed so that a changed setting reruns the job (Snakemake's params trigger).
-        settings=lambda wildcards: config["rnn_backprop"],
-        timing=lambda wildcards: config["timing"],
-        seed=lambda wildcards: config["seed"],
-        device=lambda wildcards: config["device"],
+        # Everything the job reads, so that a changed setting reruns it (Snakemake's params trigger).
+        settings=lambda wildcards: settings_for("rnn_backprop", wildcards.dataset),
+        runs=get_rnn_backprop_runs(),
+        timing=config["timing"],
+        seed=config["seed"],
+        device=config["device"],
     wildcard_constraints:
         dataset="mnist",
-        run="sequential|jacobi_k[1-9][0-9]*|jacobi_tol|scan_hillis_steele|scan_odd_even",
+    threads: TIMED_THREADS
+    resources:
+        gpu=GPU,
+    conda:
+        ENVS["torch"]
+    script:
+        "../../scripts/rnn_backprop_measure.py"
+
+
+rule rnn_backprop_train:
+    # Loss against steps and wall clock per method (not speedup records), then the gradient error
+    # per parallel step at the start and the end of (sequential) training.
+    input:
+        dataset="resources/data/{dataset}.npz",
+    output:
+        training=expand("results/rnn_backprop/{{dataset}}/{run}/training.npz", run=get_rnn_backprop_runs()),
+        weights="results/rnn_backprop/{dataset}/trained_weights.npz",
+        convergence="results/rnn_backprop/{dataset}/convergence.npz",
+    log:
+        "logs/rnn_backprop/{dataset}/train.log",
+    benchmark:
+        "benchmarks/rnn_backprop/{dataset}/train.tsv"
+    params:
+        settings=lambda wildcards: settings_for("rnn_backprop", wildcards.dataset),
+        runs=get_rnn_backprop_runs(),
+        timing=config["timing"],
+        seed=config["seed"],
+        device=config["device"],
+    wildcard_constraints:
+        dataset="mnist",
     threads: THREADS
     resources:
         gpu=GPU,
@@ -39,59 +90,34 @@ rule rnn_backprop_train:
         "../../scripts/rnn_backprop_train.py"
 
 
-rule rnn_backprop_convergence:
-    input:
-        dataset="resources/data/{dataset}.npz",
-        # "At the end of training" means the weights after sequential BPTT's first repeat.
-        weights="results/rnn_backprop/{dataset}/sequential/weights.npz",
-    output:
-        convergence="results/rnn_backprop/{dataset}/convergence.npz",
-    log:
-        "logs/rnn_backprop/{dataset}/convergence.log",
-    benchmark:
-        "benchmarks/rnn_backprop/{dataset}/convergence.tsv"
-    params:
-        settings=lambda wildcards: config["rnn_backprop"],
-        seed=lambda wildcards: config["seed"],
-    wildcard_constraints:
-        dataset="mnist",
-    threads: THREADS
-    resources:
-        gpu=GPU,
-    conda:
-        ENVS["torch"]
-    script:
-        "../../scripts/rnn_backprop_convergence.py"
-
-
 rule rnn_backprop_figure:
     input:
-        metrics=lambda wildcards: get_rnn_backprop_results("metrics.json"),
-        training=lambda wildcards: get_rnn_backprop_results("training.npz"),
-        convergence=lambda wildcards: get_rnn_backprop_convergence(),
+        metrics=lambda wildcards: get_results("rnn_backprop", wildcards.dataset, get_rnn_backprop_runs(), "metrics.json"),
+        training=lambda wildcards: get_results("rnn_backprop", wildcards.dataset, get_rnn_backprop_runs(), "training.npz"),
+        convergence="results/rnn_backprop/{dataset}/convergence.npz",
         notebook="workflow/notebooks/rnn_backprop.ipynb",
     output:
         png=report(
-            "figures/rnn_backprop.png",
+            "figures/rnn_backprop_{dataset}.png",
             caption="../report/rnn_backprop.rst",
             category="RNN backprop",
         ),
-        pdf="figures/rnn_backprop.pdf",
+        pdf="figures/rnn_backprop_{dataset}.pdf",
         iter_png=report(
-            "figures/rnn_backprop_iter.png",
+            "figures/rnn_backprop_{dataset}_iter.png",
             caption="../report/rnn_backprop_iter.rst",
             category="RNN backprop",
         ),
-        iter_pdf="figures/rnn_backprop_iter.pdf",
+        iter_pdf="figures/rnn_backprop_{dataset}_iter.pdf",
         convergence_png=report(
-            "figures/rnn_backprop_convergence.png",
+            "figures/rnn_backprop_{dataset}_convergence.png",
             caption="../report/rnn_backprop_convergence.rst",
             category="RNN backprop",
         ),
-        convergence_pdf="figures/rnn_backprop_convergence.pdf",
-        notebook="results/notebooks/rnn_backprop.ipynb",
+        convergence_pdf="figures/rnn_backprop_{dataset}_convergence.pdf",
+        notebook="results/notebooks/rnn_backprop_{dataset}.ipynb",
     log:
-        "logs/figures/rnn_backprop.log",
+        "logs/figures/rnn_backprop_{dataset}.log",
     params:
         parameters=lambda wildcards, input, output: {
             "metrics": list(input.metrics),
@@ -104,6 +130,8 @@ rule rnn_backprop_figure:
             "convergence_png": output.convergence_png,
             "convergence_pdf": output.convergence_pdf,
         },
+    wildcard_constraints:
+        dataset="mnist",
     threads: 1
     conda:
         ENVS["notebook"]

@@ -1,15 +1,23 @@
-"""RNN backpropagation experiment (paper §2.1): train one vanilla RNN per backward method.
+"""RNN backpropagation through time (paper §2.1): measure every backward method, train with each.
 
-``train(job)`` is one run (sequential BPTT, Jacobi with a budget or a tolerance, or a parallel
-scan): it checks the method's gradients against autograd and against sequential BPTT on the same
-weights and data, times one backward pass, then trains ``repeats`` × ``steps`` SGD steps with the
-same seeds as every other run, recording the loss and the wall-clock time per step.
-``convergence(job)`` records the gradient error per parallel iteration at the start and at the end
-of (sequential) training, for the convergence figure.
+:func:`measure_runs` is the timed experiment: one vanilla RNN (the seeded initial weights) and one
+batch of ``batch_size`` sequences; the timed program of every run is one backward pass, the solve
+of the adjoint recursion (:mod:`.system`), and its output, the adjoints dloss/dh_t, is checked
+against sequential BPTT's on the same weights and batch. All runs are timed in one process through
+the shared harness, repeats interleaved; it writes every ``metrics.json``.
+
+:func:`train_runs` draws the paper's figure: SGD with each backward method from the same seeded
+weights and data order, recording loss and cumulative wall clock per step (the curves are not
+speedup records), then the gradient error per parallel step at the start and the end of training.
+Repeats are interleaved across methods; :func:`train_repeat` is one method's SGD loop, the unit to
+time when every method's 200 steps are measured in one process.
 
 Data: each image is resized to ``image_size``² (bilinear with antialiasing, as torchvision's
 ``Resize`` does for PIL images in the original), scaled to [0, 1] and read in raster order as a
 sequence of T = ``image_size``² scalars.
+
+``measure_job`` and ``train_job`` are the thin adapters the rules call; they read only the job's
+params and paths, never the config.
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from dataclasses import dataclass
 from typing import Mapping, Optional
 
 import numpy as np
@@ -25,67 +34,62 @@ import torch.nn.functional as F
 
 import ffsolve
 from ffsolve.data import Dataset, load_prepared
-from ffsolve.experiments.rnn_backprop_backward import (
-    BackwardSpec,
-    backward,
-    bptt_adjoints,
-    flipped_system,
-    hillis_steele_scan,
-)
-from ffsolve.experiments.rnn_backprop_runs import parse_run
-from ffsolve.jobs import Job, progress
-from ffsolve.models.rnn_backprop import (
+from ffsolve.experiments.rnn_backprop.model import (
     RNNParams,
     autograd_gradients,
     forward,
     gradients_from_adjoints,
     init_params,
-    load_params,
     save_params,
 )
-from ffsolve.results import write_metrics, write_trace
+from ffsolve.experiments.rnn_backprop.system import (
+    BLOCKED,
+    BUDGETED,
+    SCANS,
+    adjoint_system,
+    backward,
+    hillis_steele,
+    scan_tolerance,
+    solve_adjoints,
+    traced_adjoints,
+)
+from ffsolve.jobs import Job, outputs_by_run, progress
+from ffsolve.kit import Candidate, RunContext, RunSpec, expand_runs, measure, settings_from, write_runs
+from ffsolve.kit.harness import TimingSettings
+from ffsolve.kit.io import write_npz
+from ffsolve.kit.seeds import torch_generator
 from ffsolve.runtime import device_description, seed_everything, torch_device
-from ffsolve.timing import time_call
 
 log = logging.getLogger(__name__)
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
-# Settings every job reads; checked here too so that library callers (tests, notebooks) get the
-# same messages as a Snakemake run, whose schema checks the types first.
-_POSITIVE_INTS = ("hidden_size", "steps", "repeats", "batch_size", "convergence_points")
 
 
-def check_settings(cfg: Mapping) -> dict:
-    """The ``rnn_backprop`` section, checked; ``ValueError`` naming the offending key otherwise."""
-    cfg = dict(cfg)
-    for key in _POSITIVE_INTS:
-        value = cfg.get(key)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"rnn_backprop.{key} must be a positive integer, got {value!r}")
-    image_size = cfg.get("image_size")
-    if image_size is not None and (not isinstance(image_size, int) or image_size < 2):
-        raise ValueError(
-            f"rnn_backprop.image_size must be an integer >= 2 (T = image_size²) or null "
-            f"(keep the native size), got {image_size!r}"
-        )
-    for key in ("lr", "init_std"):
-        if not isinstance(cfg.get(key), (int, float)) or not cfg[key] > 0:
-            raise ValueError(f"rnn_backprop.{key} must be a number > 0, got {cfg.get(key)!r}")
-    if not isinstance(cfg.get("ema_decay"), (int, float)) or not 0 <= cfg["ema_decay"] < 1:
-        raise ValueError(f"rnn_backprop.ema_decay must be in [0, 1), got {cfg.get('ema_decay')!r}")
-    budgets = cfg.get("jacobi_budgets", [])
-    if any(isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in budgets):
-        raise ValueError(f"rnn_backprop.jacobi_budgets must be positive integers, got {budgets!r}")
-    tol = cfg.get("jacobi_tol")
-    if tol is not None and (not isinstance(tol, (int, float)) or tol < 0):
-        raise ValueError(f"rnn_backprop.jacobi_tol must be a number >= 0 or null, got {tol!r}")
-    if cfg.get("dtype") not in DTYPES:
-        raise ValueError(
-            f"rnn_backprop.dtype must be one of {list(DTYPES)}, got {cfg.get('dtype')!r}")
-    if not isinstance(cfg.get("exact_rtol"), (int, float)) or cfg["exact_rtol"] <= 0:
-        raise ValueError(
-            f"rnn_backprop.exact_rtol must be a number > 0, got {cfg.get('exact_rtol')!r}")
-    return cfg
+@dataclass(frozen=True)
+class Settings:
+    """``rnn_backprop.*`` for one dataset (see workflow/schemas/rnn_backprop.schema.yaml)."""
+
+    methods: tuple[str, ...]
+    block_sizes: tuple[int, ...]
+    jacobi_budgets: tuple[int, ...]
+    jacobi_tol: float
+    image_size: Optional[int]
+    hidden_size: int
+    init_std: float
+    batch_size: int
+    dtype: str
+    lr: float
+    steps: int
+    repeats: int
+    ema_decay: float
+    convergence_points: int
+
+
+def runs(settings: Settings) -> list[RunSpec]:
+    """Every run of the config: jacobi once per budget and once to the end (exact), the blocked
+    methods once per block size, every other method once."""
+    return expand_runs(settings.methods, settings.block_sizes, settings.jacobi_budgets,
+                       blocked=BLOCKED, budgeted=BUDGETED)
 
 
 # --------------------------------------------------------------------------------------- data
@@ -118,21 +122,26 @@ def time_major(rows: torch.Tensor) -> torch.Tensor:
     return rows.T.unsqueeze(-1).contiguous()
 
 
-def repeat_generators(seed: int, repeat: int) -> tuple[torch.Generator, torch.Generator]:
-    """Generators for the initial weights and the data order of one repeat: the same in every run."""
-    init_seed, order_seed = np.random.SeedSequence([seed, repeat]).generate_state(2)
-    return (torch.Generator().manual_seed(int(init_seed)),
-            torch.Generator().manual_seed(int(order_seed)))
+def pick(count: int, points: int, seed: int, dataset: str, use: str) -> torch.Tensor:
+    """``points`` distinct item indices for one named use (the measured batch, the probes)."""
+    return torch.randperm(count, generator=torch_generator(seed, "rnn_backprop", dataset, use))[:points]
 
 
-def probe_points(count: int, points: int, seed: int) -> torch.Tensor:
-    """The fixed data points of the gradient checks and convergence traces."""
-    probe_seed = np.random.SeedSequence([seed, 999]).generate_state(1)[0]
-    generator = torch.Generator().manual_seed(int(probe_seed))
-    return torch.randperm(count, generator=generator)[:points]
+def initial_params(settings: Settings, seed: int, dataset: str, repeat: int, device=None,
+                   dtype: Optional[torch.dtype] = None) -> RNNParams:
+    """The initial weights of training repeat ``repeat`` (repeat 0's are the measured ones)."""
+    generator = torch_generator(seed, "rnn_backprop", dataset, f"init_{repeat}")
+    return init_params(settings.hidden_size, settings.init_std, generator,
+                       dtype=dtype or DTYPES[settings.dtype], device=device)
 
 
-# ----------------------------------------------------------------------------------- checks
+def load_sequences(path: str, settings: Settings, device) -> tuple[str, torch.Tensor]:
+    dataset = load_prepared(path)
+    data = dataset_sequences(dataset, "train", settings.image_size)
+    return dataset.name, data.to(device=device, dtype=DTYPES[settings.dtype])
+
+
+# ------------------------------------------------------------------------------------ measure
 
 
 def relative_error(a: RNNParams, b: RNNParams) -> float:
@@ -142,194 +151,158 @@ def relative_error(a: RNNParams, b: RNNParams) -> float:
     return float(diff.norm()) / norm if norm > 0 else float(diff.norm())
 
 
-def gradient_check(params: RNNParams, x: torch.Tensor, spec: BackwardSpec) -> dict:
-    """The method's gradients against autograd's, in float64 so that only the method is judged."""
+def candidates(settings: Settings, params: RNNParams, x: torch.Tensor) -> list[Candidate]:
+    """One harness candidate per configured run, all on ``params`` and the batch ``x``.
+
+    Each record also says how far the run's *gradients* are from PyTorch autograd's, both in
+    float64 on the same weights and batch (``gradient_rel_error_vs_autograd``): the measure of
+    how approximate a truncated budget is, free of float32 rounding.
+    """
+    cache = forward(params, x)
+    system = adjoint_system(params, cache)
+    specs = runs(settings)
+    tolerance = scan_tolerance(system) if any(s.method in SCANS for s in specs) else None
     params64, x64 = params.to(dtype=torch.float64), x.to(torch.float64)
-    result = backward(params64, forward(params64, x64), spec)
+    cache64 = forward(params64, x64)
     reference, _ = autograd_gradients(params64, x64)
-    return {
-        "rel_error_vs_autograd": relative_error(result.grads, reference),
-        "iterations": result.iterations,
-        "converged": result.converged,
-    }
+    out = []
+    for spec in specs:
+        rel = settings.jacobi_tol if spec.method == "jacobi_tol" else 0.0
+        grads64 = backward(params64, cache64, spec, relative_tol=rel).grads
+        extra = {
+            "hidden_size": settings.hidden_size,
+            "dtype": settings.dtype,
+            "output": "adjoints dloss/dh_t, (T, batch, hidden), time order",
+            "gradient_rel_error_vs_autograd": relative_error(grads64, reference),
+        }
+        if spec.method == "jacobi_tol":
+            extra["relative_tol"] = settings.jacobi_tol
+        out.append(Candidate(
+            spec,
+            lambda spec=spec, rel=rel: solve_adjoints(system, spec, relative_tol=rel),
+            traced=lambda spec=spec, rel=rel: traced_adjoints(system, spec, relative_tol=rel),
+            tolerance=tolerance if spec.method in SCANS else None,
+            extra=extra,
+        ))
+    return out
 
 
-# --------------------------------------------------------------------------------- training
+def measure_runs(settings: Settings, *, data: str, dataset: str, seed: int, device: str,
+                 timing: TimingSettings, metrics: Mapping[str, str], traces: Mapping[str, str],
+                 threads: Optional[int] = None) -> dict:
+    """Every backward method on the same weights and batch, in one process; one record per run."""
+    seed_everything(seed)
+    torch_dev = torch_device(device)
+    _, sequences = load_sequences(data, settings, torch_dev)
+    index = pick(sequences.shape[0], settings.batch_size, seed, dataset, "measure_batch")
+    x = time_major(sequences[index.to(sequences.device)])
+    params = initial_params(settings, seed, dataset, 0, device=torch_dev)
+    log.info("%s: T = %d, batch %d, hidden %d, %s on %s; runs %s", dataset, x.shape[0], x.shape[1],
+             settings.hidden_size, settings.dtype, torch_dev, [r.name for r in runs(settings)])
+    measurements = measure(candidates(settings, params, x), repeats=timing.repeats,
+                           warmup=timing.warmup)
+    context = RunContext("rnn_backprop", dataset, seed, device_description(torch_dev),
+                         settings.batch_size, threads)
+    return write_runs(measurements, context, metrics, traces)
+
+
+# ----------------------------------------------------------------------------------- training
 
 
 def sync_torch(value: torch.Tensor) -> torch.Tensor:
-    """Wait for ``value``'s device. Torch only: ffsolve.timing.synchronize also tries JAX, whose
-    first import (~1 s) would otherwise land inside the first timed step."""
+    """Wait for ``value``'s device (torch only: no JAX import inside a timed step)."""
     if value.is_cuda:
         torch.cuda.synchronize(value.device)
     return value
 
 
-
-def train_repeat(params: RNNParams, data: torch.Tensor, order: torch.Tensor, spec: BackwardSpec,
-                 lr: float, ema_decay: float, desc: str) -> dict[str, np.ndarray]:
-    """SGD on ``params`` in place; per step: loss, EMA loss, cumulative seconds, iterations, and
-    the seconds of the backward pass alone.
+def train_repeat(params: RNNParams, data: torch.Tensor, order: torch.Tensor, spec: RunSpec,
+                 settings: Settings, desc: str) -> dict[str, np.ndarray]:
+    """SGD on ``params`` in place; per step: loss, EMA loss, cumulative seconds, parallel steps.
 
     The clock covers everything a step does (batch gather, sequential forward, backward by
-    ``spec``, update, reading the loss back), as the original's did, minus its print. The
-    backward pass is also clocked on its own (after a device sync): hundreds of samples give a
-    steadier median than a few separate timing calls on a shared machine.
+    ``spec``, update, reading the loss back), as the original's did, minus its print.
     """
     steps = order.shape[0]
-    out = {key: np.zeros(steps) for key in ("loss", "ema_loss", "time_s", "backward_s")}
+    rel = settings.jacobi_tol if spec.method == "jacobi_tol" else 0.0
+    out = {key: np.zeros(steps) for key in ("loss", "ema_loss", "time_s")}
     out["iterations"] = np.zeros(steps, dtype=np.int64)
     ema, elapsed = None, 0.0
     for step in progress(range(steps), desc=desc):
         start = time.perf_counter()
         x = time_major(data[order[step]])
         cache = forward(params, x)
-        sync_torch(cache.loss)
-        backward_start = time.perf_counter()
-        result = backward(params, cache, spec)
-        sync_torch(result.grads.b_o)
-        out["backward_s"][step] = time.perf_counter() - backward_start
-        params.sgd_step_(result.grads, lr)
+        result = backward(params, cache, spec, relative_tol=rel)
+        params.sgd_step_(result.grads, settings.lr)
         loss = float(sync_torch(cache.loss))
         elapsed += time.perf_counter() - start
         if not math.isfinite(loss):
             raise FloatingPointError(
                 f"{desc}: loss became {loss} at step {step}; lower rnn_backprop.lr or init_std"
             )
-        ema = loss if ema is None else ema_decay * ema + (1 - ema_decay) * loss
+        ema = loss if ema is None else settings.ema_decay * ema + (1 - settings.ema_decay) * loss
         out["loss"][step], out["ema_loss"][step], out["time_s"][step] = loss, ema, elapsed
-        out["iterations"][step] = result.iterations
+        out["iterations"][step] = result.solve.iterations
     return out
 
 
-def train(job: Job) -> dict:
-    """One run: checks, backward timing, then the training curves and the final weights."""
-    cfg = check_settings(job.config["rnn_backprop"])
-    seed = int(job.config["seed"])
-    seed_everything(seed)
-    run = job.wildcards.run
-    spec = BackwardSpec(**parse_run(run, cfg))
-    device = torch_device(job.config["device"])
-    dtype = DTYPES[cfg["dtype"]]
-    dataset = load_prepared(job.input.dataset)
-    data = dataset_sequences(dataset, "train", cfg["image_size"]).to(device=device, dtype=dtype)
-    length = data.shape[1]
-    log.info("%s on %s: %d sequences of T = %d, %s, %s", run, dataset.name, data.shape[0],
-             length, spec, device)
+def train_curves(settings: Settings, data: torch.Tensor, *, seed: int, dataset: str, warmup: int,
+                 device=None) -> tuple[dict[str, dict[str, np.ndarray]], RNNParams]:
+    """Every run's curves (``repeats`` × ``steps``), and sequential BPTT's weights after repeat 0.
 
-    # Same weights and data for every run: repeat 0's initial weights and the probe points.
-    init_gen, _ = repeat_generators(seed, 0)
-    params0 = init_params(cfg["hidden_size"], cfg["init_std"], init_gen, dtype=dtype, device=device)
-    probe = time_major(data[probe_points(data.shape[0], cfg["convergence_points"], seed)])
-    check = gradient_check(params0, probe, spec)
-    cache = forward(params0, probe)
-    grads = backward(params0, cache, spec).grads
-    reference = gradients_from_adjoints(params0, cache, bptt_adjoints(params0, cache))
-    max_diff = float((grads.flat() - reference.flat()).abs().max())
-    log.info("gradients: relative error vs autograd (float64) %.3g; max |diff| vs sequential "
-             "BPTT (%s) %.3g", check["rel_error_vs_autograd"], cfg["dtype"], max_diff)
-
-    # Backward-only timing on one training-size batch, separate from the training curves.
-    timing_cfg = job.config["timing"]
-    batch = probe[:, : cfg["batch_size"]]
-    batch_cache = forward(params0, batch)
-    backward_timing = time_call(lambda: backward(params0, batch_cache, spec).adjoints,
-                                repeats=timing_cfg["repeats"], warmup=timing_cfg["warmup"],
-                                sync=sync_torch)
-    timed_iterations = backward(params0, batch_cache, spec).iterations
-
-    curves, final_params = [], None
-    for repeat in range(cfg["repeats"]):
-        init_gen, order_gen = repeat_generators(seed, repeat)
-        params = init_params(cfg["hidden_size"], cfg["init_std"], init_gen, dtype=dtype,
-                             device=device)
-        order = batch_indices(data.shape[0], cfg["steps"], cfg["batch_size"], order_gen).to(device)
-        # Warm-up steps on a throwaway copy: allocator and first-call costs stay off the clock.
-        if timing_cfg["warmup"]:
-            train_repeat(params.clone(), data, order[: timing_cfg["warmup"]], spec, cfg["lr"],
-                         cfg["ema_decay"], desc=f"{run} warm-up")
-        curves.append(train_repeat(params, data, order, spec, cfg["lr"], cfg["ema_decay"],
-                                   desc=f"{run} repeat {repeat + 1}/{cfg['repeats']}"))
-        if repeat == 0:
-            final_params = params
-    stacked = {key: np.stack([c[key] for c in curves]) for key in curves[0]}
-    step_times = np.diff(stacked["time_s"], axis=1, prepend=0.0)
-    write_trace(job.output.training, **stacked)
-    save_params(final_params, job.output.weights)
-
-    final_loss = stacked["ema_loss"][:, -1]
-    record = {
-        "experiment": "rnn_backprop",
-        "dataset": job.wildcards.dataset,
-        "method": spec.method,
-        "run": run,
-        "block_size": None,
-        "tol": spec.tol,
-        "max_iters": spec.max_iters,
-        "scan_algorithm": spec.scan_algorithm if spec.method == "scan" else None,
-        "sequence_length": length,
-        "hidden_size": cfg["hidden_size"],
-        "batch_size": cfg["batch_size"],
-        "iterations": timed_iterations,
-        "iterations_train_mean": float(stacked["iterations"].mean()),
-        "iterations_train_max": int(stacked["iterations"].max()),
-        "converged": check["converged"],
-        "wall_time_s": backward_timing.median_s,
-        "wall_time_what": "one backward pass (adjoints + gradients), batch_size sequences",
-        "timing": backward_timing.as_dict(),
-        "step_time_s": float(np.median(step_times)),
-        "backward_time_train_s": float(np.median(stacked["backward_s"])),
-        "backward_time_train_iqr_s": float(
-            np.subtract(*np.percentile(stacked["backward_s"], [75, 25]))),
-        "step_time_iqr_s": float(np.subtract(*np.percentile(step_times, [75, 25]))),
-        "train_time_s_mean": float(stacked["time_s"][:, -1].mean()),
-        "final_ema_loss_mean": float(final_loss.mean()),
-        "final_ema_loss_std": float(final_loss.std()),
-        "steps": cfg["steps"],
-        "repeats": cfg["repeats"],
-        "lr": cfg["lr"],
-        "max_abs_diff_vs_sequential": max_diff,
-        "rel_error_vs_autograd": check["rel_error_vs_autograd"],
-        "exact_match": check["rel_error_vs_autograd"] <= cfg["exact_rtol"],
-        "exact_match_meaning": (
-            f"gradients within relative error {cfg['exact_rtol']:g} of PyTorch autograd, in "
-            f"float64, at the initial weights on {cfg['convergence_points']} probe sequences"
-        ),
-        "dtype": cfg["dtype"],
-        "device": device_description(device),
-        "threads": job.threads,
-        "seed": seed,
-    }
-    log.info("%s: backward %.3g ms (median), step %.3g ms, final EMA loss %.4g, exact %s",
-             run, 1e3 * record["wall_time_s"], 1e3 * record["step_time_s"],
-             record["final_ema_loss_mean"], record["exact_match"])
-    return write_metrics(job.output.metrics, record)
+    Each repeat starts every run from the same seeded weights and data order; within a repeat the
+    runs go in an order rotated by one per repeat, so drift of the machine hits them alike.
+    """
+    specs = runs(settings)
+    curves: dict[str, list] = {spec.name: [] for spec in specs}
+    trained = None
+    for repeat in range(settings.repeats):
+        order_gen = torch_generator(seed, "rnn_backprop", dataset, f"order_{repeat}")
+        order = batch_indices(data.shape[0], settings.steps, settings.batch_size, order_gen)
+        order = order.to(data.device)
+        shift = repeat % len(specs)
+        for spec in specs[shift:] + specs[:shift]:
+            params = initial_params(settings, seed, dataset, repeat, device=device)
+            if warmup:  # throwaway steps: allocator and first-call costs stay off the clock
+                train_repeat(params.clone(), data, order[:warmup], spec, settings,
+                             desc=f"{spec.name} warm-up")
+            curves[spec.name].append(train_repeat(
+                params, data, order, spec, settings,
+                desc=f"{spec.name} repeat {repeat + 1}/{settings.repeats}"))
+            if repeat == 0 and spec.name == "sequential":
+                trained = params
+    stacked = {name: {key: np.stack([c[key] for c in runs_]) for key in runs_[0]}
+               for name, runs_ in curves.items()}
+    if trained is None:  # no sequential run configured: train its weights for the traces anyway
+        trained = initial_params(settings, seed, dataset, 0, device=device)
+        order_gen = torch_generator(seed, "rnn_backprop", dataset, "order_0")
+        order = batch_indices(data.shape[0], settings.steps, settings.batch_size, order_gen)
+        train_repeat(trained, data, order.to(data.device), RunSpec("sequential"), settings,
+                     desc="sequential (for the convergence traces)")
+    return stacked, trained
 
 
-# ------------------------------------------------------------------------------ convergence
-
-
-def per_example_errors(params: RNNParams, cache, flipped_iterates,
-                       exact: torch.Tensor) -> np.ndarray:
-    """L2 error of every data point's gradients at each iterate, ``(iterates, points)``."""
+def per_example_errors(params: RNNParams, cache, iterates, exact: torch.Tensor) -> np.ndarray:
+    """L2 error of every data point's gradients at each iterate of reversed adjoints, ``(iterates, points)``."""
     errors = []
-    for u in flipped_iterates:
+    for u in iterates:
         grads = gradients_from_adjoints(params, cache, u.flip(0), per_example=True)
         errors.append((grads.flat(batch_dims=1) - exact).norm(dim=1))
     return torch.stack(errors).cpu().numpy()
 
 
 def convergence_traces(params: RNNParams, x: torch.Tensor) -> dict[str, np.ndarray]:
-    """Gradient error per parallel step for BPTT (GS), Jacobi and the Hillis–Steele scan.
+    """Gradient error per parallel step for BPTT, Jacobi and the Hillis–Steele scan (float64).
 
-    Index k is "after k steps" (0: adjoints all zero). Sequential BPTT fixes one more adjoint per
-    step (T steps); Jacobi updates all from the last iterate; the scan doubles its exact reach
-    each step. Errors are against each point's exact gradient (sequential BPTT, float64).
+    Index k is "after k steps" (0: adjoints all zero). BPTT fixes one more adjoint per step;
+    Jacobi updates all from the last iterate; the scan doubles its exact reach each step. Errors
+    are against each point's exact gradient (sequential BPTT).
     """
+    params, x = params.to(dtype=torch.float64), x.to(torch.float64)
     cache = forward(params, x)
-    exact = gradients_from_adjoints(params, cache, bptt_adjoints(params, cache),
+    system = adjoint_system(params, cache)
+    exact = gradients_from_adjoints(params, cache, solve_adjoints(system, RunSpec("sequential")).x,
                                     per_example=True).flat(batch_dims=1)
-    system = flipped_system(params, cache)
     zeros = torch.zeros_like(system.c)
     out = {}
     for method in ("sequential", "jacobi"):
@@ -337,30 +310,66 @@ def convergence_traces(params: RNNParams, x: torch.Tensor) -> dict[str, np.ndarr
         iterates = torch.from_numpy(res.trace.iterates).to(x.device)
         out[method] = per_example_errors(params, cache, iterates, exact)
     steps = [zeros]
-    hillis_steele_scan(system.step_matrices(), system.c, on_step=lambda c: steps.append(c.clone()))
+    hillis_steele(system, on_step=lambda c: steps.append(c.clone()))
     out["scan_hillis_steele"] = per_example_errors(params, cache, steps, exact)
     return out
 
 
-def convergence(job: Job) -> None:
-    """Traces at the initial weights (repeat 0) and after sequential training (its repeat 0)."""
-    cfg = check_settings(job.config["rnn_backprop"])
-    seed = int(job.config["seed"])
+def train_runs(settings: Settings, *, data: str, dataset: str, seed: int, device: str,
+               warmup: int, training: Mapping[str, str], weights: str, convergence: str) -> None:
+    """Training curves per run, the weights after sequential training, and the convergence traces
+    at the initial weights (``begin``) and at those (``end``)."""
     seed_everything(seed)
-    device = torch_device(job.config["device"])
-    dataset = load_prepared(job.input.dataset)
-    data = dataset_sequences(dataset, "train", cfg["image_size"]).to(device)
-    probe = time_major(data[probe_points(data.shape[0], cfg["convergence_points"], seed)])
-    init_gen, _ = repeat_generators(seed, 0)
-    phases = {
-        "begin": init_params(cfg["hidden_size"], cfg["init_std"], init_gen,
-                             dtype=torch.float64, device=device),
-        "end": load_params(job.input.weights, dtype=torch.float64, device=device),
-    }
+    torch_dev = torch_device(device)
+    _, sequences = load_sequences(data, settings, torch_dev)
+    curves, trained = train_curves(settings, sequences, seed=seed, dataset=dataset, warmup=warmup,
+                                   device=torch_dev)
+    for name, path in training.items():
+        write_npz(path, {**curves[name], "steps": settings.steps, "repeats": settings.repeats,
+                         "lr": settings.lr, "hidden_size": settings.hidden_size,
+                         "sequence_length": sequences.shape[1]})
+        log.info("%s: final EMA loss %.4g (mean over %d repeats), %.3g s per step (median)", name,
+                 curves[name]["ema_loss"][:, -1].mean(), settings.repeats,
+                 np.median(np.diff(curves[name]["time_s"], axis=1, prepend=0.0)))
+    save_params(trained, weights)
+    probe = time_major(sequences[pick(sequences.shape[0], settings.convergence_points, seed,
+                                      dataset, "probe").to(sequences.device)])
     arrays = {}
+    phases = {"begin": initial_params(settings, seed, dataset, 0, device=torch_dev), "end": trained}
     for phase, params in phases.items():
         for method, errors in convergence_traces(params, probe).items():
             arrays[f"{phase}_{method}"] = errors
-            log.info("%s %s: %d steps, final error %.3g (mean over %d points)", phase, method,
-                     errors.shape[0] - 1, errors[-1].mean(), errors.shape[1])
-    write_trace(job.output.convergence, sequence_length=probe.shape[0], **arrays)
+    write_npz(convergence, {"sequence_length": probe.shape[0], **arrays})
+
+
+# ----------------------------------------------------------------------------------- the jobs
+
+
+def measure_job(job: Job) -> dict:
+    """The ``rnn_backprop_measure`` rule."""
+    return measure_runs(
+        settings_from(Settings, job.params.settings, "rnn_backprop"),
+        data=job.input.dataset,
+        dataset=job.wildcards.dataset,
+        seed=job.params.seed,
+        device=job.params.device,
+        timing=settings_from(TimingSettings, job.params.timing, "timing"),
+        metrics=outputs_by_run(job.params.runs, job.output.metrics),
+        traces=outputs_by_run(job.params.runs, job.output.traces),
+        threads=job.threads,
+    )
+
+
+def train_job(job: Job) -> None:
+    """The ``rnn_backprop_train`` rule."""
+    train_runs(
+        settings_from(Settings, job.params.settings, "rnn_backprop"),
+        data=job.input.dataset,
+        dataset=job.wildcards.dataset,
+        seed=job.params.seed,
+        device=job.params.device,
+        warmup=settings_from(TimingSettings, job.params.timing, "timing").warmup,
+        training=outputs_by_run(job.params.runs, job.output.training),
+        weights=job.output.weights,
+        convergence=job.output.convergence,
+    )

@@ -5,8 +5,8 @@
 
 o_t predicts the *current* input x_t from h_t, which has only seen x_{<t}. Forward and backward
 are written out (no autograd) because the backward pass is the thing under study: its adjoint
-recursion is what :mod:`ffsolve.experiments.rnn_backprop_backward` solves by BPTT, Jacobi
-iteration or a parallel scan. Autograd appears only in :func:`autograd_gradients`, the reference
+recursion is the triangular system :mod:`ffsolve.experiments.rnn_backprop.system` solves by BPTT,
+Jacobi iteration or a parallel scan. Autograd appears only in :func:`autograd_gradients`, the reference
 the tests hold every method to.
 
 Tensors are time-major: inputs ``(T, B, 1)``, states ``(T, B, H)``.
@@ -21,6 +21,8 @@ from typing import Optional
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from ffsolve.kit.io import write_npz
 
 PARAM_NAMES = ("W_h", "W_x", "b_h", "W_o", "b_o")
 
@@ -80,11 +82,8 @@ def init_params(hidden_size: int, init_std: float, generator: torch.Generator,
 
 
 def save_params(params: RNNParams, path: str | Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, **params.state_dict())
-    tmp.replace(path)
+    """The five tensors as a ``.npz`` checkpoint (written atomically)."""
+    write_npz(path, params.state_dict())
 
 
 def load_params(path: str | Path, dtype: torch.dtype = torch.float32, device=None) -> RNNParams:

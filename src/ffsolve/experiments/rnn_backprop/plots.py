@@ -19,31 +19,39 @@ _CONVERGENCE_STYLE = {
 
 
 def load_runs(metrics_paths: Sequence[str], training_paths: Sequence[str]) -> list[dict]:
-    """Each run's metrics with its training curves under ``"training"``, in the given order."""
+    """Each run's metrics (from the harness) with its training curves under ``"training"``."""
     return plots.load_runs(metrics_paths, training_paths, key="training")
 
 
 def run_label(run: dict) -> str:
-    name = run["run"]
+    """The run's name in words, marked where its gradients are approximate (not bitwise BPTT's
+    and not within a declared rounding tolerance)."""
+    name, method = run["run"], run["method"]
     if name == "sequential":
         text = "BPTT (sequential)"
-    elif name.startswith("jacobi_k"):
-        text = f"Jacobi, {run['max_iters']} iterations"
-    elif name == "jacobi_tol":
-        text = f"Jacobi, tol {run['tol']:g} (mean {run['iterations_train_mean']:.0f} it.)"
+    elif method == "jacobi" and run.get("budget"):
+        text = f"Jacobi, {run['budget']} iterations"
+    elif method == "jacobi":
+        text = f"Jacobi to the end ({run['iterations']} it.)"
+    elif method == "jacobi_tol":
+        text = f"Jacobi, rel. tol {run['relative_tol']:g} ({run['iterations']} it.)"
+    elif method.startswith("scan_"):
+        text = f"scan, {method[5:].replace('_', '-')} ({run['iterations']} steps)"
     else:
-        text = f"scan, {run['scan_algorithm'].replace('_', '-')} ({run['iterations']} steps)"
-    # Truncated Jacobi gives approximate gradients: say so where the curve is read.
-    return text if run["exact_match"] else text + " [approx.]"
+        text = plots.label(run)
+    exact = run["bitwise_equal"] or run.get("within_tolerance")
+    return text if exact else text + " [approx.]"
 
 
 def run_colour(run: dict, budgets: Sequence[int]):
     name = run["run"]
     if name == "sequential":
         return "tab:red"
-    if name.startswith("jacobi_k"):
+    if run["method"] == "jacobi" and run.get("budget"):
         shades = plt.cm.Blues(np.linspace(0.45, 0.95, max(len(budgets), 1)))
-        return shades[sorted(budgets).index(run["max_iters"])]
+        return shades[sorted(budgets).index(run["budget"])]
+    if run["method"] == "jacobi":
+        return "navy"
     if name == "jacobi_tol":
         return "tab:purple"
     return _SCAN_COLOURS.get(name, "tab:gray")
@@ -59,7 +67,7 @@ def loss_figure(runs: Sequence[dict], against: str = "time"):
     """
     if against not in ("time", "step"):
         raise ValueError(f"against must be 'time' or 'step', got {against!r}")
-    budgets = [r["max_iters"] for r in runs if r["run"].startswith("jacobi_k")]
+    budgets = [r["budget"] for r in runs if r["method"] == "jacobi" and r.get("budget")]
     sequential = next((r for r in runs if r["run"] == "sequential"), None)
     paired = against == "step" and sequential is not None
     fig, axes = plt.subplots(2 if paired else 1, 1, figsize=(7, 7 if paired else 4.5),
@@ -79,15 +87,15 @@ def loss_figure(runs: Sequence[dict], against: str = "time"):
         if paired:
             diff = log_loss - np.log(sequential["training"]["ema_loss"])
             axes[1, 0].plot(x, diff.mean(axis=0), color=style["color"], linewidth=1.0)
-    first = runs[0]
+    first, meta = runs[0], runs[0]["training"]
     axes[-1, 0].set_xlabel("wall-clock time (s, cumulative, mean over repeats)"
                            if against == "time" else "training step")
     ax.set_ylabel("log EMA loss")
     ax.set_title(
-        f"Vanilla RNN (hidden {first['hidden_size']}) on {first['dataset']}, T = "
-        f"{first['sequence_length']}: {first['repeats']} repeats × {first['steps']} SGD steps, "
-        f"lr {first['lr']:g}", fontsize="medium")
-    ax.legend(fontsize="x-small", title="[approx.]: gradients not within rtol of autograd",
+        f"Vanilla RNN (hidden {int(meta['hidden_size'])}) on {first['dataset']}, T = "
+        f"{int(meta['sequence_length'])}: {int(meta['repeats'])} repeats × {int(meta['steps'])} SGD "
+        f"steps, lr {float(meta['lr']):g}", fontsize="medium")
+    ax.legend(fontsize="x-small", title="[approx.]: adjoints not those of BPTT",
               title_fontsize="x-small")
     if paired:
         axes[1, 0].set_ylabel("log loss − BPTT's\n(same seeds, mean)")
@@ -123,22 +131,16 @@ def convergence_figure(path: str):
 
 
 def markdown_table(runs: Sequence[dict]) -> str:
-    """Per run: parallel steps, backward and step time, final loss, exactness."""
-    sequential = next((r for r in runs if r["run"] == "sequential"), None)
-    rows = ["| run | steps per backward | backward (ms, median of training) | speedup | "
-            "backward (ms, separate timing) | training step (ms, median) | final EMA loss | "
-            "rel. error vs autograd | exact |",
-            "|---|---|---|---|---|---|---|---|---|"]
-    def backward_seconds(run):
-        return run.get("backward_time_train_s", run["wall_time_s"])
-
+    """The harness table (one backward pass per run, timed in one process), then per run the
+    gradients' distance from autograd's (float64) and the training curves' final loss."""
+    lines = [plots.runs_table(runs), "",
+             "| run | max abs diff of adjoints vs BPTT | gradient rel. error vs autograd (float64) "
+             "| parallel steps per training step (mean) | final EMA loss (mean ± std over repeats) |",
+             "|---|---|---|---|---|"]
     for run in runs:
-        backward_s = backward_seconds(run)
-        speedup = (f"{backward_seconds(sequential) / backward_s:.2f}×" if sequential else "n/a")
-        rows.append(
-            f"| {run['run']} | {run['iterations_train_mean']:.1f} | {1e3 * backward_s:.3g} "
-            f"| {speedup} | {1e3 * run['wall_time_s']:.3g} | {1e3 * run['step_time_s']:.3g} | "
-            f"{run['final_ema_loss_mean']:.4g} ± {run['final_ema_loss_std']:.2g} | "
-            f"{run['rel_error_vs_autograd']:.2g} | {run['exact_match']} |"
-        )
-    return "\n".join(rows)
+        curves = run["training"]
+        final = curves["ema_loss"][:, -1]
+        lines.append(
+            f"| {run['run']} | {run['max_abs_diff']:.3g} | {run['gradient_rel_error_vs_autograd']:.2g} "
+            f"| {curves['iterations'].mean():.1f} | {final.mean():.4g} ± {final.std():.2g} |")
+    return "\n".join(lines)

@@ -1,26 +1,39 @@
-"""Backpropagation through time as a triangular linear system, solved three ways.
+"""Backpropagation through time as a triangular linear system, and every way this package solves it.
 
 The adjoints a_t = dloss/dh_t satisfy, backwards in time,
 
     a_{T−1} = g_{T−1},    a_t = g_t + J_{t+1}ᵀ a_{t+1},    J_{t+1}ᵀ a = W_hᵀ (sigmoid(z_t) ⊙ a),
 
 with g_t the direct term through o_t. Reversing time (u_s = a_{T−1−s}) makes it a forward
-recursion u_s = c_s + u_{s−1} M_s (row vectors, M_s = diag(gate) W_h, u_{−1} = 0): a triangular
-map along the flipped time axis, which is what ``ffsolve.solve`` takes.
+recursion u_s = c_s + (G_s ⊙ u_{s−1}) W_h (row vectors, G_0 = 0 so u_{−1} drops out): a triangular
+map along the reversed time axis, :class:`AdjointSystem`, which is what ``ffsolve.solve`` takes.
 
-- ``sequential``: ordinary BPTT, one step per time step (T − 1 dependent matvecs).
-- ``jacobi``: ``ffsolve.solve(method="jacobi")`` on that map: every step at once from the
-  previous iterate, one batched matmul per iteration; after k iterations the k latest adjoints
-  are exact. A budget ``max_iters`` < T gives truncated (approximate) gradients, as the paper's.
-- ``scan``: the recursion is affine, and affine maps compose associatively, so a parallel prefix
-  scan gives every u_s *exactly*: ``hillis_steele`` in ⌈log₂ T⌉ steps (T log T matrix products),
-  ``odd_even`` in about 2⌈log₂ T⌉ steps with only ~T matrix products (work-efficient).
+Every method returns an :class:`ffsolve.SolveResult` whose ``x`` is the adjoint sequence
+a_t = dloss/dh_t, ``(T, B, H)``, in time order (the output the harness checks), and
 
-Every method returns the adjoints in time order plus how many parallel steps it took.
+* ``iterations``: dependent parallel steps (never more than T);
+* ``network_evaluations``: work in *full passes of the adjoint map*. One pass is T·B products of a
+  length-H row vector with an H×H matrix (T·B·H² multiply-adds); an H×H by H×H matrix product
+  counts as H of them. Building the step matrices of the scans (elementwise) is not counted.
+
+The methods (run names of :mod:`ffsolve.kit.runs`):
+
+* ``sequential``: ordinary BPTT by hand, T − 1 dependent steps. Step s computes position s with
+  exactly the operation the map uses for it (one element of a batched product, the same shapes),
+  so every ``ffsolve.solve`` method at tol 0 equals it bit for bit.
+* ``jacobi``, ``gs_jacobi``, ``jacobi_gs``: ``ffsolve.solve`` on the map from zero adjoints;
+  ``jacobi_k<k>`` stops after k iterations (truncated, approximate gradients, the paper's budgets).
+* ``jacobi_tol``: Jacobi until max |change| <= tol · max_t |g_t| (a tolerance relative to the
+  largest direct term, so it means the same at every T and batch size).
+* ``scan_hillis_steele``, ``scan_odd_even``: the recursion is affine and affine maps compose
+  associatively, so a parallel prefix scan gives every u_s in ⌈log₂ T⌉ (Hillis–Steele, T log T
+  matrix products) or about 2⌈log₂ T⌉ (odd-even reduction, about T matrix products) steps. They
+  reassociate the sums, so they equal BPTT only to within :func:`scan_tolerance`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Callable, Optional
@@ -28,186 +41,307 @@ from typing import Callable, Optional
 import torch
 
 import ffsolve
-from ffsolve.experiments.rnn_backprop_runs import SCAN_ALGORITHMS
-from ffsolve.models.rnn_backprop import (
+from ffsolve.experiments.rnn_backprop.model import (
     ForwardCache,
     RNNParams,
     direct_adjoints,
     gradients_from_adjoints,
 )
+from ffsolve.kit.harness import Tolerance
+from ffsolve.kit.runs import RunSpec
+from ffsolve.solvers.core import SolveResult
+
+SCANS = ("scan_hillis_steele", "scan_odd_even")
+LIBRARY_METHODS = ("jacobi", "gs_jacobi", "jacobi_gs")
+METHODS = ("sequential", "jacobi", "jacobi_tol", "gs_jacobi", "jacobi_gs") + SCANS
+BLOCKED = ("gs_jacobi", "jacobi_gs")
+BUDGETED = ("jacobi",)
 
 
 @dataclass(frozen=True)
-class BackwardSpec:
-    """One backward method: ``sequential``, ``jacobi`` (``max_iters`` and/or ``tol``) or ``scan``."""
-
-    method: str
-    max_iters: Optional[int] = None  # jacobi: iteration budget (None: up to T)
-    # jacobi: stop once max |change| <= tol · max_t |g_t| (relative to the largest direct term;
-    # 0: exact, i.e. until the iterate stops changing or T iterations)
-    tol: float = 0.0
-    scan_algorithm: str = "hillis_steele"
-
-    def __post_init__(self):
-        if self.method not in ("sequential", "jacobi", "scan"):
-            raise ValueError(
-                f"backward method must be sequential, jacobi or scan, got {self.method!r}"
-            )
-        if self.scan_algorithm not in SCAN_ALGORITHMS:
-            raise ValueError(
-                f"scan_algorithm must be one of {list(SCAN_ALGORITHMS)}, got {self.scan_algorithm!r}"
-            )
-
-
-@dataclass
-class BackwardResult:
-    grads: RNNParams
-    adjoints: torch.Tensor  # (T, B, H), time order
-    iterations: int  # parallel steps (sequential: T − 1 dependent steps)
-    converged: bool
-
-
-@dataclass(frozen=True)
-class FlippedSystem:
-    """u_s = c_s + (G_s ⊙ u_{s−1}) @ W_h on the reversed time axis (G_0 = 0, so u_{−1} drops out)."""
+class AdjointSystem:
+    """u_s = c_s + (G_s ⊙ u_{s−1}) @ W_h on the reversed time axis (G_0 = 0)."""
 
     c: torch.Tensor  # (T, B, H) direct terms, reversed in time
     gates: torch.Tensor  # (T, B, H) gate multiplying u_{s−1}; row 0 is zero
     w_h: torch.Tensor  # (H, H)
 
+    @property
+    def length(self) -> int:
+        return self.c.shape[0]
+
     def __call__(self, u: torch.Tensor) -> torch.Tensor:
-        """The triangular map f: position s reads only position s − 1 of ``u``."""
+        """The triangular map f: position s reads only position s − 1 of ``u``.
+
+        One batched product over positions: position s is computed by the same (B, H) @ (H, H)
+        product :meth:`step` computes, which is what makes BPTT and the solvers agree bitwise.
+        """
         shifted = torch.zeros_like(u)
         shifted[1:] = u[:-1]
-        return torch.addmm(
-            self.c.reshape(-1, self.c.shape[-1]),
-            (self.gates * shifted).reshape(-1, self.c.shape[-1]),
-            self.w_h,
-        ).reshape(u.shape)
+        return torch.baddbmm(self.c, self.gates * shifted, self.w_h.expand(self.length, -1, -1))
+
+    def step(self, s: int, previous: torch.Tensor) -> torch.Tensor:
+        """Position s from u_{s−1} ``(B, H)``: the map's operation for that one position."""
+        return torch.baddbmm(self.c[s:s + 1], self.gates[s:s + 1] * previous,
+                             self.w_h.expand(1, -1, -1))[0]
 
     def step_matrices(self) -> torch.Tensor:
         """M_s = diag(G_s) W_h, ``(T, B, H, H)``, so that u_s = c_s + u_{s−1} @ M_s."""
         return self.gates.unsqueeze(-1) * self.w_h
 
+    def to(self, dtype: torch.dtype) -> "AdjointSystem":
+        return AdjointSystem(self.c.to(dtype), self.gates.to(dtype), self.w_h.to(dtype))
 
-def flipped_system(params: RNNParams, cache: ForwardCache) -> FlippedSystem:
-    c = direct_adjoints(params, cache).flip(0)
+
+def adjoint_system(params: RNNParams, cache: ForwardCache) -> AdjointSystem:
+    c = direct_adjoints(params, cache).flip(0).contiguous()
     gates = torch.zeros_like(c)
     gates[1:] = cache.gate.flip(0)  # u_s = a_{T−1−s} reads a_{T−s} through gate_{T−1−s}
-    return FlippedSystem(c=c, gates=gates, w_h=params.W_h)
+    return AdjointSystem(c=c, gates=gates, w_h=params.W_h)
 
 
-def backward(params: RNNParams, cache: ForwardCache, spec: BackwardSpec) -> BackwardResult:
-    """Adjoints by ``spec``'s method, then every parameter gradient from them."""
-    if spec.method == "sequential":
-        adjoints, iterations, converged = bptt_adjoints(params, cache), cache.x.shape[0] - 1, True
-    elif spec.method == "jacobi":
-        system = flipped_system(params, cache)
-        # The adjoints scale with the loss (∝ 1/(T·B) here), so an absolute tolerance on their
-        # change would mean something different at every T. Solving for adjoints / max|g| (the
-        # system is linear, so this is exact up to rounding) makes ``tol`` relative instead.
-        scale = float(system.c.abs().max()) if spec.tol > 0 else 0.0
-        if scale > 0:
-            system = FlippedSystem(c=system.c / scale, gates=system.gates, w_h=system.w_h)
-        res = ffsolve.solve(system, torch.zeros_like(system.c), method="jacobi", tol=spec.tol,
-                            max_iters=spec.max_iters, axis=0)
-        adjoints = res.x.flip(0) * scale if scale > 0 else res.x.flip(0)
-        iterations, converged = res.iterations, res.converged
-    else:
-        system = flipped_system(params, cache)
-        scan = hillis_steele_scan if spec.scan_algorithm == "hillis_steele" else odd_even_scan
-        u, iterations = scan(system.step_matrices(), system.c)
-        adjoints, converged = u.flip(0), True
-    return BackwardResult(gradients_from_adjoints(params, cache, adjoints), adjoints,
-                          iterations, converged)
+def _result(u: torch.Tensor, method: str, iterations: int, work: float, *, converged: bool = True,
+            tol: float = 0.0) -> SolveResult:
+    """A SolveResult with the adjoints in time order; ``work`` in row-vector products per item."""
+    length = u.shape[0]
+    return SolveResult(x=u.flip(0), iterations=iterations, converged=converged, method=method,
+                       block_size=None, tol=tol, sequence_length=length,
+                       network_evaluations=work / length)
 
 
-def bptt_adjoints(params: RNNParams, cache: ForwardCache) -> torch.Tensor:
-    """Ordinary backpropagation through time: the reverse loop, one matvec per step."""
-    g = direct_adjoints(params, cache)
-    adjoints = torch.empty_like(g)
-    adjoints[-1] = g[-1]
-    for t in range(g.shape[0] - 2, -1, -1):
-        torch.addmm(g[t], cache.gate[t] * adjoints[t + 1], params.W_h, out=adjoints[t])
-    return adjoints
+# ------------------------------------------------------------------------------ the methods
 
 
-def hillis_steele_scan(
-    matrices: torch.Tensor,
-    offsets: torch.Tensor,
-    on_step: Optional[Callable[[torch.Tensor], None]] = None,
-) -> tuple[torch.Tensor, int]:
-    """Solve u_s = offsets_s + u_{s−1} @ matrices_s (u_{−1} = 0) in ⌈log₂ T⌉ parallel steps.
+def bptt(system: AdjointSystem, on_step: Optional[Callable[[torch.Tensor], None]] = None) -> SolveResult:
+    """Ordinary backpropagation through time: T − 1 dependent steps, one position each."""
+    u = torch.empty_like(system.c)
+    u[0] = system.c[0]
+    for s in range(1, system.length):
+        u[s] = system.step(s, u[s - 1])
+        if on_step is not None:
+            on_step(u, s)
+    return _result(u, "sequential", system.length - 1, system.length - 1)
+
+
+def library_solve(system: AdjointSystem, spec: RunSpec, *, relative_tol: float = 0.0,
+                  trace: bool = False) -> SolveResult:
+    """``ffsolve.solve`` on the map from zero adjoints (``jacobi_tol``: Jacobi to a relative tol)."""
+    method = "jacobi" if spec.method == "jacobi_tol" else spec.method
+    # An absolute threshold tol · max|g|: the same stopping rule as solving for adjoints / max|g|,
+    # without changing the arithmetic (so a run that goes to the end is still bitwise exact).
+    tol = relative_tol * float(system.c.abs().max()) if spec.method == "jacobi_tol" else 0.0
+    res = ffsolve.solve(system, torch.zeros_like(system.c), method=method,
+                        block_size=spec.block_size, tol=tol, max_iters=spec.budget, trace=trace)
+    return dataclasses.replace(res, x=res.x.flip(0), method=spec.method)
+
+
+def hillis_steele(system: AdjointSystem, on_step: Optional[Callable[[torch.Tensor], None]] = None
+                  ) -> SolveResult:
+    """Solve u_s = c_s + u_{s−1} @ M_s in ⌈log₂ T⌉ parallel steps.
 
     Element s holds the affine map (M, c) that takes u_{s−d} to u_s (before step 1, d = 1 and it
     is (M_s, c_s)). Step d composes it with element s − d's map, doubling the reach; once the
     reach covers the start, c_s is u_s itself because u_{−1} = 0. Composition (apply 1, then 2):
-    (M₁, c₁) then (M₂, c₂) = (M₁ M₂, c₁ M₂ + c₂).
-
-    Args:
-        matrices: ``(T, B, H, H)`` step matrices (row-vector convention).
-        offsets: ``(T, B, H)``.
-        on_step: called with the current offsets after every step (for convergence traces).
-
-    Returns:
-        ``(u, steps)``: the solution ``(T, B, H)`` and the number of parallel steps, ⌈log₂ T⌉.
+    (M₁, c₁) then (M₂, c₂) = (M₁ M₂, c₁ M₂ + c₂). ``on_step`` sees the offsets after each step.
     """
-    length = offsets.shape[0]
-    m, c = matrices, offsets
-    steps, d = 0, 1
+    length, hidden = system.length, system.w_h.shape[0]
+    m, c = system.step_matrices(), system.c
+    steps, d, work = 0, 1, 0
     while d < length:
-        # New values for positions >= d, all read from the previous step's arrays.
         c_new = c.clone()
         c_new[d:] = torch.matmul(c[:-d].unsqueeze(-2), m[d:]).squeeze(-2) + c[d:]
+        work += length - d
         if 2 * d < length:  # the last step never needs the composed matrices
             m_new = m.clone()
             m_new[d:] = torch.matmul(m[:-d], m[d:])
+            work += (length - d) * hidden
             m = m_new
         c = c_new
         steps += 1
         d *= 2
         if on_step is not None:
             on_step(c)
-    return c, steps
+    return _result(c, "scan_hillis_steele", steps, work)
 
 
-def odd_even_scan(matrices: torch.Tensor, offsets: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """The same solution with ~T matrix products instead of T log T (odd-even reduction).
-
-    Pair up elements (2i, 2i+1) into one map each (one batched step), solve the half-length
-    problem for the odd positions recursively, then fill in each even position from its odd
-    predecessor (one more batched step). Depth about 2⌈log₂ T⌉ − 1, total work O(T H³): the
-    better choice when compute, not depth, is the limit (a CPU).
-
-    Returns:
-        ``(u, steps)``: the solution and the number of dependent parallel steps taken.
-    """
-    length = offsets.shape[0]
+def _odd_even(matrices: torch.Tensor, offsets: torch.Tensor) -> tuple[torch.Tensor, int, int]:
+    """(u, steps, work): pair up (2i, 2i+1), solve the half-length problem for the odd positions
+    recursively, then fill each even position from its odd predecessor."""
+    length, hidden = offsets.shape[0], offsets.shape[-1]
     if length == 1:
-        return offsets.clone(), 0
+        return offsets.clone(), 0, 0
     half = length // 2
     even_m, odd_m = matrices[0:2 * half:2], matrices[1:2 * half:2]
     even_c, odd_c = offsets[0:2 * half:2], offsets[1:2 * half:2]
-    # The pair (2i, 2i+1) as one map, taking u_{2i−1} to u_{2i+1}. (A half of length 1 never
-    # reads its matrix: its u_{−1} is zero.)
+    # The pair (2i, 2i+1) as one map taking u_{2i−1} to u_{2i+1}; a half of length 1 never reads
+    # its matrix (its u_{−1} is zero).
     pair_m = torch.matmul(even_m, odd_m) if half > 1 else odd_m
     pair_c = torch.matmul(even_c.unsqueeze(-2), odd_m).squeeze(-2) + odd_c
-    odd_u, inner_steps = odd_even_scan(pair_m, pair_c)
+    work = half + (half * hidden if half > 1 else 0)
+    odd_u, inner_steps, inner_work = _odd_even(pair_m, pair_c)
     u = torch.empty_like(offsets)
     u[1:2 * half:2] = odd_u
-    # Even positions: u_0 = c_0; u_{2i} = c_{2i} + u_{2i−1} @ M_{2i} for i >= 1.
     u[0] = offsets[0]
-    if length > 2:
+    if length > 2:  # u_{2i} = c_{2i} + u_{2i−1} @ M_{2i} for i >= 1
         evens = slice(2, length, 2)
         u[evens] = torch.matmul(u[1:length - 1:2].unsqueeze(-2), matrices[evens]).squeeze(-2) \
             + offsets[evens]
-    return u, inner_steps + (2 if length > 2 else 1)
+        work += len(range(2, length, 2))
+    return u, inner_steps + (2 if length > 2 else 1), work + inner_work
 
 
-def scan_steps(length: int, algorithm: str) -> int:
+def odd_even(system: AdjointSystem) -> SolveResult:
+    """The same solution with about T matrix products instead of T log T (odd-even reduction):
+    depth about 2⌈log₂ T⌉ − 1, the better choice where compute, not depth, is the limit."""
+    u, steps, work = _odd_even(system.step_matrices(), system.c)
+    return _result(u, "scan_odd_even", steps, work)
+
+
+def scan_steps(length: int, method: str) -> int:
     """Parallel steps the scan takes for T = ``length`` (without running it)."""
     if length <= 1:
         return 0
-    if algorithm == "hillis_steele":
+    if method == "scan_hillis_steele":
         return math.ceil(math.log2(length))
-    return scan_steps(length // 2, algorithm) + (2 if length > 2 else 1)
+    return scan_steps(length // 2, method) + (2 if length > 2 else 1)
+
+
+def solve_adjoints(system: AdjointSystem, spec: RunSpec, *, relative_tol: float = 0.0) -> SolveResult:
+    """The adjoints by the run ``spec`` (see the module docstring for the names)."""
+    if spec.method == "sequential" and spec.budget is None:
+        return bptt(system)
+    if spec.method in LIBRARY_METHODS + ("sequential",) or spec.method == "jacobi_tol":
+        return library_solve(system, spec, relative_tol=relative_tol)
+    if spec.method == "scan_hillis_steele":
+        return hillis_steele(system)
+    if spec.method == "scan_odd_even":
+        return odd_even(system)
+    raise ValueError(f"unknown rnn_backprop method {spec.method!r}; expected one of {list(METHODS)}")
+
+
+def traced_adjoints(system: AdjointSystem, spec: RunSpec, *, relative_tol: float = 0.0):
+    """The same solve, recording per parallel step the L2 distance of the iterate to the final
+    adjoints (``error``, index 0 = the start: zero adjoints; BPTT's has a_{T−1} = g_{T−1} in place)
+    and of consecutive iterates (``change``).
+    ``scan_odd_even`` works on half-length sub-problems, so it has no full iterates to record."""
+    if spec.method in LIBRARY_METHODS + ("jacobi_tol",) or spec.budget is not None:
+        res = library_solve(system, spec, relative_tol=relative_tol, trace=True)
+        return res, {"error": res.trace.error, "change": res.trace.change}
+    iterates = [torch.zeros_like(system.c)]
+    if spec.method == "sequential":  # starts with a_{T−1} = g_{T−1} in place (no product needed)
+        iterates = [torch.cat([system.c[:1], torch.zeros_like(system.c[1:])])]
+        res = bptt(system, on_step=lambda u, s: iterates.append(
+            torch.cat([u[:s + 1], torch.zeros_like(u[s + 1:])])))
+    elif spec.method == "scan_hillis_steele":
+        res = hillis_steele(system, on_step=lambda c: iterates.append(c.clone()))
+    else:
+        return solve_adjoints(system, spec), {}
+    final = res.x.flip(0).double()
+    stacked = torch.stack([it.double() for it in iterates])
+    error = (stacked - final).flatten(1).norm(dim=1)
+    change = (stacked[1:] - stacked[:-1]).flatten(1).norm(dim=1)
+    return res, {"error": error.cpu().numpy(), "change": change.cpu().numpy()}
+
+
+# ------------------------------------------------------------------------------- tolerance
+
+
+def scan_tolerance(system: AdjointSystem) -> Tolerance:
+    """The closeness a scan must keep to BPTT, derived for this system's dtype, size and values.
+
+    To first order in the unit roundoff u, a rounding error e committed at position r reaches
+    u_s as e Φ(s, r), Φ(s, r) = M_{r+1} ⋯ M_s. BPTT commits at each step one length-H inner
+    product plus one addition (relative error <= γ_{H+1} of the magnitude |u_{r−1}||M_r| + |c_r|);
+    a scan commits such errors at each of its at most 2⌈log₂ T⌉ composition levels. So
+
+        |scan − BPTT| <= (2⌈log₂ T⌉ + 1) γ_{H+1} · K · m,    γ_n = n u / (1 − n u),
+
+    with K = max_s Σ_{r<=s} ‖Φ(s, r)‖ (the largest total gain from every step to any later one)
+    and m = max_r (‖u_{r−1}‖ ‖M_r‖ + ‖c_r‖), in the ∞-norms of row vectors, computed in float64
+    from the actual step matrices (T²/2 matrix products: about a second at T = 100, H = 128).
+    Worst-case rounding makes this loose; it scales with the problem and needs no measurement.
+    """
+    length, hidden = system.length, system.w_h.shape[0]
+    unit = torch.finfo(system.c.dtype).eps / 2
+    n = hidden + 1
+    gamma = n * unit / (1 - n * unit)
+    levels = 2 * math.ceil(math.log2(length)) if length > 1 else 0
+    s64 = system.to(torch.float64)
+    matrices = s64.step_matrices()  # (T, B, H, H)
+
+    def norm(p):  # ‖v P‖_∞ <= ‖v‖_∞ · max_j Σ_i |P_ij|
+        return p.abs().sum(-2).amax(-1)
+
+    gains = torch.ones(length, matrices.shape[1], dtype=torch.float64, device=matrices.device)
+    product = matrices[1:]  # lag 1: Φ(s, s − 1) = M_s, s >= 1
+    for lag in range(1, length):
+        gains[lag:] += norm(product)
+        if lag < length - 1:
+            product = product[:-1] @ matrices[lag + 1:]
+    u = bptt(s64).x.flip(0)
+    previous = torch.cat([torch.zeros_like(u[:1]), u[:-1]])
+    magnitude = previous.abs().amax(-1) * norm(matrices) + s64.c.abs().amax(-1)
+    gain, scale = float(gains.max()), float(magnitude.max())
+    atol = (levels + 1) * gamma * gain * scale
+    why = (
+        "a scan composes the affine steps in another order than BPTT (reassociated sums), so "
+        "float rounding differs; first-order worst-case bound (2⌈log2 T⌉+1)·γ_{H+1}·K·m with "
+        f"T={length}, H={hidden}, u={unit:.3g} ({system.c.dtype}), γ_{{H+1}}={gamma:.3g}, "
+        f"K=max_s Σ_r ‖M_(r+1)⋯M_s‖∞={gain:.4g} (gain of a rounding error to later steps, "
+        f"float64 from the actual matrices) and m=max_r(‖u_(r−1)‖‖M_r‖+‖c_r‖)={scale:.4g}"
+    )
+    return Tolerance(atol=atol, rtol=0.0, why=why)
+
+
+# --------------------------------------------------------------------------- the backward pass
+
+
+@dataclass
+class BackwardResult:
+    grads: RNNParams
+    solve: SolveResult  # x: the adjoints (T, B, H), time order
+
+    @property
+    def adjoints(self) -> torch.Tensor:
+        return self.solve.x
+
+
+def backward(params: RNNParams, cache: ForwardCache, spec: RunSpec, *,
+             relative_tol: float = 0.0) -> BackwardResult:
+    """Adjoints by the run ``spec``, then every parameter gradient from them (a training step)."""
+    solve = solve_adjoints(adjoint_system(params, cache), spec, relative_tol=relative_tol)
+    return BackwardResult(gradients_from_adjoints(params, cache, solve.x), solve)
+
+
+# ------------------------------------------------------------------------------- contract
+
+
+def contract_candidates():
+    """A tiny instance for tests/test_contract.py: a random RNN (hidden 6, T = 23, batch 2) on
+    random inputs, float32. ``sequential`` is hand-written BPTT; every ``ffsolve.solve`` method
+    (the blocked ones at block 5, which does not divide T) must equal it bit for bit; the scans
+    are held to :func:`scan_tolerance`. Each with a traced twin."""
+    from ffsolve.experiments.rnn_backprop.model import forward, init_params
+    from ffsolve.kit import Candidate
+
+    generator = torch.Generator().manual_seed(7)
+    params = init_params(6, 0.5, generator)
+    x = torch.rand(23, 2, 1, generator=generator)
+    system = adjoint_system(params, forward(params, x))
+    length = system.length
+    # The library's own sequential solve (T calls of the whole map) runs under a budget of T so
+    # that its run name, sequential_k23, differs from the reference's, hand-written BPTT's.
+    specs = [RunSpec("sequential")] + [
+        RunSpec(m, 5 if m in BLOCKED else None, length if m == "sequential" else None)
+        for m in ffsolve.available_methods()
+    ] + [RunSpec(m) for m in SCANS]
+    tolerance = scan_tolerance(system)
+    out = []
+    for spec in specs:
+        out.append(Candidate(
+            spec,
+            lambda spec=spec: solve_adjoints(system, spec),
+            traced=lambda spec=spec: traced_adjoints(system, spec),
+            tolerance=tolerance if spec.method in SCANS else None,
+        ))
+    return out

@@ -1,7 +1,0 @@
-"""Snakemake entry point: RNN backprop convergence (logic in ffsolve.experiments.rnn_backprop)."""
-
-import _ffsolve_path  # noqa: F401  (first: threads, and src/ importable under conda)
-from ffsolve.experiments import rnn_backprop
-from ffsolve.jobs import run_snakemake_job
-
-run_snakemake_job(snakemake, rnn_backprop.convergence)  # noqa: F821 - injected by Snakemake's script:
