@@ -22,6 +22,7 @@ from ffsolve.experiments.rnn_backprop.model import (
     save_params,
 )
 from ffsolve.experiments.rnn_backprop.system import (
+    AdjointSystem,
     _odd_even,
     adjoint_system,
     backward,
@@ -30,7 +31,6 @@ from ffsolve.experiments.rnn_backprop.system import (
     scan_steps,
     scan_tolerance,
     solve_adjoints,
-    AdjointSystem,
 )
 from ffsolve.kit import RunSpec
 
@@ -143,7 +143,7 @@ def test_scans_solve_the_affine_recursion_for_any_length(length):
         result = solve_adjoints(system, RunSpec(name))
         torch.testing.assert_close(result.x.flip(0), expected, rtol=1e-10, atol=1e-12)
         assert result.iterations == scan_steps(length, name)
-    u, steps, _ = _odd_even(system.step_matrices(), system.c)
+    u, _, _ = _odd_even(system.step_matrices(), system.c)
     torch.testing.assert_close(u, expected, rtol=1e-10, atol=1e-12)
 
 

@@ -6,7 +6,6 @@ Uses scikit-learn's 8×8 digits (T = 64), hidden 6, a few SGD steps.
 from __future__ import annotations
 
 import dataclasses
-import json
 import types
 from pathlib import Path
 
@@ -20,7 +19,6 @@ from ffsolve.data import Dataset, save_prepared
 from ffsolve.data.digits import load_digits_dataset
 from ffsolve.experiments.rnn_backprop import experiment as rnn
 from ffsolve.experiments.rnn_backprop import plots as rnn_plots
-from ffsolve.jobs import Job
 from ffsolve.kit import SettingsError, read_metrics, settings_from, validate_record
 from ffsolve.plots import save
 from ffsolve.workflow_config import dataset_settings
@@ -57,11 +55,12 @@ def digits_npz(tmp_path_factory) -> Path:
     return path
 
 
-def make_job(out: Path, data: Path, outputs: dict, section=SECTION) -> Job:
+def make_job(out: Path, data: Path, outputs: dict, section=SECTION):
+    """What the adapters read of a Snakemake job: paths, params, threads, wildcards (no config)."""
     ns = types.SimpleNamespace
-    return Job(input=ns(dataset=str(data)), output=ns(**outputs),
-               params=ns(settings=section, runs=RUNS, timing=TIMING, seed=7, device="cpu"),
-               config={}, threads=1, wildcards=ns(dataset="digits"))
+    return ns(input=ns(dataset=str(data)), output=ns(**outputs),
+              params=ns(settings=section, runs=RUNS, timing=TIMING, seed=7, device="cpu"),
+              threads=1, wildcards=ns(dataset="digits"))
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +83,11 @@ def trained(tmp_path_factory, digits_npz):
 
 
 def test_runs_follow_the_config():
+    from ffsolve.experiments.rnn_backprop import configured_runs
+
     assert [r.name for r in rnn.runs(SETTINGS)] == RUNS
+    # The rules expand the same runs without importing torch.
+    assert configured_runs(SECTION["methods"], SECTION["block_sizes"], SECTION["jacobi_budgets"]) == RUNS
     only = dataclasses.replace(SETTINGS, methods=("jacobi",), jacobi_budgets=(10, 20))
     assert [r.name for r in rnn.runs(only)] == ["jacobi_k10", "jacobi_k20", "jacobi"]
 
@@ -173,7 +176,7 @@ def test_exact_runs_are_bitwise_truncated_are_not_and_scans_within_their_bound(m
 
 
 def test_measure_is_deterministic(tmp_path, digits_npz, measured):
-    out, records = measured
+    _, records = measured
     job = make_job(tmp_path, digits_npz, {
         "metrics": [str(tmp_path / r / "metrics.json") for r in RUNS],
         "traces": [str(tmp_path / r / "trace.npz") for r in RUNS]})

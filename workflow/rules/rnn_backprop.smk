@@ -4,11 +4,12 @@
 # loss curves of SGD with each method and the gradient-convergence traces; then the figures.
 
 
+from ffsolve.experiments.rnn_backprop import configured_runs  # noqa: E402 (torch-free)
+
+
 def get_rnn_backprop_runs():
-    # The same runs as ffsolve.experiments.rnn_backprop.experiment.runs (no torch import here).
     cfg = config["rnn_backprop"]
-    return run_names(cfg["methods"], cfg["block_sizes"], cfg["jacobi_budgets"],
-                     blocked=("gs_jacobi", "jacobi_gs"), budgeted=("jacobi",))
+    return configured_runs(cfg["methods"], cfg["block_sizes"], cfg["jacobi_budgets"])
 
 
 def get_rnn_backprop_results(kind):

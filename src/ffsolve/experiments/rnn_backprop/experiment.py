@@ -34,6 +34,7 @@ import torch.nn.functional as F
 
 import ffsolve
 from ffsolve.data import Dataset, load_prepared
+from ffsolve.experiments.rnn_backprop import BLOCKED, BUDGETED
 from ffsolve.experiments.rnn_backprop.model import (
     RNNParams,
     autograd_gradients,
@@ -43,8 +44,6 @@ from ffsolve.experiments.rnn_backprop.model import (
     save_params,
 )
 from ffsolve.experiments.rnn_backprop.system import (
-    BLOCKED,
-    BUDGETED,
     SCANS,
     adjoint_system,
     backward,

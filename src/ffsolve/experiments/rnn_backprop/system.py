@@ -41,6 +41,7 @@ from typing import Callable, Optional
 import torch
 
 import ffsolve
+from ffsolve.experiments.rnn_backprop import BLOCKED
 from ffsolve.experiments.rnn_backprop.model import (
     ForwardCache,
     RNNParams,
@@ -54,8 +55,6 @@ from ffsolve.solvers.core import SolveResult
 SCANS = ("scan_hillis_steele", "scan_odd_even")
 LIBRARY_METHODS = ("jacobi", "gs_jacobi", "jacobi_gs")
 METHODS = ("sequential", "jacobi", "jacobi_tol", "gs_jacobi", "jacobi_gs") + SCANS
-BLOCKED = ("gs_jacobi", "jacobi_gs")
-BUDGETED = ("jacobi",)
 
 
 @dataclass(frozen=True)
