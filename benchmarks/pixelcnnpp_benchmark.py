@@ -1,39 +1,37 @@
-"""PixelCNN++ sampling benchmark: the samplers timed in one process, same weights, same noise.
+"""PixelCNN++ sampling benchmark: every sampler through the shared harness in one process, on the
+same weights and noise (what the ``pixelcnnpp_measure`` rule does, outside the workflow).
 
-Each method runs once to check it against the ``sequential`` sample (bit for bit for the methods
-that share its compiled map, within half a grey level for the cached ones) and to compile, then
-``--repeats`` timed runs, interleaved round-robin across methods so a burst of load from other
-processes hits every method alike. Times are medians; every run stops inside its loop.
+Timed repeats are interleaved round-robin across methods after ``--warmup`` untimed rounds
+(compilation); the timed outputs are checked against ``sequential`` (bit for bit for the methods
+that share its compiled map, within the derived float32 tolerance for the cached ones). Times are
+medians; every run stops inside its loop.
 
     # the embedded default's trained model (run the workflow first)
-    OMP_NUM_THREADS=1 XLA_FLAGS=--xla_cpu_multi_thread_eigen=false .venv/bin/python \
+    OMP_NUM_THREADS=1 XLA_FLAGS=--xla_cpu_multi_thread_eigen=false .venv/bin/python \\
         benchmarks/pixelcnnpp_benchmark.py --checkpoint results/pixelcnnpp/mnist/model.msgpack
     # an untrained model at the paper's MNIST size (times per pass are what matter; iteration
     # counts of an untrained model are not those of a trained one)
-    ... benchmarks/pixelcnnpp_benchmark.py --random-init --nr-resnet 5 --nr-filters 40 \
-        --nr-logistic-mix 10 --batch 16 --gs-rows 15
+    ... benchmarks/pixelcnnpp_benchmark.py --random-init --nr-resnet 5 --nr-filters 40 \\
+        --nr-logistic-mix 10 --batch 16 --block-sizes 28 420
 
-Prints a Markdown table and writes the numbers as JSON (``--out``).
+Prints a Markdown table and writes the records as JSON (``--out``).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 from flax import serialization
 
-from ffsolve.experiments.pixelcnnpp import keys
-from ffsolve.experiments.pixelcnnpp_samplers import BLOCK_METHODS, METHODS, Sampler, compare
-from ffsolve.models import pixelcnnpp_mixture as mixture
-from ffsolve.models.pixelcnnpp import PixelCNNPP
-from ffsolve.models.pixelcnnpp_checkpoint import load_checkpoint
+from ffsolve.experiments.pixelcnnpp import mixture
+from ffsolve.experiments.pixelcnnpp.model import PixelCNNPP, load_checkpoint
+from ffsolve.experiments.pixelcnnpp.system import BLOCKED, METHODS, Sampler, candidates
+from ffsolve.kit import RunContext, expand_runs, jax_key, measure, record, write_json
+from ffsolve.kit.tables import runs_table
 from ffsolve.runtime import device_description, jax_device, limit_threads
 
 
@@ -47,9 +45,10 @@ def parse(argv):
     p.add_argument("--shape", type=int, nargs=3, default=(28, 28, 1), metavar=("H", "W", "C"))
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
-    p.add_argument("--gs-rows", type=int, default=4, help="rows of gs_jacobi(_cache) windows")
-    p.add_argument("--jgs-rows", type=int, default=1, help="rows per Jacobi-GS block")
+    p.add_argument("--block-sizes", type=int, nargs="+", default=[28, 112],
+                   help="positions per block of the block methods")
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--seed", type=int, default=1234)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
@@ -64,54 +63,33 @@ def main(argv=None) -> int:
     shape = tuple(args.shape)
     if args.random_init:
         model = PixelCNNPP(args.nr_resnet, args.nr_filters, args.nr_logistic_mix)
-        params = model.init(keys(args.seed)["init"], jnp.zeros((1,) + shape))["params"]
+        params = model.init(jax_key(args.seed, "pixelcnnpp", "benchmark", "init"),
+                            jnp.zeros((1,) + shape))["params"]
         source = "random init"
     else:
         arch = serialization.msgpack_restore(Path(args.checkpoint).read_bytes())["architecture"]
-        model = PixelCNNPP(int(arch["nr_resnet"]), int(arch["nr_filters"]),
-                           int(arch["nr_logistic_mix"]))
+        model = PixelCNNPP(int(arch["nr_resnet"]), int(arch["nr_filters"]), int(arch["nr_logistic_mix"]))
         shape = (int(arch["height"]), int(arch["width"]), int(arch["channels"]))
         params = load_checkpoint(args.checkpoint, model, shape)
         source = args.checkpoint
-    noise = mixture.draw_noise(keys(args.seed)["noise"], (args.batch,) + shape, model.nr_logistic_mix)
-    sampler = Sampler(model, params, noise)
-    rows = {m: (args.jgs_rows if m == "jacobi_gs" else args.gs_rows) for m in BLOCK_METHODS}
     methods = ["sequential"] + [m for m in args.methods if m != "sequential"]
-    results, times = {}, {m: [] for m in methods}
-    reference = None
-    for m in methods:  # check + compile (the timed loops of the cached methods compile here)
-        t0 = time.perf_counter()
-        out = sampler.run(m, rows.get(m))
-        compile_s = time.perf_counter() - t0
-        reference = out.images if reference is None else reference
-        results[m] = {"iterations": out.iterations, "first_call_s": compile_s,
-                      **compare(out.images, reference, m), "block_rows": rows.get(m)}
-        print(f"{m}: {out.iterations} iterations, first call {compile_s:.2f} s", file=sys.stderr)
-    for _ in range(args.repeats):
-        for m in methods:
-            t0 = time.perf_counter()
-            jax.block_until_ready(sampler.run(m, rows.get(m)).images)
-            times[m].append(time.perf_counter() - t0)
-    base = {b: statistics.median(times[b]) for b in ("sequential", "sequential_cache") if b in times}
-    lines = ["| method | iterations | of H·W | median s | min s | vs sequential | vs sequential_cache | exact |",
-             "|" + "---|" * 8]
-    for m in methods:
-        med = statistics.median(times[m])
-        results[m].update(median_s=med, times_s=times[m])
-        vs = [f"{base[b] / med:.2f}×" if b in base else "n/a" for b in ("sequential", "sequential_cache")]
-        lines.append(f"| {m}{'' if rows.get(m) is None else f' ({rows[m]} rows)'} | "
-                     f"{results[m]['iterations']} | {sampler.length} | {med:.3f} | {min(times[m]):.3f} | "
-                     f"{vs[0]} | {vs[1]} | {results[m]['exact_match']} |")
-    table = "\n".join(lines)
-    print(table)
-    record = {"model": {"nr_resnet": model.nr_resnet, "nr_filters": model.nr_filters,
-                        "nr_logistic_mix": model.nr_logistic_mix}, "weights": source,
-              "shape": shape, "batch": args.batch, "repeats": args.repeats, "seed": args.seed,
-              "threads": args.threads, "device": device_description(device), "results": results,
-              "table": table}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(record, indent=2, default=float))
-    return 0 if all(r["exact_match"] for r in results.values()) else 1
+    with jax.default_device(device):
+        noise = mixture.draw_noise(jax_key(args.seed, "pixelcnnpp", "benchmark", "noise"),
+                                   (args.batch,) + shape, model.nr_logistic_mix)
+        sampler = Sampler(model, params, noise)
+        specs = expand_runs(methods, args.block_sizes, blocked=BLOCKED)
+        extra = {"weights": source, "image_shape": list(shape),
+                 "model": {"nr_resnet": model.nr_resnet, "nr_filters": model.nr_filters,
+                           "nr_logistic_mix": model.nr_logistic_mix}}
+        measured = measure(candidates(sampler, specs, 0.0, extra), repeats=args.repeats,
+                           warmup=args.warmup)
+    context = RunContext("pixelcnnpp", "benchmark", args.seed, device_description(device), args.batch,
+                         args.threads)
+    records = [record(m, context) for m in measured.values()]
+    print(runs_table(records))
+    write_json(args.out, {"threads": args.threads, "records": records})
+    ok = all(m.bitwise_equal or m.within_tolerance for m in measured.values())
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

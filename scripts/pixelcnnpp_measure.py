@@ -1,7 +1,7 @@
-"""Snakemake entry point: PixelCNN++ sample (logic in ffsolve.experiments.pixelcnnpp)."""
+"""Snakemake entry point: every PixelCNN++ sampler in one timed process (ffsolve.experiments.pixelcnnpp)."""
 
 import _ffsolve_path  # noqa: F401  (first: threads, and src/ importable under conda)
-from ffsolve.experiments import pixelcnnpp
+from ffsolve.experiments.pixelcnnpp.experiment import measure_job
 from ffsolve.jobs import run_snakemake_job
 
-run_snakemake_job(snakemake, pixelcnnpp.sample)  # noqa: F821 - injected by Snakemake's script:
+run_snakemake_job(snakemake, measure_job)  # noqa: F821 - injected by Snakemake's script:

@@ -1,7 +1,7 @@
-"""Snakemake entry point: PixelCNN++ train (logic in ffsolve.experiments.pixelcnnpp)."""
+"""Snakemake entry point: train PixelCNN++ on one dataset (ffsolve.experiments.pixelcnnpp)."""
 
 import _ffsolve_path  # noqa: F401  (first: threads, and src/ importable under conda)
-from ffsolve.experiments import pixelcnnpp
+from ffsolve.experiments.pixelcnnpp.experiment import train_job
 from ffsolve.jobs import run_snakemake_job
 
-run_snakemake_job(snakemake, pixelcnnpp.train)  # noqa: F821 - injected by Snakemake's script:
+run_snakemake_job(snakemake, train_job)  # noqa: F821 - injected by Snakemake's script:

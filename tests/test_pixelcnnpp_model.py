@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from scipy import integrate, stats
 
-from ffsolve.models import pixelcnnpp_mixture as mixture
-from ffsolve.models.pixelcnnpp import PixelCNNPP, output_channels
+from ffsolve.experiments.pixelcnnpp import mixture
+from ffsolve.experiments.pixelcnnpp.model import PixelCNNPP, output_channels
 
 H = W = 8
 MIX = 3

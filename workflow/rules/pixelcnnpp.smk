@@ -1,6 +1,41 @@
-# PixelCNN++ sampling (paper §2.4-2.8): train (or load) a PixelCNN++ per dataset, sample one seeded
-# batch with every method in one process on the same weights and noise, check each against
-# sequential, and draw the convergence figure, the sample grids and the time table.
+# PixelCNN++ sampling (paper §2.4-2.8): train (or load) a PixelCNN++ per dataset, then one timed
+# harness job per dataset samples one seeded batch with every method in one process, on the same
+# weights and noise, checks each against sequential, and a notebook draws the figures.
+
+
+def get_pixelcnnpp_runs():
+    """Run names: the block methods once per block size (positions), the others once."""
+    cfg = config["pixelcnnpp"]
+    return run_names(
+        cfg["methods"], cfg["block_sizes"], blocked=("gs_jacobi", "jacobi_gs", "gs_jacobi_cache")
+    )
+
+
+def get_pixelcnnpp_results(datasets, kind):
+    """results/pixelcnnpp/<dataset>/<run>/<kind> for every configured run."""
+    return get_results("pixelcnnpp", datasets, get_pixelcnnpp_runs(), kind)
+
+
+def get_pixelcnnpp_checkpoint(wildcards):
+    """The checkpoint to sample: the one the config names, else the one pixelcnnpp_train writes."""
+    named = settings_for("pixelcnnpp", wildcards.dataset)["checkpoint"]
+    return named if named else f"results/pixelcnnpp/{wildcards.dataset}/model.msgpack"
+
+
+def get_pixelcnnpp_training(wildcards):
+    """The training record ([] when the config names a checkpoint)."""
+    if settings_for("pixelcnnpp", wildcards.dataset)["checkpoint"]:
+        return []
+    return f"results/pixelcnnpp/{wildcards.dataset}/train.json"
+
+
+def get_pixelcnnpp_figures():
+    return expand(
+        "figures/pixelcnnpp_{dataset}{part}.{ext}",
+        dataset=config["pixelcnnpp"]["datasets"],
+        part=("", "_samples"),
+        ext=("png", "pdf"),
+    )
 
 
 if experiment_active("pixelcnnpp"):
@@ -15,14 +50,14 @@ rule pixelcnnpp_train:
         data="resources/data/{dataset}.npz",
     output:
         checkpoint="results/pixelcnnpp/{dataset}/model.msgpack",
-        log_json="results/pixelcnnpp/{dataset}/train.json",
+        record="results/pixelcnnpp/{dataset}/train.json",
     log:
         "logs/pixelcnnpp/{dataset}/train.log",
     benchmark:
         "benchmarks/pixelcnnpp/{dataset}/train.tsv"
     params:
-        # Listed so that a changed setting retrains (Snakemake's params trigger).
-        settings=get_pixelcnnpp_settings,
+        # Everything the job reads, so that a changed setting retrains (Snakemake's params trigger).
+        settings=lambda wildcards: settings_for("pixelcnnpp", wildcards.dataset),
         seed=config["seed"],
     wildcard_constraints:
         dataset="mnist|cifar10",
@@ -35,39 +70,34 @@ rule pixelcnnpp_train:
         "../../scripts/pixelcnnpp_train.py"
 
 
-rule pixelcnnpp_sample:
+rule pixelcnnpp_measure:
     input:
         data="resources/data/{dataset}.npz",
         checkpoint=get_pixelcnnpp_checkpoint,
     output:
         metrics=expand(
-            "results/pixelcnnpp/{{dataset}}/{run}/metrics.json",
-            run=config["pixelcnnpp"]["methods"],
+            "results/pixelcnnpp/{{dataset}}/{run}/metrics.json", run=get_pixelcnnpp_runs()
         ),
-        traces=expand(
-            "results/pixelcnnpp/{{dataset}}/{run}/trace.npz", run=config["pixelcnnpp"]["methods"]
-        ),
+        traces=expand("results/pixelcnnpp/{{dataset}}/{run}/trace.npz", run=get_pixelcnnpp_runs()),
     log:
-        "logs/pixelcnnpp/{dataset}/sample.log",
+        "logs/pixelcnnpp/{dataset}/measure.log",
     benchmark:
-        "benchmarks/pixelcnnpp/{dataset}/sample.tsv"
+        "benchmarks/pixelcnnpp/{dataset}/measure.tsv"
     params:
-        settings=get_pixelcnnpp_settings,
-        methods=config["pixelcnnpp"]["methods"],
-        tol=config["pixelcnnpp"]["tol"],
-        repeats=config["pixelcnnpp"]["repeats"],
-        timing=lambda wildcards: config["timing"],
+        settings=lambda wildcards: settings_for("pixelcnnpp", wildcards.dataset),
+        runs=get_pixelcnnpp_runs(),
+        timing=config["timing"],
         device=config["device"],
         seed=config["seed"],
     wildcard_constraints:
         dataset="mnist|cifar10",
-    threads: THREADS
+    threads: TIMED_THREADS
     resources:
         gpu=GPU,
     conda:
         ENVS["jax"]
     script:
-        "../../scripts/pixelcnnpp_sample.py"
+        "../../scripts/pixelcnnpp_measure.py"
 
 
 rule pixelcnnpp_figure:

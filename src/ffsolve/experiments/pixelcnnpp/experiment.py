@@ -1,54 +1,75 @@
 """PixelCNN++ sampling (paper §2.4–2.8): train a model from data, then sample it with every method.
 
-``train(job)`` fits PixelCNN++ by maximum likelihood (bits per dimension on train and test logged,
-checkpoint written). ``sample(job)`` loads the weights, draws one fixed noise tensor, and runs every
-configured method in one process on those weights and that noise (DESIGN.md §7): a trace run
-(per-iteration errors, for the figure), then timed runs that stop inside their loop.
+:func:`train` fits PixelCNN++ by maximum likelihood (bits per dimension on train and test logged,
+checkpoint written). :func:`measure_runs` loads the weights, draws one fixed noise tensor, and runs
+every configured method in one process on those weights and that noise through the shared harness
+(DESIGN.md §7): timed repeats interleaved round-robin, the timed outputs checked against
+``sequential``, one traced run per method for the figures. ``*_job`` adapt them to Snakemake rules.
 
-PRNG keys are derived from ``config["seed"]`` by purpose (:func:`keys`), so training and sampling
-use independent, reproducible streams.
+PRNG keys come from named seed streams (``ffsolve.kit.seeds``): ``pixelcnnpp/<dataset>/init``,
+``.../data`` and ``.../noise``.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import time
-from pathlib import Path
-from typing import Optional
+from dataclasses import asdict, dataclass
+from typing import Mapping, Optional
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
-from ffsolve.jobs import Job, progress
-from ffsolve.results import write_metrics, write_trace
+from ffsolve.jobs import Job, outputs_by_run, progress
+from ffsolve.kit import RunContext, expand_runs, jax_key, measure, settings_from, write_json, write_runs
+from ffsolve.kit.harness import TimingSettings
 
 log = logging.getLogger(__name__)
-PURPOSES = ("init", "data", "noise")
+EXPERIMENT = "pixelcnnpp"
 
 
-def keys(seed: int) -> dict:
-    """One independent PRNG key per purpose, all from the root seed."""
-    return dict(zip(PURPOSES, jax.random.split(jax.random.PRNGKey(seed), len(PURPOSES))))
+@dataclass(frozen=True)
+class TrainSettings:
+    """``pixelcnnpp.train``: maximum-likelihood training with Adam (optax)."""
+
+    steps: int
+    batch_size: int
+    learning_rate: float
+    lr_decay: float
+    eval_every: int
+    test_images: int
 
 
-def settings(config: dict, dataset: str) -> dict:
-    """The per-dataset section ``pixelcnnpp.settings.<dataset>``; an error naming the key if absent."""
-    try:
-        return config["pixelcnnpp"]["settings"][dataset]
-    except KeyError:
-        raise ValueError(
-            f"config key 'pixelcnnpp.settings.{dataset}' is missing: add the dataset's model and "
-            "sampling settings (see workflow/schemas/pixelcnnpp.schema.yaml)"
-        ) from None
+@dataclass(frozen=True)
+class Settings:
+    """``pixelcnnpp.*`` for one dataset (see workflow/schemas/pixelcnnpp.schema.yaml)."""
+
+    methods: tuple[str, ...]
+    block_sizes: tuple[int, ...]
+    tol: float
+    nr_resnet: int
+    nr_filters: int
+    nr_logistic_mix: int
+    checkpoint: Optional[str]
+    sample_batch_size: int
+    train: TrainSettings
 
 
-def make_model(cfg: dict):
-    from ffsolve.models.pixelcnnpp import PixelCNNPP
+def make_model(settings: Settings):
+    from ffsolve.experiments.pixelcnnpp.model import PixelCNNPP
 
-    return PixelCNNPP(nr_resnet=cfg["nr_resnet"], nr_filters=cfg["nr_filters"],
-                      nr_logistic_mix=cfg["nr_logistic_mix"])
+    return PixelCNNPP(nr_resnet=settings.nr_resnet, nr_filters=settings.nr_filters,
+                      nr_logistic_mix=settings.nr_logistic_mix)
+
+
+def run_specs(settings: Settings):
+    """Every configured run: each block method once per block size (in positions)."""
+    from ffsolve.experiments.pixelcnnpp.system import BLOCKED
+
+    return expand_runs(settings.methods, settings.block_sizes, blocked=BLOCKED)
+
+
+def runs(settings: Settings) -> list[str]:
+    return [spec.name for spec in run_specs(settings)]
 
 
 def to_model_range(images: np.ndarray) -> np.ndarray:
@@ -57,40 +78,29 @@ def to_model_range(images: np.ndarray) -> np.ndarray:
     return x[..., None] if x.ndim == 3 else x
 
 
-def runs(cfg_section: dict, dataset: str) -> list[tuple[str, str, Optional[int]]]:
-    """(run name, method, block rows) for every configured method on ``dataset``."""
-    from ffsolve.experiments.pixelcnnpp_samplers import BLOCK_METHODS
-
-    block_rows = cfg_section["settings"][dataset]["block_rows"]
-    out = []
-    for method in cfg_section["methods"]:
-        rows = block_rows[method] if method in BLOCK_METHODS else None
-        # The results folder is the method's name: block heights are per dataset and are
-        # recorded in metrics.json (block_rows), so the rule's outputs need only the methods.
-        out.append((method, method, rows))
-    return out
-
-
 # -- training -------------------------------------------------------------------------------------
-def train(job: Job) -> dict:
+def train(settings: Settings, *, dataset: str, seed: int, data_path: str, checkpoint_path: str,
+          record_path: str) -> dict:
+    """Fit the model to the prepared data at ``data_path``; write the checkpoint and the record."""
+    import jax
+    import jax.numpy as jnp
     import optax
 
     from ffsolve.data import load_prepared
-    from ffsolve.models import pixelcnnpp_mixture as mixture
-    from ffsolve.models.pixelcnnpp_checkpoint import architecture, save_checkpoint
+    from ffsolve.experiments.pixelcnnpp import mixture
+    from ffsolve.experiments.pixelcnnpp.model import architecture, save_checkpoint
 
-    dataset = job.wildcards.dataset
-    cfg = settings(job.config, dataset)
-    tcfg = cfg["train"]
-    seed = int(job.config["seed"])
-    data = load_prepared(job.input.data)
+    tcfg = settings.train
+    data = load_prepared(data_path)
     train_x = to_model_range(data.train_images)
-    test_x = to_model_range(data.test_images[: tcfg["test_images"]])
-    model = make_model(cfg)
-    k = keys(seed)
-    params = model.init(k["init"], jnp.asarray(train_x[:1]))["params"]
-    schedule = optax.exponential_decay(tcfg["learning_rate"], tcfg["steps"], tcfg["lr_decay"])
-    optimizer = optax.adam(schedule)
+    test_x = to_model_range(data.test_images[: tcfg.test_images])
+    batch = tcfg.batch_size
+    if batch > len(train_x):
+        raise ValueError(f"config key 'pixelcnnpp.train.batch_size' is {batch}, more than the "
+                         f"{len(train_x)} training images of {dataset}")
+    model = make_model(settings)
+    params = model.init(jax_key(seed, EXPERIMENT, dataset, "init"), jnp.asarray(train_x[:1]))["params"]
+    optimizer = optax.adam(optax.exponential_decay(tcfg.learning_rate, tcfg.steps, tcfg.lr_decay))
     opt_state = optimizer.init(params)
 
     def loss_fn(p, x):
@@ -103,10 +113,6 @@ def train(job: Job) -> dict:
         return optax.apply_updates(p, updates), state, loss
 
     eval_bpd = jax.jit(loss_fn)
-    batch = tcfg["batch_size"]
-    if batch > len(train_x):
-        raise ValueError(f"pixelcnnpp.settings.{dataset}.train.batch_size={batch} exceeds the "
-                         f"{len(train_x)} training images")
 
     def test_bpd(p) -> float:
         chunks = [eval_bpd(p, jnp.asarray(test_x[i: i + batch]))
@@ -114,106 +120,78 @@ def train(job: Job) -> dict:
         return float(np.mean(chunks))
 
     history, running = [], []
-    order_key = k["data"]
+    order_key = jax_key(seed, EXPERIMENT, dataset, "data")
     per_epoch = len(train_x) // batch
     start = time.perf_counter()
-    for i in progress(range(tcfg["steps"]), desc=f"train pixelcnnpp {dataset}"):
-        if i % per_epoch == 0:  # a fresh shuffle each epoch, from the data key
+    for i in progress(range(tcfg.steps), desc=f"train pixelcnnpp {dataset}"):
+        if i % per_epoch == 0:  # a fresh shuffle each epoch, from the data stream
             order = np.asarray(jax.random.permutation(jax.random.fold_in(order_key, i // per_epoch),
                                                       len(train_x)))
         idx = order[(i % per_epoch) * batch: (i % per_epoch + 1) * batch]
         params, opt_state, loss = step(params, opt_state, jnp.asarray(train_x[idx]))
         running.append(float(loss))
         if not np.isfinite(running[-1]):
-            raise FloatingPointError(
-                f"training loss became {running[-1]} at step {i}; lower "
-                f"pixelcnnpp.settings.{dataset}.train.learning_rate"
-            )
-        if (i + 1) % tcfg["eval_every"] == 0 or i + 1 == tcfg["steps"]:
-            record = {"step": i + 1, "train_bpd": float(np.mean(running)),
-                      "test_bpd": test_bpd(params), "elapsed_s": time.perf_counter() - start}
+            raise FloatingPointError(f"training loss became {running[-1]} at step {i}; lower "
+                                     "config key 'pixelcnnpp.train.learning_rate'")
+        if (i + 1) % tcfg.eval_every == 0 or i + 1 == tcfg.steps:
+            entry = {"step": i + 1, "train_bpd": float(np.mean(running)),
+                     "test_bpd": test_bpd(params), "elapsed_s": time.perf_counter() - start}
             running = []
-            history.append(record)
-            log.info("step %(step)d: train %(train_bpd).3f bits/dim, test %(test_bpd).3f bits/dim",
-                     record)
+            history.append(entry)
+            log.info("step %(step)d: train %(train_bpd).3f bits/dim, test %(test_bpd).3f bits/dim", entry)
     arch = architecture(model, train_x.shape[1:])
-    save_checkpoint(job.output.checkpoint, params, arch)
-    summary = {"experiment": "pixelcnnpp", "dataset": dataset, "architecture": arch,
-               "train": tcfg, "seed": seed, "history": history,
+    save_checkpoint(checkpoint_path, params, arch)
+    summary = {"experiment": EXPERIMENT, "dataset": dataset, "architecture": arch,
+               "train": asdict(tcfg), "seed": seed, "history": history,
                "final_test_bpd": history[-1]["test_bpd"], "train_images": len(train_x),
                "test_images": len(test_x), "wall_time_s": time.perf_counter() - start}
-    Path(job.output.log_json).write_text(json.dumps(summary, indent=2))
+    write_json(record_path, summary)
     return summary
 
 
-# -- sampling -------------------------------------------------------------------------------------
-def sample(job: Job) -> list[dict]:
-    """Every configured method on one dataset, in this process, on the same weights and noise."""
-    from ffsolve.experiments.pixelcnnpp_samplers import Sampler, compare, time_fn
-    from ffsolve.models import pixelcnnpp_mixture as mixture
-    from ffsolve.models.pixelcnnpp_checkpoint import load_checkpoint
-    from ffsolve.runtime import device_description, jax_device
-    from ffsolve.timing import time_call
+# -- measuring ------------------------------------------------------------------------------------
+def measure_runs(settings: Settings, *, dataset: str, seed: int, device: str, timing: TimingSettings,
+                 data_path: str, checkpoint_path: str, metrics: Mapping[str, str],
+                 traces: Mapping[str, str], threads: Optional[int] = None) -> dict:
+    """Every configured method in one process on the same weights and noise; one record each."""
+    import jax
 
-    dataset = job.wildcards.dataset
-    section = job.config["pixelcnnpp"]
-    cfg = settings(job.config, dataset)
-    seed = int(job.config["seed"])
-    device = jax_device(job.config["device"])
-    data_shape = _image_shape(job.input.data)
-    model = make_model(cfg)
-    timing_cfg = dict(job.config["timing"])
-    if section.get("repeats"):
-        timing_cfg["repeats"] = section["repeats"]
-    tol = float(section["tol"])
-    batch = cfg["sample_batch_size"]
-    outputs = {Path(m).parent.name: {"metrics": m, "trace": t}
-               for m, t in zip(job.output.metrics, job.output.traces)}
-    missing = [name for name, _, _ in runs(section, dataset) if name not in outputs]
-    if missing:
-        raise ValueError(f"the rule's outputs lack the runs {missing} (pixelcnnpp.methods)")
-    with jax.default_device(device):
-        params = load_checkpoint(job.input.checkpoint, model, data_shape)
-        noise = mixture.draw_noise(keys(seed)["noise"], (batch,) + data_shape, cfg["nr_logistic_mix"])
+    from ffsolve.experiments.pixelcnnpp import mixture
+    from ffsolve.experiments.pixelcnnpp.model import load_checkpoint
+    from ffsolve.experiments.pixelcnnpp.system import Sampler, candidates, component_choices
+    from ffsolve.runtime import device_description, jax_device
+
+    if "sequential" not in settings.methods:
+        raise ValueError("config key 'pixelcnnpp.methods' must include sequential (the reference)")
+    shape = _image_shape(data_path)
+    model = make_model(settings)
+    batch = settings.sample_batch_size
+    chosen = jax_device(device)
+    with jax.default_device(chosen):
+        params = load_checkpoint(checkpoint_path, model, shape)
+        noise = mixture.draw_noise(jax_key(seed, EXPERIMENT, dataset, "noise"), (batch,) + shape,
+                                   settings.nr_logistic_mix)
         sampler = Sampler(model, params, noise)
-        log.info("sampling %d x %s on %s; the sequential reference first", batch, data_shape, device)
-        reference = sampler.run("sequential").images.astype(np.float64)
-        records = []
-        for name, method, rows in runs(section, dataset):
-            traced = sampler.run(method, rows, tol, trace=True)
-            # The trace run compiled what ffsolve.solve-based methods call; the cached timed loops
-            # are compiled separately, so they get the configured warm-up.
-            warmup = timing_cfg["warmup"] if method.endswith("_cache") else 0
-            timing = time_call(time_fn(sampler, method, rows, tol),
-                               repeats=timing_cfg["repeats"], warmup=warmup)
-            check = compare(traced.images, reference, method)
-            length = sampler.length
-            if traced.iterations > length:
-                raise RuntimeError(f"{name} took {traced.iterations} iterations > H*W = {length}")
-            record = {
-                "experiment": "pixelcnnpp", "dataset": dataset, "method": method, "run": name,
-                "block_size": None if rows is None else rows * data_shape[1],
-                "block_rows": rows, "tol": tol, "sequence_length": length,
-                "iterations": traced.iterations, "converged": traced.converged,
-                "per_sample_iterations": traced.per_sample_iterations,
-                "wall_time_s": timing.median_s, "timing": timing.as_dict(),
-                **check, "device": device_description(device), "threads": job.threads,
-                "seed": seed, "sample_batch_size": batch, "image_shape": list(data_shape),
-                "model": {k: cfg[k] for k in ("nr_resnet", "nr_filters", "nr_logistic_mix")},
-                "loop": "jax.lax" if method.endswith("_cache") else "python loop around jitted f",
-            }
-            log.info("%s: %d iterations of %d, max |diff| vs sequential %.3g (tolerance %g), "
-                     "median %.3f s", name, traced.iterations, length,
-                     check["max_abs_diff_vs_sequential"], check["exact_match_tolerance"],
-                     timing.median_s)
-            if not check["exact_match"]:
-                log.error("%s does not match sequential within %g", name, check["exact_match_tolerance"])
-            write_trace(outputs[name]["trace"], error=traced.error, change=traced.change,
-                        error_mean=traced.error.mean(axis=1), error_std=traced.error.std(axis=1),
-                        change_mean=traced.change.mean(axis=1), change_std=traced.change.std(axis=1),
-                        images=traced.images)
-            records.append(write_metrics(outputs[name]["metrics"], record))
-    return records
+        extra = {"sample_batch_size": batch, "image_shape": list(shape),
+                 "model": {"nr_resnet": settings.nr_resnet, "nr_filters": settings.nr_filters,
+                           "nr_logistic_mix": settings.nr_logistic_mix},
+                 "checkpoint": str(checkpoint_path)}
+        log.info("sampling %d x %s on %s, runs %s", batch, shape, chosen, list(metrics))
+        measurements = measure(candidates(sampler, run_specs(settings), settings.tol, extra),
+                               repeats=timing.repeats, warmup=timing.warmup)
+        # Where a run may only be within tolerance, say whether a mixture component flipped.
+        ref_choice, ref_margin = component_choices(model, params, noise, measurements["sequential"].result.x)
+        for m in measurements.values():
+            if m.candidate.tolerance is not None:
+                choice, _ = component_choices(model, params, noise, m.result.x)
+                m.candidate.extra.update(component_flips=int(np.sum(choice != ref_choice)),
+                                         reference_min_component_margin=float(ref_margin.min()))
+                if not m.within_tolerance:
+                    log.warning("%s: max |diff| %.3g breaks %s (%d component flips)", m.candidate.name,
+                                m.max_abs_diff, m.candidate.tolerance.rule,
+                                m.candidate.extra["component_flips"])
+    context = RunContext(EXPERIMENT, dataset, seed, device_description(chosen), batch, threads)
+    return write_runs(measurements, context, metrics, traces)
 
 
 def _image_shape(path) -> tuple[int, int, int]:
@@ -221,3 +199,32 @@ def _image_shape(path) -> tuple[int, int, int]:
 
     images = load_prepared(path).test_images
     return tuple(images.shape[1:]) if images.ndim == 4 else tuple(images.shape[1:]) + (1,)
+
+
+# -- Snakemake adapters ---------------------------------------------------------------------------
+def train_job(job: Job) -> dict:
+    """The ``pixelcnnpp_train`` rule."""
+    return train(
+        settings_from(Settings, job.params.settings, EXPERIMENT),
+        dataset=job.wildcards.dataset,
+        seed=job.params.seed,
+        data_path=job.input.data,
+        checkpoint_path=job.output.checkpoint,
+        record_path=job.output.record,
+    )
+
+
+def measure_job(job: Job) -> dict:
+    """The ``pixelcnnpp_measure`` rule."""
+    return measure_runs(
+        settings_from(Settings, job.params.settings, EXPERIMENT),
+        dataset=job.wildcards.dataset,
+        seed=job.params.seed,
+        device=job.params.device,
+        timing=settings_from(TimingSettings, job.params.timing, "timing"),
+        data_path=job.input.data,
+        checkpoint_path=job.input.checkpoint,
+        metrics=outputs_by_run(job.params.runs, job.output.metrics),
+        traces=outputs_by_run(job.params.runs, job.output.traces),
+        threads=job.threads,
+    )

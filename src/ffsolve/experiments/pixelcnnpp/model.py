@@ -1,11 +1,12 @@
-"""PixelCNN++ (Salimans et al. 2017) in Flax linen, with optional row-band activation caching.
+"""PixelCNN++ (Salimans et al. 2017) in Flax linen, with optional row-band activation caching, and
+its checkpoints (Flax msgpack holding the parameters and the architecture they fit).
 
 The network follows the paper's description: a *down-shifted* stack ``u`` (sees the rows above)
 and a *down-right-shifted* stack ``ul`` (sees the rows above and the pixels to the left), gated
 residual blocks with concat_elu, three resolutions joined by two stride-2 down-samplings on the way
 up and two stride-2 transposed convolutions on the way down, with skip connections between the two
 passes, and a network-in-network head that outputs the parameters of a discretized logistic mixture
-(see :mod:`ffsolve.models.pixelcnnpp_mixture`). Weight normalisation and dropout are left out: they
+(see :mod:`ffsolve.experiments.pixelcnnpp.mixture`). Weight normalisation and dropout are left out: they
 only matter for training speed/regularisation, not for the sampling experiment.
 
 **Row bands (the cache).** Every layer's value at row i depends only on input rows <= i (at
@@ -22,11 +23,16 @@ cached sequential sampler (a band of one row per pixel) and the cached GS-Jacobi
 from __future__ import annotations
 
 import dataclasses
+import os
+from pathlib import Path
 from typing import Any, Optional
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from flax import serialization
+
+from ffsolve.kit.io import write_bytes
 
 Array = Any
 SCALES = (1, 2, 4)  # the three resolutions, as divisors of the image height and width
@@ -245,3 +251,50 @@ def _input_down_shift(conv: ShiftedConv, x: Array, rows: Optional[Rows], *,
     if shift_right:
         y = jnp.pad(y, ((0, 0), (0, 0), (1, 0), (0, 0)))[:, :, :-1]
     return y
+
+
+# -- checkpoints ----------------------------------------------------------------------------
+ARCHITECTURE_KEYS = ("nr_resnet", "nr_filters", "nr_logistic_mix", "height", "width", "channels")
+
+
+def architecture(model: PixelCNNPP, shape: tuple[int, int, int]) -> dict:
+    """The settings a checkpoint must agree with: model sizes and image shape (H, W, C)."""
+    h, w, c = shape
+    return {"nr_resnet": model.nr_resnet, "nr_filters": model.nr_filters,
+            "nr_logistic_mix": model.nr_logistic_mix, "height": h, "width": w, "channels": c}
+
+
+def save_checkpoint(path: str | os.PathLike, params, arch: dict) -> None:
+    """Write ``params`` and the architecture ``arch`` they fit to ``path`` (atomically)."""
+    write_bytes(path, serialization.msgpack_serialize(
+        {"architecture": dict(arch), "params": serialization.to_state_dict(params)}
+    ))
+
+
+def load_checkpoint(path: str | os.PathLike, model: PixelCNNPP, shape: tuple[int, int, int]):
+    """Parameters from ``path`` for ``model`` on images of ``shape``; a clear error on mismatch."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(
+            f"PixelCNN++ checkpoint {path} does not exist: train one (rule pixelcnnpp_train) or set "
+            "pixelcnnpp.per_dataset.<dataset>.checkpoint to an existing file"
+        )
+    try:
+        stored = serialization.msgpack_restore(path.read_bytes())
+        found = {k: int(v) for k, v in stored["architecture"].items()}
+        raw = stored["params"]
+    except Exception as err:  # noqa: BLE001 - any parse failure means "not one of ours"
+        raise ValueError(
+            f"{path} is not an ffsolve PixelCNN++ checkpoint (msgpack with 'architecture' and "
+            f"'params'): {err}"
+        ) from None
+    wanted = architecture(model, shape)
+    wrong = {k: (found.get(k), v) for k, v in wanted.items() if found.get(k) != v}
+    if wrong:
+        details = ", ".join(f"{k}: checkpoint {a} vs config {b}" for k, (a, b) in wrong.items())
+        raise ValueError(
+            f"checkpoint {path} does not fit the configured model ({details}); set "
+            "pixelcnnpp.per_dataset.<dataset> to the checkpoint's values or train a new one"
+        )
+    template = model.init(jax.random.PRNGKey(0), jnp.zeros((1,) + tuple(shape)))["params"]
+    return serialization.from_state_dict(template, raw)

@@ -1,156 +1,219 @@
-"""The five ways to sample PixelCNN++ from fixed noise, all with the same weights and noise.
+"""The PixelCNN++ sampling map and every way this package solves it, each returning a SolveResult.
 
 With the noise drawn up front (paper §1.3), sampling is the triangular map
-``f(x) = sample(model(x), noise)`` over the H·W pixel positions in raster order: the pixel at
-position t depends only on pixels < t. Its fixed point is the sequential sample.
+``f(x) = sample(model(x), noise)`` over the T = H·W pixel positions in raster order: the pixel at
+position t depends only on pixels < t. Its fixed point is the sequential sample. Images are
+flattened to ``(B, T, C)`` and solved along axis 1; every method returns its sample in that shape
+(a device array), so the harness compares them directly.
 
 - ``sequential``, ``jacobi``, ``gs_jacobi``, ``jacobi_gs``: :func:`ffsolve.solve` on that map with a
-  jitted full-image ``f`` (a Python loop around one compiled forward pass; the loop stops as soon as
-  the solver's rule is met, checked on the host after each call). Images are flattened to
-  ``(B, H·W, C)`` and solved along axis 1; the batch moves in lockstep.
-- ``sequential_cache``: one ``jax.lax.fori_loop`` of H·W steps; each step recomputes only a band of
-  two rows per resolution through the model's activation cache (:mod:`ffsolve.models.pixelcnnpp`).
-- ``gs_jacobi_cache`` (beyond the original): a window of rows updated by Jacobi, starting at each
-  sample's first inexact row; rows above it are final, so their activations come from the cache and
-  only the window is recomputed. Each sample advances on its own. One ``jax.lax.while_loop`` that
-  stops when every sample is exact (a Python loop around the same jitted step records traces).
+  jitted full-image ``f`` (a Python loop around one compiled forward pass, stopping as soon as the
+  solver's rule is met). Each call of ``f`` is one full network pass.
+- ``sequential_cache``: T steps, each recomputing only a band of rows around the current pixel
+  through the model's activation cache (:mod:`ffsolve.experiments.pixelcnnpp.model`).
+- ``gs_jacobi_cache`` (beyond the original): a window of at most ``block_size`` positions, starting
+  at each sample's first inexact position, updated by Jacobi; rows above the window are final, so
+  their activations come from the cache and only the window's rows are recomputed. Each sample
+  advances on its own; the run stops when every sample is exact.
 
-The cached samplers compute the same mathematical function on differently shaped arrays, so their
-results match ``sequential`` up to float rounding (see ``exact_match_tolerance``), not bit for bit.
+The two cached paths run as one ``jax.lax.while_loop`` (timed). Their traced twins call the *same*
+compiled loop with a step limit one higher each call, recording every iterate in between: the same
+executable on the same state, so the traced images and step count are those of the timed call,
+bit for bit (the harness checks it).
+
+The cached paths compute the same function as ``f`` on differently shaped arrays (a band of rows),
+so float rounding differs and they match ``sequential`` within :func:`cached_tolerance`, not bit for
+bit; the uncached methods call the same compiled ``f`` and are bitwise equal.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Callable, Optional
+import math
+from typing import Any, Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 import ffsolve
-from ffsolve.models import pixelcnnpp_mixture as mixture
-from ffsolve.models.pixelcnnpp import PixelCNNPP, band_rows
+from ffsolve.experiments.pixelcnnpp import mixture
+from ffsolve.experiments.pixelcnnpp.model import SCALES, PixelCNNPP, band_rows
+from ffsolve.kit.harness import Candidate, Tolerance
+from ffsolve.solvers.core import SolveResult
 
 Array = Any
 SOLVE_METHODS = ("sequential", "jacobi", "gs_jacobi", "jacobi_gs")
 CACHED_METHODS = ("sequential_cache", "gs_jacobi_cache")
 METHODS = SOLVE_METHODS + CACHED_METHODS
-BLOCK_METHODS = ("gs_jacobi", "jacobi_gs", "gs_jacobi_cache")  # their block is a number of rows
+BLOCKED = ("gs_jacobi", "jacobi_gs", "gs_jacobi_cache")  # their block_size is in positions
+FLOAT32_EPS = float(np.finfo(np.float32).eps)
 
 
-@dataclass
-class Outcome:
-    """One sampler's result: images ``(B, H, W, C)``, parallel steps, and optional trace arrays."""
+# -- work accounting ----------------------------------------------------------------------------
+def layers_per_scale(nr_resnet: int) -> dict[int, int]:
+    """Convolution-like layers (convs, transposed convs, the head) that run at each resolution.
 
-    images: np.ndarray
-    iterations: int
-    converged: bool
-    per_sample_iterations: Optional[np.ndarray] = None
-    error: Optional[np.ndarray] = None  # (iterations + 1, B): L2 distance to the final iterate
-    change: Optional[np.ndarray] = None  # (iterations, B): L2 norm of each update
+    Scale 1: three input convs, nr up and nr + 1 down gated resnet pairs (four convs each), a
+    transposed conv per stream and the head; scale 2: a stride-2 conv and a transposed conv per
+    stream, nr up and nr + 1 down pairs; scale 4: a stride-2 conv per stream, nr up and nr down pairs.
+    """
+    nr = nr_resnet
+    return {1: 3 + 4 * nr + 2 + 4 * (nr + 1) + 1, 2: 2 + 4 * nr + 2 + 4 * (nr + 1), 4: 2 + 8 * nr}
 
 
+def band_share(rows: int, height: int, width: int, nr_resnet: int) -> float:
+    """Positions a band of ``rows`` full-resolution rows computes, as a share of one full pass.
+
+    Each layer at scale s computes ``band_rows(...)[s].size`` rows of ``width / s`` positions in a
+    band and ``height / s`` rows in a full pass; the shares are summed over every layer.
+    """
+    layers = layers_per_scale(nr_resnet)
+    sizes = {s: r.size for s, r in band_rows(0, rows, height).items()}
+    band = sum(layers[s] * sizes[s] * (width // s) for s in SCALES)
+    full = sum(layers[s] * (height // s) * (width // s) for s in SCALES)
+    return band / full
+
+
+# -- the tolerance of the cached paths ----------------------------------------------------------
+def cached_tolerance(model: PixelCNNPP) -> Tolerance:
+    """The closeness to ``sequential`` the cached samplers are held to, derived for float32.
+
+    One network pass has ``depth`` convolution layers on its longest path; each output sums at
+    most K = 2·3·2·nr_filters products (a 2×3 kernel over concat_elu's doubled channels). Summed in
+    another order (another shape, another kernel), a sum of K terms moves by about sqrt(K)·eps
+    relative (random-walk rounding; K·eps is the never-reached worst case), and such errors add
+    up over the depth: the mixture parameters move by depth·sqrt(K)·eps relative to their size. A
+    sample is clip(mean + scale·logit(u)), |logit(u)| <= log((1−ε)/ε) ≈ 11.5 for the noise floor ε,
+    so a relative error r of the parameters moves it by at most r·(1 + 11.5) in [−1, 1] units.
+    """
+    # Longest path: input conv, then per gated resnet two convs, up (3·nr) and down (3·nr + 2),
+    # two stride-2 convs, two transposed convs, and the head.
+    depth = 1 + 2 * (3 * model.nr_resnet) + 2 * (3 * model.nr_resnet + 2) + 2 + 2 + 1
+    terms = 2 * 3 * 2 * model.nr_filters
+    logistic = math.log((1 - mixture.NOISE_EPS) / mixture.NOISE_EPS)
+    atol = depth * math.sqrt(terms) * FLOAT32_EPS * (1.0 + logistic)
+    why = (
+        "The cached samplers evaluate the network on bands of rows, not the whole image, so XLA "
+        "picks other kernels and sums in another order: bit-for-bit equality with sequential "
+        f"cannot hold. Bound: depth {depth} conv layers × sqrt(K = {terms} terms per sum) × float32 "
+        f"eps {FLOAT32_EPS:.3g} relative error of the mixture parameters, times (1 + max|logit(u)| "
+        f"= {1 + logistic:.1f}) for the logistic noise the scale multiplies: atol {atol:.3g} in "
+        "[-1, 1] pixel units. It assumes errors carried along the raster chain do not grow (a "
+        "later pixel reads earlier ones through the same network). A tiny change of the component "
+        "logits can flip the mixture component argmax(logits + Gumbel noise) where two are within "
+        "the rounding error; that pixel (and those after it) then differ by O(1) and the bound "
+        "fails honestly: the record counts such pixels in component_flips and gives the reference's "
+        "smallest Gumbel-max margin."
+    )
+    return Tolerance(atol=atol, rtol=0.0, why=why)
+
+
+def component_choices(model: PixelCNNPP, params, noise: mixture.Noise, flat: Array):
+    """The mixture component each pixel of ``flat`` (B, T, C) picks, and its Gumbel-max margin
+    (best minus second best of logits + Gumbel noise), from one full pass on ``flat``."""
+    images = jnp.reshape(flat, noise.value.shape)
+    mix = mixture.split(model.apply({"params": params}, images), noise.value.shape[-1])
+    scores = mix.logits + (-jnp.log(-jnp.log(noise.component)))
+    top = jnp.sort(scores, axis=-1)
+    margin = top[..., -1] - top[..., -2] if scores.shape[-1] > 1 else jnp.full(top.shape[:-1], jnp.inf)
+    return np.asarray(jnp.argmax(scores, axis=-1)), np.asarray(margin)
+
+
+# -- the sampler --------------------------------------------------------------------------------
 class Sampler:
-    """Samples ``model`` with ``params`` from ``noise`` (shape ``(B, H, W, C)``) by any method.
+    """Samples ``model`` with ``params`` from ``noise`` (images ``(B, H, W, C)``) by any method.
 
-    Compiled functions are built once per sampler and reused, so a timing loop measures sampling,
-    not compilation (the first call of each method compiles).
+    Compiled functions are built once per sampler and reused, so timed calls measure sampling,
+    not compilation (the first call of each method compiles: the harness's warm-up).
     """
 
     def __init__(self, model: PixelCNNPP, params, noise: mixture.Noise):
         self.model, self.params, self.noise = model, params, noise
         self.shape = tuple(noise.value.shape)
-        b, h, w, c = self.shape
-        self.length = h * w
-        self._f = jax.jit(self._full_map)
+        _, self.height, self.width, self.channels = self.shape
+        self.length = self.height * self.width
+        self.f = jax.jit(self._full_map)
         self._compiled: dict = {}
 
-    # -- the triangular map ------------------------------------------------------------------
     def _full_map(self, flat: Array) -> Array:
-        """f: (B, H·W, C) -> (B, H·W, C); output t depends only on input positions < t."""
+        """f: (B, T, C) -> (B, T, C); output t depends only on input positions < t."""
         images = flat.reshape(self.shape)
         params = self.model.apply({"params": self.params}, images)
         return mixture.sample(params, self.noise).reshape(flat.shape)
 
     def initial(self) -> Array:
         """The initial guess of every method: zeros, as in the original."""
-        return jnp.zeros((self.shape[0], self.length, self.shape[3]), jnp.float32)
+        return jnp.zeros((self.shape[0], self.length, self.channels), jnp.float32)
 
-    # -- running a method --------------------------------------------------------------------
-    def run(self, method: str, rows: Optional[int] = None, tol: float = 0.0,
-            trace: bool = False) -> Outcome:
-        """Sample with ``method``; ``rows`` is the block height (in image rows) of block methods."""
+    # -- any method ----------------------------------------------------------------------------
+    def run(self, method: str, block_size: Optional[int] = None, tol: float = 0.0,
+            trace: bool = False):
+        """Sample with ``method``; returns a :class:`SolveResult` (and, with ``trace``, also the
+        per-iteration arrays: ``(result, arrays)``)."""
         if method not in METHODS:
             raise ValueError(f"pixelcnnpp method must be one of {list(METHODS)}, got {method!r}")
-        if (method in BLOCK_METHODS) != (rows is not None):
-            raise ValueError(f"method {method!r} {'needs' if method in BLOCK_METHODS else 'takes no'} "
-                             "block size (image rows per block)")
-        if rows is not None and not 1 <= rows <= self.shape[1]:
-            raise ValueError(f"block of {rows} rows does not fit images of height {self.shape[1]}")
+        if (method in BLOCKED) != (block_size is not None):
+            raise ValueError(f"method {method!r} {'needs a' if method in BLOCKED else 'takes no'} "
+                             "block size (positions per block)")
+        if block_size is not None and not 1 <= block_size <= self.length:
+            raise ValueError(f"a block of {block_size} positions does not fit {self.length} "
+                             f"positions ({self.height}x{self.width} images)")
         if method == "sequential_cache":
-            return self._sequential_cache(trace)
+            return self._cached("sequential_cache", None, tol, trace)
         if method == "gs_jacobi_cache":
-            return self._gs_jacobi_cache(rows, tol, trace)
-        block = None if rows is None else rows * self.shape[2]
-        result = ffsolve.solve(self._f, self.initial(), method=method, block_size=block, tol=tol,
+            return self._cached("gs_jacobi_cache", block_size, tol, trace)
+        result = ffsolve.solve(self.f, self.initial(), method=method, block_size=block_size, tol=tol,
                                axis=1, trace=trace, trace_batch_axis=0 if trace else None)
-        out = Outcome(np.asarray(result.x).reshape(self.shape), result.iterations, result.converged)
-        if trace:
-            out.error, out.change = result.trace.error, result.trace.change
-        return out
+        if not trace:
+            return result
+        images = np.asarray(result.x).reshape(self.shape)
+        return result, trace_arrays(result.trace.error, result.trace.change, images)
 
-    # -- sequential with the activation cache ------------------------------------------------
-    def _fill_cache(self, images: Array):
-        """The model's cache for ``images`` (a band over the whole image)."""
-        _, variables = self.model.apply({"params": self.params}, images,
-                                        band=(0, self.shape[1]), mutable=["cache"])
-        return variables["cache"]
+    # -- the activation cache ------------------------------------------------------------------
+    def _empty_cache(self, batch: int):
+        """A zero cache of the right structure (what the band steps fill before reading it)."""
+        images = jnp.zeros((batch,) + self.shape[1:], jnp.float32)
+        shapes = jax.eval_shape(
+            lambda x: self.model.apply({"params": self.params}, x, band=(0, self.height),
+                                       mutable=["cache"])[1]["cache"], images)
+        return jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
 
     def _band(self, images, cache, start, height):
         """Mixture parameters of rows [start, start+height) recomputed through the cache."""
         out, variables = self.model.apply({"params": self.params, "cache": cache}, images,
                                           band=(start, height), mutable=["cache"])
-        first = band_rows(start, height, self.shape[1])[1].start
+        first = band_rows(start, height, self.height)[1].start
         return jax.lax.dynamic_slice_in_dim(out, start - first, height, axis=1), variables["cache"]
 
-    def _sequential_cache_fn(self):
-        b, h, w, c = self.shape
+    # sequential_cache: state (images, cache, t); step t writes pixel t from its band of one row.
+    def _sequential_init(self):
+        images = jnp.zeros(self.shape, jnp.float32)
+        return images, self._empty_cache(self.shape[0]), jnp.int32(0)
 
-        def run(noise):
-            images = jnp.zeros(self.shape, jnp.float32)
+    def _sequential_step(self, state, noise):
+        images, cache, t = state
+        row, col = t // self.width, t % self.width
+        params, cache = self._band(images, cache, row, 1)
+        pixel = lambda a: jax.lax.dynamic_slice_in_dim(a, col, 1, axis=2)  # noqa: E731
+        noise_here = mixture.Noise(
+            *(pixel(jax.lax.dynamic_slice_in_dim(a, row, 1, axis=1)) for a in noise))
+        value = mixture.sample(pixel(params), noise_here)
+        images = jax.lax.dynamic_update_slice(images, value, (0, row, col, 0))
+        return images, cache, t + 1
 
-            def step(t, state):
-                images, cache = state
-                row, col = t // w, t % w
-                params, cache = self._band(images, cache, row, 1)
-                pixel = lambda a: jax.lax.dynamic_slice_in_dim(a, col, 1, axis=2)  # noqa: E731
-                row_noise = mixture.Noise(
-                    *(pixel(jax.lax.dynamic_slice_in_dim(a, row, 1, axis=1)) for a in noise))
-                value = mixture.sample(pixel(params), row_noise)
-                images = jax.lax.dynamic_update_slice(images, value, (0, row, col, 0))
-                return images, cache
+    def _sequential_done(self, state):
+        return state[2] >= self.length
 
-            images, _ = jax.lax.fori_loop(0, h * w, step, (images, self._fill_cache(images)))
-            return images
+    # gs_jacobi_cache: state (images, cache, exact, per-sample steps, steps); per sample on its own.
+    def _gs_jacobi_init(self):
+        images = jnp.zeros(self.shape, jnp.float32)
+        cache = jax.vmap(lambda _: self._empty_cache(1))(jnp.arange(self.shape[0]))
+        zeros = jnp.zeros(self.shape[0], jnp.int32)
+        return images, cache, zeros, zeros, jnp.int32(0)
 
-        return jax.jit(run)
-
-    def _sequential_cache(self, trace: bool) -> Outcome:
-        if "sequential_cache" not in self._compiled:
-            self._compiled["sequential_cache"] = self._sequential_cache_fn()
-        fn = self._compiled["sequential_cache"]
-        images = np.asarray(jax.block_until_ready(fn(self.noise)))
-        out = Outcome(images, self.length, True)
-        if trace:
-            # Step k writes position k-1 with its final value and nothing else, so iterate k is the
-            # final image with positions >= k still at the initial zeros: the trace follows exactly.
-            out.error, out.change = _sequential_trace(images.reshape(self.shape[0], self.length, -1))
-        return out
-
-    # -- GS-Jacobi window with the activation cache (each sample on its own) -----------------
-    def _gs_jacobi_step_fn(self, rows: int, tol: float):
-        _, h, w, c = self.shape
+    def _gs_jacobi_step_fn(self, block: int, tol: float):
+        h, w, c = self.height, self.width, self.channels
+        rows = min(h, -(-block // w))  # the window's rows: enough for a block starting a row
         positions = jnp.arange(rows * w)
 
         def one(images, cache, exact, noise):
@@ -162,100 +225,123 @@ class Sampler:
             new = mixture.sample(params, window_noise)[0]
             old = jax.lax.dynamic_slice_in_dim(images, start, rows, axis=0)
             pos = start * w + positions
-            open_ = (pos >= exact).reshape(rows, w, 1)  # positions before ``exact`` are final
-            new = jnp.where(open_, new, old)
-            moved = (jnp.abs(new - old).reshape(rows * w, c).max(axis=1) > tol) & (pos >= exact)
+            end = jnp.minimum(exact + block, (start + rows) * w)  # at most `block` positions
+            open_ = (pos >= exact) & (pos < end)  # positions before `exact` are final
+            new = jnp.where(open_.reshape(rows, w, 1), new, old)
+            moved = (jnp.abs(new - old).reshape(rows * w, c).max(axis=1) > tol) & open_
             # The leading unmoved positions were fixed points given an exact prefix, so they are
             # exact; the first moved one was just computed from an exact prefix, so it is too.
-            first = jnp.where(moved.any(), jnp.argmax(moved), rows * w)
-            exact = jnp.maximum(exact + 1, start * w + first + moved.any())
-            exact = jnp.minimum(exact, h * w)
-            change = jnp.sqrt(jnp.sum((new - old) ** 2))
-            return jax.lax.dynamic_update_slice_in_dim(images, new, start, axis=0), cache, exact, change
+            reached = jnp.where(moved.any(), pos[jnp.argmax(moved)] + 1, end)
+            exact = jnp.minimum(jnp.maximum(exact + 1, reached), h * w)
+            return jax.lax.dynamic_update_slice_in_dim(images, new, start, axis=0), cache, exact
 
         batched = jax.vmap(one, in_axes=(0, 0, 0, 0))
 
         def step(state, noise):
-            images, cache, exact, iters, steps = state
+            images, cache, exact, per_sample, steps = state
             active = exact < h * w
-            images, cache, exact, change = batched(images, cache, exact, noise)
-            return images, cache, exact, iters + active.astype(jnp.int32), steps + 1, change
+            images, cache, exact = batched(images, cache, exact, noise)
+            return images, cache, exact, per_sample + active.astype(jnp.int32), steps + 1
 
         return step
 
-    def _gs_jacobi_init(self):
-        images = jnp.zeros(self.shape, jnp.float32)
-        # One cache per sample: vmap the fill over the batch (each with a batch axis of 1).
-        cache = jax.vmap(lambda im: self._fill_cache(im[None]))(images)
-        zeros = jnp.zeros(self.shape[0], jnp.int32)
-        return images, cache, zeros, zeros, jnp.int32(0)
+    def _gs_jacobi_done(self, state):
+        return jnp.all(state[2] >= self.length)
 
-    def _gs_jacobi_cache(self, rows: int, tol: float, trace: bool) -> Outcome:
-        key = ("gs_jacobi_cache", rows, tol)
+    def _compiled_loop(self, method: str, block: Optional[int], tol: float):
+        """(init, loop): ``loop(state, noise, stop)`` runs steps until done or ``stop`` steps."""
+        key = (method, block, tol)
         if key not in self._compiled:
-            step = self._gs_jacobi_step_fn(rows, tol)
-            total = self.length
+            if method == "sequential_cache":
+                init, step, done, count = (self._sequential_init, self._sequential_step,
+                                           self._sequential_done, lambda s: s[2])
+            else:
+                init, step, done, count = (self._gs_jacobi_init, self._gs_jacobi_step_fn(block, tol),
+                                           self._gs_jacobi_done, lambda s: s[4])
 
-            def loop(noise):
-                def cond(state):
-                    return jnp.any(state[2] < total)
+            def loop(state, noise, stop):
+                return jax.lax.while_loop(lambda s: (count(s) < stop) & ~done(s),
+                                          lambda s: step(s, noise), state)
 
-                def body(state):
-                    return step(state, noise)[:5]
+            self._compiled[key] = (jax.jit(init), jax.jit(loop), count)
+        return self._compiled[key]
 
-                return jax.lax.while_loop(cond, body, self._gs_jacobi_init())
-
-            self._compiled[key] = (jax.jit(loop), jax.jit(step), jax.jit(self._gs_jacobi_init))
-        loop, step, init = self._compiled[key]
-        if not trace:
-            images, _, _, per_sample, steps = jax.block_until_ready(loop(self.noise))
-            return Outcome(np.asarray(images), int(steps), True, np.asarray(per_sample))
+    def _cached(self, method: str, block: Optional[int], tol: float, trace: bool):
+        init, loop, count = self._compiled_loop(method, block, tol)
+        if method == "sequential_cache":
+            rows_per_step, done = 1, self._sequential_done
+        else:
+            rows_per_step, done = min(self.height, -(-block // self.width)), self._gs_jacobi_done
+        share = band_share(rows_per_step, self.height, self.width, self.model.nr_resnet)
         state = init()
-        iterates, changes = [np.asarray(state[0])], []
-        while bool(jnp.any(state[2] < self.length)):
-            *state, change = step(tuple(state), self.noise)
-            iterates.append(np.asarray(state[0]))
-            changes.append(np.asarray(change))
-            if len(changes) > self.length:  # the triangular argument forbids this
-                raise RuntimeError("gs_jacobi_cache exceeded H*W iterations")
+        if not trace:
+            state = loop(state, self.noise, jnp.int32(self.length))
+            iterates = changes = None
+        else:
+            iterates, changes = [np.asarray(state[0])], []
+            while not bool(done(state)):
+                if len(changes) >= self.length:  # the triangular argument forbids this
+                    raise RuntimeError(f"{method} exceeded T = {self.length} steps")
+                state = loop(state, self.noise, count(state) + 1)
+                iterates.append(np.asarray(state[0]))
+                changes.append(np.linalg.norm(
+                    (iterates[-1].astype(np.float64) - iterates[-2]).reshape(self.shape[0], -1), axis=1))
+        steps = int(count(state))
+        converged = bool(done(state))
+        result = SolveResult(
+            x=state[0].reshape(self.shape[0], self.length, self.channels), iterations=steps,
+            converged=converged, method=method, block_size=block, tol=tol,
+            sequence_length=self.length, network_evaluations=steps * share,
+        )
+        if not trace:
+            return result
         stacked = np.stack(iterates).reshape(len(iterates), self.shape[0], -1).astype(np.float64)
         error = np.sqrt(((stacked - stacked[-1]) ** 2).sum(axis=2))
-        return Outcome(iterates[-1], len(changes), True, np.asarray(state[3]), error,
-                       np.stack(changes))
+        arrays = trace_arrays(error, np.stack(changes), iterates[-1])
+        if method == "gs_jacobi_cache":
+            arrays["per_sample_iterations"] = np.asarray(state[3])
+        return result, arrays
 
 
-def _sequential_trace(final: np.ndarray):
-    """Error and change per step of a sampler that writes one final position per step."""
-    sq = (final.astype(np.float64) ** 2).sum(axis=2)  # (B, T)
-    tail = np.concatenate([np.cumsum(sq[:, ::-1], axis=1)[:, ::-1], np.zeros((len(sq), 1))], axis=1)
-    return np.sqrt(tail).T, np.sqrt(sq).T
+def trace_arrays(error: np.ndarray, change: np.ndarray, images: np.ndarray) -> dict:
+    """What ``trace.npz`` holds: per-iteration L2 error to the final iterate and L2 change, per
+    sample and as mean/std over the batch, and the final images (the sample grid)."""
+    error, change = np.asarray(error, np.float64), np.asarray(change, np.float64)
+    return {"error": error, "change": change,
+            "error_mean": error.mean(axis=1), "error_std": error.std(axis=1),
+            "change_mean": change.mean(axis=1), "change_std": change.std(axis=1),
+            "images": np.asarray(images)}
 
 
-def exact_match_tolerance(method: str) -> float:
-    """Largest |difference| from ``sequential`` still reported as an exact match.
+def candidates(sampler: Sampler, runs, tol: float, extra: Optional[dict] = None) -> list[Candidate]:
+    """One harness candidate per run (a :class:`ffsolve.kit.RunSpec`): the timed program, its traced
+    twin, and for the cached paths their tolerance."""
+    tolerance = cached_tolerance(sampler.model)
+    out = []
+    for spec in runs:
+        def program(spec=spec):
+            return sampler.run(spec.method, spec.block_size, tol)
 
-    Methods that call the same compiled full-image map as ``sequential`` must agree bit for bit
-    (the triangular argument is exact in floating point when f is the same function): 0. The
-    cached methods evaluate the same network on bands of rows, so XLA picks other kernels and
-    float rounding differs (about 1e-6 per pass); that is allowed to grow along the chain, but
-    must stay below half a grey level of the 8-bit image (1/255 in [−1, 1] units), below which
-    the two samples are the same picture.
-    """
-    return 0.0 if method in SOLVE_METHODS else mixture.BIN
+        def traced(spec=spec):
+            return sampler.run(spec.method, spec.block_size, tol, trace=True)
 
-
-def compare(images: np.ndarray, reference: np.ndarray, method: str) -> dict:
-    """``max_abs_diff_vs_sequential``, ``exact_match`` and the tolerance used."""
-    diff = float(np.max(np.abs(images.astype(np.float64) - reference)))
-    tol = exact_match_tolerance(method)
-    return {
-        "max_abs_diff_vs_sequential": diff,
-        "bitwise_equal": bool(np.array_equal(images, reference)),
-        "exact_match": bool(diff <= tol),
-        "exact_match_tolerance": tol,
-    }
+        cached = spec.method in CACHED_METHODS
+        loop = "jax.lax.while_loop" if cached else "python loop around jitted f (ffsolve.solve)"
+        out.append(Candidate(spec, program, traced, tolerance if cached else None,
+                             extra={**(extra or {}), "loop": loop}))
+    return out
 
 
-def time_fn(sampler: Sampler, method: str, rows: Optional[int], tol: float) -> Callable[[], Any]:
-    """A zero-argument call of one method, for :func:`ffsolve.timing.time_call`."""
-    return lambda: sampler.run(method, rows, tol).images
+def contract_candidates():
+    """A tiny instance for the contract test: a random-init 8×8 grey PixelCNN++ (1 resnet, 8
+    filters, 3 components), two images; every ffsolve method and both cached paths, the block
+    methods at 12 positions (one and a half rows: not a whole number of rows)."""
+    from ffsolve.kit import RunSpec
+
+    model = PixelCNNPP(nr_resnet=1, nr_filters=8, nr_logistic_mix=3)
+    shape = (2, 8, 8, 1)
+    params = model.init(jax.random.PRNGKey(1), jnp.zeros(shape))["params"]
+    noise = mixture.draw_noise(jax.random.PRNGKey(7), shape, 3)
+    sampler = Sampler(model, params, noise)
+    runs = [RunSpec(m, 12 if m in BLOCKED else None) for m in METHODS]
+    return candidates(sampler, runs, tol=0.0)
