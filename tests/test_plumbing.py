@@ -98,3 +98,9 @@ def test_job_failure_is_logged_and_raised(tmp_path):
         run_snakemake_job(smk, broken)
     text = (tmp_path / "logs" / "job.log").read_text()
     assert "failed" in text and "missing thing" in text and "Traceback" in text
+
+
+def test_a_job_sees_params_but_never_the_config(tmp_path):
+    # What a job reads must be what Snakemake tracks (params), so the config is not handed over.
+    smk = fake_snakemake(tmp_path)
+    assert run_snakemake_job(smk, lambda job: hasattr(job, "config")) is False

@@ -23,12 +23,15 @@ log = logging.getLogger("ffsolve")
 
 @dataclass
 class Job:
-    """What a Snakemake job hands to library code: named paths, params, config and threads."""
+    """What a Snakemake job hands to library code: named paths, params and threads.
+
+    No config: a job reads only what its rule passes through ``params``, which is what Snakemake
+    tracks, so a changed setting reruns exactly the jobs that read it.
+    """
 
     input: Any
     output: Any
     params: Any
-    config: dict
     threads: int
     wildcards: Any
     log_path: Optional[str] = None
@@ -65,7 +68,6 @@ def run_snakemake_job(smk, main: Callable[[Job], Any]) -> Any:
         input=smk.input,
         output=smk.output,
         params=smk.params,
-        config=dict(smk.config),
         threads=threads,
         wildcards=smk.wildcards,
         log_path=log_path,

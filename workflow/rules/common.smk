@@ -66,11 +66,8 @@ def validate_section(name):
                 jsonschema.Draft202012Validator(per_dataset).iter_errors(overrides[dataset])
             )
             if error is not None:
-                where = ".".join(str(part) for part in error.absolute_path)
-                raise WorkflowError(
-                    f"config key '{name}.per_dataset.{dataset}{'.' + where if where else ''}' "
-                    f"is invalid: {error.message}"
-                )
+                key = ".".join([name, "per_dataset", dataset, *map(str, error.absolute_path)])
+                raise WorkflowError(f"config key '{key}' is invalid: {error.message}")
 
 
 for _section in SECTIONS:
@@ -142,3 +139,146 @@ def get_figures():
 
 def get_all_outputs():
     return get_figures() + get_all_metrics()
+
+
+# ---- solver_demo (rules in workflow/rules/solver_demo.smk) -------------------------------------------------
+def get_solver_demo_runs():
+    cfg = config["solver_demo"]
+    return run_names(cfg["methods"], cfg["block_sizes"], blocked=("gs_jacobi", "jacobi_gs"))
+
+
+def get_solver_demo_results(kind):
+    return get_results("solver_demo", config["solver_demo"]["datasets"], get_solver_demo_runs(), kind)
+
+
+# ---- made (rules in workflow/rules/made.smk) --------------------------------------------------------
+MADE_BLOCKED = ("gs_jacobi", "jacobi_gs")
+# The keys of one dataset's made settings each job reads (and reruns when they change).
+MADE_TRAIN_KEYS = ("hidden_sizes", "logit_lambda", "train")
+MADE_MEASURE_KEYS = ("hidden_sizes", "logit_lambda", "methods", "block_sizes", "sample")
+
+
+def get_made_runs():
+    cfg = config["made"]
+    return run_names(cfg["methods"], cfg["block_sizes"], blocked=MADE_BLOCKED)
+
+
+def get_made_results(datasets, kind):
+    """results/made/<dataset>/<run>/<kind> for every sampling run of the config."""
+    return get_results("made", datasets, get_made_runs(), kind)
+
+
+def made_settings(dataset, keys):
+    settings = settings_for("made", dataset)
+    return {key: settings[key] for key in keys}
+
+
+def get_made_checkpoint(wildcards):
+    """The checkpoint to sample: the one the config names, else the one made_train writes."""
+    named = settings_for("made", wildcards.dataset)["checkpoint"]
+    return named if named else f"results/made/{wildcards.dataset}/model.pt"
+
+
+def get_made_training(wildcards):
+    """The learning curve of the trained model ([] when the config names a checkpoint)."""
+    if settings_for("made", wildcards.dataset)["checkpoint"]:
+        return []
+    return f"results/made/{wildcards.dataset}/train.json"
+
+
+# ---- rnn_backprop (rules in workflow/rules/rnn_backprop.smk) ------------------------------------------------
+from ffsolve.experiments.rnn_backprop import configured_runs  # noqa: E402 (torch-free)
+
+
+def get_rnn_backprop_runs():
+    cfg = config["rnn_backprop"]
+    return configured_runs(cfg["methods"], cfg["block_sizes"], cfg["jacobi_budgets"])
+
+
+def get_rnn_backprop_results(kind):
+    """results/rnn_backprop/<dataset>/<run>/<kind> for every dataset and run of the config."""
+    return get_results("rnn_backprop", config["rnn_backprop"]["datasets"], get_rnn_backprop_runs(), kind)
+
+
+def get_rnn_backprop_figures():
+    return expand(
+        "figures/rnn_backprop_{dataset}{suffix}.{ext}",
+        dataset=config["rnn_backprop"]["datasets"],
+        suffix=("", "_iter", "_convergence"),
+        ext=("png", "pdf"),
+    )
+
+
+# ---- densenet (rules in workflow/rules/densenet.smk) ----------------------------------------------------
+def get_densenet_runs():
+    cfg = config["densenet"]
+    return run_names(cfg["methods"], cfg["block_sizes"], blocked=("gs_jacobi",))
+
+
+def get_densenet_results(datasets, kind):
+    """results/densenet/<dataset>/<run>/<kind> for every run of the config."""
+    return get_results("densenet", datasets, get_densenet_runs(), kind)
+
+
+def get_densenet_inputs(wildcards):
+    """Named inputs of densenet_measure: what the dataset's model and images are read from.
+
+    mnist: the trained checkpoint and the prepared data; imagenet_val: the local weights file when
+    the config names one (the image folder is checked here so a missing one stops the DAG with the
+    key to set); random_speed_only: nothing (weights and inputs come from the seed).
+    """
+    if wildcards.dataset == "mnist":
+        return {"model": "results/densenet/mnist/model.pt", "data": "resources/data/mnist.npz"}
+    if wildcards.dataset == "imagenet_val":
+        folder = config["data"]["imagenet_val"]["folder"]
+        if not folder or not Path(folder).is_dir():
+            raise WorkflowError(
+                f"densenet.datasets includes imagenet_val but data.imagenet_val.folder is "
+                f"{folder!r}, not an existing folder: set it to ImageNet validation images in "
+                "class sub-folders, or use the random_speed_only dataset on machines without ImageNet"
+            )
+        weights = settings_for("densenet", "imagenet_val")["weights_file"]
+        return {"weights": weights} if weights else {}
+    return {}
+
+
+def get_densenet_figures():
+    return expand(
+        "figures/densenet_{dataset}.{ext}", dataset=config["densenet"]["datasets"], ext=("png", "pdf")
+    )
+
+
+# ---- pixelcnnpp (rules in workflow/rules/pixelcnnpp.smk) --------------------------------------------------
+def get_pixelcnnpp_runs():
+    """Run names: the block methods once per block size (positions), the others once."""
+    cfg = config["pixelcnnpp"]
+    return run_names(
+        cfg["methods"], cfg["block_sizes"], blocked=("gs_jacobi", "jacobi_gs", "gs_jacobi_cache")
+    )
+
+
+def get_pixelcnnpp_results(datasets, kind):
+    """results/pixelcnnpp/<dataset>/<run>/<kind> for every configured run."""
+    return get_results("pixelcnnpp", datasets, get_pixelcnnpp_runs(), kind)
+
+
+def get_pixelcnnpp_checkpoint(wildcards):
+    """The checkpoint to sample: the one the config names, else the one pixelcnnpp_train writes."""
+    named = settings_for("pixelcnnpp", wildcards.dataset)["checkpoint"]
+    return named if named else f"results/pixelcnnpp/{wildcards.dataset}/model.msgpack"
+
+
+def get_pixelcnnpp_training(wildcards):
+    """The training record ([] when the config names a checkpoint)."""
+    if settings_for("pixelcnnpp", wildcards.dataset)["checkpoint"]:
+        return []
+    return f"results/pixelcnnpp/{wildcards.dataset}/train.json"
+
+
+def get_pixelcnnpp_figures():
+    return expand(
+        "figures/pixelcnnpp_{dataset}{part}.{ext}",
+        dataset=config["pixelcnnpp"]["datasets"],
+        part=("", "_samples"),
+        ext=("png", "pdf"),
+    )

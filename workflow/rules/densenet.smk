@@ -3,44 +3,6 @@
 # dataset (the shared harness), and draw logit error and top-5 disagreement against steps.
 
 
-def get_densenet_runs():
-    cfg = config["densenet"]
-    return run_names(cfg["methods"], cfg["block_sizes"], blocked=("gs_jacobi",))
-
-
-def get_densenet_results(datasets, kind):
-    """results/densenet/<dataset>/<run>/<kind> for every run of the config."""
-    return get_results("densenet", datasets, get_densenet_runs(), kind)
-
-
-def get_densenet_inputs(wildcards):
-    """Named inputs of densenet_measure: what the dataset's model and images are read from.
-
-    mnist: the trained checkpoint and the prepared data; imagenet_val: the local weights file when
-    the config names one (the image folder is checked here so a missing one stops the DAG with the
-    key to set); random_speed_only: nothing (weights and inputs come from the seed).
-    """
-    if wildcards.dataset == "mnist":
-        return {"model": "results/densenet/mnist/model.pt", "data": "resources/data/mnist.npz"}
-    if wildcards.dataset == "imagenet_val":
-        folder = config["data"]["imagenet_val"]["folder"]
-        if not folder or not Path(folder).is_dir():
-            raise WorkflowError(
-                f"densenet.datasets includes imagenet_val but data.imagenet_val.folder is "
-                f"{folder!r}, not an existing folder: set it to ImageNet validation images in "
-                "class sub-folders, or use the random_speed_only dataset on machines without ImageNet"
-            )
-        weights = settings_for("densenet", "imagenet_val")["weights_file"]
-        return {"weights": weights} if weights else {}
-    return {}
-
-
-def get_densenet_figures():
-    return expand(
-        "figures/densenet_{dataset}.{ext}", dataset=config["densenet"]["datasets"], ext=("png", "pdf")
-    )
-
-
 if experiment_active("densenet"):
     register_targets(
         metrics=get_densenet_results(config["densenet"]["datasets"], "metrics.json"),

@@ -2,39 +2,6 @@
 # dataset samples one seeded batch with every method on the same weights and noise, checks each
 # against sequential bit for bit, and the notebook draws the convergence figure and sample grid.
 
-MADE_BLOCKED = ("gs_jacobi", "jacobi_gs")
-# The keys of one dataset's made settings each job reads (and reruns when they change).
-MADE_TRAIN_KEYS = ("hidden_sizes", "logit_lambda", "train")
-MADE_MEASURE_KEYS = ("hidden_sizes", "logit_lambda", "methods", "block_sizes", "sample")
-
-
-def get_made_runs():
-    cfg = config["made"]
-    return run_names(cfg["methods"], cfg["block_sizes"], blocked=MADE_BLOCKED)
-
-
-def get_made_results(datasets, kind):
-    """results/made/<dataset>/<run>/<kind> for every sampling run of the config."""
-    return get_results("made", datasets, get_made_runs(), kind)
-
-
-def made_settings(dataset, keys):
-    settings = settings_for("made", dataset)
-    return {key: settings[key] for key in keys}
-
-
-def get_made_checkpoint(wildcards):
-    """The checkpoint to sample: the one the config names, else the one made_train writes."""
-    named = settings_for("made", wildcards.dataset)["checkpoint"]
-    return named if named else f"results/made/{wildcards.dataset}/model.pt"
-
-
-def get_made_training(wildcards):
-    """The learning curve of the trained model ([] when the config names a checkpoint)."""
-    if settings_for("made", wildcards.dataset)["checkpoint"]:
-        return []
-    return f"results/made/{wildcards.dataset}/train.json"
-
 
 if experiment_active("made"):
     register_targets(

@@ -3,41 +3,6 @@
 # weights and noise, checks each against sequential, and a notebook draws the figures.
 
 
-def get_pixelcnnpp_runs():
-    """Run names: the block methods once per block size (positions), the others once."""
-    cfg = config["pixelcnnpp"]
-    return run_names(
-        cfg["methods"], cfg["block_sizes"], blocked=("gs_jacobi", "jacobi_gs", "gs_jacobi_cache")
-    )
-
-
-def get_pixelcnnpp_results(datasets, kind):
-    """results/pixelcnnpp/<dataset>/<run>/<kind> for every configured run."""
-    return get_results("pixelcnnpp", datasets, get_pixelcnnpp_runs(), kind)
-
-
-def get_pixelcnnpp_checkpoint(wildcards):
-    """The checkpoint to sample: the one the config names, else the one pixelcnnpp_train writes."""
-    named = settings_for("pixelcnnpp", wildcards.dataset)["checkpoint"]
-    return named if named else f"results/pixelcnnpp/{wildcards.dataset}/model.msgpack"
-
-
-def get_pixelcnnpp_training(wildcards):
-    """The training record ([] when the config names a checkpoint)."""
-    if settings_for("pixelcnnpp", wildcards.dataset)["checkpoint"]:
-        return []
-    return f"results/pixelcnnpp/{wildcards.dataset}/train.json"
-
-
-def get_pixelcnnpp_figures():
-    return expand(
-        "figures/pixelcnnpp_{dataset}{part}.{ext}",
-        dataset=config["pixelcnnpp"]["datasets"],
-        part=("", "_samples"),
-        ext=("png", "pdf"),
-    )
-
-
 if experiment_active("pixelcnnpp"):
     register_targets(
         metrics=get_pixelcnnpp_results(config["pixelcnnpp"]["datasets"], "metrics.json"),

@@ -4,28 +4,6 @@
 # loss curves of SGD with each method and the gradient-convergence traces; then the figures.
 
 
-from ffsolve.experiments.rnn_backprop import configured_runs  # noqa: E402 (torch-free)
-
-
-def get_rnn_backprop_runs():
-    cfg = config["rnn_backprop"]
-    return configured_runs(cfg["methods"], cfg["block_sizes"], cfg["jacobi_budgets"])
-
-
-def get_rnn_backprop_results(kind):
-    """results/rnn_backprop/<dataset>/<run>/<kind> for every dataset and run of the config."""
-    return get_results("rnn_backprop", config["rnn_backprop"]["datasets"], get_rnn_backprop_runs(), kind)
-
-
-def get_rnn_backprop_figures():
-    return expand(
-        "figures/rnn_backprop_{dataset}{suffix}.{ext}",
-        dataset=config["rnn_backprop"]["datasets"],
-        suffix=("", "_iter", "_convergence"),
-        ext=("png", "pdf"),
-    )
-
-
 if experiment_active("rnn_backprop"):
     register_targets(
         metrics=get_rnn_backprop_results("metrics.json"),

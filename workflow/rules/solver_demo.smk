@@ -2,15 +2,6 @@
 # and the shape every experiment follows: one timed harness job per dataset, then a notebook.
 
 
-def get_solver_demo_runs():
-    cfg = config["solver_demo"]
-    return run_names(cfg["methods"], cfg["block_sizes"], blocked=("gs_jacobi", "jacobi_gs"))
-
-
-def get_solver_demo_results(kind):
-    return get_results("solver_demo", config["solver_demo"]["datasets"], get_solver_demo_runs(), kind)
-
-
 if experiment_active("solver_demo"):
     register_targets(
         metrics=get_solver_demo_results("metrics.json"),

@@ -1,1 +1,0 @@
-"""Models, one module per experiment (PyTorch, or Flax for PixelCNN++)."""
