@@ -6,10 +6,11 @@
 #   sudo tests/cluster/local_slurm.sh stop     # stop slurmd, slurmctld and munged
 #
 # start is idempotent: on a running, idle cluster with the same configuration it does nothing.
-# Debian/Ubuntu only (apt-get installs munge, slurmctld, slurmd, slurm-client) and root only. No
-# systemd needed: the daemons are started directly. The node gets this machine's CPUs (nproc) and
-# its memory less a headroom; one partition, "debug", is the default; there is no accounting
-# (no slurmdbd), so sacct answers nothing: give the Slurm executor `--slurm-status-command squeue`.
+# Debian/Ubuntu only (apt-get installs munge, slurmctld, slurmd, slurm-client) and root only: it
+# refuses, saying why, without either. No systemd needed: the daemons are started directly. The
+# node gets this machine's CPUs (nproc) and its memory less a headroom; one partition, "debug", is
+# the default; there is no accounting (no slurmdbd), so sacct answers nothing: give the Slurm
+# executor `--slurm-status-command squeue`. Jobs run as the submitting user (root included).
 #
 # Settings (environment): FFSOLVE_SLURM_PARTITION (debug), FFSOLVE_SLURM_MEM_HEADROOM_MB (1024),
 # FFSOLVE_SLURM_TIMEOUT_S (seconds to wait for the node to be idle, 120).
@@ -45,7 +46,6 @@ install_packages() {
     command -v slurmd >/dev/null || missing+=(slurmd)
     command -v sinfo >/dev/null || missing+=(slurm-client)
     [[ ${#missing[@]} -eq 0 ]] && return
-    command -v apt-get >/dev/null || die "apt-get not found: this script installs ${PACKAGES[*]} with apt (Debian/Ubuntu); install them yourself or use a Debian machine"
     say "installing ${missing[*]} (apt-get)"
     # Package scripts must not try to start services (no systemd here; we start them ourselves).
     local policy=/usr/sbin/policy-rc.d created_policy=0
@@ -179,8 +179,14 @@ wait_for_idle_node() {
     die "node $host did not become idle within ${TIMEOUT_S}s (state: ${state:-no answer}; logs in $LOG_DIR)"
 }
 
+require_apt() {
+    # The paths, users and package names below are Debian's; elsewhere this would guess.
+    command -v apt-get >/dev/null || die "apt-get not found: this script sets up Debian's ${PACKAGES[*]} (Debian/Ubuntu only); on another system set up Slurm by hand (see the slurm.conf this script writes)"
+}
+
 start() {
     require_root start
+    require_apt
     install_packages
     local changed
     changed=$(write_config)
@@ -215,7 +221,7 @@ stop() {
 
 status() {
     command -v sinfo >/dev/null || die "not installed (no sinfo)"
-    alive "$CTLD_PID" || die "slurmctld is not running"
+    scontrol ping 2>/dev/null | grep -q UP || die "slurmctld does not answer (start it: sudo $0 start)"
     sinfo
 }
 
