@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from ffsolve import config_docs
-from workflow_helpers import copy_workflow, snakemake, write_config
+from workflow_helpers import copy_workflow, planned_jobs, snakemake, write_config
 
 
 @pytest.fixture(scope="module")
@@ -23,21 +23,9 @@ def test_config_readme_documents_every_schema_key(repo_root):
         assert f"`{key}`" in text
 
 
-def planned(output: str) -> dict[str, int]:
-    """The 'Job stats' table of a dry run: rule -> count."""
-    import re
-
-    jobs = {}
-    for line in output.splitlines():
-        match = re.match(r"^(\w+)\s+(\d+)$", line.strip())
-        if match and match[1] != "total":
-            jobs[match[1]] = int(match[2])
-    return jobs
-
-
 def test_the_default_config_resolves_every_experiment(workdir):
     proc = snakemake(workdir, "-n", "--configfile", "config/config.yaml", "--", "figures")
-    jobs = planned(proc.stdout + proc.stderr)
+    jobs = planned_jobs(proc.stdout + proc.stderr)
     for rule in ("data_prepare", "solver_demo_measure", "made_measure", "pixelcnnpp_measure",
                  "densenet_measure", "rnn_backprop_measure", "summary", "speedups"):
         assert jobs.get(rule, 0) >= 1, f"{rule} is not planned: {jobs}"
@@ -47,7 +35,7 @@ def test_the_paper_config_resolves_once_imagenet_is_named(workdir, tmp_path):
     # paper.yaml needs the user's ImageNet validation folder; any existing folder resolves the DAG.
     proc = snakemake(workdir, "-n", "--configfile", "config/paper.yaml",
                      "--config", f"data={{imagenet_val: {{folder: {tmp_path}}}}}", "--", "figures")
-    jobs = planned(proc.stdout + proc.stderr)
+    jobs = planned_jobs(proc.stdout + proc.stderr)
     assert jobs.get("densenet_measure", 0) >= 1 and jobs.get("made_measure", 0) >= 2, jobs
 
 
@@ -57,8 +45,9 @@ def test_the_paper_config_without_imagenet_names_the_key_to_set(workdir):
     assert "data.imagenet_val.folder" in proc.stderr + proc.stdout
 
 
-def test_a_nested_command_line_override_is_typed_and_keeps_its_siblings(workdir):
+def test_a_nested_command_line_override_is_typed_and_keeps_its_siblings(tmp_path):
     # Snakemake hands nested --config values over as strings ('30'); the schema's types apply.
+    workdir = copy_workflow(tmp_path)  # its own copy: this one runs a job
     base = write_config(workdir, {"solver_demo": {"length": 24, "batch": 3, "block_sizes": [5],
                                                   "methods": ["sequential", "jacobi"]}},
                         "override_base.yaml")

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from ffsolve.kit.record import validate_record
-from workflow_helpers import REPO, copy_workflow, snakemake
+from workflow_helpers import REPO, copy_workflow, planned_jobs, snakemake
 
 pytestmark = pytest.mark.slow
 
@@ -32,16 +32,6 @@ def run_from_scratch(workdir):
 @pytest.fixture(scope="module")
 def first(tmp_path_factory):
     return run_from_scratch(tmp_path_factory.mktemp("e2e_first"))
-
-
-def planned_jobs(output: str) -> dict[str, int]:
-    """The 'Job stats' table of a dry run: rule -> count."""
-    jobs = {}
-    for line in output.splitlines():
-        match = re.match(r"^(\w+)\s+(\d+)$", line.strip())
-        if match and match[1] != "total":
-            jobs[match[1]] = int(match[2])
-    return jobs
 
 
 def dry_run(workdir, config, target="figures"):

@@ -224,12 +224,12 @@ def test_unusable_lambda_is_refused_naming_the_key():
 
 
 def _smk_keys(name):
-    text = (REPO / "workflow" / "rules" / "made.smk").read_text()
+    text = (REPO / "workflow" / "rules" / "common.smk").read_text()
     return tuple(re.findall(r'"(\w+)"', re.search(rf"^{name} = \((.*?)\)$", text, re.M)[1]))
 
 
 def test_rule_params_hold_exactly_what_each_job_reads():
-    # made.smk hands each job these keys of the dataset's settings; the jobs refuse any other.
+    # the made rules (keys listed in common.smk) hand each job these keys of the dataset's settings; the jobs refuse any other.
     assert _smk_keys("MADE_TRAIN_KEYS") == tuple(f.name for f in fields(TrainSettings))
     assert _smk_keys("MADE_MEASURE_KEYS") == tuple(f.name for f in fields(MeasureSettings))
 

@@ -86,13 +86,25 @@ def test_embedded_mnist_is_prepared_offline(tmp_path):
 def test_slurm_profile_resolves_resources(tmp_path):
     pytest.importorskip("snakemake_executor_plugin_slurm", reason="pip install -e '.[cluster]'")
     workdir = copy_workflow(tmp_path)
-    proc = snakemake(workdir, "-n", "--workflow-profile", "workflow/profiles/slurm", "--", "figures")
+    # On a cluster the submitting host may have no GPU: device cuda asks for one regardless.
+    proc = snakemake(workdir, "-n", "--workflow-profile", "workflow/profiles/slurm",
+                     "--config", "device=cuda", "--", "figures")
     out = proc.stdout
     assert "Using workflow specific profile workflow/profiles/slurm" in out + proc.stderr
     assert "runtime=60" in out and "mem_mb=16000" in out
-    gpu_rules = {"made_train", "pixelcnnpp_train", "densenet_train"}
-    if any(f"rule {name}:" in out for name in gpu_rules):
-        assert "gpu=1" in out, "training rules must ask the cluster for a GPU"
+    blocks = {block.split(":", 1)[0]: block for block in out.split("\nrule ")[1:]}
+    for rule in ("made_train", "made_measure", "pixelcnnpp_measure", "densenet_measure"):
+        assert "gpu=1" in blocks[rule], f"{rule} must ask the cluster for a GPU with device cuda"
+    for rule in ("data_prepare", "summary", "speedups"):
+        assert "gpu=1" not in blocks[rule], f"{rule} uses no GPU and must not queue for one"
+
+
+def test_jobs_on_a_machine_without_a_gpu_never_wait_for_one(tmp_path):
+    # device auto on a machine without nvidia-smi: no rule asks for the gpu resource at all.
+    workdir = copy_workflow(tmp_path)
+    proc = snakemake(workdir, "-n", "--config", "device=auto", "--", "figures",
+                     env={"PATH": "/usr/bin:/bin"})
+    assert "gpu=1" not in proc.stdout
 
 
 def test_report_opens_in_chromium_and_lists_every_figure(demo_run):

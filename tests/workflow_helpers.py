@@ -43,13 +43,27 @@ def write_config(workdir: Path, config: dict, name: str = "test.yaml") -> Path:
     return path
 
 
-def snakemake(workdir: Path, *args: str, check: bool = True, timeout: int = 900):
-    """Run the project's Snakemake with the test interpreter; returns the CompletedProcess."""
+def snakemake(workdir: Path, *args: str, check: bool = True, timeout: int = 900, env=None):
+    """Run the project's Snakemake with the test interpreter; returns the CompletedProcess.
+
+    ``env`` entries replace those of this process's environment for the run."""
     cmd = [sys.executable, "-m", "snakemake", "--cores", "2", *args]
     proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=timeout,
-                          env={**__import__("os").environ, "FFSOLVE_PROGRESS": "0"})
+                          env={**__import__("os").environ, "FFSOLVE_PROGRESS": "0", **(env or {})})
     if check and proc.returncode != 0:
         raise AssertionError(
             f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
         )
     return proc
+
+
+def planned_jobs(output: str) -> dict[str, int]:
+    """The 'Job stats' table of a dry run's output: rule -> count."""
+    import re
+
+    jobs = {}
+    for line in output.splitlines():
+        match = re.match(r"^(\w+)\s+(\d+)$", line.strip())
+        if match and match[1] != "total":
+            jobs[match[1]] = int(match[2])
+    return jobs

@@ -39,19 +39,14 @@ class Dataset:
 
 
 def save_prepared(dataset: Dataset, path: str | os.PathLike) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(
-        tmp,
-        name=dataset.name,
-        source=dataset.source,
-        train_images=dataset.train_images,
-        train_labels=dataset.train_labels,
-        test_images=dataset.test_images,
-        test_labels=dataset.test_labels,
-    )
-    os.replace(tmp, path)
+    from ffsolve.kit.io import write_npz
+
+    arrays = {"name": dataset.name, "source": dataset.source}
+    for split in ("train", "test"):
+        arrays[f"{split}_images"] = getattr(dataset, f"{split}_images")
+        arrays[f"{split}_labels"] = getattr(dataset, f"{split}_labels")
+    # Uncompressed: every job that trains reads it, and images compress to little gain in time.
+    write_npz(path, arrays, compress=False)
 
 
 def load_prepared(path: str | os.PathLike) -> Dataset:

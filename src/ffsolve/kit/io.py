@@ -38,12 +38,13 @@ def read_json(path: str | os.PathLike) -> Any:
         return json.load(handle)
 
 
-def write_npz(path: str | os.PathLike, arrays: Mapping[str, Any]) -> Path:
-    """Compressed ``.npz`` of ``arrays`` (anything ``np.asarray`` takes)."""
+def write_npz(path: str | os.PathLike, arrays: Mapping[str, Any], compress: bool = True) -> Path:
+    """``.npz`` of ``arrays`` (anything ``np.asarray`` takes), compressed unless told otherwise."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # np.savez appends ".npz" to names without it, so the temporary name must end in it.
     tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez_compressed(tmp, **{name: np.asarray(value) for name, value in arrays.items()})
+    save = np.savez_compressed if compress else np.savez
+    save(tmp, **{name: np.asarray(value) for name, value in arrays.items()})
     os.replace(tmp, path)
     return path
