@@ -42,30 +42,33 @@ SUBMITTED = re.compile(r"Job (\d+) has been submitted with SLURM jobid (\d+) \(l
 FAST_STATUS = ("--slurm-init-seconds-before-status-checks", "5")
 
 
-def default_partition() -> str:
-    """The cluster's default partition (marked * by sinfo), or a skip/failure saying why."""
+def cluster_or_skip() -> tuple[str, int]:
+    """The cluster's default partition (marked * by sinfo) and the memory per job (MB) that lets
+    every CPU of its node run a job (at most 4000), or a skip/failure saying why."""
     if os.environ.get("FFSOLVE_SLURM") != "1":
         pytest.skip("no Slurm cluster: set FFSOLVE_SLURM=1 after `sudo tests/cluster/local_slurm.sh "
                     "start` (.ci/run does both)")
     pytest.importorskip("snakemake_executor_plugin_slurm", reason="pip install -e '.[cluster]'")
     if shutil.which("sinfo") is None:
         pytest.fail("FFSOLVE_SLURM=1 but there is no sinfo: run `sudo tests/cluster/local_slurm.sh start`")
-    proc = subprocess.run(["sinfo", "-h", "-o", "%P %a %T"], capture_output=True, text=True, timeout=30)
-    lines = [line.split() for line in proc.stdout.splitlines() if line.strip()]
-    usable = [p for p, avail, state in lines if avail == "up" and state in ("idle", "mixed", "allocated")]
+    proc = subprocess.run(["sinfo", "-h", "-o", "%P %a %T %c %m"], capture_output=True, text=True,
+                          timeout=30)
+    lines = [line.split() for line in proc.stdout.splitlines() if len(line.split()) == 5]
+    usable = [(partition, int(cpus), int(mem.rstrip("+"))) for partition, avail, state, cpus, mem in lines
+              if avail == "up" and state in ("idle", "mixed", "allocated")]
     if proc.returncode != 0 or not usable:
         pytest.fail(f"FFSOLVE_SLURM=1 but no partition is up with a usable node (sinfo: "
                     f"{proc.stdout.strip() or proc.stderr.strip()}); `sudo tests/cluster/local_slurm.sh start`")
-    marked = [p for p in usable if p.endswith("*")]
-    return (marked or usable)[0].rstrip("*")
+    partition, cpus, mem_mb = ([u for u in usable if u[0].endswith("*")] or usable)[0]
+    return partition.rstrip("*"), max(500, min(4000, mem_mb // max(cpus, 1)))
 
 
-def slurm_args(partition: str) -> list[str]:
+def slurm_args(partition: str, mem_mb: int) -> list[str]:
     """The README's cluster command for a cluster without accounting (sacct answers nothing)."""
     return ["--workflow-profile", "workflow/profiles/slurm", "--slurm-status-command", "squeue",
             *FAST_STATUS, "--slurm-keep-successful-logs",
             "--default-resources", "slurm_account=local", f"slurm_partition={partition}",
-            "runtime=60", "mem_mb=4000"]
+            "runtime=60", f"mem_mb={mem_mb}"]
 
 
 def prepare(workdir: Path) -> Path:
@@ -82,18 +85,18 @@ def runs(tmp_path_factory):
     The local run goes while the Slurm run waits on the scheduler, so the pair costs little more
     than the Slurm run alone.
     """
-    partition = default_partition()
+    partition, mem_mb = cluster_or_skip()
     local, cluster = tmp_path_factory.mktemp("e2e_local"), tmp_path_factory.mktemp("e2e_slurm")
     local_config, cluster_config = prepare(local), prepare(cluster)
     with ThreadPoolExecutor(max_workers=1) as pool:
         local_run = pool.submit(snakemake, local, "--configfile", str(local_config), "--", "figures")
-        proc = snakemake(cluster, *slurm_args(partition), "--configfile", str(cluster_config),
+        proc = snakemake(cluster, *slurm_args(partition, mem_mb), "--configfile", str(cluster_config),
                          "--", "figures", timeout=2400)
         local_run.result()
-    return local, cluster, cluster_config, partition, proc.stdout + proc.stderr
+    return local, cluster, cluster_config, slurm_args(partition, mem_mb), proc.stdout + proc.stderr
 
 
-def test_every_rule_ran_as_a_slurm_job(runs, record_property):
+def test_every_rule_ran_as_a_slurm_job(runs, record_testsuite_property):
     _, cluster, _, _, output = runs
     listed = set(snakemake(cluster, "--list-rules").stdout.split()) - TARGET_RULES
     assert listed, "snakemake --list-rules listed no rule"
@@ -110,8 +113,8 @@ def test_every_rule_ran_as_a_slurm_job(runs, record_property):
     assert not missing, f"rules that did not run as Slurm jobs: {sorted(missing)}\n{output[-3000:]}"
     local_jobs = set(re.findall(r"^\s*localrule (\w+):", output, re.M)) - TARGET_RULES
     assert not local_jobs, f"rules run outside Slurm: {sorted(local_jobs)}"
-    # In CI's .ci-junit.xml (a property of this test) and on screen with -s.
-    record_property("slurm_job_ids", json.dumps(jobs, sort_keys=True))
+    # In CI's .ci-junit.xml (a property of the test suite) and on screen with -s.
+    record_testsuite_property("slurm_job_ids", json.dumps(jobs, sort_keys=True))
     print("Slurm job ids per rule:", json.dumps(jobs, sort_keys=True))
 
 
@@ -152,6 +155,6 @@ def test_arrays_match_a_local_run(runs):
 
 
 def test_second_slurm_run_does_nothing(runs):
-    _, cluster, config, partition, _ = runs
-    proc = snakemake(cluster, "-n", *slurm_args(partition), "--configfile", str(config), "--", "figures")
+    _, cluster, config, cluster_args, _ = runs
+    proc = snakemake(cluster, "-n", *cluster_args, "--configfile", str(config), "--", "figures")
     assert "Nothing to be done" in proc.stdout + proc.stderr
