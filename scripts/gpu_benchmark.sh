@@ -8,7 +8,8 @@
 #
 # usage: scripts/gpu_benchmark.sh <folder containing MNIST/raw> [out dir] [pixelcnnpp checkpoint]
 # JAX needs its CUDA wheels for the PixelCNN++ part: pip install 'jax[cuda12]==0.10.2'.
-# Writes <out dir>/gpu_benchmark.json (all numbers, the GPU's name) and one JSON per benchmark.
+# Writes <out dir>/gpu_benchmark.json (all numbers, the GPU's name), one JSON per benchmark, and
+# DenseNet's per-run records under <out dir>/densenet/.
 set -euo pipefail
 mnist=${1:?usage: scripts/gpu_benchmark.sh <folder containing MNIST/raw> [out dir] [pixelcnnpp checkpoint]}
 out=${2:-results/gpu_benchmark}
@@ -28,7 +29,7 @@ if [ -n "$pixel_ckpt" ]; then pixel_weights=(--checkpoint "$pixel_ckpt"); else p
 run pixelcnnpp benchmarks/pixelcnnpp_benchmark.py "${pixel_weights[@]}" --nr-resnet 5 --nr-filters 40 \
     --nr-logistic-mix 10 --shape 28 28 1 --batch 16 --device cuda --repeats 5 --out "$out/pixelcnnpp.json"
 run densenet benchmarks/densenet_benchmark.py --models densenet201 --size 224 --images 10 \
-    --device cuda --repeats 5 --out "$out/densenet.json"
+    --device cuda --repeats 5 --out "$out/densenet"
 run rnn_backprop benchmarks/rnn_backprop_benchmark.py --lengths 100 1000 10000 --hidden 128 \
     --source folder --folder "$mnist" --device cuda --repeats 10 --out "$out/rnn_backprop.json"
 
@@ -40,6 +41,9 @@ gpu = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total,driver_versio
                      capture_output=True, text=True).stdout.strip()
 merged = {"gpu": gpu, "benchmarks": {p.stem: json.loads(p.read_text())
                                      for p in sorted(out.glob("*.json")) if p.stem != "gpu_benchmark"}}
+# DenseNet writes one record per run (results contract): <out>/densenet/<model>/<run>/metrics.json
+merged["benchmarks"]["densenet"] = {f"{p.parent.parent.name}/{p.parent.name}": json.loads(p.read_text())
+                                    for p in sorted(out.glob("densenet/*/*/metrics.json"))}
 (out / "gpu_benchmark.json").write_text(json.dumps(merged, indent=2))
 print(f"wrote {out / 'gpu_benchmark.json'} ({gpu})")
 PY
