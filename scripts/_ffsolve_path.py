@@ -18,8 +18,13 @@ from pathlib import Path
 os.environ.setdefault("OMP_WAIT_POLICY", "passive")
 _job = getattr(sys.modules.get("__main__"), "snakemake", None)
 if _job is not None:
+    # Timed jobs hold every core but may compute on fewer (params.timing.threads); the same rule
+    # as ffsolve.jobs.compute_threads, which cannot be imported before the variables are set.
+    _timing = getattr(_job.params, "timing", None) or {}
+    _wanted = _timing.get("threads") if hasattr(_timing, "get") else None
+    _threads = min(int(_wanted), int(_job.threads)) if _wanted else int(_job.threads)
     for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-        os.environ[_var] = str(_job.threads)
+        os.environ[_var] = str(_threads)
 
 try:
     import ffsolve  # noqa: F401

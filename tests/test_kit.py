@@ -232,6 +232,11 @@ def test_run_names_round_trip_and_expand_per_config():
     names = [r.name for r in expand_runs(["sequential", "jacobi", "gs_jacobi"], [4, 8], [10],
                                          blocked=["gs_jacobi"], budgeted=["jacobi"])]
     assert names == ["sequential", "jacobi_k10", "jacobi", "gs_jacobi_b4", "gs_jacobi_b8"]
+    per_method = expand_runs(["jacobi_gs", "gs_jacobi"], {"jacobi_gs": [28], "gs_jacobi": [112, 56]},
+                             blocked=["jacobi_gs", "gs_jacobi"])
+    assert [r.name for r in per_method] == ["jacobi_gs_b28", "gs_jacobi_b112", "gs_jacobi_b56"]
+    with pytest.raises(ValueError, match=r"block sizes given for \['jacobi'\]"):
+        expand_runs(["jacobi"], {"jacobi": [2]}, blocked=["gs_jacobi"])
     with pytest.raises(ValueError, match="unknown method 'jacobbi'"):
         parse_run_name("jacobbi", methods=["jacobi"])
     with pytest.raises(ValueError, match="needs block sizes"):

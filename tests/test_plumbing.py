@@ -104,3 +104,15 @@ def test_a_job_sees_params_but_never_the_config(tmp_path):
     # What a job reads must be what Snakemake tracks (params), so the config is not handed over.
     smk = fake_snakemake(tmp_path)
     assert run_snakemake_job(smk, lambda job: hasattr(job, "config")) is False
+
+
+def test_timed_jobs_compute_on_the_threads_the_timing_settings_name(tmp_path):
+    from ffsolve.jobs import compute_threads
+
+    def smk(threads, timing):
+        return SimpleNamespace(threads=threads, params=SimpleNamespace(timing=timing))
+
+    assert compute_threads(smk(2, {"repeats": 5, "threads": 1})) == 1   # holds 2 cores, computes on 1
+    assert compute_threads(smk(2, {"repeats": 5, "threads": None})) == 2  # null: every core held
+    assert compute_threads(smk(2, {"threads": 8})) == 2                  # never more than it holds
+    assert compute_threads(SimpleNamespace(threads=3, params=SimpleNamespace())) == 3

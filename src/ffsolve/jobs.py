@@ -57,13 +57,22 @@ def progress(iterable: Iterable, desc: str, total: Optional[int] = None, **kwarg
                 mininterval=1.0, **kwargs)
 
 
+def compute_threads(smk) -> int:
+    """The threads a job computes with: its ``threads``, or fewer where ``params.timing.threads``
+    says so (timed jobs hold every core so that nothing runs beside them, but may compute on
+    fewer)."""
+    timing = getattr(smk.params, "timing", None) or {}
+    wanted = timing.get("threads") if hasattr(timing, "get") else None
+    return int(smk.threads) if not wanted else min(int(wanted), int(smk.threads))
+
+
 def run_snakemake_job(smk, main: Callable[[Job], Any]) -> Any:
     """Run ``main(job)`` for the Snakemake ``script:`` object ``smk``, with logging and threads."""
     from ffsolve.runtime import limit_threads
 
     log_path = smk.log[0] if len(smk.log) else None
     setup_logging(log_path)
-    threads = limit_threads(int(smk.threads))
+    threads = limit_threads(compute_threads(smk))
     job = Job(
         input=smk.input,
         output=smk.output,

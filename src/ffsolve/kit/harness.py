@@ -37,10 +37,12 @@ TracedProgram = Callable[[], "tuple[SolveResult, Mapping[str, Any]]"]
 
 @dataclass(frozen=True)
 class TimingSettings:
-    """``timing.*``: timed repeats per method (interleaved) and untimed warm-up rounds."""
+    """``timing.*``: timed repeats per method (interleaved), untimed warm-up rounds, and the
+    compute threads of the timed job (``None``: every core it holds; applied by ``ffsolve.jobs``)."""
 
     repeats: int = 5
     warmup: int = 1
+    threads: Optional[int] = None
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Iterable, Optional
+from typing import Iterable, Mapping, Optional
 
 _NAME = re.compile(r"^(?P<method>[a-z][a-z0-9_]*?)(?:_b(?P<block>[1-9][0-9]*))?(?:_k(?P<budget>[1-9][0-9]*))?$")
 
@@ -55,22 +55,34 @@ def parse_run_name(name: str, methods: Optional[Iterable[str]] = None) -> RunSpe
 
 def expand_runs(
     methods: Iterable[str],
-    block_sizes: Iterable[int] = (),
+    block_sizes: Iterable[int] | Mapping[str, Iterable[int]] = (),
     budgets: Iterable[int] = (),
     *,
     blocked: Iterable[str] = (),
     budgeted: Iterable[str] = (),
 ) -> list[RunSpec]:
     """Every run of a config: a method in ``blocked`` once per block size, one in ``budgeted`` once
-    per budget (and once without, to tolerance), any other method once."""
-    block_sizes, budgets = list(block_sizes), list(budgets)
+    per budget (and once without, to tolerance), any other method once.
+
+    ``block_sizes`` is one list for every blocked method, or a mapping from each blocked method to
+    its own list (the paper's PixelCNN++ runs Jacobi-GS on rows and GS-Jacobi on bands of rows).
+    """
+    budgets = list(budgets)
     blocked, budgeted = set(blocked), set(budgeted)
+    if isinstance(block_sizes, Mapping):
+        per_method = {m: list(sizes) for m, sizes in block_sizes.items()}
+        stray = sorted(set(per_method) - blocked)
+        if stray:
+            raise ValueError(f"block sizes given for {stray}, which take no blocks (blocked: {sorted(blocked)})")
+    else:
+        shared = list(block_sizes)
+        per_method = {m: shared for m in blocked}
     runs: list[RunSpec] = []
     for method in methods:
         if method in blocked:
-            if not block_sizes:
+            if not per_method.get(method):
                 raise ValueError(f"method {method!r} needs block sizes, and none are configured")
-            runs.extend(RunSpec(method, block_size=b) for b in block_sizes)
+            runs.extend(RunSpec(method, block_size=b) for b in per_method[method])
         elif method in budgeted:
             runs.extend(RunSpec(method, budget=k) for k in budgets)
             runs.append(RunSpec(method))

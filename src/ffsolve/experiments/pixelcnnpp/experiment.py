@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import asdict, dataclass
-from typing import Mapping, Optional
+from typing import Mapping, Optional, Union
 
 import numpy as np
 
@@ -44,7 +44,8 @@ class Settings:
     """``pixelcnnpp.*`` for one dataset (see workflow/schemas/pixelcnnpp.schema.yaml)."""
 
     methods: tuple[str, ...]
-    block_sizes: tuple[int, ...]
+    # One list for every block method, or a list per method ({jacobi_gs: [28], gs_jacobi: [112]}).
+    block_sizes: Union[tuple[int, ...], dict]
     tol: float
     nr_resnet: int
     nr_filters: int
