@@ -88,6 +88,26 @@ def test_timings_come_from_the_timed_calls_and_share_one_session():
     assert found["jacobi"].interleaved_with == ("sequential",)
 
 
+def test_fast_programs_run_several_times_per_timed_sample():
+    clock = FakeClock()
+    f, x0 = chain()
+    calls = {"sequential": 0, "jacobi": 0}
+    costs = {"sequential": 0.5, "jacobi": 0.01}
+
+    def program(name):
+        def run():
+            calls[name] += 1
+            clock.now += costs[name]
+            return ffsolve.solve(f, x0, method=name)
+        return run
+
+    found = measure([Candidate(n, program(n)) for n in costs], repeats=3, warmup=1, clock=clock,
+                    min_sample_s=0.1)
+    assert found["jacobi"].calls_per_repeat == 10 and found["sequential"].calls_per_repeat == 1
+    assert calls == {"sequential": 1 + 3 + 0, "jacobi": 1 + 3 * 10}
+    assert found["jacobi"].timing.median_s == pytest.approx(0.01)  # per call, not per sample
+
+
 def test_exact_runs_are_bitwise_and_others_are_not():
     f, x0 = chain()
     exact = solver_candidate("jacobi", f, x0)

@@ -16,6 +16,7 @@ Speedups are only ever ratios of two times from one :func:`measure` call.
 from __future__ import annotations
 
 import logging
+import math
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -43,6 +44,7 @@ class TimingSettings:
     repeats: int = 5
     warmup: int = 1
     threads: Optional[int] = None
+    min_sample_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -116,6 +118,7 @@ class Measurement:
     trace: Mapping[str, Any] = field(default_factory=dict)
     interleaved_with: tuple[str, ...] = ()
     session: str = ""
+    calls_per_repeat: int = 1
 
     @property
     def exact(self) -> bool:
@@ -168,11 +171,15 @@ def measure(
     output: Callable[[SolveResult], Any] = lambda result: result.x,
     sync: Callable[[Any], Any] = synchronize,
     clock: Callable[[], float] = time.perf_counter,
+    min_sample_s: float = 0.0,
 ) -> dict[str, Measurement]:
     """Time every candidate in this process, repeats interleaved, and check the timed outputs.
 
     Each round runs every candidate once, the order rotated by one each round so no method always
     follows the same neighbour. ``warmup`` untimed rounds come first (JIT compilation, allocator).
+    A program faster than ``min_sample_s`` (judged by its last warm-up call) runs several times
+    back to back within each timed sample, as ``timeit`` does, so that a millisecond program is
+    not timed by single noisy calls; the record gives the time per call and ``calls_per_repeat``.
     The output of every timed call must be identical (same bits, same iteration count) to the
     first timed call of the same candidate, else the program is not deterministic and the job
     stops. The first timed output of each candidate is compared with the reference candidate's.
@@ -193,25 +200,33 @@ def measure(
     if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
         raise ValueError(f"warmup must be an integer >= 0, got {warmup!r}")
 
+    inner = {name: 1 for name in names}
     for _ in range(warmup):
         for candidate in candidates:
-            sync(candidate.program())
+            start = clock()
+            sync(output(candidate.program()))
+            seconds = clock() - start
+            if min_sample_s > 0 and seconds > 0:
+                inner[candidate.name] = max(1, min(1000, math.ceil(min_sample_s / seconds)))
 
     times: dict[str, list[float]] = {name: [] for name in names}
     first: dict[str, tuple[SolveResult, list[np.ndarray]]] = {}
     for round_index in range(repeats):
         shift = round_index % len(candidates)
         for candidate in candidates[shift:] + candidates[:shift]:
+            results = []
             start = clock()
-            result = candidate.program()
-            sync(output(result))
-            times[candidate.name].append(clock() - start)
-            leaves = to_numpy_leaves(output(result))
-            _check_finite(candidate.name, leaves)
-            if candidate.name not in first:
-                first[candidate.name] = (result, leaves)
-            else:
-                _check_same(candidate.name, "timed repeat", first[candidate.name], (result, leaves))
+            for _ in range(inner[candidate.name]):
+                results.append(candidate.program())
+                sync(output(results[-1]))
+            times[candidate.name].append((clock() - start) / inner[candidate.name])
+            for result in results:  # every call's output is checked, after the clock stopped
+                leaves = to_numpy_leaves(output(result))
+                _check_finite(candidate.name, leaves)
+                if candidate.name not in first:
+                    first[candidate.name] = (result, leaves)
+                else:
+                    _check_same(candidate.name, "timed repeat", first[candidate.name], (result, leaves))
         log.info("timing round %d/%d done", round_index + 1, repeats)
 
     reference_leaves = first[reference][1]
@@ -236,6 +251,7 @@ def measure(
             trace=trace,
             interleaved_with=tuple(n for n in names if n != candidate.name),
             session=session,
+            calls_per_repeat=inner[candidate.name],
         )
         m = measurements[candidate.name]
         log.info("%s: %d/%d iterations, %.3g network evaluations, converged=%s, bitwise=%s%s, "
@@ -249,7 +265,8 @@ def measure(
 def record(measurement: Measurement, context: RunContext) -> dict:
     """The run record of DESIGN.md §6 (validated when written by :func:`write_runs`)."""
     m, spec, result = measurement, measurement.candidate.spec, measurement.result
-    timing = {**m.timing.as_dict(), "interleaved_with": list(m.interleaved_with), "session": m.session}
+    timing = {**m.timing.as_dict(), "interleaved_with": list(m.interleaved_with), "session": m.session,
+              "calls_per_repeat": m.calls_per_repeat}
     return {
         **m.candidate.extra,
         "experiment": context.experiment,

@@ -303,7 +303,8 @@ def measure_runs(settings: Settings, problem: Problem, *, dataset: str, seed: in
     found, stopped = candidates(settings, problem, device)
     log.info("%s: %s, %d batch(es) of %s; runs %s", dataset, problem.description,
              len(problem.batches), tuple(problem.batches[0].shape), [c.name for c in found])
-    measurements = measure(found, repeats=timing.repeats, warmup=timing.warmup)
+    measurements = measure(found, repeats=timing.repeats, warmup=timing.warmup,
+                           min_sample_s=timing.min_sample_s)
     for name, m in measurements.items():
         if name not in metrics:
             continue

@@ -259,7 +259,8 @@ def measure_runs(settings: MeasureSettings, *, checkpoint, dataset: str, seed: i
     )
     log.info("MADE %s on %s: %d dims, batch %d, runs %s on %s", model.hidden_sizes, dataset, model.nin,
              sample.batch, [c.name for c in runs], torch_dev)
-    measurements = measure(runs, repeats=timing.repeats, warmup=timing.warmup)
+    measurements = measure(runs, repeats=timing.repeats, warmup=timing.warmup,
+                           min_sample_s=timing.min_sample_s)
     context = RunContext("made", dataset, seed, device_description(torch_dev), sample.batch, threads)
     return write_runs(measurements, context, metrics, traces)
 

@@ -179,7 +179,8 @@ def measure_runs(settings: Settings, *, dataset: str, seed: int, device: str, ti
                  "checkpoint": str(checkpoint_path)}
         log.info("sampling %d x %s on %s, runs %s", batch, shape, chosen, list(metrics))
         measurements = measure(candidates(sampler, run_specs(settings), settings.tol, extra),
-                               repeats=timing.repeats, warmup=timing.warmup)
+                               repeats=timing.repeats, warmup=timing.warmup,
+                               min_sample_s=timing.min_sample_s)
         # Where a run may only be within tolerance, say whether a mixture component flipped.
         ref_choice, ref_margin = component_choices(model, params, noise, measurements["sequential"].result.x)
         for m in measurements.values():

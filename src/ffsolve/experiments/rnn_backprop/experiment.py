@@ -199,7 +199,7 @@ def measure_runs(settings: Settings, *, data: str, dataset: str, seed: int, devi
     log.info("%s: T = %d, batch %d, hidden %d, %s on %s; runs %s", dataset, x.shape[0], x.shape[1],
              settings.hidden_size, settings.dtype, torch_dev, [r.name for r in runs(settings)])
     measurements = measure(candidates(settings, params, x), repeats=timing.repeats,
-                           warmup=timing.warmup)
+                           warmup=timing.warmup, min_sample_s=timing.min_sample_s)
     context = RunContext("rnn_backprop", dataset, seed, device_description(torch_dev),
                          settings.batch_size, threads)
     return write_runs(measurements, context, metrics, traces)

@@ -56,7 +56,8 @@ def candidates(settings: Settings, seed: int) -> list[Candidate]:
 def measure_runs(settings: Settings, *, dataset: str, seed: int, timing: TimingSettings,
                  metrics: Mapping[str, str], traces: Mapping[str, str], threads: int | None = None) -> dict:
     """Every method in one process, timed round-robin; one record and trace per run."""
-    measurements = measure(candidates(settings, seed), repeats=timing.repeats, warmup=timing.warmup)
+    measurements = measure(candidates(settings, seed), repeats=timing.repeats, warmup=timing.warmup,
+                           min_sample_s=timing.min_sample_s)
     context = RunContext("solver_demo", dataset, seed, device_description(None), settings.batch, threads)
     return write_runs(measurements, context, metrics, traces)
 
