@@ -11,14 +11,12 @@ import pytest
 import yaml
 
 from ffsolve.kit.record import validate_record
-from workflow_helpers import REPO, copy_workflow, planned_jobs, snakemake
+from workflow_helpers import REPO, comparable_arrays, copy_workflow, planned_jobs, snakemake
 
 pytestmark = pytest.mark.slow
 
 E2E_CONFIG = REPO / "tests" / "e2e" / "config.yaml"
 TARGET_RULES = {"all", "figures"}
-# Arrays that hold wall-clock measurements differ between runs; everything else must not.
-TIMED = re.compile(r"time|seconds|_s$", re.I)
 
 
 def run_from_scratch(workdir):
@@ -107,16 +105,6 @@ def test_changed_parameter_reruns_the_affected_rules(first):
                  "pixelcnnpp_train", "pixelcnnpp_measure", "rnn_backprop_train",
                  "rnn_backprop_measure", "solver_demo_measure"}
     assert not untouched & set(jobs), jobs
-
-
-def comparable_arrays(workdir):
-    arrays = {}
-    for path in sorted(workdir.glob("results/**/*.npz")):
-        with np.load(path) as data:
-            for key in data.files:
-                if not TIMED.search(key):
-                    arrays[f"{path.relative_to(workdir)}:{key}"] = data[key]
-    return arrays
 
 
 def test_two_runs_from_scratch_give_identical_iterations_and_samples(first, tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -59,11 +60,26 @@ def snakemake(workdir: Path, *args: str, check: bool = True, timeout: int = 900,
 
 def planned_jobs(output: str) -> dict[str, int]:
     """The 'Job stats' table of a dry run's output: rule -> count."""
-    import re
-
     jobs = {}
     for line in output.splitlines():
         match = re.match(r"^(\w+)\s+(\d+)$", line.strip())
         if match and match[1] != "total":
             jobs[match[1]] = int(match[2])
     return jobs
+
+
+# Arrays that hold wall-clock measurements differ between runs; everything else must not.
+TIMED = re.compile(r"time|seconds|_s$", re.I)
+
+
+def comparable_arrays(workdir: Path) -> dict:
+    """Every non-timing array of every results/**/*.npz, keyed by file and name."""
+    import numpy as np
+
+    arrays = {}
+    for path in sorted(workdir.glob("results/**/*.npz")):
+        with np.load(path) as data:
+            for key in data.files:
+                if not TIMED.search(key):
+                    arrays[f"{path.relative_to(workdir)}:{key}"] = data[key]
+    return arrays

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from workflow_helpers import REPO, copy_workflow, snakemake
+from workflow_helpers import REPO, comparable_arrays, copy_workflow, snakemake
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
@@ -34,8 +34,6 @@ TARGET_RULES = {"all", "figures"}
 # iteration counts and the bitwise/tolerance flags (named exact_match, later bitwise_equal).
 COMPARED_METRICS = ("iterations", "network_evaluations", "exact_match", "bitwise_equal",
                     "within_tolerance", "max_abs_diff", "max_abs_diff_vs_sequential")
-# Arrays that hold wall-clock measurements differ between runs; everything else must not.
-TIMED = re.compile(r"time|seconds|_s$", re.I)
 SUBMITTED = re.compile(r"Job (\d+) has been submitted with SLURM jobid (\d+) \(log: (.+?)\)\.?$", re.M)
 # Test-only speed-up: the executor's first status check 5 s after a job finishes instead of 40 s
 # (MinJobAge=300 of local_slurm.sh stays above the 3 x 5 s that squeue status checks need).
@@ -121,16 +119,6 @@ def test_every_rule_ran_as_a_slurm_job(runs, record_testsuite_property):
 def metrics(workdir: Path) -> dict[str, dict]:
     return {str(path.relative_to(workdir)): json.loads(path.read_text())
             for path in sorted(workdir.glob("results/**/metrics.json"))}
-
-
-def comparable_arrays(workdir: Path) -> dict[str, np.ndarray]:
-    arrays = {}
-    for path in sorted(workdir.glob("results/**/*.npz")):
-        with np.load(path) as data:
-            for key in data.files:
-                if not TIMED.search(key):
-                    arrays[f"{path.relative_to(workdir)}:{key}"] = data[key]
-    return arrays
 
 
 def test_iterations_and_flags_match_a_local_run(runs):
