@@ -26,6 +26,7 @@ from ffsolve.kit import (
 )
 from ffsolve.kit.harness import TimingSettings
 from ffsolve.kit.io import write_json, write_npz
+from ffsolve.kit.runs import RunSpec, format_tol
 from ffsolve.kit.settings import SettingsError
 from ffsolve.kit.tables import runs_table, side_by_side, speedup, speedups_markdown
 
@@ -261,6 +262,50 @@ def test_run_names_round_trip_and_expand_per_config():
         parse_run_name("jacobbi", methods=["jacobi"])
     with pytest.raises(ValueError, match="needs block sizes"):
         expand_runs(["gs_jacobi"], [], blocked=["gs_jacobi"])
+
+
+def test_run_names_carry_a_canonical_round_tripping_tolerance():
+    assert run_name("jacobi", tol=1e-4) == "jacobi_t1e-04"
+    assert run_name("gs_jacobi", 28, tol=1e-2) == "gs_jacobi_b28_t1e-02"
+    assert run_name("jacobi", tol=0.0) == "jacobi" and RunSpec("jacobi", tol=0.0) == RunSpec("jacobi")
+    assert format_tol(2.5e-3) == "2.5e-03" and format_tol(1e-100) == "1e-100"
+    for tol in (1e-6, 1e-4, 1e-2, 2.5e-3, 1 / 3, 7e-12, 0.5):
+        for spec in (RunSpec("jacobi", tol=tol), RunSpec("gs_jacobi", 16, tol=tol),
+                     RunSpec("jacobi", budget=3, tol=tol)):
+            assert parse_run_name(spec.name) == spec and parse_run_name(spec.name).tol == tol
+    assert parse_run_name("jacobi_k10").tol is None
+    assert RunSpec("jacobi", tol=1e-4).stopping_tol(0.5) == 1e-4 and RunSpec("jacobi").stopping_tol(0.5) == 0.5
+    with pytest.raises(ValueError, match="canonical form; write it 'jacobi_t1e-04'"):
+        parse_run_name("jacobi_t1e-004")
+    with pytest.raises(ValueError, match="not a run name"):
+        parse_run_name("jacobi_t0e+00")
+    for bad in (-1e-3, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="positive finite"):
+            RunSpec("jacobi", tol=bad)
+    with pytest.raises(ValueError, match="cannot be part of a run name"):
+        run_name("jacobi_t1e-04", tol=1e-2)
+
+
+def test_expand_runs_adds_each_parallel_method_at_each_tolerance_never_the_baselines():
+    names = [r.name for r in expand_runs(
+        ["sequential", "sequential_cache", "jacobi", "gs_jacobi", "auto"], [4, 8], [10],
+        blocked=["gs_jacobi"], budgeted=["jacobi"], tols=[0.0, 1e-4, 1e-2])]
+    assert names == [
+        "sequential", "sequential_cache", "jacobi_k10", "jacobi", "gs_jacobi_b4", "gs_jacobi_b8", "auto",
+        "jacobi_t1e-04", "jacobi_t1e-02", "gs_jacobi_b4_t1e-04", "gs_jacobi_b4_t1e-02",
+        "gs_jacobi_b8_t1e-04", "gs_jacobi_b8_t1e-02",
+    ]
+    only = [r.name for r in expand_runs(["sequential", "jacobi", "gs_jacobi", "auto"], [4],
+                                        blocked=["gs_jacobi"], tols={"jacobi": [1e-6], "auto": [1e-2]})]
+    assert only == ["sequential", "jacobi", "gs_jacobi_b4", "auto", "jacobi_t1e-06", "auto_t1e-02"]
+    with pytest.raises(ValueError, match=r"sequential baselines \['sequential'\]"):
+        expand_runs(["sequential", "jacobi"], tols={"sequential": [1e-3]})
+    with pytest.raises(ValueError, match=r"tolerances given for \['gs_jacobi'\]"):
+        expand_runs(["jacobi"], tols={"gs_jacobi": [1e-3]})
+    with pytest.raises(ValueError, match="must be a finite number >= 0"):
+        expand_runs(["jacobi"], tols=[-1.0])
+    with pytest.raises(ValueError, match="repeat a name"):
+        expand_runs(["jacobi"], tols=[1e-4, 1e-4])
 
 
 def test_seed_streams_are_fixed_and_independent_by_name():
