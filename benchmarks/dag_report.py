@@ -19,7 +19,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from ffsolve.kit.record import read_summary
-from ffsolve.kit.tables import baselines_by_group, speedup
+from ffsolve.kit.tables import baselines_by_group, baselines_for, speedup
 
 
 def rule_rows(workdir: Path) -> list[dict]:
@@ -49,7 +49,7 @@ def speedups(rows: list[dict]) -> dict[tuple, float]:
     base = baselines_by_group(rows)
     out = {}
     for r in rows:
-        value = speedup(base[(r["experiment"], r["dataset"])].get("sequential"), r)
+        value = speedup(baselines_for(base, r).get("sequential"), r)
         if value is not None and r["method"] != "sequential":
             out[(r["experiment"], r["dataset"], r["run"])] = value
     return out

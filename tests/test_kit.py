@@ -3,6 +3,7 @@ are stable, settings and files fail loudly."""
 
 import itertools
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -28,7 +29,17 @@ from ffsolve.kit.harness import TimingSettings
 from ffsolve.kit.io import write_json, write_npz
 from ffsolve.kit.runs import RunSpec, format_tol
 from ffsolve.kit.settings import SettingsError
-from ffsolve.kit.tables import runs_table, side_by_side, speedup, speedups_markdown
+from ffsolve.kit.tables import (
+    headline_markdown,
+    headline_rows,
+    load_paper,
+    runs_table,
+    side_by_side,
+    speedup,
+    speedups_markdown,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def chain(length=12, batch=2):
@@ -222,28 +233,92 @@ def test_speedups_only_divide_times_of_one_session():
     assert speedup({"wall_time_s": "2.0", "timing_session": ""}, {"wall_time_s": "1", "timing_session": ""}) is None
 
 
-def summary_row(run, method, time, session="s", block="", bitwise="True", within=""):
-    return {"experiment": "pixelcnnpp", "dataset": "mnist", "run": run, "method": method,
-            "block_size": block, "budget": "", "iterations": "10", "sequence_length": "784",
-            "network_evaluations": "10", "wall_time_s": str(time), "timing_session": session,
-            "bitwise_equal": bitwise, "within_tolerance": within, "device": "cpu:test"}
+def summary_row(run, method, time, session="s", block="", bitwise="True", within="", quantity="",
+                experiment="pixelcnnpp", converged="True"):
+    return {"experiment": experiment, "dataset": "mnist", "run": run, "method": method,
+            "quantity": quantity, "block_size": block, "budget": "", "iterations": "10",
+            "sequence_length": "784", "network_evaluations": "10", "wall_time_s": str(time),
+            "timing_session": session, "bitwise_equal": bitwise, "within_tolerance": within,
+            "converged": converged, "device": "cpu:test"}
 
 
 def test_the_side_by_side_table_keeps_both_exactness_columns_and_both_baselines():
     ours = [summary_row("sequential", "sequential", 8.0),
             summary_row("sequential_cache", "sequential_cache", 4.0, bitwise="False", within="True"),
-            summary_row("gs_jacobi_b112", "gs_jacobi", 1.0, block="112")]
-    paper = [{"experiment": "pixelcnnpp", "dataset": "mnist", "method": "sequential", "time_s": 12.0},
-             {"experiment": "pixelcnnpp", "dataset": "mnist", "method": "gs_jacobi", "time_s": 2.0},
-             {"experiment": "made", "dataset": "cifar10", "method": "jacobi", "time_s": 0.1}]
+            summary_row("gs_jacobi_b112", "gs_jacobi", 1.0, block="112"),
+            summary_row("gs_jacobi_cache_b112", "gs_jacobi_cache", 0.5, block="112")]
+    paper = [{"experiment": "pixelcnnpp", "dataset": "mnist", "method": "sequential", "time_s": 12.0, "how": "m"},
+             {"experiment": "pixelcnnpp", "dataset": "mnist", "method": "gs_jacobi", "ours": "gs_jacobi_cache",
+              "time_s": 2.0, "how": "estimated"},
+             {"experiment": "made", "dataset": "cifar10", "method": "jacobi", "time_s": 0.1, "how": "m"}]
     rows = {r["run"] or r["method"]: r for r in side_by_side(ours, paper)}
     gs = rows["gs_jacobi_b112"]
     assert gs["x_sequential"] == pytest.approx(8.0) and gs["x_cache"] == pytest.approx(4.0)
-    assert gs["paper_x_sequential"] == pytest.approx(6.0)
+    # the paper's cached GS-Jacobi sits beside our cached run, not beside the uncached one
+    assert "paper_time_s" not in gs
+    cached = rows["gs_jacobi_cache_b112"]
+    assert cached["paper_x_sequential"] == pytest.approx(6.0) and cached["paper_method"] == "gs_jacobi"
     assert rows["sequential_cache"]["bitwise"] == "no" and rows["sequential_cache"]["within_tolerance"] == "yes"
     text = speedups_markdown(list(rows.values()))
-    assert "| pixelcnnpp | mnist | gs_jacobi (block 112) | 10 / 784 | 10 | 1 | 8.00 | 4.00 | yes |  |" in text
-    assert "| made | cifar10 | jacobi (paper only) |" in text
+    assert "| pixelcnnpp | mnist | solve | gs_jacobi (block 112) | 10 / 784 | 10 | 1 | 8.00 | 4.00 | yes |  |" in text
+    assert "| made | cifar10 | solve | jacobi (paper only) |" in text
+
+
+def test_runs_are_compared_within_one_quantity_and_top5_against_the_forward_pass():
+    ours = [summary_row("sequential", "sequential", 2.0, experiment="densenet"),
+            summary_row("jacobi", "jacobi", 4.0, experiment="densenet", bitwise="False", within="True"),
+            summary_row("jacobi_top5", "jacobi", 1.0, experiment="densenet", bitwise="False",
+                        quantity="time_to_top5"),
+            summary_row("sequential", "sequential", 30.0, experiment="rnn_backprop", quantity="train_200_steps"),
+            summary_row("jacobi_k10", "jacobi", 10.0, experiment="rnn_backprop", quantity="train_200_steps",
+                        bitwise="False"),
+            summary_row("sequential", "sequential", 3.0, experiment="rnn_backprop")]
+    paper = [{"experiment": "rnn_backprop", "dataset": "mnist", "method": "sequential",
+              "quantity": "train_200_steps", "time_s": 3.0, "how": "read off"},
+             {"experiment": "rnn_backprop", "dataset": "mnist", "method": "jacobi",
+              "quantity": "train_200_steps", "time_s": 1.5, "how": "read off"}]
+    rows = {(r["experiment"], r["run"]): r for r in side_by_side(ours, paper)}
+    assert rows[("densenet", "jacobi_top5")]["x_sequential"] == pytest.approx(2.0)
+    train = rows[("rnn_backprop", "jacobi_k10")]
+    assert train["x_sequential"] == pytest.approx(3.0) and train["paper_x_sequential"] == pytest.approx(2.0)
+
+    headlines = [{"experiment": "densenet", "dataset": "imagenet", "quantity": "time_to_top5",
+                  "paper": "2.13×", "how": "estimated"}]
+    heads = {(h["experiment"], h["quantity"]): h for h in headline_rows(ours, headlines)}
+    # the plain solve: only exact or within-tolerance runs count
+    assert heads[("densenet", "solve")]["x_strongest"] == pytest.approx(0.5)
+    assert heads[("densenet", "solve")]["exactness"] == "within tol."
+    top5 = heads[("densenet", "time_to_top5")]
+    assert top5["exactness"] == "inexact" and top5["paper"] == "2.13× [imagenet]"
+    assert heads[("rnn_backprop", "solve")]["run"] == "no parallel run"
+    assert heads[("rnn_backprop", "train_200_steps")]["paper"] == "none"
+
+
+def test_the_headline_takes_the_stronger_baseline_and_prefers_bitwise_runs():
+    ours = [summary_row("sequential", "sequential", 8.0),
+            summary_row("sequential_cache", "sequential_cache", 2.0),
+            summary_row("jacobi", "jacobi", 0.5),
+            summary_row("jacobi_t1e-02", "jacobi", 0.1, bitwise="False"),
+            summary_row("gs_jacobi_cache_b112", "gs_jacobi_cache", 0.4, block="112", bitwise="False",
+                        within="True"),
+            summary_row("auto", "auto", 0.05)]
+    (head,) = headline_rows(ours, [])
+    assert head["run"] == "jacobi" and head["strongest"] == "sequential_cache"
+    assert head["x_strongest"] == pytest.approx(4.0) and head["exactness"] == "bitwise"
+    assert "| pixelcnnpp | mnist | solve | jacobi | 4.00 (vs sequential_cache) | 10 / 784 | bitwise |" in (
+        headline_markdown([head]))
+
+
+def test_paper_numbers_file_names_how_each_number_was_obtained(tmp_path):
+    paper = load_paper(ROOT / "workflow/resources/paper_numbers.yaml")
+    assert all(row["how"] for row in paper.runs)
+    cached = {row["method"]: row.get("ours") for row in paper.runs
+              if row["experiment"] == "pixelcnnpp" and row["dataset"] == "mnist"}
+    assert cached["jacobi_gs"] == "jacobi_gs_cache" and cached["gs_jacobi"] == "gs_jacobi_cache"
+    bad = tmp_path / "paper.yaml"
+    bad.write_text("runs: [{experiment: made, dataset: mnist, method: jacobi, time_s: 1}]\nheadlines: []\n")
+    with pytest.raises(ValueError, match="lacks \\['how'\\]"):
+        load_paper(bad)
 
 
 def test_run_names_round_trip_and_expand_per_config():

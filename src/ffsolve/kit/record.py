@@ -13,6 +13,9 @@ The words are fixed here:
 * ``within_tolerance``: only where bitwise equality cannot hold (a path that computes the same
   numbers with other shapes or another summation order); then ``tolerance`` states the rule and
   why. Otherwise both are null.
+* ``quantity`` (optional): what the timed program computes when it is not one solve of the
+  system, e.g. ``train_200_steps`` or ``time_to_top5``; absent means ``solve``. Speedups and the
+  paper's rows are only matched within one quantity.
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ METRICS_SCHEMA = {
         "dataset": _NAME,
         "run": _NAME,
         "method": _NAME,
+        "quantity": {"type": "string", "pattern": "^[a-z][a-z0-9_]*$"},
         "block_size": {"type": ["integer", "null"], "minimum": 1},
         "budget": {"type": ["integer", "null"], "minimum": 1},
         "tol": {"type": "number", "minimum": 0},
@@ -98,8 +102,8 @@ METRICS_SCHEMA = {
 }
 
 SUMMARY_COLUMNS = (
-    "experiment", "dataset", "run", "method", "block_size", "budget", "tol", "sequence_length",
-    "iterations", "network_evaluations", "converged", "bitwise_equal", "within_tolerance",
+    "experiment", "dataset", "run", "method", "quantity", "block_size", "budget", "tol",
+    "sequence_length", "iterations", "network_evaluations", "converged", "bitwise_equal", "within_tolerance",
     "tolerance_rule", "max_abs_diff", "wall_time_s", "wall_time_iqr_s", "timing_repeats",
     "reference", "timing_session", "batch", "device", "metrics_path",
 )
@@ -156,6 +160,7 @@ def summary_row(record: Mapping, path: str | os.PathLike) -> dict:
     tolerance = record.get("tolerance") or {}
     row = {key: record.get(key, "") for key in SUMMARY_COLUMNS}
     row.update(
+        quantity=record.get("quantity") or "solve",
         tolerance_rule=tolerance.get("rule", ""),
         within_tolerance="" if record.get("within_tolerance") is None else record["within_tolerance"],
         block_size="" if record.get("block_size") is None else record["block_size"],
