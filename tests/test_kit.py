@@ -305,7 +305,7 @@ def test_the_headline_takes_the_stronger_baseline_and_prefers_bitwise_runs():
     (head,) = headline_rows(ours, [])
     assert head["run"] == "jacobi" and head["strongest"] == "sequential_cache"
     assert head["x_strongest"] == pytest.approx(4.0) and head["exactness"] == "bitwise"
-    assert "| pixelcnnpp | mnist | solve | jacobi | 4.00 (vs sequential_cache) | 10 / 784 | bitwise |" in (
+    assert "| pixelcnnpp | mnist | solve | jacobi | 4.00 (vs sequential_cache) | 16.00 | 10 / 784 | bitwise |" in (
         headline_markdown([head]))
 
 
