@@ -19,12 +19,24 @@ from typing import Mapping, Optional
 import numpy as np
 import torch
 
+import ffsolve
+
 from ffsolve.data import load_prepared
 from ffsolve.experiments.made.density import IMAGE_SHAPES, bits_per_dim, flatten_images, to_logit
 from ffsolve.experiments.made.model import MADE, CheckpointError, load_checkpoint, save_checkpoint
-from ffsolve.experiments.made.system import candidates, logistic_noise, run_specs
+from ffsolve.experiments.made.system import BLOCKED, candidates, logistic_noise, sampling_map
 from ffsolve.jobs import Job, outputs_by_run, progress
-from ffsolve.kit import RunContext, measure, seed_stream, settings_from, torch_generator, write_json, write_runs
+from ffsolve.kit import (
+    RunContext,
+    expand_runs,
+    measure,
+    seed_stream,
+    settings_from,
+    torch_generator,
+    write_json,
+    write_runs,
+)
+from ffsolve.kit.auto import add_auto, loop_pilot, pilot_steps, split_auto
 from ffsolve.kit.harness import TimingSettings
 from ffsolve.runtime import device_description, seed_everything, torch_device
 
@@ -84,13 +96,29 @@ class MeasureSettings:
     methods: tuple[str, ...]
     block_sizes: tuple[int, ...]
     sample: Sampling
+    frontier_tols: tuple[float, ...] = ()
 
     def __post_init__(self):
         _check_lambda(self.logit_lambda)
 
     @property
+    def specs(self):
+        """Every run: the methods (blocked ones per block size), each parallel method again at
+        each frontier tolerance > 0 (``jacobi_t1e-04``), and ``auto`` if listed."""
+        return expand_runs(self.methods, self.block_sizes, blocked=BLOCKED, tols=self.frontier_tols)
+
+    @property
     def runs(self) -> list[str]:
-        return [spec.name for spec in run_specs(self.methods, self.block_sizes)]
+        return [spec.name for spec in self.specs]
+
+
+def sequential_pilot(model: MADE, noise: torch.Tensor, lam: float):
+    """``auto``'s pilot of the sequential loop: its first 5% of the D steps (one full MADE pass
+    each), scaled by D / k."""
+    dims = noise.shape[1]
+    f = sampling_map(model, noise, lam)
+    return loop_pilot(lambda k: ffsolve.solve(f, torch.zeros_like(noise), method="sequential",
+                                              max_iters=k, axis=1), pilot_steps(dims), dims)
 
 
 def check_checkpoint_fits(metadata: dict, model: MADE, hidden_sizes, lam: float, dataset: str, path) -> None:
@@ -250,13 +278,19 @@ def measure_runs(settings: MeasureSettings, *, checkpoint, dataset: str, seed: i
     model.to(torch_dev)
     noise = logistic_noise(sample.batch, model.nin, seed_stream(seed, "made", dataset, "sample_noise"), torch_dev)
     image_shape = list(IMAGE_SHAPES[dataset])
-    runs = candidates(
-        model, noise, lam, run_specs(settings.methods, settings.block_sizes), tol=sample.tol,
-        snapshots=snapshot_iterations(sample.snapshot_every, sample.snapshot_count), keep=sample.show,
-        trace_extra={"image_shape": np.asarray(image_shape), "logit_lambda": np.asarray(lam)},
-        extra={"hidden_sizes": model.hidden_sizes, "logit_lambda": lam, "checkpoint": str(checkpoint),
-               "image_shape": image_shape},
-    )
+    specs, autos = split_auto(settings.specs)
+    runs = []
+    for tol in dict.fromkeys(spec.stopping_tol(sample.tol) for spec in specs):  # frontier runs: own tol
+        runs += candidates(
+            model, noise, lam, [s for s in specs if s.stopping_tol(sample.tol) == tol], tol=tol,
+            snapshots=snapshot_iterations(sample.snapshot_every, sample.snapshot_count), keep=sample.show,
+            trace_extra={"image_shape": np.asarray(image_shape), "logit_lambda": np.asarray(lam)},
+            extra={"hidden_sizes": model.hidden_sizes, "logit_lambda": lam, "checkpoint": str(checkpoint),
+                   "image_shape": image_shape},
+        )
+    order = {spec.name: i for i, spec in enumerate(specs)}
+    runs.sort(key=lambda c: order[c.name])
+    runs = add_auto(runs, autos, baseline_pilot=sequential_pilot(model, noise, lam))
     log.info("MADE %s on %s: %d dims, batch %d, runs %s on %s", model.hidden_sizes, dataset, model.nin,
              sample.batch, [c.name for c in runs], torch_dev)
     measurements = measure(runs, repeats=timing.repeats, warmup=timing.warmup,
