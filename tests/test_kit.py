@@ -373,6 +373,10 @@ def test_expand_runs_adds_each_parallel_method_at_each_tolerance_never_the_basel
     only = [r.name for r in expand_runs(["sequential", "jacobi", "gs_jacobi", "auto"], [4],
                                         blocked=["gs_jacobi"], tols={"jacobi": [1e-6], "auto": [1e-2]})]
     assert only == ["sequential", "jacobi", "gs_jacobi_b4", "auto", "jacobi_t1e-06", "auto_t1e-02"]
+    by_run = expand_runs(["jacobi", "gs_jacobi"], [4, 8], blocked=["gs_jacobi"],
+                         tols={"jacobi": [1e-2], "gs_jacobi_b8": [1e-2]})
+    assert [r.name for r in by_run] == ["jacobi", "gs_jacobi_b4", "gs_jacobi_b8", "jacobi_t1e-02",
+                                        "gs_jacobi_b8_t1e-02"]
     with pytest.raises(ValueError, match=r"sequential baselines \['sequential'\]"):
         expand_runs(["sequential", "jacobi"], tols={"sequential": [1e-3]})
     with pytest.raises(ValueError, match=r"tolerances given for \['gs_jacobi'\]"):

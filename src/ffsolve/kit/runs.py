@@ -130,8 +130,8 @@ def expand_runs(
 
     ``tols`` (the speed/error frontier) adds, after the exact runs, each parallel method's runs
     again at each tolerance > 0 (every block size of a blocked method; budgeted methods only
-    without a budget): one list for every parallel method, or a mapping from method to its own
-    list. Sequential baselines (:data:`SEQUENTIAL_PREFIXES`) never get a tolerance run, and
+    without a budget): one list for every parallel method, or a mapping from a method (all its
+    block sizes) or one exact run's name (``gs_jacobi_b28``: that block size only) to its list. Sequential baselines (:data:`SEQUENTIAL_PREFIXES`) never get a tolerance run, and
     ``auto`` gets one only when the mapping names it (each of its pilots costs time).
     Tolerance 0 is skipped (the exact runs exist anyway).
     """
@@ -167,9 +167,10 @@ def expand_runs(
 def _tolerance_runs(methods, exact_runs, tols, blocked) -> list[RunSpec]:
     if isinstance(tols, Mapping):
         per_method = {m: [float(t) for t in ts] for m, ts in tols.items()}
-        stray = sorted(set(per_method) - set(methods))
+        stray = sorted(set(per_method) - set(methods) - {run.name for run in exact_runs})
         if stray:
-            raise ValueError(f"tolerances given for {stray}, which are not among the methods {methods}")
+            raise ValueError(f"tolerances given for {stray}, which are not among the methods {methods} "
+                             "or their runs")
         baselines = sorted(m for m in per_method if is_sequential_baseline(m))
         if baselines:
             raise ValueError(f"tolerances given for the sequential baselines {baselines}: they stop at T")
@@ -183,8 +184,8 @@ def _tolerance_runs(methods, exact_runs, tols, blocked) -> list[RunSpec]:
                 raise ValueError(f"tolerance {tol!r} for {method!r} must be a finite number >= 0")
     for run in exact_runs:
         if run.budget is None and run.tol is None:
-            extra.extend(RunSpec(run.method, run.block_size, None, tol)
-                         for tol in per_method.get(run.method, ()) if tol != 0.0)
+            own = per_method.get(run.name, per_method.get(run.method, ()))
+            extra.extend(RunSpec(run.method, run.block_size, None, tol) for tol in own if tol != 0.0)
     return extra
 
 
