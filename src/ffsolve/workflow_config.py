@@ -24,7 +24,7 @@ import yaml
 LAYOUT_KEYS = ("activate", "datasets", "per_dataset")
 # The runs (methods x block sizes) are the same for every dataset: one harness job per dataset
 # writes one folder per run, and Snakemake's outputs cannot vary by dataset within a rule.
-SHARED_ONLY = LAYOUT_KEYS + ("methods", "block_sizes")
+SHARED_ONLY = LAYOUT_KEYS + ("methods", "block_sizes", "frontier_tols")
 _SCALAR_TYPES = {
     "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
     "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),

@@ -155,12 +155,12 @@ def get_solver_demo_results(kind):
 MADE_BLOCKED = ("gs_jacobi", "jacobi_gs")
 # The keys of one dataset's made settings each job reads (and reruns when they change).
 MADE_TRAIN_KEYS = ("hidden_sizes", "logit_lambda", "train")
-MADE_MEASURE_KEYS = ("hidden_sizes", "logit_lambda", "methods", "block_sizes", "sample")
+MADE_MEASURE_KEYS = ("hidden_sizes", "logit_lambda", "methods", "block_sizes", "sample", "frontier_tols")
 
 
 def get_made_runs():
     cfg = config["made"]
-    return run_names(cfg["methods"], cfg["block_sizes"], blocked=MADE_BLOCKED)
+    return run_names(cfg["methods"], cfg["block_sizes"], blocked=MADE_BLOCKED, tols=cfg["frontier_tols"])
 
 
 def get_made_results(datasets, kind):

@@ -420,7 +420,18 @@ def auto_candidate(candidates: Sequence[Candidate], *, run: RunSpec | str = AUTO
         candidate.extra["auto"] = auto_record(state, baseline, pilot_budget)
         return result
 
+    def traced():
+        # The chosen run's traced twin: the same computation as the chosen program (the harness
+        # checks it against auto's first timed output), so auto's trace is the chosen run's.
+        if state.chosen is None:
+            program()
+        chosen = by_name[state.chosen]
+        if chosen.traced is None:
+            return program(), {}
+        return chosen.traced()
+
     candidate.program = program
+    candidate.traced = traced if any(c.traced is not None for c in pool) else None
     return candidate
 
 

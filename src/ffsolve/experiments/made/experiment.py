@@ -14,7 +14,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass
-from typing import Mapping, Optional
+from typing import Mapping, Optional, Union
 
 import numpy as np
 import torch
@@ -96,7 +96,7 @@ class MeasureSettings:
     methods: tuple[str, ...]
     block_sizes: tuple[int, ...]
     sample: Sampling
-    frontier_tols: tuple[float, ...] = ()
+    frontier_tols: Union[tuple[float, ...], dict] = ()  # a list, or {method or run name: list}
 
     def __post_init__(self):
         _check_lambda(self.logit_lambda)
