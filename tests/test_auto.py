@@ -209,6 +209,11 @@ def test_wiring_helpers_split_and_add_auto_runs():
     found[-1].program()
     pilots = {p["run"]: p["eligible"] for p in found[-1].extra["auto"]["pilots"]}
     assert pilots == {"sequential": True, "jacobi": True, "jacobi_t1e-02": True}
+    other = Candidate(RunSpec("jacobi_top5"), lambda: ffsolve.solve(f, x0, method="jacobi"),
+                      extra={"quantity": "time_to_top5"})
+    picked = auto_candidate(pool + [other], race=False)
+    picked.program()
+    assert "jacobi_top5" not in {p["run"] for p in picked.extra["auto"]["pilots"]}
     with pytest.raises(ValueError, match="method must be 'auto'"):
         auto_candidate(pool, run="jacobi")
     with pytest.raises(ValueError, match="needs the native sequential path 'bptt'"):

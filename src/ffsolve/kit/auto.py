@@ -107,8 +107,9 @@ AUTO_SCHEMA = {
 eligibility and why, the seconds its pilot ran (``null`` if never run), the scale from pilot to
 full run, the predicted (or, scale 1 and finished, measured) full time, and whether it finished.
 ``pilot_overhead_s`` holds, per call, the seconds spent beyond the chosen run itself (the
-baseline slice and every raced-out or losing pilot); ``pilot_fraction`` is their median divided
-by ``predicted_sequential_s``.
+baseline slice and every raced-out or losing pilot); ``pilot_fraction`` is their median over the
+calls after the first (which pilots twice, and is the harness's warm-up) divided by
+``predicted_sequential_s``.
 """
 
 
@@ -343,9 +344,11 @@ def run_pilot(candidates: Sequence[Candidate], baseline: str, *, baseline_pilot:
                 losers_s += seconds
         else:
             losers_s += seconds
-            if not finished:
+            if not finished and deadline <= 0:
+                why = "not piloted: the pilot budget was spent"
+            elif not finished:
                 why = (f"not done within {deadline:.4g} s (the best time so far, or what was left of "
-                       "the pilot budget)")
+                       "the pilot budget; an interrupt lands after the step in progress)")
             options.append(Option(name, None, eligible, why))
         records.append({"run": name, "eligible": eligible, "why": why, "pilot_s": seconds, "scale": 1.0,
                         "predicted_s": seconds if finished else None, "finished": finished})
@@ -374,14 +377,18 @@ def auto_candidate(candidates: Sequence[Candidate], *, run: RunSpec | str = AUTO
                    extra: dict | None = None) -> Candidate:
     """The harness candidate of an ``auto`` run over ``candidates`` (see the module docstring).
 
-    The returned candidate's ``extra["auto"]`` is filled in by its calls, and its ``tolerance``
-    becomes the chosen candidate's (``None`` when the chosen one is exact by contract), so the
+    Candidates whose ``extra`` names a ``quantity`` (a run that times something else than one
+    solve) are left out. The returned candidate's ``extra["auto"]`` is filled in by its calls, it
+    takes the chosen candidate's other ``extra`` fields, and its ``tolerance`` becomes the chosen
+    candidate's (``None`` when the chosen one is exact by contract), so the
     harness judges the ``auto`` output as it would judge the chosen run's.
     """
     spec = run if isinstance(run, RunSpec) else parse_run_name(run)
     if spec.method != AUTO:
         raise ValueError(f"an auto run's method must be {AUTO!r}, got {spec.name!r}")
-    pool = [c for c in candidates if c.spec.method != AUTO]
+    # Runs that time another quantity than one solve (a record's "quantity": training steps,
+    # time to a stable top-5) do not answer the run, whatever their speed.
+    pool = [c for c in candidates if c.spec.method != AUTO and "quantity" not in c.extra]
     by_name = {c.name: c for c in pool}
     state = AutoState()
     candidate = Candidate(spec, lambda: None, extra=dict(extra or {}))
@@ -403,6 +410,9 @@ def auto_candidate(candidates: Sequence[Candidate], *, run: RunSpec | str = AUTO
         if state.chosen is None:
             state.chosen, state.first = outcome.choice.run, outcome
             candidate.tolerance = by_name[state.chosen].tolerance
+            # The chosen run's experiment fields (model size, checkpoint, ...) describe auto's too.
+            for key, value in by_name[state.chosen].extra.items():
+                candidate.extra.setdefault(key, value)
         elif outcome.choice.run != state.chosen:
             state.disagreements.append(
                 f"call {state.calls}: the pilot would choose {outcome.choice.run}; kept {state.chosen}")
@@ -437,7 +447,9 @@ def auto_candidate(candidates: Sequence[Candidate], *, run: RunSpec | str = AUTO
 
 def auto_record(state: AutoState, baseline: str, pilot_budget: float) -> dict:
     first = state.first
-    overheads = sorted(state.overheads)
+    # The first call pilots twice and warms everything up (the harness's untimed warm-up call):
+    # the fraction is taken over the later calls when there are any.
+    overheads = sorted(state.overheads[1:] or state.overheads)
     median = overheads[len(overheads) // 2] if len(overheads) % 2 else \
         0.5 * (overheads[len(overheads) // 2 - 1] + overheads[len(overheads) // 2])
     value = {

@@ -47,6 +47,7 @@ from ffsolve.experiments.densenet.system import (
 )
 from ffsolve.jobs import Job, outputs_by_run, progress
 from ffsolve.kit import Candidate, RunContext, RunSpec, expand_runs, measure, settings_from, write_json, write_runs
+from ffsolve.kit.auto import AUTO, add_auto
 from ffsolve.kit.harness import TimingSettings
 from ffsolve.kit.seeds import seed_stream, torch_generator
 from ffsolve.runtime import device_description, torch_device
@@ -268,6 +269,8 @@ def candidates(settings: Settings, problem: Problem, device) -> tuple[list[Candi
             shared["forward_top5_accuracy"] = float(np.mean(np.any(top5 == problem.labels[:, None], -1)))
     out, stopped = [], {}
     for spec in progress(run_specs(settings), "traces"):
+        if spec.method == AUTO:  # added below, over the other runs
+            continue
         system = LayerSystem(model, spec.block_size)
 
         def program(system=system, method=spec.method):
@@ -301,6 +304,8 @@ def measure_runs(settings: Settings, problem: Problem, *, dataset: str, seed: in
     """Every method in one process, timed round-robin; one record and trace per configured run."""
     float32_everywhere()
     found, stopped = candidates(settings, problem, device)
+    # auto: the forward pass piloted in full (its output reused when it wins), the others raced.
+    found = add_auto(found, [spec for spec in run_specs(settings) if spec.method == AUTO])
     log.info("%s: %s, %d batch(es) of %s; runs %s", dataset, problem.description,
              len(problem.batches), tuple(problem.batches[0].shape), [c.name for c in found])
     measurements = measure(found, repeats=timing.repeats, warmup=timing.warmup,
