@@ -126,3 +126,27 @@ def test_checkpoint_that_disagrees_with_the_settings_names_the_key():
         check_checkpoint_fits({"logit_lambda": 0.05}, model, [16, 16], 1e-6, "mnist", "m.pt")
     with pytest.raises(ConfigError, match="made.per_dataset.mnist.checkpoint: m.pt models 64 dimensions"):
         check_checkpoint_fits({}, MADE(64, [16, 16]), [16, 16], 1e-6, "mnist", "m.pt")
+
+
+def test_masked_weight_is_reused_only_while_weights_and_masks_are_unchanged():
+    model = random_made()
+    x = torch.randn(3, 12)
+    layer = model.masked_layers()[0]
+    with torch.no_grad():
+        first = model(x)[0]
+        assert layer.masked_weight() is layer.masked_weight()  # reused between calls
+        layer.weight.mul_(2.0)  # an in-place update (as an optimizer step makes)
+        assert torch.equal(layer.masked_weight(), layer.weight * layer.mask)
+        assert not torch.equal(model(x)[0], first)
+        layer.mask.zero_()
+        assert torch.equal(layer.masked_weight(), torch.zeros_like(layer.weight))
+    fresh = random_made()
+    fresh.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        assert torch.equal(fresh(x)[0], model(x)[0])
+        model.double()  # a new dtype and storage: recomputed
+        assert layer.masked_weight().dtype == torch.float64
+    # With autograd on, the product is taken afresh, so gradients reach the weights.
+    model.float().train()
+    model(x)[0].sum().backward()
+    assert model.masked_layers()[1].weight.grad is not None

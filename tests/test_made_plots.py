@@ -61,3 +61,23 @@ def test_no_speedup_across_sessions():
     row = next(line for line in made_plots.markdown_table([sequential, jacobi]).splitlines()
                if line.startswith("| jacobi"))
     assert row.split("|")[5].strip() == ""  # the × sequential column stays empty
+
+
+def test_cached_sequential_is_drawn_by_its_work_and_is_the_second_baseline():
+    sequential, jacobi = fake_run("sequential", 16), fake_run("jacobi", 4)
+    cached = fake_run("sequential_cache", 16)
+    cached["within_tolerance"], cached["bitwise_equal"] = True, False
+    cached["wall_time_s"] = 0.08
+    # Steps of rising cost: 0.1, 0.2, ... of a pass (the trace's work before each step).
+    cached["trace"]["cumulative_network_evaluations"] = np.concatenate([[0.0], np.cumsum(np.arange(1, 17) / 10)])
+    fig = made_plots.convergence_figure([sequential, cached, jacobi], "t")
+    by_time = fig.axes[1]
+    error = next(line for line in by_time.get_lines() if line.get_label() == "sequential_cache: error")
+    x = error.get_xdata()
+    work = cached["trace"]["cumulative_network_evaluations"]
+    np.testing.assert_allclose(x, work / work[-1] * 0.08)
+    assert x[-1] == 0.08 and x[1] < 0.08 / 16  # the first step is the cheapest, not 1/16 of the time
+    table = made_plots.markdown_table([sequential, cached, jacobi])
+    row = next(line for line in table.splitlines() if line.startswith("| jacobi")).split("|")
+    # 0.16 s sequential, 0.08 s cached, 0.04 s Jacobi, one session: 4x and 2x.
+    assert row[5].strip() == "4.00" and row[6].strip() == "2.00"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import os
+from itertools import pairwise
 from pathlib import Path
 from typing import Sequence
 
@@ -38,12 +39,31 @@ class _MaskedLinear(nn.Linear):
     def __init__(self, in_features: int, out_features: int):
         super().__init__(in_features, out_features)
         self.register_buffer("mask", torch.ones(out_features, in_features))
+        self._masked: tuple[tuple, torch.Tensor] | None = None
 
     def set_mask(self, mask: torch.Tensor) -> None:
         self.mask.copy_(mask.to(self.mask.dtype))
 
+    def masked_weight(self) -> torch.Tensor:
+        """``weight * mask``; outside autograd, computed once and reused while neither changes.
+
+        Sampling calls the model hundreds of times on the same weights; recomputing the product
+        every call cost a quarter of a 784-512-512 forward pass on the CPU (batch 100), a cost of
+        neither the paper's method nor its baseline. The product is the same bits either way. The
+        reuse is keyed on the tensors' version counters (bumped by every in-place update, e.g. an
+        optimizer step or ``load_state_dict``), storage, dtype and device; a write through
+        ``weight.data`` bypasses the counter and is not seen, so write the parameter itself.
+        """
+        if torch.is_grad_enabled() and self.weight.requires_grad:
+            return self.weight * self.mask
+        key = (self.weight._version, self.mask._version, self.weight.data_ptr(), self.mask.data_ptr(),
+               self.weight.dtype, self.weight.device)
+        if self._masked is None or self._masked[0] != key:
+            self._masked = (key, (self.weight * self.mask).detach())
+        return self._masked[1]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.weight * self.mask, self.bias)
+        return F.linear(x, self.masked_weight(), self.bias)
 
 
 def hidden_degrees(nin: int, hidden_sizes: Sequence[int]) -> list[torch.Tensor]:
@@ -94,7 +114,7 @@ class MADE(nn.Module):
         self.hidden_sizes = [int(h) for h in hidden_sizes]
         widths = [nin] + self.hidden_sizes + [2 * nin]
         layers: list[nn.Module] = []
-        for i, (a, b) in enumerate(zip(widths, widths[1:])):
+        for i, (a, b) in enumerate(pairwise(widths)):
             layers.append(_MaskedLinear(a, b))
             if i < len(widths) - 2:
                 layers.append(nn.ReLU())
