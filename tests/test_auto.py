@@ -217,6 +217,11 @@ def test_wiring_helpers_split_and_add_auto_runs():
     with pytest.raises(ValueError, match="method must be 'auto'"):
         auto_candidate(pool, run="jacobi")
     with pytest.raises(ValueError, match="needs the native sequential path 'bptt'"):
-        auto_candidate(pool, baseline="bptt").program()
+        auto_candidate(pool, baseline="bptt")
+    trained = [Candidate(c.run, c.program, extra={"quantity": "train_200_steps"}) for c in pool[:2]]
+    same = auto_candidate(trained, race=False)
+    same.program()
+    assert same.extra["auto"]["chosen"] in ("sequential", "jacobi")
+    assert same.extra["quantity"] == "train_200_steps"
     with pytest.raises(ValueError, match="required property"):
         validate_auto({"chosen": 3})

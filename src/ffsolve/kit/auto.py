@@ -377,8 +377,9 @@ def auto_candidate(candidates: Sequence[Candidate], *, run: RunSpec | str = AUTO
                    extra: dict | None = None) -> Candidate:
     """The harness candidate of an ``auto`` run over ``candidates`` (see the module docstring).
 
-    Candidates whose ``extra`` names a ``quantity`` (a run that times something else than one
-    solve) are left out. The returned candidate's ``extra["auto"]`` is filled in by its calls, it
+    Candidates whose ``extra`` names another ``quantity`` than the baseline's (a run that times
+    something else, e.g. ``time_to_top5`` beside one solve) are left out; ``auto`` inherits the
+    baseline's quantity with the chosen run's other fields. The returned candidate's ``extra["auto"]`` is filled in by its calls, it
     takes the chosen candidate's other ``extra`` fields, and its ``tolerance`` becomes the chosen
     candidate's (``None`` when the chosen one is exact by contract), so the
     harness judges the ``auto`` output as it would judge the chosen run's.
@@ -386,9 +387,13 @@ def auto_candidate(candidates: Sequence[Candidate], *, run: RunSpec | str = AUTO
     spec = run if isinstance(run, RunSpec) else parse_run_name(run)
     if spec.method != AUTO:
         raise ValueError(f"an auto run's method must be {AUTO!r}, got {spec.name!r}")
-    # Runs that time another quantity than one solve (a record's "quantity": training steps,
-    # time to a stable top-5) do not answer the run, whatever their speed.
-    pool = [c for c in candidates if c.spec.method != AUTO and "quantity" not in c.extra]
+    # Runs that time another quantity than the baseline (a record's "quantity": training steps,
+    # time to a stable top-5; none = one solve) do not answer the run, whatever their speed.
+    quantities = {c.name: c.extra.get("quantity") for c in candidates}
+    if baseline not in quantities:
+        raise ValueError(f"auto needs the native sequential path {baseline!r} among the candidates "
+                         f"{list(quantities)}")
+    pool = [c for c in candidates if c.spec.method != AUTO and quantities[c.name] == quantities[baseline]]
     by_name = {c.name: c for c in pool}
     state = AutoState()
     candidate = Candidate(spec, lambda: None, extra=dict(extra or {}))
