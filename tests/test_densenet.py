@@ -28,9 +28,11 @@ from ffsolve.experiments.densenet.model import (
 )
 from ffsolve.experiments.densenet.system import (
     CONTRACT_MODEL,
-    EPS32,
+    UNIT_ROUNDOFF,
     LayerSystem,
+    Top5Patience,
     accumulation_length,
+    forward_candidate,
     logit_tolerance,
     randomised_batch_norm,
     solve_batches,
@@ -154,7 +156,7 @@ def test_stopping_early_keeps_the_exact_prefix(tiny, batch):
     for k in (1, 4, 7):
         for method in ("jacobi", "gs_jacobi"):
             seen = []
-            result = system.run(method, batch, max_iters=k, on_call=lambda s: seen.append(s.clone()))
+            result = system.run(method, batch, max_iters=k, on_call=lambda s, seen=seen: seen.append(s.clone()))
             assert result.iterations == k == len(seen) and not result.converged
             torch.testing.assert_close(seen[-1][:k], exact[:k], rtol=RTOL, atol=ATOL)
             # the logits of the stopped run are those of its last iterate
@@ -175,6 +177,103 @@ def test_traced_runs_give_the_timed_output_and_every_iterate(tiny, batch):
         assert np.array_equal(frames[0, :3], system.readout(stem, system.zeros(stem)).numpy())
 
 
+# --- the reference and the top-5 stop ------------------------------------------------------------
+
+
+def test_forward_candidate_is_the_models_own_forward_pass(tiny, batch):
+    candidate = forward_candidate(tiny, [batch, batch[:1]])
+    assert candidate.name == "sequential" and candidate.tolerance is None
+    result = candidate.program()
+    with torch.no_grad():
+        assert torch.equal(result.x, torch.cat([tiny(batch), tiny(batch[:1])]))
+    assert result.iterations == 9 and result.network_evaluations == 1.0 and result.converged
+    traced, _ = candidate.traced()
+    assert torch.equal(traced.x, result.x)
+    with pytest.raises(ValueError, match="eval"):
+        forward_candidate(DenseNet(**TINY).train(), [batch])
+
+
+def test_top5_rule_counts_unchanged_steps_and_resets_on_a_change():
+    rule = Top5Patience(2)
+    a = torch.tensor([[6.0, 5, 4, 3, 2, 1, 0], [0, 1, 2, 3, 4, 5, 6]])
+    swapped = a.clone()
+    swapped[0, 3], swapped[0, 4] = 2.0, 3.0  # 4th and 5th place of image 0 trade: the list changes
+    seen = [rule.observe(x) for x in (a, a, swapped, swapped, a * 2, a * 3)]
+    # a->a: 1 unchanged; ->swapped: reset; ->swapped: 1; ->a*2: reset; ->a*3: 1 ... never 2
+    assert seen == [False] * 6
+    assert rule.observe(a + 1) is True  # a*2 -> a*3 -> a+1: two unchanged steps in a row
+    beyond = a.clone()
+    beyond[0, 6] = -5.0  # only the 7th class moves: outside the top-5, not a change
+    assert Top5Patience(1).observe(a) is False
+    rule = Top5Patience(1)
+    rule.observe(a)
+    assert rule.observe(beyond) is True
+    assert Top5Patience(1, k=5).observe(torch.zeros(2, 3)) is False  # k is cut to C = 3
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="densenet.top5_patience"):
+            Top5Patience(bad)
+
+
+def _settling_model():
+    """T = 12 dense layers (blocks of 2, 2, 8) whose last block's layers barely reach the logits
+    (their classifier weights scaled by 1e-6): the top-5 lists settle once the first two blocks
+    are exact (step 4) while the last block's layers keep changing until step 12."""
+    torch.manual_seed(3)
+    model = randomised(DenseNet(**{**TINY, "block_config": (2, 2, 8)}), seed=3)
+    with torch.no_grad():
+        model.classifier.weight[:, model.dense_blocks()[-1].in_features:] *= 1e-6
+    return model
+
+
+@torch.no_grad()
+def test_top5_stop_is_early_where_the_top5_settles_and_never_asks_the_forward_pass(batch):
+    model = _settling_model()
+    reference = model(batch).numpy()
+    exact = LayerSystem(model).run("jacobi", batch)
+    assert exact.iterations == 12 and exact.converged  # to the fixed point: all T steps
+    system = LayerSystem(model, top5_patience=2)
+    model.forward = None  # the reference is out of reach: calling it would raise
+    frames = []
+    result = system.run("jacobi_top5", batch, on_call=lambda s: frames.append(s.clone()))
+    assert result.method == "jacobi_top5" and not result.converged
+    assert result.iterations == len(frames) < 12  # stopped early, by the rule
+    # the rule, replayed by brute force on the iterates' logits
+    stem = model.stem(batch)
+    logits = [system.readout(stem, system.zeros(stem))] + [system.readout(stem, f) for f in frames]
+    lists = [stats.topk(x.numpy(), 5) for x in logits]
+    unchanged = [np.array_equal(lists[k], lists[k - 1]) for k in range(1, len(lists))]
+    first = next(k for k in range(2, len(lists)) if unchanged[k - 1] and unchanged[k - 2])
+    assert result.iterations == first
+    assert torch.equal(result.x, logits[-1])
+    assert stats.topk_agreement(result.x.numpy(), reference, 5)["ordered"] == 1.0
+
+
+@torch.no_grad()
+def test_top5_stop_never_exceeds_T_and_runs_to_the_fixed_point_without_settling(tiny, batch):
+    jacobi = LayerSystem(tiny).run("jacobi", batch)
+    for patience in (9, 50):
+        result = LayerSystem(tiny, top5_patience=patience).run("jacobi_top5", batch)
+        assert result.converged and result.iterations == jacobi.iterations <= 9
+        assert torch.equal(result.x, jacobi.x)  # the fixed point: jacobi's logits bit for bit
+    with pytest.raises(ValueError, match="top5_patience"):
+        LayerSystem(tiny).run("jacobi_top5", batch)
+    with pytest.raises(ValueError, match="no budget"):
+        LayerSystem(tiny, top5_patience=1).run("jacobi_top5", batch, max_iters=3)
+
+
+def test_topk_agreement_fractions_by_hand():
+    reference = np.array([[5.0, 4, 3, 2, 1, 0], [0, 1, 2, 3, 4, 5], [1, 2, 3, 4, 5, 6], [9, 8, 7, 6, 5, 4]])
+    logits = reference.copy()
+    logits[1] = [0, 1, 2, 3, 5, 4]  # top-5 classes the same, 1st and 2nd swapped: set yes, list no
+    logits[2] = [6, 2, 3, 4, 5, 1]  # class 0 enters the top-5, class 5 leaves: neither
+    got5 = stats.topk_agreement(logits, reference, 5)
+    got1 = stats.topk_agreement(logits, reference, 1)
+    assert got5 == {"ordered": 0.5, "as_set": 0.75}
+    assert got1["ordered"] == 0.5  # images 0 and 3
+    with pytest.raises(ValueError, match="must both be"):
+        stats.topk_agreement(logits[:2], reference, 5)
+
+
 # --- the tolerance ---------------------------------------------------------------------------------
 
 
@@ -190,10 +289,17 @@ def test_tolerance_scales_with_the_classifier_magnitude(tiny, batch):
     tolerance = logit_tolerance(tiny, [batch])
     h = torch.flatten(torch.nn.functional.adaptive_avg_pool2d(torch.relu(tiny.features(batch)), 1), 1)
     scale = float((h.abs() @ tiny.classifier.weight.abs().T + tiny.classifier.bias.abs()).max())
-    assert tolerance.atol == pytest.approx(EPS32 * 802 * scale)
-    assert tolerance.rtol == 0.0
+    # probabilistic: 8 x u x sqrt(2 paths x 2 roundings x 802 terms) x scale
+    assert tolerance.atol == pytest.approx(8 * UNIT_ROUNDOFF * np.sqrt(4 * 802) * scale)
+    assert UNIT_ROUNDOFF == 2.0 ** -24 and tolerance.rtol == 0.0
     assert float(tiny(batch).abs().max()) <= scale  # it bounds every logit
-    assert "logits" in tolerance.why and "1.19e-7" in tolerance.why
+    assert "logits" in tolerance.why and "Higham & Mary" in tolerance.why and "3208" in tolerance.why
+    # still a bound: every batched path of this model lies well inside it
+    reference = tiny(batch)
+    for block in (1, 2, None):
+        for method in ("gs_jacobi",) if block else ("jacobi",):
+            diff = float((LayerSystem(tiny, block).run(method, batch).x - reference).abs().max())
+            assert diff <= tolerance.atol / 10, (method, block, diff)
 
 
 # --- statistics ------------------------------------------------------------------------------------

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import torch
@@ -35,7 +34,7 @@ def mnist_tensor(images: np.ndarray) -> torch.Tensor:
     return (x - MNIST_MEAN) / MNIST_STD
 
 
-def imagenet_batches(folder: Optional[str], count: int, seed: int, image_size: Optional[int]):
+def imagenet_batches(folder: str | None, count: int, seed: int, image_size: int | None):
     """``count`` images (seeded shuffle) as batches of one ``(1, 3, H, W)``, and their labels.
 
     Labels are the class folders' indices in sorted order, which is ImageNet's class order when

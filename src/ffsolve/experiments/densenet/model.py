@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import re
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -215,7 +215,7 @@ def _fold(norm: nn.BatchNorm2d) -> tuple[Tensor, Tensor]:
 
 
 @torch.no_grad()
-def pack_layers(block: _DenseBlock, first: int = 0, count: Optional[int] = None) -> PackedLayers:
+def pack_layers(block: _DenseBlock, first: int = 0, count: int | None = None) -> PackedLayers:
     """Stack layers ``first..first+count-1`` of ``block`` (eval-mode BN folded)."""
     count = block.num_layers - first if count is None else count
     if not (0 <= first and count >= 1 and first + count <= block.num_layers):
@@ -280,7 +280,7 @@ def parallel_layers(packed: PackedLayers, prefix: Tensor, states: Tensor) -> Ten
 # Checkpoints
 # ------------------------------------------------------------------------------------------------
 
-DENSENET201 = dict(growth_rate=32, block_config=(6, 12, 48, 32), num_init_features=64, bn_size=4)
+DENSENET201 = {"growth_rate": 32, "block_config": (6, 12, 48, 32), "num_init_features": 64, "bn_size": 4}
 TORCHVISION_DENSENET201_URL = "https://download.pytorch.org/models/densenet201-c1103571.pth"
 # torchvision's released .pth files predate its module renaming: "norm.1" is now "norm1".
 _OLD_KEY = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var|num_batches_tracked))$")
@@ -334,7 +334,7 @@ def load_checkpoint(path: str, map_location="cpu") -> DenseNet:
     return load_state(model, blob["state_dict"], path).eval()
 
 
-def load_densenet201_pretrained(weights_file: Optional[str], download: bool, cache_dir: str):
+def load_densenet201_pretrained(weights_file: str | None, download: bool, cache_dir: str):
     """DenseNet-201 with torchvision's ImageNet weights, from ``weights_file`` or a download."""
     model = densenet201()
     if weights_file:
@@ -357,7 +357,7 @@ def load_densenet201_pretrained(weights_file: Optional[str], download: bool, cac
             TORCHVISION_DENSENET201_URL, model_dir=cache_dir, map_location="cpu", check_hash=True,
             progress=False,
         )
-    except Exception as err:  # noqa: BLE001 - any network or hash failure gets the same advice
+    except Exception as err:
         raise DataError(
             f"could not download {TORCHVISION_DENSENET201_URL} ({type(err).__name__}: {err}); "
             "download it elsewhere and set densenet.weights_file to its path"

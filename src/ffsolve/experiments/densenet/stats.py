@@ -71,3 +71,19 @@ def pad_to(values: np.ndarray, length: int) -> np.ndarray:
 def as_optional(iteration: int):
     """``None`` for :data:`NEVER`, else the iteration as a plain int (for records)."""
     return None if iteration == NEVER else int(iteration)
+
+
+def topk_agreement(logits: np.ndarray, reference: np.ndarray, k: int) -> dict:
+    """How many images' top-k agree with the reference's, ``logits`` and ``reference`` ``(N, C)``.
+
+    ``ordered``: the fraction of images whose descending top-k list equals the reference's;
+    ``as_set``: the fraction whose top-k classes are the same set (order ignored). k is cut to C.
+    """
+    logits, reference = np.asarray(logits), np.asarray(reference)
+    if logits.shape != reference.shape or logits.ndim != 2:
+        raise ValueError(f"logits {logits.shape} and reference {reference.shape} must both be (N, C)")
+    k = min(k, reference.shape[-1])
+    ours, theirs = topk(logits, k), topk(reference, k)
+    ordered = np.all(ours == theirs, axis=-1)
+    as_set = np.all(np.sort(ours, axis=-1) == np.sort(theirs, axis=-1), axis=-1)
+    return {"ordered": float(ordered.mean()), "as_set": float(as_set.mean())}

@@ -9,12 +9,19 @@ Every method is a program returning an :class:`ffsolve.SolveResult` whose ``x`` 
 ``(N, classes)``: the output the harness compares with the reference. ``iterations`` counts
 parallel steps, ``network_evaluations`` the dense layers computed divided by T:
 
-* ``sequential`` (the reference): the model's ordinary forward pass, one dense layer after the
-  other, each layer its own 1×1 and 3×3 convolution. T steps, one network evaluation.
+* ``sequential`` (the reference, :func:`forward_candidate`): the model's own ``forward`` (eval
+  mode, ``torch.no_grad``), one dense layer after the other, each layer its own 1×1 and 3×3
+  convolution; no solver, no packed weights, no Jacobi state. T steps, one network evaluation.
 * ``jacobi``: ``ffsolve.solve(f, method="jacobi")`` on the full map ``f`` (:meth:`LayerSystem.
   jacobi_map`): one call updates every dense layer of every dense block from the previous
   iterate, one batched call per dense block (transitions recomputed from the iterate). A call is
   one parallel step and computes all T layers, so ``network_evaluations == iterations``.
+* ``jacobi_top5`` (time to a stable top-5, quantity ``time_to_top5``): the same Jacobi loop,
+  written out here (:meth:`LayerSystem.jacobi_top5`) because it stops on a rule that looks only
+  at its own iterates (:class:`Top5Patience`): after each step the iterate's logits are read out
+  and it stops once every image's descending top-5 list has stayed the same for ``patience``
+  consecutive steps, or at the fixed point, or after T steps. The readouts (transitions and
+  classifier, no dense layer) run inside the timed loop; the forward pass is never consulted.
 * ``gs_jacobi`` (the fast path): the layers of each dense block are cut into groups of at most
   ``block_size`` consecutive layers (a group never straddles a dense block). Groups are solved in
   order (Gauss–Seidel), each by ``ffsolve.solve(method="jacobi")`` on a map that computes only
@@ -32,22 +39,56 @@ Among themselves, all of ``ffsolve``'s methods on the *same* map agree bit for b
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor
 
 import ffsolve
-from ffsolve.experiments.densenet.model import DenseNet, PackedLayers, pack_layers, parallel_layers
+from ffsolve.experiments.densenet.model import (
+    DenseNet,
+    PackedLayers,
+    pack_layers,
+    parallel_layers,
+)
 from ffsolve.kit import Tolerance
 
-METHODS = ("sequential", "jacobi", "gs_jacobi")
+METHODS = ("sequential", "jacobi", "jacobi_top5", "gs_jacobi")
 BLOCKED = ("gs_jacobi",)
 EPS32 = float(np.finfo(np.float32).eps)  # 1.19e-7, the spacing of float32 numbers at 1
 
 # on_call(global_state) for traces: called after every call of a map, with the new iterate.
-OnCall = Optional[Callable[[Tensor], None]]
+OnCall = Callable[[Tensor], None] | None
+
+
+class Top5Patience:
+    """The early-stopping rule of ``jacobi_top5``: it sees only the solver's own iterates.
+
+    :meth:`observe` takes the logits ``(N, C)`` of each iterate in turn (iterate 0 first) and
+    returns True once every image's top-k list (the k = min(5, C) highest logits, highest first,
+    ``torch.topk``) has been the same for ``patience`` consecutive steps, i.e. iterates
+    ``j - patience .. j`` all have the same lists. It never sees the forward pass's answer: a
+    list that has settled on a wrong class stops it all the same (the record then says how many
+    images were right).
+    """
+
+    def __init__(self, patience: int, k: int = 5):
+        if isinstance(patience, bool) or not isinstance(patience, int) or patience < 1:
+            raise ValueError(f"densenet.top5_patience must be a positive integer, got {patience!r}")
+        self.patience = patience
+        self.k = k
+        self.previous: Tensor | None = None
+        self.unchanged = 0  # consecutive steps without a change of any image's list
+
+    def observe(self, logits: Tensor) -> bool:
+        top = torch.topk(logits, min(self.k, logits.shape[-1]), dim=-1, sorted=True).indices
+        if self.previous is not None and torch.equal(top, self.previous):
+            self.unchanged += 1
+        else:
+            self.unchanged = 0
+        self.previous = top
+        return self.unchanged >= self.patience
 
 
 class LayerSystem:
@@ -57,7 +98,8 @@ class LayerSystem:
     timed calls reuse it.
     """
 
-    def __init__(self, model: DenseNet, block_size: Optional[int] = None):
+    def __init__(self, model: DenseNet, block_size: int | None = None,
+                 top5_patience: int | None = None):
         if model.training:
             raise ValueError("LayerSystem needs the model in eval mode (call model.eval())")
         self.model = model
@@ -70,6 +112,9 @@ class LayerSystem:
         with torch.no_grad():
             self.whole = [pack_layers(block) for block in self.blocks]
         self.block_size = block_size
+        if top5_patience is not None:
+            Top5Patience(top5_patience)  # checks the value
+        self.top5_patience = top5_patience
         self.groups: list[list[PackedLayers]] = []
         if block_size is not None:
             if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
@@ -173,11 +218,12 @@ class LayerSystem:
 
     @torch.no_grad()
     def sequential(self, x: Tensor) -> ffsolve.SolveResult:
-        """The ordinary forward pass: T steps, one layer each; one network evaluation."""
+        """The model's own forward pass (``DenseNet.forward``, eval mode, no autograd): T steps,
+        one layer each; one network evaluation. Nothing of the solvers is used."""
         return self._result(self.model(x), "sequential", self.length, True, 1.0)
 
     @torch.no_grad()
-    def jacobi(self, x: Tensor, max_iters: Optional[int] = None, on_call: OnCall = None):
+    def jacobi(self, x: Tensor, max_iters: int | None = None, on_call: OnCall = None):
         """``ffsolve.solve(method="jacobi")`` on the full map; every call computes all T layers."""
         stem = self.model.stem(x)
         f = self.jacobi_map(stem)
@@ -188,7 +234,7 @@ class LayerSystem:
                             res.network_evaluations)
 
     @torch.no_grad()
-    def gs_jacobi(self, x: Tensor, max_iters: Optional[int] = None, on_call: OnCall = None):
+    def gs_jacobi(self, x: Tensor, max_iters: int | None = None, on_call: OnCall = None):
         """Groups of layers in order, Jacobi inside each (one batched call of a group = one step).
 
         ``max_iters`` caps the calls of all groups together; layers not reached stay zero.
@@ -229,7 +275,40 @@ class LayerSystem:
         logits = self.model.head(features) if converged else self.readout(stem, state)
         return self._result(logits, "gs_jacobi", calls, converged, layers_computed / self.length)
 
-    def run(self, method: str, x: Tensor, max_iters: Optional[int] = None, on_call: OnCall = None):
+    @torch.no_grad()
+    def jacobi_top5(self, x: Tensor, on_call: OnCall = None) -> ffsolve.SolveResult:
+        """Jacobi over all T layers, stopped by :class:`Top5Patience` on its own iterates.
+
+        The loop is :func:`ffsolve.solve`'s Jacobi (copy each call's output into the iterate, stop
+        when a call changes nothing or after T calls), plus, after every call, the iterate's logits
+        (:meth:`readout`) shown to the rule; it stops as soon as the rule says so. ``x`` of the
+        result is the logits of the last iterate; ``converged`` is True only when the fixed point
+        was reached (then the logits are ``jacobi``'s, bit for bit). Never more than T calls.
+        """
+        if self.top5_patience is None:
+            raise ValueError("jacobi_top5 needs a LayerSystem built with top5_patience")
+        stem = self.model.stem(x)
+        f = self.jacobi_map(stem)
+        state = self.zeros(stem)
+        rule = Top5Patience(self.top5_patience)
+        rule.observe(self.readout(stem, state))  # the all-zero guess is iterate 0
+        calls, converged = 0, False
+        while True:
+            new = f(state)
+            calls += 1
+            fixed = torch.equal(new, state)
+            state.copy_(new)
+            if on_call is not None:
+                on_call(state)
+            logits = self.readout(stem, state)
+            if fixed or calls >= self.length:  # the fixed point (exact after T calls at the latest)
+                converged = True
+                break
+            if rule.observe(logits):
+                break
+        return self._result(logits, "jacobi_top5", calls, converged, calls)
+
+    def run(self, method: str, x: Tensor, max_iters: int | None = None, on_call: OnCall = None):
         if method == "sequential":
             if max_iters is not None or on_call is not None:
                 raise ValueError("the forward pass takes no step budget and no hook")
@@ -238,6 +317,10 @@ class LayerSystem:
             return self.jacobi(x, max_iters, on_call)
         if method == "gs_jacobi":
             return self.gs_jacobi(x, max_iters, on_call)
+        if method == "jacobi_top5":
+            if max_iters is not None:
+                raise ValueError("jacobi_top5 stops by its top-5 rule (at most T steps); it takes no budget")
+            return self.jacobi_top5(x, on_call)
         raise ValueError(f"densenet methods are {list(METHODS)}; got {method!r}")
 
     @torch.no_grad()
@@ -262,8 +345,30 @@ class LayerSystem:
         return result, torch.stack(frames).numpy()
 
 
+def forward_candidate(model: DenseNet, batches: Sequence[Tensor], *, traced=None,
+                      extra: dict | None = None):
+    """The ``sequential`` run, the reference every other run is compared with: the model's own
+    forward pass (``DenseNet.forward``: eval mode, ``torch.no_grad``, layer by layer) on every
+    batch, as one timed program.
+
+    ``traced`` replaces the default traced twin (the forward pass's prefixes, for the figure's
+    curves: :meth:`LayerSystem.traced`); it must return ``(result, trace arrays)``.
+    """
+    from ffsolve.kit import Candidate, RunSpec
+
+    if model.training:
+        raise ValueError("the forward-pass reference needs the model in eval mode (call model.eval())")
+    system = LayerSystem(model)
+    if traced is None:
+        def traced():
+            return traced_batches(system, "sequential", batches)[0], {}
+
+    return Candidate(RunSpec("sequential"), lambda: solve_batches(system, "sequential", batches),
+                     traced, tolerance=None, extra={} if extra is None else extra)
+
+
 def solve_batches(system: LayerSystem, method: str, batches: Sequence[Tensor],
-                  max_iters: Optional[int] = None) -> ffsolve.SolveResult:
+                  max_iters: int | None = None) -> ffsolve.SolveResult:
     """``method`` on every input batch in turn (the timed program): logits of all images, and the
     largest step and network-evaluation counts of any batch (a batch is one solve)."""
     results = [system.run(method, x, max_iters) if max_iters else system.run(method, x)
@@ -271,12 +376,16 @@ def solve_batches(system: LayerSystem, method: str, batches: Sequence[Tensor],
     return _merge(results)
 
 
-def traced_batches(system: LayerSystem, method: str, batches: Sequence[Tensor]):
+def traced_batches(system: LayerSystem, method: str, batches: Sequence[Tensor],
+                   per_batch: list | None = None):
     """:meth:`LayerSystem.traced` on every batch: the merged result and ``(K + 1, N, classes)``
-    logits of every iterate, a batch that finished early held at its last iterate."""
+    logits of every iterate, a batch that finished early held at its last iterate. Each batch's
+    own result is appended to ``per_batch`` when a list is given."""
     from ffsolve.experiments.densenet.stats import pad_to
 
     runs = [system.traced(method, x) for x in batches]
+    if per_batch is not None:
+        per_batch.extend(r for r, _ in runs)
     result = _merge([r for r, _ in runs])
     frames = [pad_to(f, result.iterations + 1) for _, f in runs]
     return result, np.concatenate(frames, axis=1)
@@ -323,27 +432,49 @@ def logit_scale(model: DenseNet, batches: Sequence[Tensor]) -> float:
     return scale
 
 
-def logit_tolerance(model: DenseNet, batches: Sequence[Tensor]) -> Tolerance:
-    """The closeness of a batched path's logits to the forward pass's that float32 guarantees.
+CONFIDENCE = 8.0  # lambda of the probabilistic bound: a logit fails it with probability <= 2 e^(-32)
+UNIT_ROUNDOFF = EPS32 / 2  # u = 2^-24 for round-to-nearest float32
 
-    Reordering a sum of n float32 terms changes it by at most about n·eps·Σ|terms| (eps =
-    1.19e-7). Along the network, every dense layer adds its own reordered sums
-    (:func:`accumulation_length`); with batch norm keeping each layer's gain near 1, the relative
-    errors add up, and the logits are off by at most eps × (total length) × (the magnitude of the
-    classifier's sums, :func:`logit_scale`).
+
+def logit_tolerance(model: DenseNet, batches: Sequence[Tensor], confidence: float = CONFIDENCE) -> Tolerance:
+    """The closeness of a batched path's logits to the forward pass's that float32 gives.
+
+    To first order, the difference of two float32 evaluations of the logits is a sum of
+    individual roundings δ (|δ| <= u = 2^-24) times coefficients: the partial sum being rounded
+    times its gain on to the logits. Along the chain of dense layers, each path makes at most 2
+    roundings (product, addition) per summed term, ``R = 2 paths x 2 x L`` in all with L =
+    :func:`accumulation_length`; with batch norm keeping each layer's gain near 1, every
+    coefficient is at most the magnitude of the classifier's sums S (:func:`logit_scale`).
+
+    * Worst case (every rounding the same sign): ``u R S = eps L S``, the previous bound; the
+      roundings of a reordered float32 sum are not that correlated, so it is 10^3-10^5 times the
+      differences seen.
+    * Probabilistic (Higham & Mary, SIAM J. Sci. Comput. 41(5), 2019, the model behind their
+      sqrt(n) rule): roundings are independent with mean zero, so by Hoeffding's inequality
+      ``|diff| <= confidence x u x sqrt(R) x S`` except with probability ``2 exp(-confidence^2/2)``
+      per logit (2.5e-14 at confidence 8; below 1e-8 for a million logits).
+
+    This returns the probabilistic bound, ``atol = confidence · u · sqrt(4 L) · S``.
     """
     length = accumulation_length(model)
     scale = logit_scale(model, batches)
-    atol = EPS32 * length * scale
+    roundings = 4 * length
+    atol = confidence * UNIT_ROUNDOFF * float(np.sqrt(roundings)) * scale
+    failure = 2 * float(np.exp(-confidence ** 2 / 2))
     why = (
         "compared: the logits. The batched step (all layers of a group in one masked batched 1x1 "
         "convolution and one grouped 3x3 convolution, batch norm folded) sums in another order "
         "than the per-layer convolutions of the forward pass, so float32 results differ in the "
-        "last bits. Bound: eps32 (1.19e-7) x accumulation length along the dense layers "
-        f"({length} terms: per layer its 1x1 input channels + 9 x bottleneck width + 4 batch-norm "
-        f"roundings) x the magnitude of the classifier's sums (max of |W||h| + |b| = {scale:.4g}),"
-        " assuming batch norm keeps each layer's gain near 1 so relative errors add, not multiply."
-        " TF32 is off on GPUs so the bound holds there too."
+        "last bits. Bound (probabilistic rounding-error analysis, Higham & Mary 2019): the "
+        "difference is, to first order, a sum of R independent mean-zero roundings (|delta| <= "
+        f"u = 2^-24), R = 2 paths x 2 roundings (product, addition) x accumulation length {length} "
+        "(per dense layer its 1x1 input channels + 9 x bottleneck width + 4 batch-norm roundings) "
+        f"= {roundings}, each weighted by at most the magnitude of the classifier's sums (max of "
+        f"|W||h| + |b| = {scale:.4g}, assuming batch norm keeps each layer's gain near 1); by "
+        f"Hoeffding |diff| <= {confidence:g} x u x sqrt(R) x that magnitude except with probability "
+        f"{failure:.1e} per logit. The worst case (all roundings of one sign) would be "
+        f"sqrt(R)/{confidence:g} = {np.sqrt(roundings) / confidence:.3g} times larger. TF32 is off "
+        "on GPUs so the bound holds there too."
     )
     return Tolerance(atol=atol, rtol=0.0, why=why)
 
@@ -391,8 +522,8 @@ def _placing(on_call, state: Tensor, layers: Tensor, rows: slice):
 # The contract test's instance
 # ------------------------------------------------------------------------------------------------
 
-CONTRACT_MODEL = dict(growth_rate=4, block_config=(3, 4, 2), num_init_features=6, bn_size=2,
-                      num_classes=10, in_channels=1, stem="small", stem_stride=2)
+CONTRACT_MODEL = {"growth_rate": 4, "block_config": (3, 4, 2), "num_init_features": 6, "bn_size": 2,
+                      "num_classes": 10, "in_channels": 1, "stem": "small", "stem_stride": 2}
 
 
 def randomised_batch_norm(model: DenseNet, seed: int) -> DenseNet:
