@@ -34,3 +34,27 @@ rule speedups:
         ENVS["notebook"]
     script:
         "../../scripts/speedups.py"
+
+
+# The speed/error frontier of the runs at a stopping tolerance (frontier_tols): steps and time
+# against the largest difference from the sequential result (ffsolve.kit.frontier).
+register_targets(figures=["figures/frontier.png", "figures/frontier.pdf"])
+
+
+rule frontier:
+    input:
+        summary="results/summary.csv",
+    output:
+        png=report(
+            "figures/frontier.png",
+            caption="../report/frontier.rst",
+            category="Overview",
+        ),
+        pdf="figures/frontier.pdf",
+    log:
+        "logs/figures/frontier.log",
+    threads: 1
+    conda:
+        ENVS["notebook"]
+    script:
+        "../../scripts/frontier.py"
