@@ -1,7 +1,9 @@
-# RNN backpropagation through time (paper §2.1). Per dataset: one timed harness job runs every
-# backward method (sequential BPTT, Jacobi budgets, Jacobi to the end and to a tolerance, the
-# scans) on the same weights and batch and writes every metrics.json; one training job draws the
-# loss curves of SGD with each method and the gradient-convergence traces; then the figures.
+# RNN backpropagation through time (paper §2.1). Per dataset one timed harness job trains the RNN
+# for `steps` SGD steps with every backward method (sequential BPTT, Jacobi budgets, Jacobi to the
+# end and to a tolerance, the scans) from the same weights and data order, all in one process,
+# and writes every metrics.json (quantity train_<steps>_steps), the loss curves of the timed
+# calls and BPTT's trained weights; an untimed job draws the gradient-convergence traces at the
+# initial and at those weights; then the figures.
 
 
 if experiment_active("rnn_backprop"):
@@ -17,6 +19,7 @@ rule rnn_backprop_measure:
     output:
         metrics=expand("results/rnn_backprop/{{dataset}}/{run}/metrics.json", run=get_rnn_backprop_runs()),
         traces=expand("results/rnn_backprop/{{dataset}}/{run}/trace.npz", run=get_rnn_backprop_runs()),
+        weights="results/rnn_backprop/{dataset}/trained_weights.npz",
     log:
         "logs/rnn_backprop/{dataset}/measure.log",
     benchmark:
@@ -25,7 +28,8 @@ rule rnn_backprop_measure:
         # Everything the job reads, so that a changed setting reruns it (Snakemake's params trigger).
         settings=lambda wildcards: settings_for("rnn_backprop", wildcards.dataset),
         runs=get_rnn_backprop_runs(),
-        timing=config["timing"],
+        # Only the compute threads: the job's own repeats and warm-up are rnn_backprop settings.
+        timing={"threads": config["timing"]["threads"]},
         seed=config["seed"],
         device=config["device"],
     wildcard_constraints:
@@ -39,23 +43,19 @@ rule rnn_backprop_measure:
         "../../scripts/rnn_backprop_measure.py"
 
 
-rule rnn_backprop_train:
-    # Loss against steps and wall clock per method (not speedup records), then the gradient error
-    # per parallel step at the start and the end of (sequential) training.
+rule rnn_backprop_convergence:
+    # Gradient error per parallel step (float64, untimed) at the start and the end of training.
     input:
         dataset="resources/data/{dataset}.npz",
-    output:
-        training=expand("results/rnn_backprop/{{dataset}}/{run}/training.npz", run=get_rnn_backprop_runs()),
         weights="results/rnn_backprop/{dataset}/trained_weights.npz",
+    output:
         convergence="results/rnn_backprop/{dataset}/convergence.npz",
     log:
-        "logs/rnn_backprop/{dataset}/train.log",
+        "logs/rnn_backprop/{dataset}/convergence.log",
     benchmark:
-        "benchmarks/rnn_backprop/{dataset}/train.tsv"
+        "benchmarks/rnn_backprop/{dataset}/convergence.tsv"
     params:
         settings=lambda wildcards: settings_for("rnn_backprop", wildcards.dataset),
-        runs=get_rnn_backprop_runs(),
-        timing=config["timing"],
         seed=config["seed"],
         device=config["device"],
     wildcard_constraints:
@@ -66,13 +66,13 @@ rule rnn_backprop_train:
     conda:
         ENVS["torch"]
     script:
-        "../../scripts/rnn_backprop_train.py"
+        "../../scripts/rnn_backprop_convergence.py"
 
 
 rule rnn_backprop_figure:
     input:
         metrics=lambda wildcards: get_results("rnn_backprop", wildcards.dataset, get_rnn_backprop_runs(), "metrics.json"),
-        training=lambda wildcards: get_results("rnn_backprop", wildcards.dataset, get_rnn_backprop_runs(), "training.npz"),
+        traces=lambda wildcards: get_results("rnn_backprop", wildcards.dataset, get_rnn_backprop_runs(), "trace.npz"),
         convergence="results/rnn_backprop/{dataset}/convergence.npz",
         notebook="workflow/notebooks/rnn_backprop.ipynb",
     output:
@@ -100,7 +100,7 @@ rule rnn_backprop_figure:
     params:
         parameters=lambda wildcards, input, output: {
             "metrics": list(input.metrics),
-            "training": list(input.training),
+            "traces": list(input.traces),
             "convergence": input.convergence,
             "png": output.png,
             "pdf": output.pdf,

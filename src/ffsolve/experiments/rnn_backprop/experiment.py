@@ -1,32 +1,47 @@
-"""RNN backpropagation through time (paper §2.1): measure every backward method, train with each.
+"""RNN backpropagation through time (paper §2.1): train with every backward method, timed.
 
-:func:`measure_runs` is the timed experiment: one vanilla RNN (the seeded initial weights) and one
-batch of ``batch_size`` sequences; the timed program of every run is one backward pass, the solve
-of the adjoint recursion (:mod:`.system`), and its output, the adjoints dloss/dh_t, is checked
-against sequential BPTT's on the same weights and batch. All runs are timed in one process through
-the shared harness, repeats interleaved; it writes every ``metrics.json``.
+The paper's quantity is wall-clock to train: ``steps`` (200) SGD steps of a vanilla RNN, batch 1,
+from the same initial weights and data order for every backward method, with the EMA loss
+against cumulative time. :func:`measure_training` times exactly that, every run in one process
+through the shared harness (:func:`ffsolve.kit.measure`), repeats interleaved round-robin. The
+timed program of a run is the whole training loop (batch gather, sequential forward pass,
+backward by the run's method, SGD update, reading the loss back, as the original did minus its
+print); its output, the trained weights, is what the harness checks against sequential BPTT's:
 
-:func:`train_runs` draws the paper's figure: SGD with each backward method from the same seeded
-weights and data order, recording loss and cumulative wall clock per step (the curves are not
-speedup records), then the gradient error per parallel step at the start and the end of training.
-Repeats are interleaved across methods; :func:`train_repeat` is one method's SGD loop, the unit to
-time when every method's 200 steps are measured in one process.
+* exact methods (BPTT, Jacobi to the end, a budget at least the steps Jacobi needs, the blocked
+  methods) compute bit-for-bit BPTT's adjoints at every step, so their trained weights equal
+  BPTT's bit for bit;
+* the scans reassociate the adjoint sums, so their weights drift by rounding; they are held to
+  :func:`training_tolerance` (a first-order estimate stated in each record);
+* truncated Jacobi budgets and Jacobi to a tolerance are inexact by design: their records give
+  the final EMA loss and its gap to BPTT's.
+
+Each record has ``"quantity": "train_<steps>_steps"``, its final loss, and ``time_to_target_s``:
+the time (median over the timed repeats) at which the run's EMA loss first reaches sequential
+BPTT's final EMA loss (null if never). The loss curves of the figure (``trace.npz``) are those of
+the timed calls themselves: the losses of the (deterministic) program and each timed repeat's
+cumulative clock per step.
+
+:func:`candidates` keeps the other quantity, one backward pass per run on one batch (the
+adjoints checked against BPTT's); the benchmark and a method pilot time it.
 
 Data: each image is resized to ``image_size``² (bilinear with antialiasing, as torchvision's
 ``Resize`` does for PIL images in the original), scaled to [0, 1] and read in raster order as a
 sequence of T = ``image_size``² scalars.
 
-``measure_job`` and ``train_job`` are the thin adapters the rules call; they read only the job's
-params and paths, never the config.
+``measure_job`` and ``convergence_job`` are the thin adapters the rules call; they read only the
+job's params and paths, never the config.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Optional
+from typing import Optional
 
 import numpy as np
 import torch
@@ -36,11 +51,13 @@ import ffsolve
 from ffsolve.data import Dataset, load_prepared
 from ffsolve.experiments.rnn_backprop import BLOCKED, BUDGETED
 from ffsolve.experiments.rnn_backprop.model import (
+    PARAM_NAMES,
     RNNParams,
     autograd_gradients,
     forward,
     gradients_from_adjoints,
     init_params,
+    load_params,
     save_params,
 )
 from ffsolve.experiments.rnn_backprop.system import (
@@ -52,12 +69,21 @@ from ffsolve.experiments.rnn_backprop.system import (
     solve_adjoints,
     traced_adjoints,
 )
-from ffsolve.jobs import Job, outputs_by_run, progress
-from ffsolve.kit import Candidate, RunContext, RunSpec, expand_runs, measure, settings_from, write_runs
-from ffsolve.kit.harness import TimingSettings
+from ffsolve.jobs import Job, outputs_by_run
+from ffsolve.kit import (
+    Candidate,
+    RunContext,
+    RunSpec,
+    Tolerance,
+    expand_runs,
+    measure,
+    settings_from,
+    write_runs,
+)
 from ffsolve.kit.io import write_npz
 from ffsolve.kit.seeds import torch_generator
 from ffsolve.runtime import device_description, seed_everything, torch_device
+from ffsolve.solvers.core import SolveResult
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +98,8 @@ class Settings:
     block_sizes: tuple[int, ...]
     jacobi_budgets: tuple[int, ...]
     jacobi_tol: float
-    image_size: Optional[int]
+    # typing.Optional, not `int | None`: settings_from checks Optional's type, not a UnionType's.
+    image_size: Optional[int]  # noqa: UP045
     hidden_size: int
     init_std: float
     batch_size: int
@@ -80,6 +107,7 @@ class Settings:
     lr: float
     steps: int
     repeats: int
+    warmup_steps: int
     ema_decay: float
     convergence_points: int
 
@@ -91,10 +119,15 @@ def runs(settings: Settings) -> list[RunSpec]:
                        blocked=BLOCKED, budgeted=BUDGETED)
 
 
+def quantity(settings: Settings) -> str:
+    """The record's ``quantity``: what one timed call computes (``train_200_steps``)."""
+    return f"train_{settings.steps}_steps"
+
+
 # --------------------------------------------------------------------------------------- data
 
 
-def dataset_sequences(dataset: Dataset, split: str, image_size: Optional[int]) -> torch.Tensor:
+def dataset_sequences(dataset: Dataset, split: str, image_size: int | None) -> torch.Tensor:
     """Images of ``split`` as float64 sequences ``(N, T)`` in [0, 1], T = image_size²."""
     images = torch.from_numpy(getattr(dataset, f"{split}_images")).to(torch.float64) / 255.0
     if images.ndim != 3:
@@ -127,8 +160,8 @@ def pick(count: int, points: int, seed: int, dataset: str, use: str) -> torch.Te
 
 
 def initial_params(settings: Settings, seed: int, dataset: str, repeat: int, device=None,
-                   dtype: Optional[torch.dtype] = None) -> RNNParams:
-    """The initial weights of training repeat ``repeat`` (repeat 0's are the measured ones)."""
+                   dtype: torch.dtype | None = None) -> RNNParams:
+    """Seeded initial weights; stream ``repeat`` 0 is the one every run trains from."""
     generator = torch_generator(seed, "rnn_backprop", dataset, f"init_{repeat}")
     return init_params(settings.hidden_size, settings.init_std, generator,
                        dtype=dtype or DTYPES[settings.dtype], device=device)
@@ -140,7 +173,7 @@ def load_sequences(path: str, settings: Settings, device) -> tuple[str, torch.Te
     return dataset.name, data.to(device=device, dtype=DTYPES[settings.dtype])
 
 
-# ------------------------------------------------------------------------------------ measure
+# ------------------------------------------------------------------------- one backward pass
 
 
 def relative_error(a: RNNParams, b: RNNParams) -> float:
@@ -150,29 +183,38 @@ def relative_error(a: RNNParams, b: RNNParams) -> float:
     return float(diff.norm()) / norm if norm > 0 else float(diff.norm())
 
 
-def candidates(settings: Settings, params: RNNParams, x: torch.Tensor) -> list[Candidate]:
-    """One harness candidate per configured run, all on ``params`` and the batch ``x``.
+def autograd_errors(settings: Settings, params: RNNParams, x: torch.Tensor) -> dict[str, float]:
+    """Per run, the relative distance of its gradients from PyTorch autograd's, both in float64
+    on ``params`` and the batch ``x``: how approximate a truncated budget is, free of float32
+    rounding."""
+    params64, x64 = params.to(dtype=torch.float64), x.to(torch.float64)
+    cache64 = forward(params64, x64)
+    reference, _ = autograd_gradients(params64, x64)
+    out = {}
+    for spec in runs(settings):
+        rel = settings.jacobi_tol if spec.method == "jacobi_tol" else 0.0
+        out[spec.name] = relative_error(backward(params64, cache64, spec, relative_tol=rel).grads,
+                                        reference)
+    return out
 
-    Each record also says how far the run's *gradients* are from PyTorch autograd's, both in
-    float64 on the same weights and batch (``gradient_rel_error_vs_autograd``): the measure of
-    how approximate a truncated budget is, free of float32 rounding.
-    """
+
+def candidates(settings: Settings, params: RNNParams, x: torch.Tensor) -> list[Candidate]:
+    """One harness candidate per configured run for the quantity ``solve``: one backward pass
+    (the adjoint solve) on ``params`` and the batch ``x``, its adjoints checked against BPTT's
+    (bitwise, or within :func:`scan_tolerance` for the scans)."""
     cache = forward(params, x)
     system = adjoint_system(params, cache)
     specs = runs(settings)
     tolerance = scan_tolerance(system) if any(s.method in SCANS for s in specs) else None
-    params64, x64 = params.to(dtype=torch.float64), x.to(torch.float64)
-    cache64 = forward(params64, x64)
-    reference, _ = autograd_gradients(params64, x64)
+    errors = autograd_errors(settings, params, x)
     out = []
     for spec in specs:
         rel = settings.jacobi_tol if spec.method == "jacobi_tol" else 0.0
-        grads64 = backward(params64, cache64, spec, relative_tol=rel).grads
         extra = {
             "hidden_size": settings.hidden_size,
             "dtype": settings.dtype,
             "output": "adjoints dloss/dh_t, (T, batch, hidden), time order",
-            "gradient_rel_error_vs_autograd": relative_error(grads64, reference),
+            "gradient_rel_error_vs_autograd": errors[spec.name],
         }
         if spec.method == "jacobi_tol":
             extra["relative_tol"] = settings.jacobi_tol
@@ -186,25 +228,6 @@ def candidates(settings: Settings, params: RNNParams, x: torch.Tensor) -> list[C
     return out
 
 
-def measure_runs(settings: Settings, *, data: str, dataset: str, seed: int, device: str,
-                 timing: TimingSettings, metrics: Mapping[str, str], traces: Mapping[str, str],
-                 threads: Optional[int] = None) -> dict:
-    """Every backward method on the same weights and batch, in one process; one record per run."""
-    seed_everything(seed)
-    torch_dev = torch_device(device)
-    _, sequences = load_sequences(data, settings, torch_dev)
-    index = pick(sequences.shape[0], settings.batch_size, seed, dataset, "measure_batch")
-    x = time_major(sequences[index.to(sequences.device)])
-    params = initial_params(settings, seed, dataset, 0, device=torch_dev)
-    log.info("%s: T = %d, batch %d, hidden %d, %s on %s; runs %s", dataset, x.shape[0], x.shape[1],
-             settings.hidden_size, settings.dtype, torch_dev, [r.name for r in runs(settings)])
-    measurements = measure(candidates(settings, params, x), repeats=timing.repeats,
-                           warmup=timing.warmup, min_sample_s=timing.min_sample_s)
-    context = RunContext("rnn_backprop", dataset, seed, device_description(torch_dev),
-                         settings.batch_size, threads)
-    return write_runs(measurements, context, metrics, traces)
-
-
 # ----------------------------------------------------------------------------------- training
 
 
@@ -215,70 +238,258 @@ def sync_torch(value: torch.Tensor) -> torch.Tensor:
     return value
 
 
-def train_repeat(params: RNNParams, data: torch.Tensor, order: torch.Tensor, spec: RunSpec,
-                 settings: Settings, desc: str) -> dict[str, np.ndarray]:
-    """SGD on ``params`` in place; per step: loss, EMA loss, cumulative seconds, parallel steps.
+def training_order(settings: Settings, count: int, seed: int, dataset: str, device=None) -> torch.Tensor:
+    """``(steps, batch)`` item indices: the data order every run trains on (seeded)."""
+    generator = torch_generator(seed, "rnn_backprop", dataset, "order_0")
+    return batch_indices(count, settings.steps, settings.batch_size, generator).to(device)
 
-    The clock covers everything a step does (batch gather, sequential forward, backward by
-    ``spec``, update, reading the loss back), as the original's did, minus its print.
+
+def train(params: RNNParams, data: torch.Tensor, order: torch.Tensor, spec: RunSpec,
+          settings: Settings, clock: Callable[[], float] = time.perf_counter
+          ) -> tuple[SolveResult, dict[str, np.ndarray]]:
+    """SGD from a copy of ``params`` over the batches ``order`` with the backward method ``spec``.
+
+    Returns a :class:`SolveResult` whose ``x`` is the trained weights (a dict of the five tensors:
+    the output the harness checks) and, per step, the loss, the cumulative seconds since the
+    start, and the backward pass's parallel steps and work. ``iterations`` is the most parallel
+    steps one backward pass took (at most T − 1, the bound the harness checks),
+    ``network_evaluations`` the mean adjoint-map passes per backward pass, and ``converged``
+    says whether every backward pass met its stopping rule (False as soon as a budget cut one).
+    A non-finite loss stops the run with advice.
     """
+    params = params.clone()
     steps = order.shape[0]
     rel = settings.jacobi_tol if spec.method == "jacobi_tol" else 0.0
-    out = {key: np.zeros(steps) for key in ("loss", "ema_loss", "time_s")}
-    out["iterations"] = np.zeros(steps, dtype=np.int64)
-    ema, elapsed = None, 0.0
-    for step in progress(range(steps), desc=desc):
-        start = time.perf_counter()
+    loss = np.zeros(steps)
+    seconds = np.zeros(steps)
+    iterations = np.zeros(steps, dtype=np.int64)
+    work = np.zeros(steps)
+    converged = True
+    start = clock()
+    for step in range(steps):
         x = time_major(data[order[step]])
         cache = forward(params, x)
         result = backward(params, cache, spec, relative_tol=rel)
         params.sgd_step_(result.grads, settings.lr)
-        loss = float(sync_torch(cache.loss))
-        elapsed += time.perf_counter() - start
-        if not math.isfinite(loss):
+        value = float(sync_torch(cache.loss))
+        seconds[step] = clock() - start
+        if not math.isfinite(value):
             raise FloatingPointError(
-                f"{desc}: loss became {loss} at step {step}; lower rnn_backprop.lr or init_std"
+                f"run {spec.name}: loss became {value} at step {step}; lower rnn_backprop.lr or "
+                "rnn_backprop.init_std"
             )
-        ema = loss if ema is None else settings.ema_decay * ema + (1 - settings.ema_decay) * loss
-        out["loss"][step], out["ema_loss"][step], out["time_s"][step] = loss, ema, elapsed
-        out["iterations"][step] = result.solve.iterations
+        loss[step] = value
+        iterations[step] = result.solve.iterations
+        work[step] = result.solve.network_evaluations
+        converged = converged and bool(result.solve.converged)
+    solve = SolveResult(
+        x={name: getattr(params, name) for name in PARAM_NAMES},
+        iterations=int(iterations.max(initial=0)), converged=converged, method=spec.method,
+        block_size=spec.block_size, tol=rel, sequence_length=data.shape[1],
+        network_evaluations=float(work.mean()) if steps else 0.0,
+    )
+    return solve, {"loss": loss, "time_s": seconds, "backward_iterations": iterations,
+                   "backward_network_evaluations": work}
+
+
+def params_of(result: SolveResult) -> RNNParams:
+    """The trained weights of a :func:`train` result as :class:`RNNParams`."""
+    return RNNParams(*(result.x[name] for name in PARAM_NAMES))
+
+
+def ema(values: np.ndarray, decay: float) -> np.ndarray:
+    """The original's exponential moving average, started at the first value."""
+    out = np.empty_like(values, dtype=np.float64)
+    current = None
+    for i, value in enumerate(values):
+        current = value if current is None else decay * current + (1 - decay) * value
+        out[i] = current
     return out
 
 
-def train_curves(settings: Settings, data: torch.Tensor, *, seed: int, dataset: str, warmup: int,
-                 device=None) -> tuple[dict[str, dict[str, np.ndarray]], RNNParams]:
-    """Every run's curves (``repeats`` × ``steps``), and sequential BPTT's weights after repeat 0.
+def training_tolerance(settings: Settings, points: Sequence[tuple[RNNParams, torch.Tensor]]) -> Tolerance:
+    """How far a scan's trained weights may drift from BPTT's: a first-order estimate.
 
-    Each repeat starts every run from the same seeded weights and data order; within a repeat the
-    runs go in an order rotated by one per repeat, so drift of the machine hits them alike.
+    At the same weights and batch a scan's adjoints differ from BPTT's by at most the adjoint
+    tolerance ``a`` of :func:`scan_tolerance`. The weight gradients are sums over t < T−1 and the
+    batch of δ_t = sigmoid(z_t) ⊙ a_{t+1} (gate in (0, 1)) times h_t, x_t or 1, so one step's
+    gradients differ by at most g = (T−1)·B·max(1, max|h|, max|x|)·(a + 2γ_{(T−1)B}·max|δ|) (the
+    second term: the two sums' own rounding). The SGD update turns that into lr·g per step, plus
+    one rounding of each weight (2u·max|w|). Summed over the steps:
+
+        |w_scan − w_BPTT| <= steps · (lr·g + 2u·max|w|)   elementwise.
+
+    g is evaluated at each of ``points`` (weights, batch: the initial weights on the first batch
+    and BPTT's trained weights on the last) and the largest is assumed for every step. First
+    order: it ignores how an earlier weight difference changes later gradients (second order in
+    lr), and the scan tolerance is itself an estimate; it catches a wrong composition, not a
+    rounding-level slip.
     """
+    unit = torch.finfo(DTYPES[settings.dtype]).eps / 2
+    worst, details = 0.0, []
+    for params, x in points:
+        cache = forward(params, x)
+        system = adjoint_system(params, cache)
+        adjoint_atol = scan_tolerance(system).atol
+        length, batch = x.shape[0], x.shape[1]
+        terms = max(length - 1, 0) * batch
+        gamma = terms * unit / (1 - terms * unit)
+        delta = cache.gate * solve_adjoints(system, RunSpec("sequential")).x[1:]
+        largest = max(1.0, float(cache.h.abs().max()), float(x.abs().max()))
+        weights = max(float(t.abs().max()) for t in params.tensors())
+        per_step = (settings.lr * terms * largest * (adjoint_atol + 2 * gamma * (float(delta.abs().max()) if delta.numel() else 0.0))
+                    + 2 * unit * weights)
+        details.append(f"a={adjoint_atol:.3g}, max|h,x,1|={largest:.3g}, max|w|={weights:.3g}")
+        worst = max(worst, per_step)
+    atol = settings.steps * worst
+    why = (
+        "the scans reassociate the adjoint sums, so each step's gradients differ from BPTT's by "
+        "rounding and the weights drift; first-order estimate summed over the steps: "
+        "steps·(lr·(T−1)·B·max(1,|h|,|x|)·(a + 2γ_{(T−1)B}·max|δ|) + 2u·max|w|), a = the scan's "
+        f"adjoint tolerance (scan_tolerance); steps={settings.steps}, lr={settings.lr:g}, "
+        f"u={unit:.3g} ({settings.dtype}); evaluated at the initial weights on the first batch and "
+        f"at BPTT's trained weights on the last ({'; '.join(details)}), the larger assumed at "
+        "every step; ignores second-order feedback of weight differences into later gradients"
+    )
+    return Tolerance(atol=atol, rtol=0.0, why=why)
+
+
+def first_reach(curve: np.ndarray, target: float) -> int | None:
+    """Index of the first step whose value is <= ``target``, or None."""
+    hits = np.flatnonzero(curve <= target)
+    return int(hits[0]) if hits.size else None
+
+
+def training_candidates(settings: Settings, params: RNNParams, data: torch.Tensor,
+                        order: torch.Tensor, *, scan_tol: Tolerance | None,
+                        errors: Mapping[str, float]) -> tuple[list[Candidate], dict[str, list]]:
+    """One harness candidate per run: its whole training is the timed program. Each timed call
+    appends its per-step curves to the returned logs (the figure's curves come from there)."""
+    logs: dict[str, list] = {}
+    out = []
+    for spec in runs(settings):
+        logs[spec.name] = []
+
+        def program(spec=spec, sink=logs[spec.name]):
+            result, curves = train(params, data, order, spec, settings)
+            sink.append(curves)
+            return result
+
+        extra = {
+            "quantity": quantity(settings),
+            "steps": settings.steps,
+            "lr": settings.lr,
+            "hidden_size": settings.hidden_size,
+            "dtype": settings.dtype,
+            "output": f"trained weights (W_h, W_x, b_h, W_o, b_o) after {settings.steps} SGD steps",
+            "iterations_meaning": "the most parallel steps one backward pass took over the training",
+            "network_evaluations_meaning": "adjoint-map passes per backward pass, mean over the training",
+            "gradient_rel_error_vs_autograd": errors[spec.name],
+        }
+        if spec.method == "jacobi_tol":
+            extra["relative_tol"] = settings.jacobi_tol
+        out.append(Candidate(spec, program, tolerance=scan_tol if spec.method in SCANS else None,
+                             extra=extra))
+    return out, logs
+
+
+def measure_training(settings: Settings, *, data: str, dataset: str, seed: int, device: str,
+                     metrics: Mapping[str, str], traces: Mapping[str, str], weights: str,
+                     threads: int | None = None) -> dict:
+    """Every run's training timed in one process; one record and one ``trace.npz`` (the curves)
+    per run, and BPTT's trained weights (``weights``, for :func:`convergence_runs`).
+
+    Before timing: BPTT trains once untimed (its weights give the scans' tolerance, and the
+    timed BPTT must reproduce them bit for bit), and every other run trains ``warmup_steps``
+    steps (allocator and first-call costs off the clock). Then ``repeats`` interleaved rounds,
+    each run once per round from the same weights and data order.
+    """
+    seed_everything(seed)
+    torch_dev = torch_device(device)
+    _, sequences = load_sequences(data, settings, torch_dev)
+    params = initial_params(settings, seed, dataset, 0, device=torch_dev)
+    order = training_order(settings, sequences.shape[0], seed, dataset, device=sequences.device)
     specs = runs(settings)
-    curves: dict[str, list] = {spec.name: [] for spec in specs}
-    trained = None
-    for repeat in range(settings.repeats):
-        order_gen = torch_generator(seed, "rnn_backprop", dataset, f"order_{repeat}")
-        order = batch_indices(data.shape[0], settings.steps, settings.batch_size, order_gen)
-        order = order.to(data.device)
-        shift = repeat % len(specs)
-        for spec in specs[shift:] + specs[:shift]:
-            params = initial_params(settings, seed, dataset, repeat, device=device)
-            if warmup:  # throwaway steps: allocator and first-call costs stay off the clock
-                train_repeat(params.clone(), data, order[:warmup], spec, settings,
-                             desc=f"{spec.name} warm-up")
-            curves[spec.name].append(train_repeat(
-                params, data, order, spec, settings,
-                desc=f"{spec.name} repeat {repeat + 1}/{settings.repeats}"))
-            if repeat == 0 and spec.name == "sequential":
-                trained = params
-    stacked = {name: {key: np.stack([c[key] for c in runs_]) for key in runs_[0]}
-               for name, runs_ in curves.items()}
-    if trained is None:  # no sequential run configured: train its weights for the traces anyway
-        trained = initial_params(settings, seed, dataset, 0, device=device)
-        order_gen = torch_generator(seed, "rnn_backprop", dataset, "order_0")
-        order = batch_indices(data.shape[0], settings.steps, settings.batch_size, order_gen)
-        train_repeat(trained, data, order.to(data.device), RunSpec("sequential"), settings,
-                     desc="sequential (for the convergence traces)")
-    return stacked, trained
+    if "sequential" not in [spec.name for spec in specs]:
+        raise ValueError("rnn_backprop.methods must include 'sequential' (BPTT, the reference run)")
+    log.info("%s: T = %d, batch %d, hidden %d, %s on %s; %d SGD steps per run, %d timed repeats; "
+             "runs %s", dataset, sequences.shape[1], settings.batch_size, settings.hidden_size,
+             settings.dtype, torch_dev, settings.steps, settings.repeats, [s.name for s in specs])
+
+    reference, _ = train(params, sequences, order, RunSpec("sequential"), settings)
+    first_batch = time_major(sequences[order[0]])
+    scan_tol = None
+    if any(spec.method in SCANS for spec in specs):
+        scan_tol = training_tolerance(settings, [
+            (params, first_batch), (params_of(reference), time_major(sequences[order[-1]]))])
+    errors = autograd_errors(settings, params, first_batch)
+    cands, logs = training_candidates(settings, params, sequences, order, scan_tol=scan_tol,
+                                      errors=errors)
+    for spec in specs:
+        if spec.name != "sequential" and settings.warmup_steps:
+            train(params, sequences, order[:settings.warmup_steps], spec, settings)
+    measurements = measure(cands, repeats=settings.repeats, warmup=0)
+
+    timed = measurements["sequential"].result
+    if not all(torch.equal(timed.x[name], reference.x[name]) for name in PARAM_NAMES):
+        raise RuntimeError("the timed BPTT training did not reproduce the untimed one bit for bit: "
+                           "training is not deterministic here, so the records would not hold")
+    final = {}
+    for name, calls in logs.items():
+        losses = calls[0]["loss"]
+        if any(not np.array_equal(c["loss"], losses) for c in calls[1:]):
+            raise RuntimeError(f"run {name!r}: the timed repeats' losses differ (not deterministic)")
+        final[name] = ema(losses, settings.ema_decay)
+    target = float(final["sequential"][-1])
+    for name, m in measurements.items():
+        calls, curve = logs[name], final[name]
+        seconds = np.stack([c["time_s"] for c in calls])
+        reach = first_reach(curve, target)
+        m.candidate.extra.update({
+            "final_loss": float(calls[0]["loss"][-1]),
+            "final_ema_loss": float(curve[-1]),
+            "final_ema_loss_gap": float(curve[-1] - target),
+            "target_ema_loss": target,
+            "target_step": None if reach is None else reach + 1,
+            "time_to_target_s": None if reach is None else float(np.median(seconds[:, reach])),
+            "backward_iterations_mean": float(calls[0]["backward_iterations"].mean()),
+        })
+        measurements[name] = dataclasses.replace(m, trace={
+            "loss": calls[0]["loss"], "ema_loss": curve, "time_s": seconds,
+            "backward_iterations": calls[0]["backward_iterations"],
+            "backward_network_evaluations": calls[0]["backward_network_evaluations"],
+            "steps": settings.steps, "lr": settings.lr, "ema_decay": settings.ema_decay,
+            "hidden_size": settings.hidden_size, "sequence_length": sequences.shape[1],
+        })
+        extra = m.candidate.extra
+        log.info("%s: %.4g s for %d steps (median), final EMA loss %.5g (gap %.3g), target reached "
+                 "%s", name, m.timing.median_s, settings.steps, extra["final_ema_loss"],
+                 extra["final_ema_loss_gap"],
+                 "never" if reach is None else f"at step {reach + 1}, {extra['time_to_target_s']:.4g} s")
+    context = RunContext("rnn_backprop", dataset, seed, device_description(torch_dev),
+                         settings.batch_size, threads)
+    records = write_runs(measurements, context, metrics, traces)
+
+    save_params(params_of(reference), weights)
+    return records
+
+
+def convergence_runs(settings: Settings, *, data: str, dataset: str, seed: int, device: str,
+                     weights: str, convergence: str) -> None:
+    """The gradient error per parallel step (untimed, float64) on ``convergence_points`` probe
+    sequences, at the initial weights (``begin``) and at BPTT's trained weights (``end``)."""
+    seed_everything(seed)
+    torch_dev = torch_device(device)
+    _, sequences = load_sequences(data, settings, torch_dev)
+    probe = time_major(sequences[pick(sequences.shape[0], settings.convergence_points, seed,
+                                      dataset, "probe").to(sequences.device)])
+    phases = {"begin": initial_params(settings, seed, dataset, 0, device=torch_dev),
+              "end": load_params(weights, dtype=DTYPES[settings.dtype], device=torch_dev)}
+    arrays = {}
+    for phase, params in phases.items():
+        for method, errors in convergence_traces(params, probe).items():
+            arrays[f"{phase}_{method}"] = errors
+    write_npz(convergence, {"sequence_length": probe.shape[0], **arrays})
 
 
 def per_example_errors(params: RNNParams, cache, iterates, exact: torch.Tensor) -> np.ndarray:
@@ -314,61 +525,32 @@ def convergence_traces(params: RNNParams, x: torch.Tensor) -> dict[str, np.ndarr
     return out
 
 
-def train_runs(settings: Settings, *, data: str, dataset: str, seed: int, device: str,
-               warmup: int, training: Mapping[str, str], weights: str, convergence: str) -> None:
-    """Training curves per run, the weights after sequential training, and the convergence traces
-    at the initial weights (``begin``) and at those (``end``)."""
-    seed_everything(seed)
-    torch_dev = torch_device(device)
-    _, sequences = load_sequences(data, settings, torch_dev)
-    curves, trained = train_curves(settings, sequences, seed=seed, dataset=dataset, warmup=warmup,
-                                   device=torch_dev)
-    for name, path in training.items():
-        write_npz(path, {**curves[name], "steps": settings.steps, "repeats": settings.repeats,
-                         "lr": settings.lr, "hidden_size": settings.hidden_size,
-                         "sequence_length": sequences.shape[1]})
-        log.info("%s: final EMA loss %.4g (mean over %d repeats), %.3g s per step (median)", name,
-                 curves[name]["ema_loss"][:, -1].mean(), settings.repeats,
-                 np.median(np.diff(curves[name]["time_s"], axis=1, prepend=0.0)))
-    save_params(trained, weights)
-    probe = time_major(sequences[pick(sequences.shape[0], settings.convergence_points, seed,
-                                      dataset, "probe").to(sequences.device)])
-    arrays = {}
-    phases = {"begin": initial_params(settings, seed, dataset, 0, device=torch_dev), "end": trained}
-    for phase, params in phases.items():
-        for method, errors in convergence_traces(params, probe).items():
-            arrays[f"{phase}_{method}"] = errors
-    write_npz(convergence, {"sequence_length": probe.shape[0], **arrays})
-
-
 # ----------------------------------------------------------------------------------- the jobs
 
 
 def measure_job(job: Job) -> dict:
     """The ``rnn_backprop_measure`` rule."""
-    return measure_runs(
+    return measure_training(
         settings_from(Settings, job.params.settings, "rnn_backprop"),
         data=job.input.dataset,
         dataset=job.wildcards.dataset,
         seed=job.params.seed,
         device=job.params.device,
-        timing=settings_from(TimingSettings, job.params.timing, "timing"),
         metrics=outputs_by_run(job.params.runs, job.output.metrics),
         traces=outputs_by_run(job.params.runs, job.output.traces),
+        weights=job.output.weights,
         threads=job.threads,
     )
 
 
-def train_job(job: Job) -> None:
-    """The ``rnn_backprop_train`` rule."""
-    train_runs(
+def convergence_job(job: Job) -> None:
+    """The ``rnn_backprop_convergence`` rule."""
+    convergence_runs(
         settings_from(Settings, job.params.settings, "rnn_backprop"),
         data=job.input.dataset,
         dataset=job.wildcards.dataset,
         seed=job.params.seed,
         device=job.params.device,
-        warmup=settings_from(TimingSettings, job.params.timing, "timing").warmup,
-        training=outputs_by_run(job.params.runs, job.output.training),
-        weights=job.output.weights,
+        weights=job.input.weights,
         convergence=job.output.convergence,
     )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -18,23 +18,27 @@ _CONVERGENCE_STYLE = {
 }
 
 
-def load_runs(metrics_paths: Sequence[str], training_paths: Sequence[str]) -> list[dict]:
-    """Each run's metrics (from the harness) with its training curves under ``"training"``."""
-    return plots.load_runs(metrics_paths, training_paths, key="training")
+def load_runs(metrics_paths: Sequence[str], trace_paths: Sequence[str]) -> list[dict]:
+    """Each run's metrics (from the harness) with its training curves (its ``trace.npz``: the
+    timed calls' losses and clocks) under ``"training"``."""
+    return plots.load_runs(metrics_paths, trace_paths, key="training")
 
 
 def run_label(run: dict) -> str:
-    """The run's name in words, marked where its gradients are approximate (not bitwise BPTT's
-    and not within a declared rounding tolerance)."""
+    """The run's name in words, marked where its result is approximate (not bitwise BPTT's and
+    not within a declared rounding tolerance). Parallel steps are per backward pass: the mean
+    over the training where the record has it."""
     name, method = run["run"], run["method"]
+    steps = run.get("backward_iterations_mean")
+    steps = f"{steps:.0f}" if steps is not None else str(run["iterations"])
     if name == "sequential":
         text = "BPTT (sequential)"
     elif method == "jacobi" and run.get("budget"):
         text = f"Jacobi, {run['budget']} iterations"
     elif method == "jacobi":
-        text = f"Jacobi to the end ({run['iterations']} it.)"
+        text = f"Jacobi to the end ({steps} it.)"
     elif method == "jacobi_tol":
-        text = f"Jacobi, rel. tol {run['relative_tol']:g} ({run['iterations']} it.)"
+        text = f"Jacobi, rel. tol {run['relative_tol']:g} ({steps} it.)"
     elif method.startswith("scan_"):
         text = f"scan, {method[5:].replace('_', '-')} ({run['iterations']} steps)"
     else:
@@ -58,12 +62,14 @@ def run_colour(run: dict, budgets: Sequence[int]):
 
 
 def loss_figure(runs: Sequence[dict], against: str = "time"):
-    """Mean log EMA loss against wall-clock time or training steps (band: ±1 std over repeats).
+    """Log EMA loss against the measured wall clock of training, or against training steps.
 
-    Time is each step's measured cumulative wall clock, averaged over repeats (the original's
-    axis); nothing is estimated. Every run starts from the same weights and data, so the curves
-    overlap on the step axis; only sequential BPTT's band is drawn, and the step figure adds a
-    panel with each run's paired difference from sequential BPTT, where truncated gradients show.
+    The curves are those of the timed runs: every run trains from the same weights on the same
+    data order, its losses are the same in every timed repeat (checked), and the time of step k
+    is the cumulative clock of the timed calls at step k (mean over the repeats; the band on the
+    time axis would be their spread). The dashed line is BPTT's final EMA loss, the target of
+    ``time_to_target_s``; a dot marks where each run first reaches it. The step figure adds a
+    panel with each run's difference from BPTT's log loss, where truncated gradients show.
     """
     if against not in ("time", "step"):
         raise ValueError(f"against must be 'time' or 'step', got {against!r}")
@@ -77,28 +83,32 @@ def loss_figure(runs: Sequence[dict], against: str = "time"):
     for run in runs:
         curves = run["training"]
         log_loss = np.log(curves["ema_loss"])
-        x = (curves["time_s"].mean(axis=0) if against == "time"
-             else np.arange(1, log_loss.shape[1] + 1))
-        style = dict(label=run_label(run), color=run_colour(run, budgets), linewidth=1.2)
-        if run is sequential:
-            plot_band(ax, x, log_loss.mean(axis=0), log_loss.std(axis=0), floor=-np.inf, **style)
-        else:
-            ax.plot(x, log_loss.mean(axis=0), **style)
+        steps = np.arange(1, log_loss.shape[0] + 1)
+        x = curves["time_s"].mean(axis=0) if against == "time" else steps
+        style = {"label": run_label(run), "color": run_colour(run, budgets), "linewidth": 1.2}
+        ax.plot(x, log_loss, **style)
+        reach = run.get("target_step")
+        if reach:
+            ax.plot(x[reach - 1], log_loss[reach - 1], "o", color=style["color"], markersize=4)
         if paired:
             diff = log_loss - np.log(sequential["training"]["ema_loss"])
-            axes[1, 0].plot(x, diff.mean(axis=0), color=style["color"], linewidth=1.0)
+            axes[1, 0].plot(x, diff, color=style["color"], linewidth=1.0)
+    if sequential is not None:
+        ax.axhline(np.log(sequential["final_ema_loss"]), color="black", linestyle="--",
+                   linewidth=0.6, label="target: BPTT's final EMA loss")
     first, meta = runs[0], runs[0]["training"]
-    axes[-1, 0].set_xlabel("wall-clock time (s, cumulative, mean over repeats)"
-                           if against == "time" else "training step")
+    axes[-1, 0].set_xlabel(
+        f"wall-clock time of training (s, cumulative, mean of {meta['time_s'].shape[0]} timed "
+        "repeats, all runs in one process)" if against == "time" else "training step")
     ax.set_ylabel("log EMA loss")
     ax.set_title(
         f"Vanilla RNN (hidden {int(meta['hidden_size'])}) on {first['dataset']}, T = "
-        f"{int(meta['sequence_length'])}: {int(meta['repeats'])} repeats × {int(meta['steps'])} SGD "
-        f"steps, lr {float(meta['lr']):g}", fontsize="medium")
-    ax.legend(fontsize="x-small", title="[approx.]: adjoints not those of BPTT",
+        f"{int(meta['sequence_length'])}: {int(meta['steps'])} SGD steps, lr {float(meta['lr']):g}, "
+        f"batch {first['batch']}", fontsize="medium")
+    ax.legend(fontsize="x-small", title="[approx.]: weights not those of BPTT",
               title_fontsize="x-small")
     if paired:
-        axes[1, 0].set_ylabel("log loss − BPTT's\n(same seeds, mean)")
+        axes[1, 0].set_ylabel("log loss − BPTT's\n(same weights and data)")
         axes[1, 0].axhline(0.0, color="black", linewidth=0.5)
     for a in axes[:, 0]:
         a.grid(alpha=0.3)
@@ -130,17 +140,26 @@ def convergence_figure(path: str):
     return fig
 
 
+def _seconds(value) -> str:
+    return "never" if value is None else f"{value:.3g}"
+
+
 def markdown_table(runs: Sequence[dict]) -> str:
-    """The harness table (one backward pass per run, timed in one process), then per run the
-    gradients' distance from autograd's (float64) and the training curves' final loss."""
+    """The harness table (training of ``steps`` SGD steps per run, timed in one process), then
+    per run the time to BPTT's final EMA loss, the final loss and its gap, the backward passes'
+    parallel steps and the first step's gradients against autograd's (float64)."""
+    sequential = next((r for r in runs if r["run"] == "sequential"), None)
     lines = [plots.runs_table(runs), "",
-             "| run | max abs diff of adjoints vs BPTT | gradient rel. error vs autograd (float64) "
-             "| parallel steps per training step (mean) | final EMA loss (mean ± std over repeats) |",
-             "|---|---|---|---|---|"]
+             ("| run | time to BPTT's final EMA loss (s) | × BPTT (time to target) | final EMA loss "
+              "| gap to BPTT | parallel steps per backward pass (mean / max) "
+              "| gradient rel. error vs autograd (float64, first step) |"),
+             "|---|---|---|---|---|---|---|"]
     for run in runs:
-        curves = run["training"]
-        final = curves["ema_loss"][:, -1]
+        reach, ratio = run.get("time_to_target_s"), "–"
+        if reach and sequential is not None and sequential.get("time_to_target_s"):
+            ratio = f"{sequential['time_to_target_s'] / reach:.2f}"
         lines.append(
-            f"| {run['run']} | {run['max_abs_diff']:.3g} | {run['gradient_rel_error_vs_autograd']:.2g} "
-            f"| {curves['iterations'].mean():.1f} | {final.mean():.4g} ± {final.std():.2g} |")
+            f"| {run['run']} | {_seconds(reach)} | {ratio} | {run['final_ema_loss']:.5g} "
+            f"| {run['final_ema_loss_gap']:+.3g} | {run['backward_iterations_mean']:.1f} / "
+            f"{run['iterations']} | {run['gradient_rel_error_vs_autograd']:.2g} |")
     return "\n".join(lines)

@@ -1,7 +1,0 @@
-"""Snakemake entry point: rnn_backprop training curves and convergence traces (ffsolve.experiments.rnn_backprop)."""
-
-import _ffsolve_path  # noqa: F401  (first: threads, and src/ importable under conda)
-from ffsolve.experiments.rnn_backprop.experiment import train_job
-from ffsolve.jobs import run_snakemake_job
-
-run_snakemake_job(snakemake, train_job)  # noqa: F821 - injected by Snakemake's script:
