@@ -1,4 +1,17 @@
-"""RNN backprop benchmark: time per backward pass and per training step, by method and T.
+"""RNN backprop benchmark: the paper's training time at full scale, and time per backward pass and
+per training step by method and T.
+
+``--train``: the paper's quantity, exactly as the workflow's ``rnn_backprop_measure`` job computes
+it (``experiment.measure_training``: every run's ``steps`` SGD steps timed in one process, repeats
+interleaved, trained weights checked against BPTT's), with the settings of config/paper.yaml
+(10 timed repeats of 200 steps, every Jacobi budget, the scans) on MNIST from ``--source``.
+Writes the records under ``--out``'s folder (``<folder>/<run>/metrics.json``) and prints the
+table; about 40 s per round of ten runs on one core here.
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/rnn_backprop_benchmark.py --train \
+        --source folder --folder ../shared/data --out results/rnn_backprop/benchmark_train/runs.json
+
+Without ``--train``: time per backward pass and per training step, by method and T.
 
 For each sequence length T, one vanilla RNN (the paper's initialisation, std 0.1) and one batch of
 sequences: MNIST images resized to 10×10 (T = 100) and read in raster order; other lengths
@@ -34,12 +47,21 @@ from pathlib import Path
 import torch
 
 from ffsolve.data import load_dataset
-from ffsolve.experiments.rnn_backprop.experiment import dataset_sequences, sync_torch, time_major
+from ffsolve.experiments.rnn_backprop.experiment import (
+    dataset_sequences,
+    sync_torch,
+    time_major,
+)
 from ffsolve.experiments.rnn_backprop.model import forward, init_params
 from ffsolve.experiments.rnn_backprop.system import backward, scan_steps
 from ffsolve.jobs import setup_logging
 from ffsolve.kit import RunSpec
-from ffsolve.runtime import device_description, limit_threads, seed_everything, torch_device
+from ffsolve.runtime import (
+    device_description,
+    limit_threads,
+    seed_everything,
+    torch_device,
+)
 
 log = logging.getLogger("rnn_backprop_benchmark")
 
@@ -67,7 +89,55 @@ def parse_args(argv=None):
     parser.add_argument("--seed", type=int, default=1234)
     parser.add_argument("--out", default="results/rnn_backprop/benchmark.json",
                         help="JSON output (under results/, which git ignores)")
+    parser.add_argument("--train", action="store_true",
+                        help="time the paper's quantity (training) with config/paper.yaml's settings")
+    parser.add_argument("--config", default=str(Path(__file__).resolve().parents[1] / "config" / "paper.yaml"),
+                        help="--train: the config whose rnn_backprop section to use")
+    parser.add_argument("--repeats-override", type=int, default=None,
+                        help="--train: timed repeats instead of the config's")
     return parser.parse_args(argv)
+
+
+def train_benchmark(args, dataset, device) -> None:
+    """The workflow's timed training job on ``dataset``, with the config's rnn_backprop settings."""
+    import yaml
+    from snakemake.utils import validate
+
+    from ffsolve.data import save_prepared
+    from ffsolve.experiments.rnn_backprop import experiment as rnn
+    from ffsolve.kit import settings_from
+    from ffsolve.kit.tables import runs_table
+    from ffsolve.workflow_config import dataset_settings
+
+    repo = Path(__file__).resolve().parents[1]
+    section = yaml.safe_load(Path(args.config).read_text())["rnn_backprop"]
+    validate(section, schema=str(repo / "workflow" / "schemas" / "rnn_backprop.schema.yaml"))
+    values = dataset_settings(section, "mnist")
+    if args.repeats_override:
+        values["repeats"] = args.repeats_override
+    settings = settings_from(rnn.Settings, values, "rnn_backprop")
+    folder = Path(args.out).parent
+    folder.mkdir(parents=True, exist_ok=True)
+    prepared = folder / "mnist.npz"
+    save_prepared(dataset, prepared)
+    names = [run.name for run in rnn.runs(settings)]
+    records = rnn.measure_training(
+        settings, data=str(prepared), dataset="mnist", seed=args.seed, device=device.type,
+        metrics={n: str(folder / n / "metrics.json") for n in names},
+        traces={n: str(folder / n / "trace.npz") for n in names},
+        weights=str(folder / "trained_weights.npz"), threads=args.threads)
+    print(runs_table(list(records.values())))
+    base = records["sequential"]
+    print("| run | time to BPTT's final EMA loss (s) | × BPTT | final EMA loss | gap |")
+    print("|---|---|---|---|---|")
+    for name, r in records.items():
+        reach = r["time_to_target_s"]
+        ratio = f"{base['time_to_target_s'] / reach:.2f}" if reach else "–"
+        print(f"| {name} | {'never' if reach is None else f'{reach:.3g}'} | {ratio} | "
+              f"{r['final_ema_loss']:.5g} | {r['final_ema_loss_gap']:+.3g} |")
+    Path(args.out).write_text(json.dumps({"device": device_description(device), "threads": args.threads,
+                                          "settings": values, "records": records}, indent=2))
+    log.info("wrote %s and the records under %s", args.out, folder)
 
 
 def make_sequences(rows: torch.Tensor, length: int, batch: int) -> torch.Tensor:
@@ -161,8 +231,8 @@ def benchmark_length(length: int, rows: torch.Tensor, args, device, dtype) -> li
 
 
 def markdown(rows: list[dict]) -> str:
-    lines = ["| T | method | parallel steps | backward ms (median) | vs BPTT | step ms (median) "
-             "| vs BPTT | rel. grad diff vs BPTT |", "|---|---|---|---|---|---|---|---|"]
+    lines = [("| T | method | parallel steps | backward ms (median) | vs BPTT | step ms (median) "
+              "| vs BPTT | rel. grad diff vs BPTT |"), "|---|---|---|---|---|---|---|---|"]
     sequential = {r["T"]: r for r in rows if r["method"] == "sequential"}
     for r in rows:
         if "skipped" in r:
@@ -186,6 +256,9 @@ def main(argv=None) -> None:
     dtype = getattr(torch, args.dtype)
     dataset = load_dataset("mnist", args.source, args.folder if args.source == "folder" else None,
                            embedded_dir=Path(__file__).resolve().parents[1] / "workflow" / "resources" / "mnist")
+    if args.train:
+        train_benchmark(args, dataset, device)
+        return
     rows = dataset_sequences(dataset, "train", 10)
     log.info("MNIST from %s: %d sequences of 100; hidden %d, batch %d, %s, %s, %d thread(s)",
              dataset.source, rows.shape[0], args.hidden, args.batch, args.dtype, device,
