@@ -179,9 +179,10 @@ class CachedSampler:
         self.dims = dims = model.nin
         self.low, self.high = logit_bounds(lam)
         with torch.no_grad():
-            weights = [(layer.weight * layer.mask).detach() for layer in layers]
-            biases = [layer.bias.detach() for layer in layers]
-            masks = [layer.mask != 0 for layer in layers]
+            # Planned on the CPU (the unit orders and prefix counts), then moved to the noise's device.
+            weights = [(layer.weight * layer.mask).detach().cpu() for layer in layers]
+            biases = [layer.bias.detach().cpu() for layer in layers]
+            masks = [layer.mask.detach().cpu() != 0 for layer in layers]
             # needs[l][k]: the first step whose output reads unit k of hidden layer l (dims: never).
             needs = [_earliest(masks[-1][:dims] | masks[-1][dims:], torch.arange(dims), dims)]
             for mask in reversed(masks[1:-1]):  # a unit is needed once a needed unit reads it
