@@ -90,6 +90,9 @@ def test_eligibility_by_tolerance():
     assert not eligibility(parse_run_name("jacobi_t1e-02"), run_tol=1e-4)[0]  # looser than asked
     assert eligibility(parse_run_name("jacobi"), run_tol=1e-4)[0]  # exact meets any tolerance
     assert not eligibility(parse_run_name("auto"))[0]
+    assert eligibility(parse_run_name("jacobi_tol"))[0]  # the name says nothing ...
+    assert eligibility(parse_run_name("jacobi_tol"), inexact=["jacobi_tol"]) == (
+        False, "declared inexact by the experiment (it stops short of the exact answer)")
 
 
 def test_ties_are_deterministic_and_keep_the_earlier_option():

@@ -26,8 +26,10 @@ The pieces:
   repeated. The pilots of losing candidates together cost at most ``pilot_budget × S`` (plus the
   baseline slice), so ``auto`` costs at most that fraction of a sequential run more than the
   method it picks. The price: a parallel method faster than sequential by less than
-  ``1 / pilot_budget`` may be raced out before it finishes; raise ``pilot_budget`` to search
-  harder.
+  ``1 / pilot_budget`` may be raced out before it finishes (default 0.1: a parallel method is
+  found when it wins by 10x or more); raise ``pilot_budget`` to search harder. An interrupt lands
+  after the step in progress, so a method whose single step is long overshoots its deadline by
+  up to one step.
 * :func:`auto_candidate`: the harness :class:`~ffsolve.kit.harness.Candidate` of an ``auto``
   run. Its timed program runs the whole pilot and then (unless the pilot already produced it) the
   chosen program, so the pilot's cost is inside the reported ``wall_time_s``. **The choice is made
@@ -51,7 +53,7 @@ import math
 import signal
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,7 +64,7 @@ from ffsolve.kit.runs import RunSpec, is_sequential_baseline, parse_run_name
 from ffsolve.timing import synchronize
 
 AUTO = "auto"
-DEFAULT_PILOT_BUDGET = 0.2
+DEFAULT_PILOT_BUDGET = 0.1
 
 _NUMBER_OR_NULL = {"type": ["number", "null"]}
 AUTO_SCHEMA = {
@@ -124,8 +126,14 @@ def validate_auto(value: Any) -> None:
 # ------------------------------------------------------------------------------ the pure choice
 
 
-def eligibility(spec: RunSpec, run_tol: float = 0.0) -> tuple[bool, str]:
-    """May the run ``spec`` answer an ``auto`` run at ``run_tol``? Returns (eligible, why)."""
+def eligibility(spec: RunSpec, run_tol: float = 0.0, inexact: Iterable[str] = ()) -> tuple[bool, str]:
+    """May the run ``spec`` answer an ``auto`` run at ``run_tol``? Returns (eligible, why).
+
+    ``inexact`` names methods or runs that stop short of the exact answer in a way the run name
+    does not show (rnn_backprop's ``jacobi_tol``, a relative tolerance): never eligible.
+    """
+    if spec.method in inexact or spec.name in inexact:
+        return False, "declared inexact by the experiment (it stops short of the exact answer)"
     if is_sequential_baseline(spec.method):
         return True, "native sequential path"
     if spec.method == AUTO:
@@ -282,7 +290,7 @@ def run_pilot(candidates: Sequence[Candidate], baseline: str, *, baseline_pilot:
               output: Callable[[Any], Any] = lambda result: result.x,
               sync: Callable[[Any], Any] = synchronize, race: bool | None = None,
               converged: Callable[[Any], bool] = lambda result: bool(getattr(result, "converged", True)),
-              ) -> PilotOutcome:
+              inexact: Iterable[str] = ()) -> PilotOutcome:
     """Pilot the baseline, then race every eligible candidate; returns what was found.
 
     ``results`` holds the outputs of the candidates whose full program ran to the end (reusable:
@@ -323,7 +331,7 @@ def run_pilot(candidates: Sequence[Candidate], baseline: str, *, baseline_pilot:
         name = candidate.name
         if name == baseline:
             continue
-        eligible, why = eligibility(candidate.spec, run_tol)
+        eligible, why = eligibility(candidate.spec, run_tol, inexact)
         if not eligible:
             options.append(Option(name, None, False, why))
             records.append({"run": name, "eligible": False, "why": why, "pilot_s": None, "scale": 1.0,
@@ -374,9 +382,12 @@ def auto_candidate(candidates: Sequence[Candidate], *, run: RunSpec | str = AUTO
                    baseline_pilot: Pilot | None = None, pilot_budget: float = DEFAULT_PILOT_BUDGET,
                    output: Callable[[Any], Any] = lambda result: result.x,
                    sync: Callable[[Any], Any] = synchronize, race: bool | None = None,
-                   extra: dict | None = None) -> Candidate:
+                   extra: dict | None = None, inexact: Iterable[str] = (),
+                   warm_first: bool = True) -> Candidate:
     """The harness candidate of an ``auto`` run over ``candidates`` (see the module docstring).
 
+    ``warm_first=False`` skips the first call's warm-up pilot, for callers that have warmed every
+    candidate already (and time the first call). ``inexact``: see :func:`eligibility`.
     Candidates whose ``extra`` names another ``quantity`` than the baseline's (a run that times
     something else, e.g. ``time_to_top5`` beside one solve) are left out; ``auto`` inherits the
     baseline's quantity with the chosen run's other fields. The returned candidate's ``extra["auto"]`` is filled in by its calls, it
@@ -400,11 +411,12 @@ def auto_candidate(candidates: Sequence[Candidate], *, run: RunSpec | str = AUTO
 
     def pilot():
         return run_pilot(pool, baseline, baseline_pilot=baseline_pilot, run_tol=spec.stopping_tol(),
-                         pilot_budget=pilot_budget, output=output, sync=sync, race=race)
+                         pilot_budget=pilot_budget, output=output, sync=sync, race=race,
+                         inexact=inexact)
 
     def program():
         start = time.perf_counter()
-        if state.chosen is None:
+        if state.chosen is None and warm_first:
             # The first call pilots twice and decides on the second: a first call pays for lazy
             # imports, allocation and JIT compilation, which a slice scaled by T/k would multiply.
             # Both pilots are in this call's time (the harness's untimed warm-up call when there is
