@@ -80,6 +80,7 @@ from ffsolve.kit import (
     settings_from,
     write_runs,
 )
+from ffsolve.kit.auto import auto_candidate, loop_pilot, pilot_steps, split_auto
 from ffsolve.kit.io import write_npz
 from ffsolve.kit.seeds import torch_generator
 from ffsolve.runtime import device_description, seed_everything, torch_device
@@ -114,9 +115,43 @@ class Settings:
 
 def runs(settings: Settings) -> list[RunSpec]:
     """Every run of the config: jacobi once per budget and once to the end (exact), the blocked
-    methods once per block size, every other method once."""
-    return expand_runs(settings.methods, settings.block_sizes, settings.jacobi_budgets,
-                       blocked=BLOCKED, budgeted=BUDGETED)
+    methods once per block size, every other method once (``auto`` apart: :func:`auto_runs`)."""
+    return split_auto(expand_runs(settings.methods, settings.block_sizes, settings.jacobi_budgets,
+                                  blocked=BLOCKED, budgeted=BUDGETED))[0]
+
+
+def auto_runs(settings: Settings) -> list[RunSpec]:
+    """The ``auto`` run, if configured: it trains with the method a pilot finds fastest."""
+    return split_auto(expand_runs(settings.methods, settings.block_sizes, settings.jacobi_budgets,
+                                  blocked=BLOCKED, budgeted=BUDGETED))[1]
+
+
+def with_auto(settings: Settings, cands: list[Candidate], params: RNNParams, data: torch.Tensor,
+              order: torch.Tensor, make_candidates: Callable[[], tuple[list[Candidate], dict]]):
+    """``cands`` plus the ``auto`` run (kit.auto) over a fresh set of the same candidates (so its
+    calls add nothing to the other runs' curves), and a function that, after timing, gives the
+    curves of auto's chosen run as auto's own.
+
+    Pilot: BPTT trains the first 5% of the steps, scaled by steps / k (a loop's time is linear
+    in its steps); every other exact run is raced against it. ``jacobi_tol`` stops at a relative
+    tolerance, so it never answers the exact run. The harness calls the auto run once per repeat
+    with no warm-up round, and every candidate was warmed before: no warm-up pilot."""
+    autos = auto_runs(settings)
+    if not autos:
+        return cands, lambda logs: None
+    pool, pool_logs = make_candidates()
+    steps = order.shape[0]
+    pilot = loop_pilot(lambda k: train(params, data, order[:k], RunSpec("sequential"), settings)[0],
+                       pilot_steps(steps), steps)
+    added = [auto_candidate(pool, run=spec, baseline_pilot=pilot, inexact=("jacobi_tol",),
+                            warm_first=False, sync=lambda x: x) for spec in autos]
+    autos_by_name = {c.name: c for c in added}
+
+    def curves(logs: dict) -> None:
+        for name, candidate in autos_by_name.items():
+            logs[name] = pool_logs[candidate.extra["auto"]["chosen"]]
+
+    return cands + added, curves
 
 
 def quantity(settings: Settings) -> str:
@@ -425,10 +460,13 @@ def measure_training(settings: Settings, *, data: str, dataset: str, seed: int, 
     errors = autograd_errors(settings, params, first_batch)
     cands, logs = training_candidates(settings, params, sequences, order, scan_tol=scan_tol,
                                       errors=errors)
+    cands, auto_curves = with_auto(settings, cands, params, sequences, order, lambda: training_candidates(
+        settings, params, sequences, order, scan_tol=scan_tol, errors=errors))
     for spec in specs:
         if spec.name != "sequential" and settings.warmup_steps:
             train(params, sequences, order[:settings.warmup_steps], spec, settings)
     measurements = measure(cands, repeats=settings.repeats, warmup=0)
+    auto_curves(logs)
 
     timed = measurements["sequential"].result
     if not all(torch.equal(timed.x[name], reference.x[name]) for name in PARAM_NAMES):
