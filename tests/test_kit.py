@@ -299,6 +299,7 @@ def test_the_headline_takes_the_stronger_baseline_and_prefers_bitwise_runs():
             summary_row("sequential_cache", "sequential_cache", 2.0),
             summary_row("jacobi", "jacobi", 0.5),
             summary_row("jacobi_t1e-02", "jacobi", 0.1, bitwise="False"),
+            {**summary_row("jacobi_t1e-06", "jacobi", 0.2), "tol": "1e-06"},
             summary_row("gs_jacobi_cache_b112", "gs_jacobi_cache", 0.4, block="112", bitwise="False",
                         within="True"),
             summary_row("auto", "auto", 0.05)]
