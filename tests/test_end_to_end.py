@@ -43,7 +43,7 @@ def test_every_rule_of_every_experiment_ran(first):
     ran = set(re.findall(r"^\s*(?:local)?rule (\w+):", output, re.M))
     missing = set(listed) - TARGET_RULES - ran
     assert not missing, f"rules that never ran in the end-to-end config: {sorted(missing)}"
-    for experiment in ("solver_demo", "made", "rnn_backprop", "densenet", "pixelcnnpp"):
+    for experiment in ("solver_demo", "made", "rnn_backprop", "densenet", "pixelcnnpp", "rnn_forward"):
         assert list(workdir.glob(f"figures/{experiment}*.png")), f"no figure for {experiment}"
 
 
@@ -51,12 +51,12 @@ def test_every_run_meets_the_results_contract(first):
     workdir, _, _ = first
     metrics_files = sorted(workdir.glob("results/*/*/*/metrics.json"))
     experiments = {path.parts[-4] for path in metrics_files}
-    assert experiments == {"solver_demo", "made", "rnn_backprop", "densenet", "pixelcnnpp"}
+    assert experiments == {"solver_demo", "made", "rnn_backprop", "densenet", "pixelcnnpp", "rnn_forward"}
     for path in metrics_files:
         record = json.loads(path.read_text())
         where = str(path.relative_to(workdir))
         validate_record(record, where)  # one schema for every experiment
-        if record["budget"] is None and record["tol"] == 0:
+        if record["budget"] is None and record["tol"] == 0 and record.get("quantity", "solve") == "solve":
             # Run to the end at tol 0: equal to sequential bit for bit, or, for a path that cannot
             # be bitwise, within the tolerance it declares (with its reason).
             assert record["converged"], where
@@ -106,7 +106,8 @@ def test_changed_parameter_reruns_the_affected_rules(first):
     assert jobs.get("made_measure") == 1 and "made_figure" in jobs
     untouched = {"made_train", "data_prepare", "densenet_train", "densenet_measure",
                  "pixelcnnpp_train", "pixelcnnpp_measure", "rnn_backprop_train",
-                 "rnn_backprop_measure", "solver_demo_measure"}
+                 "rnn_backprop_measure", "solver_demo_measure", "rnn_forward_train",
+                 "rnn_forward_measure", "rnn_forward_measure_jax"}
     assert not untouched & set(jobs), jobs
 
 
