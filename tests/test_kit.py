@@ -423,6 +423,23 @@ def test_typed_settings_name_the_bad_key():
     assert TimingSettings(**{"repeats": 2, "warmup": 0}).repeats == 2
 
 
+def test_typed_settings_check_both_spellings_of_optional():
+    from dataclasses import dataclass
+    from typing import Optional
+
+    @dataclass(frozen=True)
+    class Settings:
+        size: int | None
+        folder: Optional[str] = None
+
+    assert settings_from(Settings, {"size": None}, "d") == Settings(None)
+    assert settings_from(Settings, {"size": 3, "folder": "x"}, "d") == Settings(3, "x")
+    with pytest.raises(SettingsError, match=r"'d.size' must be an integer"):
+        settings_from(Settings, {"size": "3"}, "d")
+    with pytest.raises(SettingsError, match=r"'d.folder' must be a string"):
+        settings_from(Settings, {"size": 3, "folder": 4}, "d")
+
+
 def test_writes_are_atomic_and_refuse_nan(tmp_path):
     with pytest.raises(ValueError):
         write_json(tmp_path / "m.json", {"x": float("nan")})

@@ -8,6 +8,7 @@ missing or unknown key, or a value of the wrong type, with a message that names 
 from __future__ import annotations
 
 import dataclasses
+import types
 import typing
 from typing import Any, Mapping, TypeVar
 
@@ -47,7 +48,7 @@ def _convert(hint, value, path: str):
     args = typing.get_args(hint)
     if dataclasses.is_dataclass(hint):
         return settings_from(hint, value, path)
-    if origin is typing.Union:
+    if origin is typing.Union or origin is types.UnionType:  # Optional[int] and int | None
         if value is None and type(None) in args:
             return None
         errors = []
