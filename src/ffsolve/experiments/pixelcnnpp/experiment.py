@@ -53,6 +53,9 @@ class Settings:
     checkpoint: Optional[str]
     sample_batch_size: int
     train: TrainSettings
+    # The speed/error frontier: each parallel method again at each tolerance > 0 (a list, or
+    # {method or run name: list}).
+    frontier_tols: Union[tuple[float, ...], dict] = ()
 
 
 def make_model(settings: Settings):
@@ -66,7 +69,7 @@ def run_specs(settings: Settings):
     """Every configured run: each block method once per block size (in positions)."""
     from ffsolve.experiments.pixelcnnpp.system import BLOCKED
 
-    return expand_runs(settings.methods, settings.block_sizes, blocked=BLOCKED)
+    return expand_runs(settings.methods, settings.block_sizes, blocked=BLOCKED, tols=settings.frontier_tols)
 
 
 def runs(settings: Settings) -> list[str]:
@@ -178,7 +181,7 @@ def measure_runs(settings: Settings, *, dataset: str, seed: int, device: str, ti
                            "nr_logistic_mix": settings.nr_logistic_mix},
                  "checkpoint": str(checkpoint_path)}
         log.info("sampling %d x %s on %s, runs %s", batch, shape, chosen, list(metrics))
-        measurements = measure(candidates(sampler, run_specs(settings), settings.tol, extra),
+        measurements = measure(measured_candidates(sampler, settings, extra),
                                repeats=timing.repeats, warmup=timing.warmup,
                                min_sample_s=timing.min_sample_s)
         # Where a run may only be within tolerance, say whether a mixture component flipped.
@@ -194,6 +197,26 @@ def measure_runs(settings: Settings, *, dataset: str, seed: int, device: str, ti
                                 m.candidate.extra["component_flips"])
     context = RunContext(EXPERIMENT, dataset, seed, device_description(chosen), batch, threads)
     return write_runs(measurements, context, metrics, traces)
+
+
+def measured_candidates(sampler, settings: Settings, extra: dict) -> list:
+    """Every configured run's candidate, each at its own stopping tolerance (frontier runs
+    ``<method>_t<tol>``; the others at ``tol``), then ``auto`` (ffsolve.kit.auto): the naive loop's
+    first 5% of positions scaled by T/k, every other exact run raced against it."""
+    import ffsolve
+    from ffsolve.experiments.pixelcnnpp.system import candidates
+    from ffsolve.kit.auto import add_auto, loop_pilot, pilot_steps, split_auto
+
+    specs, autos = split_auto(run_specs(settings))
+    out = []
+    for tol in dict.fromkeys(spec.stopping_tol(settings.tol) for spec in specs):
+        out += candidates(sampler, [s for s in specs if s.stopping_tol(settings.tol) == tol], tol, extra)
+    order = {spec.name: i for i, spec in enumerate(specs)}
+    out.sort(key=lambda c: order[c.name])
+    length = sampler.length
+    pilot = loop_pilot(lambda k: ffsolve.solve(sampler.f, sampler.initial(), method="sequential",
+                                               max_iters=k, axis=1), pilot_steps(length), length)
+    return add_auto(out, autos, baseline_pilot=pilot)
 
 
 def _image_shape(path) -> tuple[int, int, int]:
