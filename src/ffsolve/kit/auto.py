@@ -34,7 +34,8 @@ The pieces:
   run. Its timed program runs the whole pilot and then (unless the pilot already produced it) the
   chosen program, so the pilot's cost is inside the reported ``wall_time_s``. **The choice is made
   once per process**, by the first call (the harness's warm-up call when there is one; it pilots
-  twice and decides on the second, warm pilot), and kept:
+  twice and takes each option's faster time of the two, since interference only ever inflates a
+  time), and kept:
   every call re-runs the pilot (its cost is real), and a later pilot that would choose otherwise
   is counted in ``disagreements`` but not followed, so every timed call computes the same thing
   (the harness checks that every timed output is identical). The record's ``auto`` field
@@ -105,7 +106,7 @@ AUTO_SCHEMA = {
 }
 """The ``auto`` field of an ``auto`` run's record (validated by :func:`validate_auto`).
 
-``pilots`` lists the first call's pilot (the one that made the choice): per candidate its
+``pilots`` lists the first call's (second) pilot: per candidate its
 eligibility and why, the seconds its pilot ran (``null`` if never run), the scale from pilot to
 full run, the predicted (or, scale 1 and finished, measured) full time, and whether it finished.
 ``pilot_overhead_s`` holds, per call, the seconds spent beyond the chosen run itself (the
@@ -364,6 +365,19 @@ def run_pilot(candidates: Sequence[Candidate], baseline: str, *, baseline_pilot:
     return PilotOutcome(options, choice, records, results, predicted_s, time.perf_counter() - start, race)
 
 
+def combine(a: PilotOutcome, b: PilotOutcome, baseline: str) -> Choice:
+    """The choice from two pilots: each option at the faster of its two times (a time is only
+    ever inflated by interference, never deflated), eligible only if eligible in both."""
+    other = {o.run: o for o in a.options}
+    merged = []
+    for option in b.options:
+        first = other.get(option.run, option)
+        times = [t for t in (first.seconds, option.seconds) if t is not None]
+        merged.append(Option(option.run, min(times) if times else None,
+                             option.eligible and first.eligible, option.why))
+    return choose(merged, baseline)
+
+
 # ------------------------------------------------------------------------------ the candidate
 
 
@@ -372,6 +386,8 @@ class AutoState:
     """What an ``auto`` candidate remembers between calls (the choice is the first call's)."""
 
     chosen: str | None = None
+    choice: Choice | None = None
+    predicted_s: float = 0.0
     first: PilotOutcome | None = None
     calls: int = 0
     disagreements: list[str] = field(default_factory=list)
@@ -416,16 +432,20 @@ def auto_candidate(candidates: Sequence[Candidate], *, run: RunSpec | str = AUTO
 
     def program():
         start = time.perf_counter()
+        warm = None
         if state.chosen is None and warm_first:
-            # The first call pilots twice and decides on the second: a first call pays for lazy
-            # imports, allocation and JIT compilation, which a slice scaled by T/k would multiply.
-            # Both pilots are in this call's time (the harness's untimed warm-up call when there is
-            # one).
-            pilot()
+            # The first call pilots twice and decides on each option's faster time of the two: a
+            # first call pays for lazy imports, allocation and JIT compilation, and a shared
+            # machine for its neighbours, which a slice scaled by T/k would multiply. Both pilots
+            # are in this call's time (the harness's untimed warm-up call when there is one).
+            warm = pilot()
         outcome = pilot()
         state.calls += 1
         if state.chosen is None:
-            state.chosen, state.first = outcome.choice.run, outcome
+            state.choice = outcome.choice if warm is None else combine(warm, outcome, baseline)
+            state.chosen, state.first = state.choice.run, outcome
+            state.predicted_s = outcome.predicted_sequential_s if warm is None else min(
+                warm.predicted_sequential_s, outcome.predicted_sequential_s)
             candidate.tolerance = by_name[state.chosen].tolerance
             # The chosen run's experiment fields (model size, checkpoint, ...) describe auto's too.
             for key, value in by_name[state.chosen].extra.items():
@@ -471,16 +491,16 @@ def auto_record(state: AutoState, baseline: str, pilot_budget: float) -> dict:
         0.5 * (overheads[len(overheads) // 2 - 1] + overheads[len(overheads) // 2])
     value = {
         "chosen": state.chosen,
-        "reason": first.choice.reason,
+        "reason": state.choice.reason,
         "baseline": baseline,
         "pilot_budget": float(pilot_budget),
         "raced": first.raced,
         "pilots": first.records,
         "calls": state.calls,
         "disagreements": list(state.disagreements),
-        "predicted_sequential_s": first.predicted_sequential_s,
+        "predicted_sequential_s": state.predicted_s,
         "pilot_overhead_s": list(state.overheads),
-        "pilot_fraction": median / first.predicted_sequential_s if first.predicted_sequential_s > 0 else 0.0,
+        "pilot_fraction": median / state.predicted_s if state.predicted_s > 0 else 0.0,
     }
     validate_auto(value)
     return value

@@ -10,6 +10,7 @@ import ffsolve
 from ffsolve.experiments.solver_demo.system import make_map
 from ffsolve.jobs import Job, outputs_by_run
 from ffsolve.kit import Candidate, RunContext, expand_runs, measure, settings_from, write_runs
+from ffsolve.kit.auto import add_auto, loop_pilot, pilot_steps, split_auto
 from ffsolve.kit.harness import TimingSettings
 from ffsolve.runtime import device_description
 
@@ -38,7 +39,8 @@ def runs(settings: Settings) -> list[str]:
 def candidates(settings: Settings, seed: int) -> list[Candidate]:
     f, x0 = make_map(settings.length, settings.batch, settings.coupling, seed)
     out = []
-    for spec in expand_runs(settings.methods, settings.block_sizes, blocked=BLOCKED):
+    specs, autos = split_auto(expand_runs(settings.methods, settings.block_sizes, blocked=BLOCKED))
+    for spec in specs:
         def program(spec=spec, trace=False):
             return ffsolve.solve(f, x0, method=spec.method, block_size=spec.block_size,
                                  tol=settings.tol, trace=trace, trace_batch_axis=1 if trace else None)
@@ -50,7 +52,10 @@ def candidates(settings: Settings, seed: int) -> list[Candidate]:
                             "change_mean": change.mean(axis=1), "change_std": change.std(axis=1)}
 
         out.append(Candidate(spec, program, traced, extra={"coupling": settings.coupling}))
-    return out
+    # auto (ffsolve.kit.auto): the loop's first 5% of positions scaled by T/k, the others raced.
+    pilot = loop_pilot(lambda k: ffsolve.solve(f, x0, method="sequential", max_iters=k),
+                       pilot_steps(settings.length), settings.length)
+    return add_auto(out, autos, baseline_pilot=pilot)
 
 
 def measure_runs(settings: Settings, *, dataset: str, seed: int, timing: TimingSettings,
