@@ -1,9 +1,15 @@
 """ffsolve: feedforward computation as a triangular system, solved in parallel.
 
 Reimplements Song et al., "Accelerating Feedforward Computation via Parallel Nonlinear Equation
-Solving" (ICML 2021). The public entry point is :func:`ffsolve.solve`.
+Solving" (ICML 2021). The public entry point is :func:`ffsolve.solve`; Markov recurrences
+s_t = step(s_{t−1}, u_t) also have :func:`ffsolve.solve_recurrence` (Newton-type methods).
 """
 
+from ffsolve.recurrence import (
+    RecurrenceResult,
+    available_recurrence_methods,
+    solve_recurrence,
+)
 from ffsolve.solvers import (
     SolveResult,
     SolveTrace,
@@ -16,11 +22,14 @@ from ffsolve.solvers import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "RecurrenceResult",
     "SolveResult",
     "SolveTrace",
+    "__version__",
     "available_methods",
+    "available_recurrence_methods",
     "get_solver",
     "register_solver",
     "solve",
-    "__version__",
+    "solve_recurrence",
 ]

@@ -1,0 +1,26 @@
+"""Newton-type parallel solvers for Markov recurrences s_t = step(s_{t−1}, u_t).
+
+:func:`solve_recurrence` (also ``ffsolve.solve_recurrence``) with methods ``sequential``,
+``jacobi``, ``newton`` (DEER), ``quasi_newton`` (quasi-DEER) and ``damped_newton`` (ELK-style);
+built-in cells with analytic Jacobians in :mod:`ffsolve.recurrence.cells`.
+"""
+
+from ffsolve.recurrence import cells
+from ffsolve.recurrence.solve import (
+    DEFAULT_DAMPING,
+    METHODS,
+    RecurrenceResult,
+    RecurrenceTrace,
+    available_recurrence_methods,
+    solve_recurrence,
+)
+
+__all__ = [
+    "DEFAULT_DAMPING",
+    "METHODS",
+    "RecurrenceResult",
+    "RecurrenceTrace",
+    "available_recurrence_methods",
+    "cells",
+    "solve_recurrence",
+]

@@ -1,0 +1,250 @@
+"""Built-in recurrent cells for :func:`ffsolve.solve_recurrence`, in PyTorch and in JAX.
+
+Each constructor returns a :class:`Cell`: ``step(s_prev, u) -> s`` plus analytic Jacobians with
+respect to the state, ``jacobian(s_prev, u) -> (..., H, H)`` (``J[i, j] = ∂s_i/∂s_prev_j``) and
+``diagonal(s_prev, u) -> (..., H)``. The framework follows the weights' array type.
+
+Bit-stable shapes: the solvers call ``step`` with a leading time axis, ``(n, *batch, H)`` with
+``n = 1`` in the sequential loop and ``n = T`` in the parallel methods. A plain ``x @ W.T`` folds
+every leading axis into one matrix product whose kernel (and so the rounding of each row) depends
+on how many rows there are: on CPU, PyTorch differs in the last bits between 1 and T·B rows when
+the batch is small, and XLA for small H (measured here). The cells therefore compute their products
+with :func:`linear`, one *batched* product over the time axis, each time position a ``(batch, K)
+@ (K, N)`` product of the same shape whatever ``n`` is; that makes the parallel methods' Jacobi
+fixed point the sequential result bit for bit. Write your own ``step`` the same way if you want
+``tol=0`` to mean bitwise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+Array = Any
+
+
+@dataclass(frozen=True, eq=False)
+class Cell:
+    """A recurrence step with its analytic state Jacobians.
+
+    Attributes:
+        step: ``step(s_prev (..., H), u (..., D)) -> s (..., H)``.
+        jacobian: ``(s_prev, u) -> (..., H, H)``, the full Jacobian ∂s/∂s_prev.
+        diagonal: ``(s_prev, u) -> (..., H)``, its diagonal.
+        hidden_size, input_size: H and D.
+        full_cost, diagonal_cost: the work of one Jacobian evaluation over the sequence, in full
+            passes of ``step`` (the unit of ``network_evaluations``), derived per cell below.
+        name: ``"gru"`` or ``"softplus_rnn"``.
+    """
+
+    step: Callable
+    jacobian: Callable
+    diagonal: Callable
+    hidden_size: int
+    input_size: int
+    full_cost: float
+    diagonal_cost: float
+    name: str
+
+    def __call__(self, s_prev, u):
+        return self.step(s_prev, u)
+
+    @property
+    def full(self) -> Callable:
+        """The full Jacobian (same as :attr:`jacobian`; the name ``solve_recurrence`` looks for)."""
+        return self.jacobian
+
+
+# --------------------------------------------------------------------------- per-framework ops
+
+
+def _is_torch(a) -> bool:
+    try:
+        import torch
+    except ImportError:  # pragma: no cover
+        return False
+    return isinstance(a, torch.Tensor)
+
+
+def linear(x: Array, weight: Array, bias: Array | None = None) -> Array:
+    """``x @ weight.T + bias`` over ``x (..., K)``, computed as one batched product over the first
+    axis of ``x`` so that each of its entries gets the same bits whatever the length of that axis.
+
+    ``x`` with one dimension is treated as a single row.
+    """
+    k, n_out = weight.shape[1], weight.shape[0]
+    if x.shape[-1] != k:
+        raise ValueError(f"linear: input has {x.shape[-1]} features, the weight expects {k}")
+    lead = tuple(x.shape[:-1])
+    n = lead[0] if len(lead) >= 1 else 1
+    if _is_torch(x):
+        import torch
+
+        x3 = x.reshape(n, -1, k)
+        y = torch.bmm(x3, weight.t().expand(n, k, n_out)).reshape(*lead, n_out)
+    else:
+        import jax.numpy as jnp
+        from jax import lax
+
+        x3 = jnp.reshape(x, (n, -1, k))
+        wt = jnp.broadcast_to(jnp.transpose(weight), (n, k, n_out))
+        y = lax.dot_general(x3, wt, (((2,), (1,)), ((0,), (0,)))).reshape(lead + (n_out,))
+    return y if bias is None else y + bias
+
+
+class _Ops:
+    """The few elementwise functions the cells need, per framework."""
+
+    def __init__(self, like):
+        if _is_torch(like):
+            import torch
+
+            self.sigmoid, self.tanh = torch.sigmoid, torch.tanh
+            self.softplus = torch.nn.functional.softplus
+            self.diag = lambda w: torch.diagonal(w)
+            self.eye_like = lambda v: torch.diag_embed(v)
+        else:
+            import jax
+            import jax.numpy as jnp
+
+            self.sigmoid, self.tanh = jax.nn.sigmoid, jnp.tanh
+            self.softplus = jax.nn.softplus
+            self.diag = jnp.diagonal
+            self.eye_like = lambda v: v[..., :, None] * jnp.eye(v.shape[-1], dtype=v.dtype)
+
+
+def _shape_of(name: str, a, shape: tuple) -> None:
+    if tuple(a.shape) != shape:
+        raise ValueError(f"{name} must have shape {shape}, got {tuple(a.shape)}")
+
+
+# ------------------------------------------------------------------------------------------ GRU
+
+
+def gru(weight_ih: Array, weight_hh: Array, bias_ih: Array, bias_hh: Array) -> Cell:
+    """A GRU cell with ``torch.nn.GRU``'s parameter layout and equations (gate order r, z, n):
+
+        r = σ(W_ir u + b_ir + W_hr h + b_hr),   z = σ(W_iz u + b_iz + W_hz h + b_hz),
+        n = tanh(W_in u + b_in + r ⊙ (W_hn h + b_hn)),   h' = (1 − z) ⊙ n + z ⊙ h.
+
+    ``weight_ih (3H, D)``, ``weight_hh (3H, H)``, ``bias_ih (3H,)``, ``bias_hh (3H,)``: pass
+    ``gru.weight_ih_l0`` etc. of a trained ``nn.GRU`` (detached), or JAX arrays of the same layout.
+
+    Analytic Jacobian (rows scaled by vectors):
+    ∂h'/∂h = diag(z) + diag((1−z)(1−n²) r) W_hn + diag((1−z)(1−n²)(W_hn h + b_hn) r(1−r)) W_hr
+    + diag((h − n) z(1−z)) W_hz. Its cost: the gates once more (one pass of ``step``) plus three
+    row-scaled H×H matrices summed, about 4H² multiply-adds per position against the step's
+    3H(D + H): counted as ``full_cost = 1 + 4H / (3(D + H))`` passes; the diagonal needs only the
+    gates: ``diagonal_cost = 1``.
+    """
+    three_h, d = weight_ih.shape
+    if three_h % 3:
+        raise ValueError(f"weight_ih must have 3H rows, got {three_h}")
+    h = three_h // 3
+    _shape_of("weight_hh", weight_hh, (3 * h, h))
+    _shape_of("bias_ih", bias_ih, (3 * h,))
+    _shape_of("bias_hh", bias_hh, (3 * h,))
+    ops = _Ops(weight_hh)
+    w_hr, w_hz, w_hn = weight_hh[:h], weight_hh[h:2 * h], weight_hh[2 * h:]
+    d_hr, d_hz, d_hn = ops.diag(w_hr), ops.diag(w_hz), ops.diag(w_hn)
+
+    def gates(s, u):
+        gi = linear(u, weight_ih, bias_ih)
+        gh = linear(s, weight_hh, bias_hh)
+        r = ops.sigmoid(gi[..., :h] + gh[..., :h])
+        z = ops.sigmoid(gi[..., h:2 * h] + gh[..., h:2 * h])
+        hn = gh[..., 2 * h:]
+        n = ops.tanh(gi[..., 2 * h:] + r * hn)
+        return r, z, n, hn
+
+    def step(s, u):
+        _, z, n, _ = gates(s, u)
+        return (1 - z) * n + z * s
+
+    def scales(s, u):
+        r, z, n, hn = gates(s, u)
+        common = (1 - z) * (1 - n * n)
+        return z, common * r, common * hn * r * (1 - r), (s - n) * z * (1 - z)
+
+    def jacobian(s, u):
+        z, a_n, a_r, a_z = scales(s, u)
+        return (ops.eye_like(z) + a_n[..., :, None] * w_hn + a_r[..., :, None] * w_hr
+                + a_z[..., :, None] * w_hz)
+
+    def diagonal(s, u):
+        z, a_n, a_r, a_z = scales(s, u)
+        return z + a_n * d_hn + a_r * d_hr + a_z * d_hz
+
+    return Cell(step, jacobian, diagonal, h, d, 1.0 + 4.0 * h / (3.0 * (d + h)), 1.0, "gru")
+
+
+# -------------------------------------------------------------------------------- softplus RNN
+
+
+def softplus_rnn(W: Array, U: Array, b: Array) -> Cell:
+    """The paper's RNN cell s_t = softplus(W s_{t−1} + U u_t + b): ``W (H, H)``, ``U (H, D)``,
+    ``b (H,)``. Jacobian diag(σ(a)) W with a the pre-activation; its cost: the pre-activation
+    (one pass) plus an H×H row scaling (H² against the step's H(H + D)): ``full_cost = 1 +
+    H/(H + D)``; ``diagonal_cost = 1``."""
+    h = W.shape[0]
+    _shape_of("W", W, (h, h))
+    if U.ndim != 2 or U.shape[0] != h:
+        raise ValueError(f"U must have shape ({h}, D), got {tuple(U.shape)}")
+    _shape_of("b", b, (h,))
+    d = U.shape[1]
+    ops = _Ops(W)
+    w_diag = ops.diag(W)
+
+    def pre(s, u):
+        return linear(s, W) + linear(u, U) + b
+
+    def step(s, u):
+        return ops.softplus(pre(s, u))
+
+    def jacobian(s, u):
+        return ops.sigmoid(pre(s, u))[..., :, None] * W
+
+    def diagonal(s, u):
+        return ops.sigmoid(pre(s, u)) * w_diag
+
+    return Cell(step, jacobian, diagonal, h, d, 1.0 + h / (h + d), 1.0, "softplus_rnn")
+
+
+# ----------------------------------------------------------------------------- random weights
+
+
+def random_gru_weights(hidden_size: int, input_size: int, *, seed: int, scale: float = 1.0):
+    """NumPy float32 weights in ``nn.GRU``'s layout, drawn as ``nn.GRU`` initialises them
+    (uniform in ±scale/√H), from ``numpy.random.default_rng(seed)``. Small ``scale`` makes the
+    cell more strongly contracting; at 1.0 a GRU started this way is contracting in practice."""
+    rng = np.random.default_rng(seed)
+    bound = scale / np.sqrt(hidden_size)
+
+    def draw(*shape):
+        return rng.uniform(-bound, bound, size=shape).astype(np.float32)
+
+    return (draw(3 * hidden_size, input_size), draw(3 * hidden_size, hidden_size),
+            draw(3 * hidden_size), draw(3 * hidden_size))
+
+
+def random_gru(hidden_size: int, input_size: int, *, seed: int, framework: str = "torch",
+               scale: float = 1.0) -> Cell:
+    """:func:`gru` on :func:`random_gru_weights`, as ``"torch"`` or ``"jax"`` float32 arrays (CPU)."""
+    weights = random_gru_weights(hidden_size, input_size, seed=seed, scale=scale)
+    return gru(*to_framework(weights, framework))
+
+
+def to_framework(arrays, framework: str):
+    """NumPy arrays as PyTorch tensors or JAX arrays (same dtype)."""
+    if framework == "torch":
+        import torch
+
+        return tuple(torch.from_numpy(np.ascontiguousarray(a)) for a in arrays)
+    if framework == "jax":
+        import jax.numpy as jnp
+
+        return tuple(jnp.asarray(a) for a in arrays)
+    raise ValueError(f"framework must be 'torch' or 'jax', got {framework!r}")
