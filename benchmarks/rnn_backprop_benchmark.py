@@ -11,7 +11,13 @@ table; about 40 s per round of ten runs on one core here.
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/rnn_backprop_benchmark.py --train \
         --source folder --folder ../shared/data --out results/rnn_backprop/benchmark_train/runs.json
 
-Without ``--train``: time per backward pass and per training step, by method and T.
+``--solve``: the other quantity, one backward pass per run on the first training batch (records
+with ``"quantity": "solve"``, the adjoints checked against BPTT's), through the same harness.
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/rnn_backprop_benchmark.py --solve \
+        --out results/rnn_backprop/benchmark_solve/runs.json
+
+Without either: time per backward pass and per training step, by method and T.
 
 For each sequence length T, one vanilla RNN (the paper's initialisation, std 0.1) and one batch of
 sequences: MNIST images resized to 10×10 (T = 100) and read in raster order; other lengths
@@ -91,22 +97,23 @@ def parse_args(argv=None):
                         help="JSON output (under results/, which git ignores)")
     parser.add_argument("--train", action="store_true",
                         help="time the paper's quantity (training) with config/paper.yaml's settings")
+    parser.add_argument("--solve", action="store_true",
+                        help="one backward pass per run (quantity solve) through the harness, "
+                             "with --config's settings, --repeats and --warmup")
     parser.add_argument("--config", default=str(Path(__file__).resolve().parents[1] / "config" / "paper.yaml"),
-                        help="--train: the config whose rnn_backprop section to use")
+                        help="--train/--solve: the config whose rnn_backprop section to use")
     parser.add_argument("--repeats-override", type=int, default=None,
                         help="--train: timed repeats instead of the config's")
     return parser.parse_args(argv)
 
 
-def train_benchmark(args, dataset, device) -> None:
-    """The workflow's timed training job on ``dataset``, with the config's rnn_backprop settings."""
+def config_settings(args):
+    """The rnn_backprop settings of ``--config`` (validated; ``--repeats-override`` applied)."""
     import yaml
     from snakemake.utils import validate
 
-    from ffsolve.data import save_prepared
     from ffsolve.experiments.rnn_backprop import experiment as rnn
     from ffsolve.kit import settings_from
-    from ffsolve.kit.tables import runs_table
     from ffsolve.workflow_config import dataset_settings
 
     repo = Path(__file__).resolve().parents[1]
@@ -115,7 +122,16 @@ def train_benchmark(args, dataset, device) -> None:
     values = dataset_settings(section, "mnist")
     if args.repeats_override:
         values["repeats"] = args.repeats_override
-    settings = settings_from(rnn.Settings, values, "rnn_backprop")
+    return settings_from(rnn.Settings, values, "rnn_backprop"), values
+
+
+def train_benchmark(args, dataset, device) -> None:
+    """The workflow's timed training job on ``dataset``, with the config's rnn_backprop settings."""
+    from ffsolve.data import save_prepared
+    from ffsolve.experiments.rnn_backprop import experiment as rnn
+    from ffsolve.kit.tables import runs_table
+
+    settings, values = config_settings(args)
     folder = Path(args.out).parent
     folder.mkdir(parents=True, exist_ok=True)
     prepared = folder / "mnist.npz"
@@ -138,6 +154,31 @@ def train_benchmark(args, dataset, device) -> None:
     Path(args.out).write_text(json.dumps({"device": device_description(device), "threads": args.threads,
                                           "settings": values, "records": records}, indent=2))
     log.info("wrote %s and the records under %s", args.out, folder)
+
+
+def solve_benchmark(args, dataset, device) -> None:
+    """One backward pass per run (quantity ``solve``) through the harness, on the initial weights
+    and the first training batch of ``--config``'s settings: the adjoints checked against BPTT's,
+    ``--repeats`` interleaved rounds after ``--warmup``, fast passes repeated to 0.5 s a sample."""
+    from ffsolve.experiments.rnn_backprop import experiment as rnn
+    from ffsolve.kit import RunContext, measure, write_runs
+    from ffsolve.kit.tables import runs_table
+
+    settings, _ = config_settings(args)
+    sequences = rnn.dataset_sequences(dataset, "train", settings.image_size).to(
+        device=device, dtype=rnn.DTYPES[settings.dtype])
+    params = rnn.initial_params(settings, args.seed, "mnist", 0, device=device)
+    order = rnn.training_order(settings, sequences.shape[0], args.seed, "mnist", device=device)
+    candidates = rnn.candidates(settings, params, time_major(sequences[order[0]]))
+    measurements = measure(candidates, repeats=args.repeats, warmup=args.warmup, min_sample_s=0.5)
+    folder = Path(args.out).parent
+    names = [c.name for c in candidates]
+    records = write_runs(
+        measurements, RunContext("rnn_backprop", "mnist", args.seed, device_description(device),
+                                 settings.batch_size, args.threads),
+        {n: folder / n / "metrics.json" for n in names}, {n: folder / n / "trace.npz" for n in names})
+    print(runs_table(list(records.values())))
+    log.info("wrote the records under %s", folder)
 
 
 def make_sequences(rows: torch.Tensor, length: int, batch: int) -> torch.Tensor:
@@ -258,6 +299,9 @@ def main(argv=None) -> None:
                            embedded_dir=Path(__file__).resolve().parents[1] / "workflow" / "resources" / "mnist")
     if args.train:
         train_benchmark(args, dataset, device)
+        return
+    if args.solve:
+        solve_benchmark(args, dataset, device)
         return
     rows = dataset_sequences(dataset, "train", 10)
     log.info("MNIST from %s: %d sequences of 100; hidden %d, batch %d, %s, %s, %d thread(s)",

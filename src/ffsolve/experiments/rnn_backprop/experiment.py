@@ -22,8 +22,8 @@ BPTT's final EMA loss (null if never). The loss curves of the figure (``trace.np
 the timed calls themselves: the losses of the (deterministic) program and each timed repeat's
 cumulative clock per step.
 
-:func:`candidates` keeps the other quantity, one backward pass per run on one batch (the
-adjoints checked against BPTT's); the benchmark and a method pilot time it.
+:func:`candidates` keeps the other quantity, ``solve``: one backward pass per run on one batch
+(the adjoints checked against BPTT's); ``benchmarks/rnn_backprop_benchmark.py --solve`` times it.
 
 Data: each image is resized to ``image_size``² (bilinear with antialiasing, as torchvision's
 ``Resize`` does for PIL images in the original), scaled to [0, 1] and read in raster order as a
@@ -246,6 +246,7 @@ def candidates(settings: Settings, params: RNNParams, x: torch.Tensor) -> list[C
     for spec in specs:
         rel = settings.jacobi_tol if spec.method == "jacobi_tol" else 0.0
         extra = {
+            "quantity": "solve",
             "hidden_size": settings.hidden_size,
             "dtype": settings.dtype,
             "output": "adjoints dloss/dh_t, (T, batch, hidden), time order",
