@@ -143,6 +143,7 @@ def test_measure_writes_one_valid_training_record_per_run_from_one_session(measu
         assert record["sequence_length"] == 64 and record["batch"] == 2 and record["steps"] == 6
         assert 1 <= record["iterations"] <= 63  # the most parallel steps of one backward pass
         assert record["timing"]["repeats"] == 2 and record["timing"]["calls_per_repeat"] == 1
+        assert record["warmup_steps"] == 2
         assert sorted(record["timing"]["interleaved_with"]) == sorted(set(RUNS) - {run})
         sessions.add(record["timing"]["session"])
         trace = curves(out, run)

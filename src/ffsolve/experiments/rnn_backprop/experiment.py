@@ -414,6 +414,8 @@ def training_candidates(settings: Settings, params: RNNParams, data: torch.Tenso
         extra = {
             "quantity": quantity(settings),
             "steps": settings.steps,
+            # timing.warmup is 0 in the record: the warm-up is these untimed steps per run instead
+            "warmup_steps": settings.warmup_steps,
             "lr": settings.lr,
             "hidden_size": settings.hidden_size,
             "dtype": settings.dtype,
