@@ -19,6 +19,7 @@ include: "workflow/rules/made.smk"
 include: "workflow/rules/rnn_backprop.smk"
 include: "workflow/rules/densenet.smk"
 include: "workflow/rules/pixelcnnpp.smk"
+include: "workflow/rules/rnn_forward.smk"
 include: "workflow/rules/summary.smk"
 
 

@@ -1,8 +1,10 @@
 """The library contract (DESIGN.md §3), checked on every experiment's systems.
 
 Each experiment's ``system.py`` offers ``contract_candidates()``: a tiny instance of its triangular
-map with a ``sequential`` reference, every method of ``ffsolve.available_methods()`` through
-``ffsolve.solve``, and every fast path of its own (cached samplers, batched blocks, scans), each a
+map with a ``sequential`` reference (or several, ``{instance: candidates}``, each measured on its
+own), every method of ``ffsolve.available_methods()`` through ``ffsolve.solve`` (and, for a
+recurrence experiment, every method of ``ffsolve.available_recurrence_methods()``), and every fast
+path of its own (cached samplers, batched blocks, scans), each a
 :class:`ffsolve.kit.Candidate` returning an ``ffsolve.SolveResult``. Through the same harness the
 workflow uses, at tol = 0 every run must equal sequential bit for bit (or within the tolerance it
 declares, with its reason), converge in at most T parallel steps, and its timed program must give
@@ -16,27 +18,44 @@ import pytest
 import ffsolve
 from ffsolve.kit import measure
 
-EXPERIMENTS = ("solver_demo", "made", "pixelcnnpp", "densenet", "rnn_backprop")
+EXPERIMENTS = ("solver_demo", "made", "pixelcnnpp", "densenet", "rnn_backprop", "rnn_forward")
 
 
-def _candidates(experiment):
+def _system(experiment):
     try:
-        system = importlib.import_module(f"ffsolve.experiments.{experiment}.system")
+        return importlib.import_module(f"ffsolve.experiments.{experiment}.system")
     except ModuleNotFoundError as err:
         pytest.fail(f"ffsolve.experiments.{experiment}.system is missing: {err}")
-    return system.contract_candidates()
+
+
+def _measure(candidates):
+    """One instance (a list of candidates), or several ({instance: candidates}), each measured on
+    its own against its own sequential reference; measurements keyed ``<instance>/<run>``."""
+    if isinstance(candidates, dict):
+        return {f"{group}/{name}": m for group, runs in candidates.items()
+                for name, m in measure(runs, repeats=2, warmup=0).items()}
+    return measure(candidates, repeats=2, warmup=0)
 
 
 @pytest.fixture(scope="module", params=EXPERIMENTS)
 def measured(request):
-    candidates = _candidates(request.param)
-    return request.param, measure(candidates, repeats=2, warmup=0)
+    system = _system(request.param)
+    return request.param, _measure(system.contract_candidates())
+
+
+def _expected_methods(experiment):
+    """Every method of ffsolve.solve; for recurrence experiments (system.RECURRENCE) also every
+    method of ffsolve.solve_recurrence."""
+    expected = set(ffsolve.available_methods())
+    if getattr(_system(experiment), "RECURRENCE", False):
+        expected |= set(ffsolve.available_recurrence_methods())
+    return expected
 
 
 def test_every_library_method_is_covered(measured):
     experiment, measurements = measured
     methods = {m.candidate.spec.method for m in measurements.values()}
-    missing = set(ffsolve.available_methods()) - methods
+    missing = _expected_methods(experiment) - methods
     assert not missing, f"{experiment}: contract_candidates() lacks {sorted(missing)}"
 
 

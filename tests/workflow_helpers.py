@@ -12,7 +12,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 COPIED = ("Snakefile", "workflow", "config", "scripts", "src", "envs")
-EXPERIMENTS = ("solver_demo", "made", "pixelcnnpp", "densenet", "rnn_backprop")
+EXPERIMENTS = ("solver_demo", "made", "pixelcnnpp", "densenet", "rnn_backprop", "rnn_forward")
 
 
 def copy_workflow(dest: Path) -> Path:

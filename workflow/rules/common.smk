@@ -20,7 +20,7 @@ from ffsolve.workflow_config import (  # noqa: E402
     override_schema,
 )
 
-SECTIONS = ("data", "solver_demo", "made", "pixelcnnpp", "densenet", "rnn_backprop")
+SECTIONS = ("data", "solver_demo", "made", "pixelcnnpp", "densenet", "rnn_backprop", "rnn_forward")
 SCHEMAS = Path(workflow.basedir) / "workflow" / "schemas"
 
 
@@ -283,3 +283,45 @@ def get_pixelcnnpp_figures():
         part=("", "_samples"),
         ext=("png", "pdf"),
     )
+
+
+# ---- rnn_forward (rules in workflow/rules/rnn_forward.smk) ------------------------------------------------
+from ffsolve.experiments.rnn_forward import run_names as rnn_forward_run_names  # noqa: E402
+
+# The keys of one case's rnn_forward settings each job reads (and reruns when they change).
+RNN_FORWARD_TRAIN_KEYS = ("hidden_size", "train")
+RNN_FORWARD_MEASURE_KEYS = (
+    "hidden_size", "methods", "frontier_tols", "batch", "input_size", "softplus_radius", "damping",
+)
+
+
+def get_rnn_forward_runs():
+    """Every method exactly, and each parallel method again at each frontier tolerance > 0."""
+    cfg = config["rnn_forward"]
+    return rnn_forward_run_names(cfg["methods"], cfg["frontier_tols"])
+
+
+def get_rnn_forward_results(datasets, kind):
+    """results/rnn_forward/<case>/<run>/<kind> for every case and run of the config."""
+    return get_results("rnn_forward", datasets, get_rnn_forward_runs(), kind)
+
+
+def rnn_forward_settings(dataset, keys):
+    settings = settings_for("rnn_forward", dataset)
+    return {key: settings[key] for key in keys}
+
+
+def get_rnn_forward_inputs(wildcards):
+    """The trained case reads its checkpoint and the test images; random cases read nothing."""
+    if wildcards.dataset == "mnist":
+        return {"checkpoint": "results/rnn_forward/mnist/model.pt", "data": "resources/data/mnist.npz"}
+    return {}
+
+
+def get_rnn_forward_training(wildcards):
+    """The training record when the mnist case is configured ([] otherwise)."""
+    return ["results/rnn_forward/mnist/train.json"] if "mnist" in config["rnn_forward"]["datasets"] else []
+
+
+def get_rnn_forward_figures():
+    return expand("figures/rnn_forward{part}.{ext}", part=("", "_frontier"), ext=("png", "pdf"))

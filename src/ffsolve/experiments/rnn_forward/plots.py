@@ -1,0 +1,154 @@
+"""The rnn_forward figures: error against parallel steps and time, the speed/error frontier, and
+the table of steps and wall-clock per case (cell, T, H, framework) and method."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ffsolve.kit.tables import speedup
+from ffsolve.plots import LOG_FLOOR, plt
+
+METHOD_COLORS = {
+    "sequential": "black",
+    "jacobi": "tab:red",
+    "newton": "tab:blue",
+    "quasi_newton": "tab:green",
+    "damped_newton": "tab:purple",
+}
+
+
+def color(method: str) -> str:
+    return METHOD_COLORS.get(method, "tab:gray")
+
+
+def run_label(run: Mapping) -> str:
+    """``newton``, ``jacobi (tol 1e-04)``."""
+    return run["method"] + (f" (tol {run['tol']:g})" if run.get("tol") else "")
+
+
+def by_case(runs: Sequence[Mapping]) -> dict[str, list[Mapping]]:
+    """Runs grouped by case (their ``dataset``), cases in first-seen order."""
+    groups: dict[str, list[Mapping]] = defaultdict(list)
+    for run in runs:
+        groups[run["dataset"]].append(run)
+    return dict(groups)
+
+
+def case_title(runs: Sequence[Mapping]) -> str:
+    first = runs[0]
+    weights = "trained on MNIST pixels" if first.get("weights") == "trained" else "random"
+    return (f"{first['dataset']}: {first['cell']} ({weights}), T {first['sequence_length']}, "
+            f"H {first['hidden_size']}, batch {first['batch']}, {first['framework']}")
+
+
+def convergence_figure(runs: Sequence[Mapping], title: str = "RNN evaluation by recurrence solvers"):
+    """Per case (a row): the largest |s_k - s_loop| over all states against parallel steps (left)
+    and against wall-clock time (right), one line per exact (tol 0) run.
+
+    The time axis places step k at k / iterations of the run's measured median time (the total is
+    measured; spreading it evenly over the steps is for drawing only). The loop has no iterates
+    to draw: it is a marker at its time, error 0 (drawn at the floor).
+    """
+    cases = by_case(runs)
+    fig, axes = plt.subplots(len(cases), 2, figsize=(11, 3.2 * len(cases)), squeeze=False, constrained_layout=True)
+    for (case, case_runs), (by_step, by_time) in zip(cases.items(), axes):
+        for run in case_runs:
+            if run.get("tol"):
+                continue
+            c = color(run["method"])
+            if run["method"] == "sequential":
+                by_time.axvline(run["wall_time_s"], color=c, linestyle=":", label=f"sequential loop ({run['iterations']} steps)")
+                continue
+            error = np.clip(run["trace"]["error_max"], LOG_FLOOR, None)
+            steps = np.arange(len(error))
+            per_step = run["wall_time_s"] / max(run["iterations"], 1)
+            by_step.plot(steps, error, color=c, marker=".", label=f"{run_label(run)}: {run['iterations']} steps")
+            by_time.plot(steps * per_step, error, color=c, marker=".", label=run_label(run))
+        by_step.set_title(case_title(case_runs), fontsize="small", loc="left")
+        by_step.set_xlabel("parallel steps")
+        by_step.set_xscale("symlog", linthresh=10)
+        by_time.set_xlabel("wall-clock time (s, median of repeats)")
+        by_time.set_xscale("log")
+        for ax in (by_step, by_time):
+            ax.set_ylabel(f"max |s - s_loop| (0 at {LOG_FLOOR:g})")
+            ax.set_yscale("log")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize="x-small")
+    fig.suptitle(title)
+    return fig
+
+
+def frontier_figure(runs: Sequence[Mapping], title: str = "Speed/error frontier (stopping tolerance swept)"):
+    """Per case (a row): parallel steps (left) and wall-clock time (right) of every run against the
+    largest absolute difference of its result from the loop's; runs of one method at its
+    tolerances joined, the loop a horizontal line."""
+    cases = by_case(runs)
+    fig, axes = plt.subplots(len(cases), 2, figsize=(11, 3.2 * len(cases)), squeeze=False, constrained_layout=True)
+    for (case, case_runs), (steps_ax, time_ax) in zip(cases.items(), axes):
+        methods: dict[str, list[Mapping]] = defaultdict(list)
+        for run in case_runs:
+            methods[run["method"]].append(run)
+        for method, method_runs in methods.items():
+            c = color(method)
+            if method == "sequential":
+                steps_ax.axhline(method_runs[0]["iterations"], color=c, linestyle=":", label="sequential loop")
+                time_ax.axhline(method_runs[0]["wall_time_s"], color=c, linestyle=":", label="sequential loop")
+                continue
+            method_runs = sorted(method_runs, key=lambda r: r.get("tol") or 0.0)
+            error = np.clip([r["max_abs_diff"] for r in method_runs], LOG_FLOOR, None)
+            steps_ax.plot(error, [r["iterations"] for r in method_runs], color=c, marker="o", label=method)
+            time_ax.plot(error, [r["wall_time_s"] for r in method_runs], color=c, marker="o", label=method)
+            for r, e in zip(method_runs, error):
+                steps_ax.annotate(f"{r.get('tol') or 0:g}", (e, r["iterations"]), fontsize=6, color=c)
+        steps_ax.set_title(case_title(case_runs), fontsize="small", loc="left")
+        steps_ax.set_ylabel("parallel steps")
+        time_ax.set_ylabel("wall-clock time (s)")
+        for ax in (steps_ax, time_ax):
+            ax.set_xlabel(f"max |s - s_loop| of the result (0 at {LOG_FLOOR:g}); labels: tol")
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize="x-small")
+    fig.suptitle(title)
+    return fig
+
+
+def markdown_table(runs: Sequence[Mapping], training: Mapping | None = None) -> str:
+    """Steps and wall-clock per case and run, with the speedup over the loop timed in the same
+    process, the largest difference from the loop, and its exactness."""
+    lines = [
+        ("| case | cell | T | H | framework | run | steps | network evals | time (s, median ± IQR) | "
+         "× loop | max abs diff | bitwise | within tol. |"),
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for case, case_runs in by_case(runs).items():
+        loop = next((r for r in case_runs if r["method"] == "sequential"), None)
+        for r in case_runs:
+            ratio = speedup(loop, r) if loop else None
+            within = r.get("within_tolerance")
+            lines.append(
+                f"| {case} | {r['cell']} | {r['sequence_length']} | {r['hidden_size']} | {r['framework']} | "
+                f"{r['run']} | {r['iterations']} | {r['network_evaluations']:.4g} | "
+                f"{r['wall_time_s']:.4g} ± {r['timing']['iqr_s']:.2g} | "
+                f"{'' if ratio is None else f'{ratio:.2f}'} | {r['max_abs_diff']:.2g} | "
+                f"{'yes' if r['bitwise_equal'] else 'no'} | {'' if within is None else ('yes' if within else 'no')} |"
+            )
+    text = "\n".join(lines) + "\n"
+    if training:
+        text += (f"\nThe mnist GRU (H {training['hidden_size']}) trained {training['steps']} steps in "
+                 f"{training['curve']['train_time_s']:.1f} s: test accuracy {training['final_test_accuracy']:.3f} "
+                 f"on {training['test_images']} images.\n")
+    mnist = [r for r in runs if r.get("accuracy") is not None]
+    if mnist:
+        text += "\n| mnist run | accuracy on the batch | classes agree with the loop |\n|---|---|---|\n"
+        text += "".join(f"| {r['run']} | {r['accuracy']:.3f} | {r['agrees_with_sequential']:.3f} |\n" for r in mnist)
+    return text
+
+
+def load_training(path: str) -> dict | None:
+    return json.loads(Path(path).read_text()) if path else None

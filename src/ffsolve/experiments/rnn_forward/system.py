@@ -1,0 +1,198 @@
+"""Evaluating an RNN over a long sequence as a recurrence solve, and the runs that time it.
+
+The states s_1..s_T of s_t = step(s_{t-1}, u_t), s_0 = 0, are the solution of a lower-triangular
+(here: Markov) system; :func:`ffsolve.solve_recurrence` solves it with the loop (``sequential``),
+``jacobi``, ``newton`` (DEER: the trajectory linearised, its affine maps combined by a parallel
+prefix scan), ``quasi_newton`` (the Jacobian's diagonal only, an elementwise scan) and
+``damped_newton`` (ELK-style damping toward the current iterate). The cells are the library's
+(``ffsolve.recurrence.cells``) on this experiment's weights, in PyTorch or JAX.
+
+:func:`candidates` turns the configured runs of one case into harness candidates on the same
+weights and inputs: the timed program is the plain solve; its traced twin is the same solve with
+``trace=True``, from whose iterates it keeps, per parallel step, the largest absolute difference
+from the sequential loop's states (the error the figures draw) and from the run's own result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+import ffsolve
+from ffsolve.experiments.rnn_forward.cases import SEQUENTIAL, WEIGHT_NAMES, Case
+from ffsolve.kit import Candidate, RunSpec, Tolerance, parse_run_name
+from ffsolve.kit.harness import to_numpy_leaves
+
+NEWTON_TYPE = ("newton", "quasi_newton", "damped_newton")
+
+
+def device_for(framework: str, choice: str = "auto"):
+    """The torch or JAX device a case runs on (``auto|cpu|cuda``)."""
+    from ffsolve.runtime import jax_device, torch_device
+
+    return jax_device(choice) if framework == "jax" else torch_device(choice)
+
+
+def to_framework(array: np.ndarray, framework: str, device=None):
+    """A NumPy array as a torch tensor or JAX array on ``device`` (same dtype and bits)."""
+    if framework == "torch":
+        import torch
+
+        return torch.from_numpy(np.ascontiguousarray(array)).to(device or "cpu")
+    import jax
+
+    return jax.device_put(np.asarray(array), device)
+
+
+def build_cell(cell: str, weights: Mapping[str, np.ndarray], framework: str, device=None):
+    """``ffsolve.recurrence.cells.gru`` or ``.softplus_rnn`` on ``weights`` in ``framework``."""
+    from ffsolve.recurrence import cells
+
+    arrays = [to_framework(weights[name], framework, device) for name in WEIGHT_NAMES[cell]]
+    return cells.gru(*arrays) if cell == "gru" else cells.softplus_rnn(*arrays)
+
+
+def solve_states(cell, s0, inputs, spec: RunSpec, *, damping: float, trace: bool = False) -> ffsolve.SolveResult:
+    """All T states ``(T, batch, H)`` of the recurrence by ``spec``'s method, stopping at its tol."""
+    newton = spec.method in NEWTON_TYPE
+    return ffsolve.solve_recurrence(
+        cell.step, s0, inputs, method=spec.method, tol=spec.stopping_tol(),
+        jacobian=cell if newton else None,  # the cells' analytic Jacobians
+        damping=damping if spec.method == "damped_newton" else None, trace=trace,
+    )
+
+
+def tolerance(spec: RunSpec) -> Tolerance | None:
+    """None for every run: at tol 0 each method, Newton-type ones included, must return the loop's
+    states bit for bit (the library polishes a Newton-type result with Jacobi steps until nothing
+    changes, and the cells give each position the same bits whatever the number of positions);
+    runs stopped at tol > 0 are held to nothing, their difference from the loop (``max_abs_diff``)
+    is what the frontier measures."""
+    return None
+
+
+def _max_abs(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.max(np.abs(a.astype(np.float64) - b.astype(np.float64)), initial=0.0))
+
+
+def trace_arrays(result, reference: np.ndarray) -> dict[str, np.ndarray]:
+    """Per parallel step k = 0..iterations: the largest |s_k - s_final| (``error_to_final``), the
+    largest |s_k - s_loop| (``error_max``; NaN where the library kept no iterates because they
+    would not fit and the result differs from the loop's) and the largest change from step
+    k - 1 (``change_max``)."""
+    trace = result.trace
+    iterates = np.asarray(trace.iterates)
+    final = to_numpy_leaves(result.x)[0]
+    if iterates.ndim > 1:
+        error = np.asarray([_max_abs(it, reference) for it in iterates])
+    elif np.array_equal(final, reference):
+        error = np.asarray(trace.max_error, dtype=np.float64)
+    else:
+        error = np.full(len(trace.max_error), np.nan)
+    return {
+        "error_max": error,
+        "error_to_final": np.asarray(trace.max_error, dtype=np.float64),
+        "change_max": np.asarray(trace.max_change, dtype=np.float64),
+    }
+
+
+def candidates(case: Case, weights: Mapping[str, np.ndarray], inputs: np.ndarray, runs: Sequence[str | RunSpec],
+               *, damping: float = 1.0, device=None, extra: dict | None = None) -> list[Candidate]:
+    """One harness candidate per run of ``case``, all on the same cell and inputs (s_0 = 0)."""
+    cell = build_cell(case.cell, weights, case.framework, device)
+    u = to_framework(inputs, case.framework, device)
+    s0 = to_framework(np.zeros((inputs.shape[1], case.hidden), np.float32), case.framework, device)
+    shared: dict[str, Any] = {}
+
+    def reference() -> np.ndarray:
+        if "reference" not in shared:
+            shared["reference"] = to_numpy_leaves(solve_states(cell, s0, u, RunSpec(SEQUENTIAL), damping=damping).x)[0]
+        return shared["reference"]
+
+    out = []
+    for run in runs:
+        spec = run if isinstance(run, RunSpec) else parse_run_name(run)
+
+        def program(spec=spec) -> ffsolve.SolveResult:
+            return solve_states(cell, s0, u, spec, damping=damping)
+
+        def traced(spec=spec):
+            result = solve_states(cell, s0, u, spec, damping=damping, trace=True)
+            return result, {
+                **trace_arrays(result, reference()),
+                "sequence_length": np.asarray(case.length),
+                "hidden_size": np.asarray(case.hidden),
+            }
+
+        run_extra = {**dict(extra or {}), **({"damping": damping} if spec.method == "damped_newton" else {})}
+        out.append(Candidate(spec, program, traced, tolerance(spec), extra=run_extra))
+    return out
+
+
+def triangular_map(cell, s0, inputs, framework: str):
+    """The recurrence as a triangular map along axis 0 for :func:`ffsolve.solve`:
+    f(x)_t = step(x_{t-1}, u_t) with x_0 = s_0; its fixed point is the loop's states."""
+    if framework == "torch":
+        import torch
+
+        def f(x):
+            return cell.step(torch.cat([s0[None], x[:-1]], dim=0), inputs)
+    else:
+        import jax.numpy as jnp
+
+        def f(x):
+            return cell.step(jnp.concatenate([s0[None], x[:-1]], axis=0), inputs)
+    return f
+
+
+def triangular_candidates(case: Case, weights: Mapping[str, np.ndarray], inputs: np.ndarray,
+                          block_size: int) -> list[Candidate]:
+    """Every method of ``ffsolve.available_methods()`` on :func:`triangular_map` (blocked methods
+    at ``block_size``); each call of f evaluates the step at all T positions."""
+    from ffsolve.solvers.core import _USES_BLOCKS
+
+    cell = build_cell(case.cell, weights, case.framework)
+    u = to_framework(inputs, case.framework)
+    s0 = to_framework(np.zeros((inputs.shape[1], case.hidden), np.float32), case.framework)
+    f = triangular_map(cell, s0, u, case.framework)
+    x0 = to_framework(np.zeros((case.length, inputs.shape[1], case.hidden), np.float32), case.framework)
+    out = []
+    for method in ffsolve.available_methods():
+        spec = RunSpec(method, block_size if method in _USES_BLOCKS else None)
+
+        def program(spec=spec, trace=False):
+            return ffsolve.solve(f, x0, method=spec.method, block_size=spec.block_size, trace=trace)
+
+        def traced(spec=spec, program=program):
+            result = program(trace=True)
+            return result, {"change": np.asarray(result.trace.change), "error": np.asarray(result.trace.error)}
+
+        out.append(Candidate(spec, program, traced))
+    return out
+
+
+# Tells tests/test_contract.py to check every method of ffsolve.available_recurrence_methods() too.
+RECURRENCE = True
+
+
+def contract_candidates() -> dict[str, list[Candidate]]:
+    """Tiny instances for tests/test_contract.py, each measured on its own against its own loop:
+    a random GRU (T 32, H 4, batch 3) with every recurrence method through :func:`candidates`
+    (what the workflow times) in PyTorch and in JAX on the same weights and inputs, the same GRU
+    written as a triangular map with every method of ``ffsolve.solve`` (blocked ones at a block
+    size that does not divide T), and a random softplus RNN (T 24, H 4, batch 2) with every
+    recurrence method in PyTorch. (JAX compiles every method once; a second JAX cell would double
+    that time for no new code path.)"""
+    from ffsolve.experiments.rnn_forward.cases import parse_case, random_case_arrays
+
+    groups: dict[str, list[Candidate]] = {}
+    methods = list(ffsolve.available_recurrence_methods())
+    for name, batch in (("gru_T32_H4", 3), ("gru_T32_H4_jax", 3), ("softplus_T24_H4", 2)):
+        case = parse_case(name)
+        weights, inputs = random_case_arrays(case, batch=batch, input_size=3, seed=7)
+        groups[name] = candidates(case, weights, inputs, methods)
+        if name == "gru_T32_H4":
+            groups[f"{name}/triangular"] = triangular_candidates(case, weights, inputs, block_size=7)
+    return groups

@@ -1,0 +1,197 @@
+"""rnn_forward: case names, weights, checkpoints, a 2-step training and a tiny measured case whose
+records validate and whose exact runs equal the loop bit for bit; the figures draw from them."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+import ffsolve
+from ffsolve.data import Dataset, save_prepared
+from ffsolve.experiments.rnn_forward import run_names, system
+from ffsolve.experiments.rnn_forward.cases import (
+    parse_case,
+    pixel_sequences,
+    random_case_arrays,
+    random_weights,
+)
+from ffsolve.experiments.rnn_forward.experiment import (
+    MeasureSettings,
+    TrainSettings,
+    measure_case,
+    train_model,
+)
+from ffsolve.experiments.rnn_forward.model import (
+    CheckpointError,
+    GRUClassifier,
+    load_checkpoint,
+    save_checkpoint,
+)
+from ffsolve.kit import SettingsError, read_metrics, settings_from, validate_record
+from ffsolve.kit.harness import TimingSettings
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_case_names_parse_and_bad_names_name_the_key():
+    case = parse_case("gru_T1000_H8_jax")
+    assert (case.cell, case.length, case.hidden, case.framework) == ("gru", 1000, 8, "jax")
+    mnist = parse_case("mnist", hidden_size=12)
+    assert (mnist.length, mnist.hidden, mnist.framework, mnist.trained) == (784, 12, "torch", True)
+    for bad in ("lstm_T10_H2", "gru_T0_H8", "gru_T10", "gru_T10_H8_torch"):
+        with pytest.raises(ValueError, match="rnn_forward.datasets"):
+            parse_case(bad)
+
+
+def test_schema_default_cases_and_pattern_agree_with_the_parser():
+    schema = yaml.safe_load((REPO / "workflow/schemas/rnn_forward.schema.yaml").read_text())
+    for name in schema["properties"]["datasets"]["default"]:
+        parse_case(name)
+    for cfg in ("config/config.yaml", "config/paper.yaml"):
+        for name in yaml.safe_load((REPO / cfg).read_text())["rnn_forward"]["datasets"]:
+            parse_case(name)
+
+
+def test_frontier_runs_add_each_parallel_method_at_each_positive_tol():
+    names = run_names(["sequential", "jacobi", "newton"], [0.0, 1e-4])
+    assert names == ["sequential", "jacobi", "newton", "jacobi_t1e-04", "newton_t1e-04"]
+
+
+def test_random_weights_are_seeded_framework_free_and_contracting():
+    case = parse_case("softplus_T20_H6")
+    (w1, u1), (w2, u2) = (random_case_arrays(case, batch=2, input_size=3, seed=5) for _ in range(2))
+    assert all(np.array_equal(w1[k], w2[k]) for k in w1) and np.array_equal(u1, u2)
+    w_jax, u_jax = random_case_arrays(parse_case("softplus_T20_H6_jax"), batch=2, input_size=3, seed=5)
+    assert all(np.array_equal(w1[k], w_jax[k]) for k in w1) and np.array_equal(u1, u_jax)
+    assert np.linalg.norm(w1["W"].astype(np.float64), 2) == pytest.approx(0.9, rel=1e-5)
+    gru = random_weights("gru", 4, 2, seed=1)
+    assert gru["weight_hh"].shape == (12, 4) and np.abs(gru["weight_hh"]).max() <= 0.5
+    with pytest.raises(ValueError, match="softplus_radius"):
+        random_weights("softplus", 4, 2, seed=1, radius=1.2)
+
+
+def test_pixel_sequences_are_raster_order_time_major():
+    images = np.arange(2 * 28 * 28, dtype=np.int64).reshape(2, 28, 28) % 256
+    seq = pixel_sequences(images.astype(np.uint8))
+    assert seq.shape == (784, 2, 1) and seq.dtype == np.float32
+    assert seq[29, 1, 0] == np.float32(images[1, 1, 1] / 255.0)
+
+
+def test_checkpoint_round_trips_and_refuses_another_size(tmp_path):
+    torch.manual_seed(0)
+    model = GRUClassifier(5)
+    save_checkpoint(model, tmp_path / "m.pt", {"steps": 1})
+    loaded, metadata = load_checkpoint(tmp_path / "m.pt", hidden_size=5)
+    x = torch.rand(30, 2, 1)
+    assert torch.equal(model(x), loaded(x)) and metadata == {"steps": 1}
+    with pytest.raises(CheckpointError, match="rnn_forward.hidden_size"):
+        load_checkpoint(tmp_path / "m.pt", hidden_size=6)
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_library_cell_on_trained_weights_is_torch_gru():
+    """The weights handed to the library cell give torch.nn.GRU's states (other kernels: close,
+    not bitwise; float32, values of order 1, so 1e-5)."""
+    torch.manual_seed(0)
+    model = GRUClassifier(4)
+    inputs = torch.rand(50, 3, 1)
+    expected, _ = model.gru(inputs)
+    case = parse_case("mnist", hidden_size=4)
+    run = system.candidates(case, model.cell_weights(), inputs.numpy(), ["sequential"])[0]
+    torch.testing.assert_close(run.program().x, expected.detach(), atol=1e-5, rtol=1e-5)
+
+
+def test_every_framework_covers_every_recurrence_method():
+    groups = system.contract_candidates()
+    for framework_group in ("gru_T32_H4", "gru_T32_H4_jax"):
+        methods = {c.spec.method for c in groups[framework_group]}
+        assert methods == set(ffsolve.available_recurrence_methods()), framework_group
+
+
+@pytest.fixture(scope="module")
+def fake_mnist(tmp_path_factory):
+    """28×28 uint8 images whose class sets the brightness of one band of rows (learnable)."""
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 10, 80)
+    images = rng.integers(0, 60, (80, 28, 28)).astype(np.uint8)
+    for i, label in enumerate(labels):
+        images[i, 2 * label: 2 * label + 3] = 250
+    path = tmp_path_factory.mktemp("data") / "mnist.npz"
+    save_prepared(Dataset("mnist", images[:60], labels[:60], images[60:], labels[60:], "test"), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def measured(fake_mnist, tmp_path_factory):
+    root = tmp_path_factory.mktemp("rnn_forward")
+    train = settings_from(TrainSettings, {"hidden_size": 3, "train": {
+        "steps": 2, "batch_size": 8, "lr": 3e-3, "eval_every": 1, "test_images": 10}}, "rnn_forward")
+    record = train_model(train, data_path=fake_mnist, checkpoint_path=root / "model.pt",
+                         metrics_path=root / "train.json", seed=3, device="cpu")
+    settings = settings_from(MeasureSettings, {
+        "hidden_size": 3, "methods": ["sequential", "jacobi", "newton", "quasi_newton"],
+        "frontier_tols": [0.0, 1e-3], "batch": 2, "input_size": 2, "softplus_radius": 0.9,
+        "damping": 1.0}, "rnn_forward")
+    runs = settings.runs
+    records = measure_case(
+        settings, case="mnist", seed=3, timing=TimingSettings(repeats=1, warmup=0),
+        metrics={r: root / r / "metrics.json" for r in runs}, traces={r: root / r / "trace.npz" for r in runs},
+        device="cpu", checkpoint=root / "model.pt", data_path=fake_mnist)
+    return root, record, records, runs
+
+
+def test_training_writes_a_curve_and_a_loadable_checkpoint(measured):
+    root, record, _, _ = measured
+    assert record["curve"]["step"] == [1, 2] and 0.0 <= record["final_test_accuracy"] <= 1.0
+    assert json.loads((root / "train.json").read_text())["hidden_size"] == 3
+    load_checkpoint(root / "model.pt", hidden_size=3)
+
+
+def test_measured_case_records_validate_and_exact_runs_are_bitwise(measured):
+    root, _, records, runs = measured
+    assert runs == ["sequential", "jacobi", "newton", "quasi_newton",
+                    "jacobi_t1e-03", "newton_t1e-03", "quasi_newton_t1e-03"]
+    sessions = set()
+    for run in runs:
+        rec = read_metrics(root / run / "metrics.json")
+        validate_record(rec, run)
+        sessions.add(rec["timing"]["session"])
+        assert rec["sequence_length"] == 784 and rec["hidden_size"] == 3 and rec["cell"] == "gru"
+        assert 1 <= rec["iterations"] <= 784
+        assert 0.0 <= rec["accuracy"] <= 1.0
+        if rec["tol"] == 0:
+            assert rec["bitwise_equal"] and rec["converged"], run
+            assert rec["agrees_with_sequential"] == 1.0
+        else:
+            assert rec["max_abs_diff"] <= 0.1, run  # a tolerance stop is close, not exact
+        with np.load(root / run / "trace.npz") as trace:
+            if run != "sequential":
+                assert len(trace["error_max"]) == rec["iterations"] + 1
+                assert trace["error_to_final"][-1] == 0.0
+    assert len(sessions) == 1
+    assert records["newton"]["iterations"] <= records["jacobi"]["iterations"] <= 784
+
+
+def test_bad_settings_name_the_key():
+    with pytest.raises(SettingsError, match="rnn_forward.batch"):
+        settings_from(MeasureSettings, {"hidden_size": 3, "methods": ["sequential"], "frontier_tols": [],
+                                        "batch": "two", "input_size": 1, "softplus_radius": 0.9, "damping": 1.0},
+                      "rnn_forward")
+
+
+def test_figures_and_table_draw_from_the_records(measured, tmp_path):
+    from ffsolve import plots
+    from ffsolve.experiments.rnn_forward import plots as rnn_plots
+
+    root, _, _, runs = measured
+    loaded = plots.load_runs([root / r / "metrics.json" for r in runs], [root / r / "trace.npz" for r in runs])
+    plots.save(rnn_plots.convergence_figure(loaded), str(tmp_path / "a.png"))
+    plots.save(rnn_plots.frontier_figure(loaded), str(tmp_path / "b.png"))
+    assert (tmp_path / "a.png").stat().st_size > 0 and (tmp_path / "b.png").stat().st_size > 0
+    table = rnn_plots.markdown_table(loaded, rnn_plots.load_training(str(root / "train.json")))
+    assert "| mnist | gru | 784 | 3 | torch | newton_t1e-03 |" in table
+    assert "| sequential | " in table and "classes agree with the loop" in table
