@@ -123,10 +123,11 @@ def frontier_figure(panels: Sequence[Panel]):
             xs = [_x(p) for p in points]
             for ax, ys in ((by_steps, [p.iterations for p in points]), (by_time, [p.wall_time_s for p in points])):
                 ax.plot(xs, ys, marker="o", color=color, label=line)
-                for point, x, y in zip(points, xs, ys):
+                for k, (point, x, y) in enumerate(zip(points, xs, ys)):
                     text = "exact" if point.tol == 0 else f"tol {point.tol:g}"
-                    ax.annotate(text, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=6,
-                                color=color)
+                    # alternate above and below: points at one difference (bitwise ones) stay legible
+                    ax.annotate(text, (x, y), textcoords="offset points", xytext=(4, 4 if k % 2 == 0 else -9),
+                                fontsize=6, color=color)
         by_steps.axhline(panel.sequence_length, color="k", linestyle="--", linewidth=0.8,
                          label=f"sequential: T = {panel.sequence_length}")
         if panel.sequential_s is not None:
