@@ -27,7 +27,7 @@ from ffsolve.kit import (
 )
 from ffsolve.kit.harness import TimingSettings
 from ffsolve.kit.io import write_json, write_npz
-from ffsolve.kit.runs import RunSpec, format_tol
+from ffsolve.kit.runs import RunSpec, exact_run_names, format_tol
 from ffsolve.kit.settings import SettingsError
 from ffsolve.kit.tables import (
     headline_markdown,
@@ -386,6 +386,8 @@ def test_expand_runs_adds_each_parallel_method_at_each_tolerance_never_the_basel
         expand_runs(["jacobi"], tols=[-1.0])
     with pytest.raises(ValueError, match="repeat a name"):
         expand_runs(["jacobi"], tols=[1e-4, 1e-4])
+    assert exact_run_names(["sequential", "jacobi", "jacobi_t1e-04", "gs_jacobi_b4_t1e-02", "auto"]) == [
+        "sequential", "jacobi", "auto"]
 
 
 def test_seed_streams_are_fixed_and_independent_by_name():

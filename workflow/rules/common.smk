@@ -11,7 +11,7 @@ from snakemake.utils import validate
 
 # Pure helpers come from the library (src/ on the path: the Snakefile runs before any install).
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
-from ffsolve.kit.runs import run_names  # noqa: E402
+from ffsolve.kit.runs import exact_run_names, run_names  # noqa: E402
 from ffsolve.workflow_config import (  # noqa: E402
     LAYOUT_KEYS,
     canonical,
@@ -163,6 +163,11 @@ def get_made_runs():
     return run_names(cfg["methods"], cfg["block_sizes"], blocked=MADE_BLOCKED, tols=cfg["frontier_tols"])
 
 
+def get_made_figure_results(datasets, kind):
+    """The runs MADE's figure draws: all but the frontier runs (figures/frontier.png draws those)."""
+    return get_results("made", datasets, exact_run_names(get_made_runs()), kind)
+
+
 def get_made_results(datasets, kind):
     """results/made/<dataset>/<run>/<kind> for every sampling run of the config."""
     return get_results("made", datasets, get_made_runs(), kind)
@@ -256,6 +261,11 @@ def get_pixelcnnpp_runs():
         cfg["methods"], cfg["block_sizes"], blocked=("gs_jacobi", "jacobi_gs", "gs_jacobi_cache"),
         tols=cfg["frontier_tols"],
     )
+
+
+def get_pixelcnnpp_figure_results(datasets, kind):
+    """The runs PixelCNN++'s figure draws: all but the frontier runs (figures/frontier.png)."""
+    return get_results("pixelcnnpp", datasets, exact_run_names(get_pixelcnnpp_runs()), kind)
 
 
 def get_pixelcnnpp_results(datasets, kind):

@@ -71,8 +71,8 @@ rule made_measure:
 
 rule made_figure:
     input:
-        metrics=lambda wildcards: get_made_results(wildcards.dataset, "metrics.json"),
-        traces=lambda wildcards: get_made_results(wildcards.dataset, "trace.npz"),
+        metrics=lambda wildcards: get_made_figure_results(wildcards.dataset, "metrics.json"),
+        traces=lambda wildcards: get_made_figure_results(wildcards.dataset, "trace.npz"),
         training=get_made_training,
         notebook="workflow/notebooks/made.ipynb",
     output:

@@ -67,8 +67,8 @@ rule pixelcnnpp_measure:
 
 rule pixelcnnpp_figure:
     input:
-        metrics=lambda wildcards: get_pixelcnnpp_results(wildcards.dataset, "metrics.json"),
-        traces=lambda wildcards: get_pixelcnnpp_results(wildcards.dataset, "trace.npz"),
+        metrics=lambda wildcards: get_pixelcnnpp_figure_results(wildcards.dataset, "metrics.json"),
+        traces=lambda wildcards: get_pixelcnnpp_figure_results(wildcards.dataset, "trace.npz"),
         training=get_pixelcnnpp_training,
         notebook="workflow/notebooks/pixelcnnpp.ipynb",
     output:

@@ -192,3 +192,9 @@ def _tolerance_runs(methods, exact_runs, tols, blocked) -> list[RunSpec]:
 def run_names(*args, **kwargs) -> list[str]:
     """The names of :func:`expand_runs` (what the rules expand into result paths)."""
     return [run.name for run in expand_runs(*args, **kwargs)]
+
+
+def exact_run_names(names: Iterable[str]) -> list[str]:
+    """``names`` without the frontier runs (those with a stopping tolerance, ``_t<tol>``): what a
+    per-experiment figure draws; the frontier figure draws the others."""
+    return [name for name in names if parse_run_name(name).tol is None]
