@@ -95,6 +95,27 @@ def linear(x: Array, weight: Array, bias: Array | None = None) -> Array:
     return y if bias is None else y + bias
 
 
+def _rowwise(fn):
+    """``fn`` applied so that every row (last axis) is computed the same way whatever the number
+    of rows (PyTorch).
+
+    PyTorch's CPU kernels run transcendental functions (tanh, sigmoid, exp) in SIMD over the
+    contiguous run of the tensor and finish its last few elements with the scalar routine, whose
+    last bit can differ. On a contiguous ``(n, batch, H)`` tensor the run is the whole tensor, so
+    the elements of time step 0 would be SIMD in a T-step call and partly scalar in a 1-step call.
+    Viewing the input with a row stride one longer than the row makes each row its own run, split
+    into SIMD body and scalar tail identically in every row. (On one compute thread; with several,
+    PyTorch may cut a large tensor into chunks in the middle of a row. The solvers then still stop,
+    at the batched map's own fixed point, within rounding of the loop.)
+    """
+    import torch
+
+    def rowwise(x):
+        return fn(torch.nn.functional.pad(x, (0, 1))[..., :-1])
+
+    return rowwise
+
+
 class _Ops:
     """The few elementwise functions the cells need, per framework."""
 
@@ -102,8 +123,8 @@ class _Ops:
         if _is_torch(like):
             import torch
 
-            self.sigmoid, self.tanh = torch.sigmoid, torch.tanh
-            self.softplus = torch.nn.functional.softplus
+            self.sigmoid, self.tanh = _rowwise(torch.sigmoid), _rowwise(torch.tanh)
+            self.softplus = _rowwise(torch.nn.functional.softplus)
             self.diag = lambda w: torch.diagonal(w)
             self.eye_like = lambda v: torch.diag_embed(v)
         else:

@@ -68,7 +68,7 @@ Array = Any
 
 METHODS = ("sequential", "jacobi", "newton", "quasi_newton", "damped_newton")
 NEWTON_TYPES = ("newton", "quasi_newton", "damped_newton")
-DEFAULT_DAMPING = 1.0
+DEFAULT_DAMPING = 100.0
 # Iterates are kept on the host for the trace only while they hold at most this many numbers.
 TRACE_ITERATES_LIMIT = 20_000_000
 
@@ -127,8 +127,8 @@ class _TorchOps:
     def scan(self, combine, elems):
         return scans.torch_scan(combine, elems)
 
-    def solve(self, m, b):
-        return self.torch.linalg.solve(m, b)
+    def inv(self, m):
+        return self.torch.linalg.inv(m)
 
     def eye(self, like):
         return self.torch.eye(like.shape[-1], dtype=like.dtype, device=like.device)
@@ -171,8 +171,27 @@ class _JaxOps:
     def scan(self, combine, elems):
         return self.jax.lax.associative_scan(combine, tuple(elems))
 
-    def solve(self, m, b):
-        return self.jnp.linalg.solve(m, b)
+    def scan_compact(self, combine, elems, identity):
+        """Hillis–Steele in a ``fori_loop``: ⌈log₂T⌉ levels, T·log T combines, but the combine
+        is compiled once (``associative_scan`` unrolls about 2⌈log₂T⌉ copies of it, which for the
+        Kalman combine took XLA 5–14 s to compile here)."""
+        jnp, lax = self.jnp, self.jax.lax
+        length = elems[0].shape[0]
+        levels = max(0, math.ceil(math.log2(length))) if length > 1 else 0
+        t = jnp.arange(length)
+
+        def level(k, xs):
+            d = jnp.left_shift(1, k)
+            keep = t >= d
+            earlier = tuple(
+                jnp.where(keep.reshape((-1,) + (1,) * (x.ndim - 1)), jnp.roll(x, d, axis=0), i)
+                for x, i in zip(xs, identity))
+            return combine(earlier, xs)
+
+        return lax.fori_loop(0, levels, level, tuple(elems))
+
+    def inv(self, m):
+        return self.jnp.linalg.inv(m)
 
     def eye(self, like):
         return self.jnp.eye(like.shape[-1], dtype=like.dtype)
@@ -244,7 +263,13 @@ def _iteration(o, step, jac, kind, s0, u, x, e, gain, kappa):
             o.where(first, o.zeros_like(r), -kappa * (a_t @ r[..., None])[..., 0]),
             o.where(first[..., None], zero, kappa * (a_t @ a)),
         )
-        delta = o.scan(scans.kalman_combine(o.solve, o.eye), elems)[1]
+        combine = scans.kalman_combine(o.inv, o.eye)
+        if o.framework == "jax":
+            z_m, z_v = o.zeros_like(a), o.zeros_like(r)
+            identity = (o.broadcast_to(eye, a.shape), z_v, z_m, z_v, z_m)
+            delta = o.scan_compact(combine, elems, identity)[1]
+        else:
+            delta = o.scan(combine, elems)[1]
     x_new = x + delta
     finite = o.isfinite(x_new)
     fell_back = o.any_false(finite)
@@ -421,8 +446,9 @@ def solve_recurrence(step: Callable, s0: Array, inputs: Array, *, method: str = 
             sequence; a :class:`~ffsolve.recurrence.cells.Cell` (or any object with ``full``/
             ``jacobian`` and ``diagonal``), a mapping ``{"full": fn, "diagonal": fn}``, or a
             callable giving the full Jacobian.
-        damping: σ² of ``damped_newton`` (default :data:`DEFAULT_DAMPING` = 1.0: a step is pulled
-            half-way back at the first position; larger is closer to Newton).
+        damping: σ² of ``damped_newton`` (default :data:`DEFAULT_DAMPING` = 100, the value the
+            ELK authors' notebook uses for the diagonal variant: a step's first position is
+            pulled back by 1/(1 + σ²) ≈ 1 %; smaller damps more, ∞ is ``newton``).
         trace: record a :class:`RecurrenceTrace` (runs the solve twice: once to learn the final
             iterate, once recording distances to it; for plots, not for timing).
 
@@ -431,6 +457,7 @@ def solve_recurrence(step: Callable, s0: Array, inputs: Array, *, method: str = 
         device of ``s0``; ``iterations <= T`` always.
     """
     framework = _check(step, s0, inputs, method, tol, max_iters, damping)
+    step = getattr(step, "step", step)  # a Cell: its step function (one JAX compilation for both)
     length = int(inputs.shape[0])
     hidden = int(s0.shape[-1])
     max_iters = length if max_iters is None else int(max_iters)
@@ -461,6 +488,8 @@ def _solve(framework, step, s0, inputs, method, tol, max_iters, jacobian, dampin
     common = {"method": method, "block_size": None, "tol": tol, "sequence_length": length,
               "damping": damping}
     with _context(framework):
+        # One position first, so that a step of the wrong shape fails here with a clear message.
+        _check_output(step(s0[None], inputs[:1]), inputs[:1], s0)
         if method == "sequential":
             if framework == "torch":
                 x = _torch_sequential(step, s0, inputs)
@@ -499,8 +528,6 @@ def _solve(framework, step, s0, inputs, method, tol, max_iters, jacobian, dampin
         converged = False
         while iterations < max_iters:
             x_new, change, fell_back = run(kind, x, exact)
-            if iterations == 0:
-                _check_output(x_new, inputs, s0)
             change = float(change)
             iterations += 1
             exact = min(exact + 1, length)

@@ -1,0 +1,239 @@
+"""ffsolve.solve_recurrence: every method against the loop, in PyTorch and JAX.
+
+Small on purpose (T <= 96, H <= 6, batch <= 3): JAX compiles each method once per shape, so every
+JAX test here reuses one shape.
+"""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import ffsolve
+from ffsolve.recurrence import cells, solve_recurrence
+from ffsolve.recurrence.scan import torch_scan
+from ffsolve.recurrence.solve import _autodiff
+
+jax = pytest.importorskip("jax")
+jnp = jax.numpy
+
+T, B, H, D = 96, 3, 5, 2
+FRAMEWORKS = ("torch", "jax")
+METHODS = ffsolve.available_recurrence_methods()
+
+
+def _data(framework, seed=1, length=T, batch=B, hidden=H, inputs=D):
+    rng = np.random.default_rng(seed)
+    s0 = rng.standard_normal((batch, hidden)).astype(np.float32)
+    u = rng.standard_normal((length, batch, inputs)).astype(np.float32)
+    return cells.to_framework((s0, u), framework)
+
+
+def _softplus(framework, seed=2, hidden=H, inputs=D):
+    rng = np.random.default_rng(seed)
+    w = (0.4 * rng.standard_normal((hidden, hidden)) / math.sqrt(hidden)).astype(np.float32)
+    w_in = rng.standard_normal((hidden, inputs)).astype(np.float32)
+    b = rng.standard_normal(hidden).astype(np.float32)
+    return cells.softplus_rnn(*cells.to_framework((w, w_in, b), framework))
+
+
+@pytest.fixture(scope="module", params=FRAMEWORKS)
+def gru_case(request):
+    framework = request.param
+    cell = cells.random_gru(H, D, seed=0, framework=framework)
+    s0, u = _data(framework)
+    reference = solve_recurrence(cell, s0, u)
+    return framework, cell, s0, u, reference
+
+
+def _np(a):
+    return a.detach().cpu().numpy() if hasattr(a, "detach") else np.asarray(a)
+
+
+def test_the_public_api():
+    assert METHODS == ["sequential", "jacobi", "newton", "quasi_newton", "damped_newton"]
+    assert ffsolve.solve_recurrence is solve_recurrence
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_tol_zero_is_the_loop_bit_for_bit(gru_case, method):
+    framework, cell, s0, u, reference = gru_case
+    res = solve_recurrence(cell.step, s0, u, method=method, jacobian=cell)
+    assert isinstance(res, ffsolve.SolveResult)
+    assert type(res.x) is type(s0) and res.x.dtype == s0.dtype
+    assert tuple(res.x.shape) == (T, B, H)
+    assert res.converged and res.tol == 0.0 and res.sequence_length == T
+    assert 1 <= res.iterations <= T
+    assert np.array_equal(_np(res.x), _np(reference.x)), f"{framework} {method} is not bitwise"
+    assert res.fallbacks == 0
+    if method in ("newton", "quasi_newton", "damped_newton"):
+        assert res.newton_iterations + res.polish_iterations == res.iterations
+        assert res.network_evaluations == pytest.approx(
+            res.polish_iterations + res.newton_iterations
+            * (1 + (cell.diagonal_cost if method == "quasi_newton" else cell.full_cost)))
+
+
+def test_the_loop_runs_the_cell_as_the_loop_would(gru_case):
+    framework, cell, s0, u, reference = gru_case
+    if framework == "jax":
+        pytest.skip("JAX's loop is a compiled lax.scan; an eager per-step loop is not the same "
+                    "program (XLA fuses the jitted step differently)")
+    s, states = s0, []
+    for t in range(T):  # the plain loop a user writes, one (batch, H) state at a time
+        s = cell.step(s, u[t])
+        states.append(_np(s))
+    # The cells' products are batched over the leading axis; a (B, H) call is one row block of
+    # it, so the user's loop matches the solver's loop (same shapes per time step).
+    assert np.array_equal(np.stack(states), _np(reference.x))
+    assert reference.iterations == T and reference.network_evaluations == 1.0
+
+
+def test_newton_beats_jacobi_and_quasi_sits_between(gru_case):
+    _framework, cell, s0, u, reference = gru_case
+    steps = {m: solve_recurrence(cell, s0, u, method=m, jacobian=cell, tol=1e-5)
+             for m in ("jacobi", "newton", "quasi_newton")}
+    for m, res in steps.items():
+        assert res.converged and res.tol == 1e-5
+        assert np.max(np.abs(_np(res.x) - _np(reference.x))) < 1e-3, m
+    assert steps["newton"].iterations < steps["quasi_newton"].iterations < steps["jacobi"].iterations
+
+
+def test_huge_damping_takes_newtons_steps(gru_case):
+    _framework, cell, s0, u, _ = gru_case
+    newton = solve_recurrence(cell, s0, u, method="newton", jacobian=cell, tol=1e-5)
+    damped = solve_recurrence(cell, s0, u, method="damped_newton", jacobian=cell, tol=1e-5,
+                              damping=1e12)
+    assert damped.iterations == newton.iterations and damped.damping == 1e12
+    np.testing.assert_allclose(_np(damped.x), _np(newton.x), atol=1e-5)
+    light = solve_recurrence(cell, s0, u, method="damped_newton", jacobian=cell, tol=1e-5,
+                             damping=1e-2)
+    assert light.iterations > newton.iterations  # strong damping: smaller steps
+
+
+def test_tol_bounds_the_last_change(gru_case):
+    _framework, cell, s0, u, _ = gru_case
+    res = solve_recurrence(cell, s0, u, method="quasi_newton", jacobian=cell, tol=1e-4, trace=True)
+    assert res.trace.max_change[-1] <= 1e-4 < res.trace.max_change[0]
+    assert len(res.trace.change) == res.iterations and len(res.trace.error) == res.iterations + 1
+    assert res.trace.error[-1] == 0.0 and res.trace.iterates.shape == (res.iterations + 1, T, B, H)
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+@pytest.mark.parametrize("which", ["gru", "softplus_rnn"])
+def test_analytic_jacobians_equal_autodiff(framework, which):
+    cell = cells.random_gru(H, D, seed=3, framework=framework) if which == "gru" \
+        else _softplus(framework)
+    _, u = _data(framework, seed=4, length=7)
+    s = cells.to_framework([np.random.default_rng(5).standard_normal((7, B, H)).astype(np.float32)],
+                           framework)[0]
+
+    jit = jax.jit if framework == "jax" else (lambda fn: fn)
+    full = _np(jit(cell.jacobian)(s, u))
+    auto = _np(jit(_autodiff(framework, cell.step, "full"))(s, u))
+    np.testing.assert_allclose(full, auto, rtol=1e-5, atol=1e-6)
+    diagonal = _np(jit(cell.diagonal)(s, u))
+    assert diagonal.shape == (7, B, H)
+    np.testing.assert_allclose(diagonal, np.diagonal(full, 0, -2, -1), rtol=1e-5, atol=1e-6)
+
+
+def test_the_gru_cell_is_torch_nn_gru():
+    torch.manual_seed(0)
+    gru = torch.nn.GRU(D, H)
+    cell = cells.gru(*(p.detach() for p in (gru.weight_ih_l0, gru.weight_hh_l0, gru.bias_ih_l0,
+                                             gru.bias_hh_l0)))
+    s0, u = _data("torch")
+    with torch.no_grad():
+        expected, _ = gru(u, s0[None])
+    res = solve_recurrence(cell, s0, u, method="newton", jacobian=cell)
+    np.testing.assert_allclose(_np(res.x), _np(expected), rtol=1e-5, atol=1e-6)
+
+
+def test_softplus_rnn_and_autodiff_jacobians_are_exact_too():
+    cell = _softplus("torch")
+    s0, u = _data("torch")
+    ref = solve_recurrence(cell, s0, u)
+    for method in ("newton", "quasi_newton"):
+        res = solve_recurrence(cell.step, s0, u, method=method)  # Jacobians by autodiff
+        assert np.array_equal(_np(res.x), _np(ref.x)) and res.iterations <= T
+        assert res.network_evaluations == res.polish_iterations + res.newton_iterations * (1 + H)
+
+
+def test_a_diverging_newton_step_falls_back_to_jacobi():
+    # |∂step/∂s| up to 100: the linearised recurrence multiplies such factors along time and
+    # overflows float32 within a few dozen positions, so Newton's update is inf/NaN there.
+    def step(s, u):
+        return 0.5 * torch.sin(200.0 * s) + u
+
+    s0, u = torch.zeros(2, 1), torch.rand(60, 2, 1, generator=torch.Generator().manual_seed(0))
+    ref = solve_recurrence(step, s0, u)
+    for method in ("newton", "damped_newton"):
+        res = solve_recurrence(step, s0, u, method=method, damping=1e8 if "damped" in method else None)
+        assert res.fallbacks > 0 or method == "damped_newton"  # the filter's gain may keep it finite
+        assert bool(torch.isfinite(res.x).all())
+        assert np.array_equal(_np(res.x), _np(ref.x)) and res.iterations <= 60
+
+
+def test_the_damped_step_is_the_kalman_filter_mean():
+    # One damped_newton iteration from zeros against a plain sequential Kalman filter in float64.
+    cell = cells.random_gru(4, D, seed=6, framework="torch")
+    s0, u = _data("torch", seed=7, length=9, batch=2, hidden=4)
+    sigma2 = 0.7
+    res = solve_recurrence(cell, s0, u, method="damped_newton", jacobian=cell, damping=sigma2,
+                           max_iters=1)
+    x = torch.zeros(9, 2, 4)
+    prev = torch.cat([s0[None], x[:-1]])
+    f, a = cell.step(prev, u).double(), cell.jacobian(prev, u).double()
+    m, p = torch.zeros(2, 4, dtype=torch.float64), torch.zeros(2, 4, 4, dtype=torch.float64)
+    eye = torch.eye(4, dtype=torch.float64)
+    means = []
+    for t in range(9):
+        m_pred = (a[t] @ m[..., None])[..., 0] + f[t]
+        p_pred = a[t] @ p @ a[t].mT + eye
+        gain = p_pred @ torch.linalg.inv(p_pred + sigma2 * eye)
+        m = m_pred - (gain @ m_pred[..., None])[..., 0]
+        p = (eye - gain) @ p_pred
+        means.append(m)
+    expected = torch.stack(means)
+    assert not res.converged and res.iterations == 1
+    np.testing.assert_allclose(_np(res.x[1:]), _np(expected[1:]), rtol=1e-4, atol=1e-5)
+    assert torch.equal(res.x[0], cell.step(s0[None], u[:1])[0])  # position 1 is exact: f
+
+
+def test_torch_scan_is_the_running_composition():
+    g = torch.Generator().manual_seed(0)
+    for length in (1, 2, 3, 5, 8, 13):
+        a, b = torch.rand(length, 3, generator=g), torch.rand(length, 3, generator=g)
+        out_a, out_b = torch_scan(lambda e, l_: (l_[0] * e[0], l_[0] * e[1] + l_[1]), (a, b))
+        run_b = torch.zeros(3, dtype=torch.float64)
+        for t in range(length):
+            run_b = a[t].double() * run_b + b[t].double()
+            np.testing.assert_allclose(out_b[t].double(), run_b, rtol=1e-6)
+            np.testing.assert_allclose(out_a[t].double(), a[: t + 1].double().prod(0), rtol=1e-6)
+
+
+def test_bad_input_is_refused_with_a_message():
+    cell = cells.random_gru(H, D, seed=0)
+    s0, u = _data("torch")
+    with pytest.raises(ValueError, match=r"method must be one of \['sequential', 'jacobi'"):
+        solve_recurrence(cell, s0, u, method="deer")
+    with pytest.raises(ValueError, match="tol must be a finite number >= 0"):
+        solve_recurrence(cell, s0, u, method="jacobi", tol=-1e-3)
+    with pytest.raises(ValueError, match=r"inputs must have shape \(T, \*batch, D\)"):
+        solve_recurrence(cell, s0, u[:, :2])
+    with pytest.raises(ValueError, match="inputs must be the same kind of array"):
+        solve_recurrence(cell, s0, np.asarray(u))
+    with pytest.raises(ValueError, match="s0 must be a torch.Tensor or a jax.Array"):
+        solve_recurrence(cell, np.asarray(s0), u)
+    with pytest.raises(ValueError, match="damping is only used by 'damped_newton'"):
+        solve_recurrence(cell, s0, u, method="newton", damping=1.0)
+    with pytest.raises(ValueError, match="damping"):
+        solve_recurrence(cell, s0, u, method="damped_newton", damping=-1.0)
+    with pytest.raises(ValueError, match="max_iters must be a positive integer"):
+        solve_recurrence(cell, s0, u, method="jacobi", max_iters=0)
+    with pytest.raises(ValueError, match="step returned states of shape"):
+        solve_recurrence(lambda s, x: s[..., :2], s0, u, method="jacobi")
+    with pytest.raises(ValueError, match="no 'diagonal' Jacobian"):
+        solve_recurrence(cell, s0, u, method="quasi_newton", jacobian={"full_cost": 1.0})
+    with pytest.raises(ValueError, match="weight_hh must have shape"):
+        cells.gru(torch.zeros(6, 2), torch.zeros(6, 3), torch.zeros(6), torch.zeros(6))
