@@ -33,6 +33,10 @@ run densenet benchmarks/densenet_benchmark.py --models densenet201 --size 224 --
     --device cuda --repeats 5 --out "$out/densenet"
 run rnn_backprop benchmarks/rnn_backprop_benchmark.py --lengths 100 1000 10000 --hidden 128 \
     --source folder --folder "$mnist" --device cuda --repeats 10 --out "$out/rnn_backprop.json"
+run rnn_forward benchmarks/rnn_forward_benchmark.py --device cuda --threads 4 --repeats 5 \
+    --methods sequential jacobi newton quasi_newton damped_newton --max-jacobian-gib 16 \
+    --cases gru_T1000_H8 gru_T10000_H8 gru_T100000_H8 gru_T1000_H32 gru_T10000_H32 gru_T100000_H32 \
+    gru_T1000_H64 gru_T10000_H64 gru_T100000_H64 gru_T10000_H32_jax gru_T100000_H64_jax --out "$out/rnn_forward"
 # The paper's RNN quantity: 200 SGD steps per backward method, config/paper.yaml's settings, every
 # run timed in one process (records under <out dir>/rnn_backprop_train/<run>/metrics.json). The
 # harness checks that every timed repeat trains bit-for-bit the same weights; a GPU library that is
@@ -55,6 +59,9 @@ merged["benchmarks"]["densenet"] = {f"{p.parent.parent.name}/{p.parent.name}": j
 train = out / "rnn_backprop_train" / "runs.json"
 if train.exists():
     merged["benchmarks"]["rnn_backprop_train"] = json.loads(train.read_text())
+# rnn_forward too: <out>/rnn_forward/<case>/<run>/metrics.json
+merged["benchmarks"]["rnn_forward"] = {f"{p.parent.parent.name}/{p.parent.name}": json.loads(p.read_text())
+                                       for p in sorted(out.glob("rnn_forward/*/*/metrics.json"))}
 (out / "gpu_benchmark.json").write_text(json.dumps(merged, indent=2))
 print(f"wrote {out / 'gpu_benchmark.json'} ({gpu})")
 PY
