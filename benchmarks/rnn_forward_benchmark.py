@@ -35,7 +35,7 @@ def main(argv=None) -> None:
     parser.add_argument("--frontier-tols", nargs="*", type=float, default=[0.0, 1e-6, 1e-4, 1e-2])
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--input-size", type=int, default=4)
-    parser.add_argument("--damping", type=float, default=1.0)
+    parser.add_argument("--damping", type=float, default=100.0)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--min-sample-s", type=float, default=0.5)

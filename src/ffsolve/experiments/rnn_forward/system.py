@@ -99,7 +99,7 @@ def trace_arrays(result, reference: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def candidates(case: Case, weights: Mapping[str, np.ndarray], inputs: np.ndarray, runs: Sequence[str | RunSpec],
-               *, damping: float = 1.0, device=None, extra: dict | None = None) -> list[Candidate]:
+               *, damping: float = 100.0, device=None, extra: dict | None = None) -> list[Candidate]:
     """One harness candidate per run of ``case``, all on the same cell and inputs (s_0 = 0)."""
     cell = build_cell(case.cell, weights, case.framework, device)
     u = to_framework(inputs, case.framework, device)
