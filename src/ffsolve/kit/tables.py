@@ -137,7 +137,8 @@ def _ours(paper_row: Mapping) -> str:
 def side_by_side(ours: Iterable[Mapping], paper: Iterable[Mapping]) -> list[dict]:
     """One row per run of ours and per paper entry. A paper entry sits beside every run of ours
     with the same experiment, dataset and quantity whose method is the entry's ``ours`` (the same
-    algorithm with the same caching). Our ratios come from our times (same session), the paper's
+    algorithm with the same caching), or only beside the runs its ``ours_runs`` lists (the
+    paper's truncated Jacobi budgets beside ours, not beside exact Jacobi). Our ratios come from our times (same session), the paper's
     from its own; they are never mixed."""
     ours, paper = list(ours), list(paper)
     our_base = baselines_by_group(ours)
@@ -172,7 +173,8 @@ def side_by_side(ours: Iterable[Mapping], paper: Iterable[Mapping]) -> list[dict
             "paper_x_cache": base["sequential_cache"] / time if "sequential_cache" in base else None,
             "paper_note": _get(row, "how"),
         }
-        matches = [k for k in merged if k[:4] == key]
+        only = set(row.get("ours_runs") or ())
+        matches = [k for k in merged if k[:4] == key and (not only or k[4] in only)]
         if not matches:
             merged[key + ("",)] = {"experiment": key[0], "dataset": key[1], "method": key[3],
                                    "quantity": key[2], "run": "",
