@@ -133,7 +133,7 @@ def measured(fake_mnist, tmp_path_factory):
     record = train_model(train, data_path=fake_mnist, checkpoint_path=root / "model.pt",
                          metrics_path=root / "train.json", seed=3, device="cpu")
     settings = settings_from(MeasureSettings, {
-        "hidden_size": 3, "methods": ["sequential", "jacobi", "newton", "quasi_newton"],
+        "hidden_size": 3, "methods": ["sequential", "jacobi", "newton", "quasi_newton", "auto"],
         "frontier_tols": [0.0, 1e-3], "batch": 2, "input_size": 2, "softplus_radius": 0.9,
         "damping": 1.0}, "rnn_forward")
     runs = settings.runs
@@ -153,7 +153,7 @@ def test_training_writes_a_curve_and_a_loadable_checkpoint(measured):
 
 def test_measured_case_records_validate_and_exact_runs_are_bitwise(measured):
     root, _, records, runs = measured
-    assert runs == ["sequential", "jacobi", "newton", "quasi_newton",
+    assert runs == ["sequential", "jacobi", "newton", "quasi_newton", "auto",
                     "jacobi_t1e-03", "newton_t1e-03", "quasi_newton_t1e-03"]
     sessions = set()
     for run in runs:
@@ -168,8 +168,10 @@ def test_measured_case_records_validate_and_exact_runs_are_bitwise(measured):
             assert rec["agrees_with_sequential"] == 1.0
         else:
             assert rec["max_abs_diff"] <= 0.1, run  # a tolerance stop is close, not exact
+        if run == "auto":  # exact: whatever it chose must give the loop's bits
+            assert rec["auto"]["chosen"] in runs and rec["auto"]["pilot_fraction"] > 0
         with np.load(root / run / "trace.npz") as trace:
-            if run != "sequential":
+            if run not in ("sequential", "auto"):
                 assert len(trace["error_max"]) == rec["iterations"] + 1
                 assert trace["error_to_final"][-1] == 0.0
     assert len(sessions) == 1
@@ -195,3 +197,4 @@ def test_figures_and_table_draw_from_the_records(measured, tmp_path):
     table = rnn_plots.markdown_table(loaded, rnn_plots.load_training(str(root / "train.json")))
     assert "| mnist | gru | 784 | 3 | torch | newton_t1e-03 |" in table
     assert "| sequential | " in table and "classes agree with the loop" in table
+    assert "mnist auto: chose " in table

@@ -64,6 +64,8 @@ def convergence_figure(runs: Sequence[Mapping], title: str = "RNN evaluation by 
             if run["method"] == "sequential":
                 by_time.axvline(run["wall_time_s"], color=c, linestyle=":", label=f"sequential loop ({run['iterations']} steps)")
                 continue
+            if "error_max" not in run["trace"]:  # an auto run whose choice kept no trace
+                continue
             error = np.clip(run["trace"]["error_max"], LOG_FLOOR, None)
             steps = np.arange(len(error))
             per_step = run["wall_time_s"] / max(run["iterations"], 1)
@@ -143,6 +145,11 @@ def markdown_table(runs: Sequence[Mapping], training: Mapping | None = None) -> 
         text += (f"\nThe mnist GRU (H {training['hidden_size']}) trained {training['steps']} steps in "
                  f"{training['curve']['train_time_s']:.1f} s: test accuracy {training['final_test_accuracy']:.3f} "
                  f"on {training['test_images']} images.\n")
+    for r in runs:
+        if r.get("auto"):
+            a = r["auto"]
+            text += (f"\n{r['dataset']} {r['run']}: chose {a['chosen']} ({a['reason']}); pilot "
+                     f"{a['pilot_fraction']:.2f} of the predicted loop time.\n")
     mnist = [r for r in runs if r.get("accuracy") is not None]
     if mnist:
         text += "\n| mnist run | accuracy on the batch | classes agree with the loop |\n|---|---|---|\n"

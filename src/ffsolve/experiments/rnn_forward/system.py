@@ -100,7 +100,8 @@ def trace_arrays(result, reference: np.ndarray) -> dict[str, np.ndarray]:
 
 def candidates(case: Case, weights: Mapping[str, np.ndarray], inputs: np.ndarray, runs: Sequence[str | RunSpec],
                *, damping: float = 100.0, device=None, extra: dict | None = None) -> list[Candidate]:
-    """One harness candidate per run of ``case``, all on the same cell and inputs (s_0 = 0)."""
+    """One harness candidate per run of ``case``, all on the same cell and inputs (s_0 = 0);
+    ``auto`` runs pilot the loop on its first 5% of steps and race the other runs."""
     cell = build_cell(case.cell, weights, case.framework, device)
     u = to_framework(inputs, case.framework, device)
     s0 = to_framework(np.zeros((inputs.shape[1], case.hidden), np.float32), case.framework, device)
@@ -111,9 +112,11 @@ def candidates(case: Case, weights: Mapping[str, np.ndarray], inputs: np.ndarray
             shared["reference"] = to_numpy_leaves(solve_states(cell, s0, u, RunSpec(SEQUENTIAL), damping=damping).x)[0]
         return shared["reference"]
 
+    from ffsolve.kit.auto import add_auto, loop_pilot, pilot_steps, split_auto
+
+    specs, autos = split_auto([run if isinstance(run, RunSpec) else parse_run_name(run) for run in runs])
     out = []
-    for run in runs:
-        spec = run if isinstance(run, RunSpec) else parse_run_name(run)
+    for spec in specs:
 
         def program(spec=spec) -> ffsolve.SolveResult:
             return solve_states(cell, s0, u, spec, damping=damping)
@@ -128,7 +131,12 @@ def candidates(case: Case, weights: Mapping[str, np.ndarray], inputs: np.ndarray
 
         run_extra = {**dict(extra or {}), **({"damping": damping} if spec.method == "damped_newton" else {})}
         out.append(Candidate(spec, program, traced, tolerance(spec), extra=run_extra))
-    return out
+    # auto (ffsolve.kit.auto): the loop's first 5% of the T steps, scaled by T / k, then the
+    # parallel methods raced against it; the fastest that meets the run's accuracy is run.
+    length = case.length
+    pilot = loop_pilot(lambda k: ffsolve.solve_recurrence(cell.step, s0, u[:k], method=SEQUENTIAL),
+                       pilot_steps(length), length)
+    return add_auto(out, autos, baseline_pilot=pilot, extra=dict(extra or {}))
 
 
 def triangular_map(cell, s0, inputs, framework: str):
