@@ -37,6 +37,11 @@ run rnn_forward benchmarks/rnn_forward_benchmark.py --device cuda --threads 4 --
     --methods sequential jacobi newton quasi_newton damped_newton --max-jacobian-gib 16 \
     --cases gru_T1000_H8 gru_T10000_H8 gru_T100000_H8 gru_T1000_H32 gru_T10000_H32 gru_T100000_H32 \
     gru_T1000_H64 gru_T10000_H64 gru_T100000_H64 gru_T10000_H32_jax gru_T100000_H64_jax --out "$out/rnn_forward"
+# The library's recurrence solvers on their own (random GRU, batch 16): steps, time and exactness of
+# every method against the loop at the long T; writes recurrence.md and recurrence.json.
+run recurrence benchmarks/recurrence_benchmark.py --device cuda --frameworks torch jax \
+    --T 10000 100000 --H 8 64 --tols 1e-5 0 --repeats 3 --max-jacobian-gib 16 \
+    --max-damped-flops 1e13 --max-call-s 10 --out "$out/recurrence.md"
 # The paper's RNN quantity: 200 SGD steps per backward method, config/paper.yaml's settings, every
 # run timed in one process (records under <out dir>/rnn_backprop_train/<run>/metrics.json). The
 # harness checks that every timed repeat trains bit-for-bit the same weights; a GPU library that is
