@@ -131,6 +131,16 @@ def test_the_race_stops_a_losing_candidate_and_caps_the_pilot_cost():
     assert "jacobi raced out" in outcome.choice.reason
 
 
+def test_the_race_runs_the_fastest_known_first():
+    sequential, _ = slow("sequential", 0.005)
+    first, _ = slow("gs_jacobi_b4", 0.003)
+    second, _ = slow("jacobi", 0.0005)
+    outcome = run_pilot([sequential, first, second], "sequential", race=False,
+                        known={"jacobi": 0.01, "gs_jacobi_b4": 0.2})
+    assert [r["run"] for r in outcome.records] == ["sequential", "jacobi", "gs_jacobi_b4"]
+    assert outcome.choice.run == "jacobi"
+
+
 def test_auto_in_the_harness_counts_the_pilot_and_keeps_one_choice(tmp_path):
     sequential, seq_program = slow("sequential", 0.004)          # 48 ms
     jacobi, _ = slow("jacobi", 0.002)                            # about 12 calls on this chain: 24 ms?

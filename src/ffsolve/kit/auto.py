@@ -23,7 +23,9 @@ The pieces:
   own full program runs under a deadline, and is interrupted (``SIGALRM``) once it has run longer
   than ``min(best time so far, what is left of pilot_budget × S)``. A candidate that finishes is
   measured, not predicted, and its output is the answer if it wins, so the winner's run is not
-  repeated. The pilots of losing candidates together cost at most ``pilot_budget × S`` (plus the
+  repeated. Candidates race fastest-known first (by the previous pilot's times), so the
+  deadline is small early and a slow candidate that cannot be interrupted (a compiled loop) does
+  not eat the budget of a fast one behind it. The pilots of losing candidates together cost at most ``pilot_budget × S`` (plus the
   baseline slice), so ``auto`` costs at most that fraction of a sequential run more than the
   method it picks. The price: a parallel method faster than sequential by less than
   ``1 / pilot_budget`` may be raced out before it finishes (default 0.1: a parallel method is
@@ -297,8 +299,12 @@ def run_pilot(candidates: Sequence[Candidate], baseline: str, *, baseline_pilot:
               output: Callable[[Any], Any] = lambda result: result.x,
               sync: Callable[[Any], Any] = synchronize, race: bool | None = None,
               converged: Callable[[Any], bool] = lambda result: bool(getattr(result, "converged", True)),
-              inexact: Iterable[str] = ()) -> PilotOutcome:
+              inexact: Iterable[str] = (), known: dict[str, float] | None = None) -> PilotOutcome:
     """Pilot the baseline, then race every eligible candidate; returns what was found.
+
+    ``known`` (seconds by run, from an earlier pilot) orders the race: the fastest known first,
+    so the best time so far is small early and slower candidates are cut early; candidates with
+    no known time follow in their given order.
 
     ``results`` holds the outputs of the candidates whose full program ran to the end (reusable:
     the same program gives the same output).
@@ -334,7 +340,9 @@ def run_pilot(candidates: Sequence[Candidate], baseline: str, *, baseline_pilot:
     # (every raced candidate but the current best) may spend at most pilot_budget × S.
     allowance = pilot_budget * predicted_s
     best_name, best_s, losers_s = baseline, predicted_s, 0.0
-    for candidate in candidates:
+    known = known or {}
+    ranked = sorted(candidates, key=lambda c: known.get(c.name, math.inf))  # stable: ties keep order
+    for candidate in ranked:
         name = candidate.name
         if name == baseline:
             continue
@@ -393,6 +401,7 @@ class AutoState:
 
     chosen: str | None = None
     choice: Choice | None = None
+    known: dict = field(default_factory=dict)
     predicted_s: float = 0.0
     first: PilotOutcome | None = None
     calls: int = 0
@@ -431,10 +440,10 @@ def auto_candidate(candidates: Sequence[Candidate], *, run: RunSpec | str = AUTO
     state = AutoState()
     candidate = Candidate(spec, lambda: None, extra=dict(extra or {}))
 
-    def pilot():
+    def pilot(known=None):
         return run_pilot(pool, baseline, baseline_pilot=baseline_pilot, run_tol=spec.stopping_tol(),
                          pilot_budget=pilot_budget, output=output, sync=sync, race=race,
-                         inexact=inexact)
+                         inexact=inexact, known=known if known is not None else state.known)
 
     def program():
         start = time.perf_counter()
@@ -445,11 +454,17 @@ def auto_candidate(candidates: Sequence[Candidate], *, run: RunSpec | str = AUTO
             # machine for its neighbours, which a slice scaled by T/k would multiply. Both pilots
             # are in this call's time (the harness's untimed warm-up call when there is one).
             warm = pilot()
-        outcome = pilot()
+        # Race the fastest known first (the warm pilot's times, later the deciding ones).
+        outcome = pilot(None if warm is None else
+                        {o.run: o.seconds for o in warm.options if o.seconds is not None})
         state.calls += 1
         if state.chosen is None:
             state.choice = outcome.choice if warm is None else combine(warm, outcome, baseline)
             state.chosen, state.first = state.choice.run, outcome
+            state.known = {o.run: o.seconds for o in (warm or outcome).options if o.seconds is not None}
+            for o in outcome.options:
+                if o.seconds is not None:
+                    state.known[o.run] = min(o.seconds, state.known.get(o.run, math.inf))
             state.predicted_s = outcome.predicted_sequential_s if warm is None else min(
                 warm.predicted_sequential_s, outcome.predicted_sequential_s)
             candidate.tolerance = by_name[state.chosen].tolerance
