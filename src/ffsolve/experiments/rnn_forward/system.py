@@ -101,7 +101,8 @@ def trace_arrays(result, reference: np.ndarray) -> dict[str, np.ndarray]:
 def candidates(case: Case, weights: Mapping[str, np.ndarray], inputs: np.ndarray, runs: Sequence[str | RunSpec],
                *, damping: float = 100.0, device=None, extra: dict | None = None) -> list[Candidate]:
     """One harness candidate per run of ``case``, all on the same cell and inputs (s_0 = 0);
-    ``auto`` runs pilot the loop on its first 5% of steps and race the other runs."""
+    ``auto`` runs pilot the loop (PyTorch: its first 5% of steps, scaled; JAX: all of it) and race
+    the other runs."""
     cell = build_cell(case.cell, weights, case.framework, device)
     u = to_framework(inputs, case.framework, device)
     s0 = to_framework(np.zeros((inputs.shape[1], case.hidden), np.float32), case.framework, device)
@@ -131,11 +132,15 @@ def candidates(case: Case, weights: Mapping[str, np.ndarray], inputs: np.ndarray
 
         run_extra = {**dict(extra or {}), **({"damping": damping} if spec.method == "damped_newton" else {})}
         out.append(Candidate(spec, program, traced, tolerance(spec), extra=run_extra))
-    # auto (ffsolve.kit.auto): the loop's first 5% of the T steps, scaled by T / k, then the
-    # parallel methods raced against it; the fastest that meets the run's accuracy is run.
+    # auto (ffsolve.kit.auto): the loop piloted, then the parallel methods raced against it; the
+    # fastest that meets the run's accuracy is run. PyTorch's loop costs the same per step, so its
+    # first 5% of the T steps, scaled by T / k, predict it. JAX's loop is one compiled lax.scan
+    # whose fixed cost per call dominates at these sizes: 50 steps scaled by 20 predicted 0.24 s
+    # for a loop that takes 9 ms (and auto then chose newton, 17x slower), so JAX pilots the
+    # whole loop (scale 1; milliseconds).
     length = case.length
-    pilot = loop_pilot(lambda k: ffsolve.solve_recurrence(cell.step, s0, u[:k], method=SEQUENTIAL),
-                       pilot_steps(length), length)
+    pilot = None if case.framework == "jax" else loop_pilot(
+        lambda k: ffsolve.solve_recurrence(cell.step, s0, u[:k], method=SEQUENTIAL), pilot_steps(length), length)
     return add_auto(out, autos, baseline_pilot=pilot, extra=dict(extra or {}))
 
 
