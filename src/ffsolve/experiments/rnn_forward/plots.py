@@ -52,7 +52,8 @@ def convergence_figure(runs: Sequence[Mapping], title: str = "RNN evaluation by 
 
     The time axis places step k at k / iterations of the run's measured median time (the total is
     measured; spreading it evenly over the steps is for drawing only). The loop has no iterates
-    to draw: it is a marker at its time, error 0 (drawn at the floor).
+    to draw: it is a vertical line at its time. ``auto`` runs are left out (they repeat the run
+    they chose, which is drawn; the table gives the choice).
     """
     cases = by_case(runs)
     fig, axes = plt.subplots(len(cases), 2, figsize=(11, 3.2 * len(cases)), squeeze=False, constrained_layout=True)
@@ -64,7 +65,7 @@ def convergence_figure(runs: Sequence[Mapping], title: str = "RNN evaluation by 
             if run["method"] == "sequential":
                 by_time.axvline(run["wall_time_s"], color=c, linestyle=":", label=f"sequential loop ({run['iterations']} steps)")
                 continue
-            if "error_max" not in run["trace"]:  # an auto run whose choice kept no trace
+            if run["method"] == "auto":  # its chosen run is drawn already; the table says which
                 continue
             error = np.clip(run["trace"]["error_max"], LOG_FLOOR, None)
             steps = np.arange(len(error))
