@@ -114,7 +114,12 @@ def test_changed_parameter_reruns_the_affected_rules(first):
 def test_two_runs_from_scratch_give_identical_iterations_and_samples(first, tmp_path):
     workdir, _, _ = first
     again, _, _ = run_from_scratch(tmp_path / "e2e_second")
+    # auto's choice is made by timing in each process, so two runs may choose differently: its
+    # own checks (bitwise or within tolerance) hold either way, its iterations need not match.
+    timed_choice = {"auto"}
     for path in sorted(workdir.glob("results/*/*/*/metrics.json")):
+        if path.parent.name.split("_t")[0] in timed_choice:
+            continue
         ours = json.loads(path.read_text())
         theirs = json.loads((again / path.relative_to(workdir)).read_text())
         for field in ("iterations", "network_evaluations", "converged", "bitwise_equal",
@@ -123,4 +128,6 @@ def test_two_runs_from_scratch_give_identical_iterations_and_samples(first, tmp_
     first_arrays, second_arrays = comparable_arrays(workdir), comparable_arrays(again)
     assert first_arrays.keys() == second_arrays.keys()
     for key, value in first_arrays.items():
+        if key.split(":")[0].split("/")[-2].split("_t")[0] in timed_choice:
+            continue
         np.testing.assert_array_equal(value, second_arrays[key], err_msg=key)
