@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Paper-scale measurements on one GPU machine without network, in about 8 minutes:
 #   MADE 2x512 on full MNIST (trained here, 3000 steps), PixelCNN++ at the paper's MNIST size
-#   (nr_resnet 5, 40 filters, batch 16; untrained weights unless a checkpoint is given),
+#   (nr_resnet 5, 40 filters, 10 mixtures, batch 16; trained here on full MNIST for 20,000 steps or
+#   15 minutes, whichever comes first, unless a checkpoint is given; every sampler, cached
+#   Jacobi-GS and GS-Jacobi at the paper's blocks),
 #   DenseNet-201 speed mode (random weights, 224x224 inputs), RNN backprop at T = 100..10000,
 #   and the paper's RNN quantity (training time of 200 SGD steps per backward method).
 # Every benchmark runs its methods in one process on the same weights and noise, checks each
@@ -26,9 +28,11 @@ run() { local name=$1; shift; echo "== $name: $*" >&2; /usr/bin/env time -f "$na
 
 run made benchmarks/made_benchmark.py --source folder --folder "$mnist" --steps 3000 \
     --device cuda --repeats 10 --out "$out/made.json"
-if [ -n "$pixel_ckpt" ]; then pixel_weights=(--checkpoint "$pixel_ckpt"); else pixel_weights=(--random-init); fi
-run pixelcnnpp benchmarks/pixelcnnpp_benchmark.py "${pixel_weights[@]}" --nr-resnet 5 --nr-filters 40 \
-    --nr-logistic-mix 10 --shape 28 28 1 --batch 16 --device cuda --repeats 5 --out "$out/pixelcnnpp.json"
+if [ -n "$pixel_ckpt" ]; then pixel_stage=(--stage sample --checkpoint "$pixel_ckpt"); else pixel_stage=(--stage all); fi
+run pixelcnnpp benchmarks/pixelcnnpp_paper_benchmark.py "${pixel_stage[@]}" --folder "$mnist" \
+    --train-minutes 15 --train-steps 20000 --learning-rate 0.001 --eval-every 1000 --batch 16 \
+    --device cuda --repeats 5 --out "$out/pixelcnnpp"
+cp "$out/pixelcnnpp/records.json" "$out/pixelcnnpp.json"
 run densenet benchmarks/densenet_benchmark.py --models densenet201 --size 224 --images 10 \
     --device cuda --repeats 5 --out "$out/densenet"
 run rnn_backprop benchmarks/rnn_backprop_benchmark.py --lengths 100 1000 10000 --hidden 128 \

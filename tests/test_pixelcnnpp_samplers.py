@@ -43,14 +43,17 @@ def grey():
 def test_cached_paths_trace_their_own_timed_computation(grey):
     """Traced twin == timed program bit for bit (same compiled loop); the trace starts at zeros and
     ends at the sample; per-sample steps never exceed the run's; the work is below one pass a step."""
-    for method, block in (("sequential_cache", None), ("gs_jacobi_cache", 16)):
+    for method, block in (("sequential_cache", None), ("gs_jacobi_cache", 16), ("jacobi_gs_cache", 8)):
         timed = grey.run(method, block)
         traced, arrays = grey.run(method, block, trace=True)
         assert traced.iterations == timed.iterations <= grey.length and timed.converged
         assert bitwise_equal([np.asarray(timed.x)], [np.asarray(traced.x)])
         assert arrays["error"].shape == (timed.iterations + 1, 2)
         assert np.all(arrays["error"][-1] == 0) and np.all(arrays["error"][0] > 0)
-        assert 0 < timed.network_evaluations < timed.iterations
+        if method == "jacobi_gs_cache":  # every block's band each step: more than a full pass
+            assert timed.network_evaluations > timed.iterations
+        else:
+            assert 0 < timed.network_evaluations < timed.iterations
         np.testing.assert_allclose(np.asarray(timed.x), grey.reference, atol=cached_tolerance(grey.model).atol)
     assert grey.run("sequential_cache").iterations == grey.length
     _, arrays = grey.run("gs_jacobi_cache", 16, trace=True)
@@ -65,6 +68,27 @@ def test_gs_jacobi_cache_window_is_the_block_in_positions(grey):
     whole = grey.run("gs_jacobi_cache", grey.length).iterations
     assert whole <= jacobi
     assert grey.run("gs_jacobi_cache", 16).iterations >= whole
+
+
+def test_jacobi_gs_cache_stops_on_its_exact_prefix():
+    """On a map that ignores its input (every kernel zero), the first sweep makes block 0 exact and
+    moves every block, the second moves none, so every block is exact after two sweeps: 2 × block
+    steps, not T. Each sweep's opening step is one full pass, every other step one band per block."""
+    sampler = make_sampler(1)
+    flat = jax.tree_util.tree_map_with_path(
+        lambda path, a: jnp.zeros_like(a) if "kernel" in jax.tree_util.keystr(path) else a,
+        sampler.params)
+    constant = Sampler(sampler.model, flat, sampler.noise)
+    reference = np.asarray(constant.run("sequential").x)
+    for block in (12,):  # blocks straddle rows (row-aligned blocks: the trace test above)
+        result = constant.run("jacobi_gs_cache", block)
+        assert result.converged and result.iterations == 2 * block
+        assert np.array_equal(np.asarray(result.x), reference) or np.allclose(
+            np.asarray(result.x), reference, atol=cached_tolerance(constant.model).atol, rtol=0)
+        blocks = -(-constant.length // block)
+        span = 2  # a block of 12 straddles two rows of 8
+        band = blocks * band_share(span, 8, 8, nr_resnet=1)
+        assert result.network_evaluations == pytest.approx(2 + (2 * block - 2) * band)
 
 
 def test_band_share_counts_positions_per_layer():
@@ -96,7 +120,8 @@ def test_rgb_cached_paths_match_sequential_within_tolerance():
     s = make_sampler(3, batch=1)
     reference = np.asarray(s.run("sequential").x)
     atol = cached_tolerance(s.model).atol
-    for method, block in (("jacobi", None), ("sequential_cache", None), ("gs_jacobi_cache", 12)):
+    for method, block in (("jacobi", None), ("sequential_cache", None), ("gs_jacobi_cache", 12),
+                          ("jacobi_gs_cache", 12)):
         out = np.asarray(s.run(method, block).x)
         if method == "jacobi":
             assert np.array_equal(out, reference)
@@ -121,7 +146,8 @@ def test_runs_are_named_by_block_size_in_positions():
                         train=TrainSettings(1, 1, 0.1, 0.5, 1, 1))
     assert runs(settings) == [
         "sequential", "jacobi", "gs_jacobi_b28", "gs_jacobi_b112", "jacobi_gs_b28", "jacobi_gs_b112",
-        "sequential_cache", "gs_jacobi_cache_b28", "gs_jacobi_cache_b112"]
+        "sequential_cache", "gs_jacobi_cache_b28", "gs_jacobi_cache_b112", "jacobi_gs_cache_b28",
+        "jacobi_gs_cache_b112"]
 
 
 def test_noise_streams_are_reproducible_and_independent_by_use():

@@ -86,26 +86,44 @@ def to_model_range(images: np.ndarray) -> np.ndarray:
 def train(settings: Settings, *, dataset: str, seed: int, data_path: str, checkpoint_path: str,
           record_path: str) -> dict:
     """Fit the model to the prepared data at ``data_path``; write the checkpoint and the record."""
+    from ffsolve.data import load_prepared
+
+    data = load_prepared(data_path)
+    summary = fit(settings, to_model_range(data.train_images),
+                  to_model_range(data.test_images[: settings.train.test_images]),
+                  dataset=dataset, seed=seed, checkpoint_path=checkpoint_path)
+    write_json(record_path, summary)
+    return summary
+
+
+def fit(settings: Settings, train_x: np.ndarray, test_x: np.ndarray, *, dataset: str, seed: int,
+        checkpoint_path: str, time_limit_s: Optional[float] = None) -> dict:
+    """Maximum likelihood with Adam on ``train_x`` (float32 (N, H, W, C) in [−1, 1]) for
+    ``settings.train.steps`` steps, or until ``time_limit_s`` seconds of training have passed
+    (checked after every step; the learning-rate schedule still spans ``steps``). Test bits/dim
+    on ``test_x`` every ``eval_every`` steps and at the end; the checkpoint is written at every
+    evaluation (so an interrupted run leaves its latest weights) and at the end. Returns the
+    training record (history, final test bits/dim, why it stopped)."""
     import jax
     import jax.numpy as jnp
     import optax
 
-    from ffsolve.data import load_prepared
     from ffsolve.experiments.pixelcnnpp import mixture
     from ffsolve.experiments.pixelcnnpp.model import architecture, save_checkpoint
 
     tcfg = settings.train
-    data = load_prepared(data_path)
-    train_x = to_model_range(data.train_images)
-    test_x = to_model_range(data.test_images[: tcfg.test_images])
     batch = tcfg.batch_size
     if batch > len(train_x):
         raise ValueError(f"config key 'pixelcnnpp.train.batch_size' is {batch}, more than the "
                          f"{len(train_x)} training images of {dataset}")
+    if len(test_x) < batch:
+        raise ValueError(f"config key 'pixelcnnpp.train.test_images' gives {len(test_x)} test "
+                         f"images of {dataset}, fewer than one batch of {batch}")
     model = make_model(settings)
     params = model.init(jax_key(seed, EXPERIMENT, dataset, "init"), jnp.asarray(train_x[:1]))["params"]
     optimizer = optax.adam(optax.exponential_decay(tcfg.learning_rate, tcfg.steps, tcfg.lr_decay))
     opt_state = optimizer.init(params)
+    arch = architecture(model, train_x.shape[1:])
 
     def loss_fn(p, x):
         return mixture.bits_per_dim(model.apply({"params": p}, x), x)
@@ -126,6 +144,7 @@ def train(settings: Settings, *, dataset: str, seed: int, data_path: str, checkp
     history, running = [], []
     order_key = jax_key(seed, EXPERIMENT, dataset, "data")
     per_epoch = len(train_x) // batch
+    stopped = "steps"
     start = time.perf_counter()
     for i in progress(range(tcfg.steps), desc=f"train pixelcnnpp {dataset}"):
         if i % per_epoch == 0:  # a fresh shuffle each epoch, from the data stream
@@ -137,20 +156,22 @@ def train(settings: Settings, *, dataset: str, seed: int, data_path: str, checkp
         if not np.isfinite(running[-1]):
             raise FloatingPointError(f"training loss became {running[-1]} at step {i}; lower "
                                      "config key 'pixelcnnpp.train.learning_rate'")
-        if (i + 1) % tcfg.eval_every == 0 or i + 1 == tcfg.steps:
+        out_of_time = time_limit_s is not None and time.perf_counter() - start >= time_limit_s
+        if (i + 1) % tcfg.eval_every == 0 or i + 1 == tcfg.steps or out_of_time:
             entry = {"step": i + 1, "train_bpd": float(np.mean(running)),
                      "test_bpd": test_bpd(params), "elapsed_s": time.perf_counter() - start}
             running = []
             history.append(entry)
+            save_checkpoint(checkpoint_path, params, arch)
             log.info("step %(step)d: train %(train_bpd).3f bits/dim, test %(test_bpd).3f bits/dim", entry)
-    arch = architecture(model, train_x.shape[1:])
-    save_checkpoint(checkpoint_path, params, arch)
-    summary = {"experiment": EXPERIMENT, "dataset": dataset, "architecture": arch,
-               "train": asdict(tcfg), "seed": seed, "history": history,
-               "final_test_bpd": history[-1]["test_bpd"], "train_images": len(train_x),
-               "test_images": len(test_x), "wall_time_s": time.perf_counter() - start}
-    write_json(record_path, summary)
-    return summary
+        if out_of_time:
+            stopped = f"time limit {time_limit_s:g} s"
+            break
+    return {"experiment": EXPERIMENT, "dataset": dataset, "architecture": arch,
+            "train": asdict(tcfg), "seed": seed, "history": history, "steps_done": history[-1]["step"],
+            "stopped_by": stopped, "final_test_bpd": history[-1]["test_bpd"],
+            "train_images": len(train_x), "test_images": len(test_x),
+            "wall_time_s": time.perf_counter() - start}
 
 
 # -- measuring ------------------------------------------------------------------------------------
