@@ -303,8 +303,10 @@ def run_pilot(candidates: Sequence[Candidate], baseline: str, *, baseline_pilot:
     """Pilot the baseline, then race every eligible candidate; returns what was found.
 
     ``known`` (seconds by run, from an earlier pilot) orders the race: the fastest known first,
-    so the best time so far is small early and slower candidates are cut early; candidates with
-    no known time follow in their given order.
+    so the best time so far is small early and slower candidates are cut early. Candidates with
+    no known time follow (parallel methods before other sequential-type paths, else in their
+    given order), each with an equal share of what is left of the budget, so that one slow
+    candidate that cannot be interrupted does not leave the others unpiloted.
 
     ``results`` holds the outputs of the candidates whose full program ran to the end (reusable:
     the same program gives the same output).
@@ -341,7 +343,12 @@ def run_pilot(candidates: Sequence[Candidate], baseline: str, *, baseline_pilot:
     allowance = pilot_budget * predicted_s
     best_name, best_s, losers_s = baseline, predicted_s, 0.0
     known = known or {}
-    ranked = sorted(candidates, key=lambda c: known.get(c.name, math.inf))  # stable: ties keep order
+    # Known times first, fastest first; then the unknown: parallel methods before other
+    # sequential-type paths (a cached loop often cannot be interrupted, and would eat the budget).
+    ranked = sorted(candidates, key=lambda c: (known.get(c.name, math.inf),
+                                               is_sequential_baseline(c.spec.method)))
+    unknown = sum(1 for c in candidates if c.name != baseline and c.name not in known
+                  and eligibility(c.spec, run_tol, inexact)[0])
     for candidate in ranked:
         name = candidate.name
         if name == baseline:
@@ -352,7 +359,10 @@ def run_pilot(candidates: Sequence[Candidate], baseline: str, *, baseline_pilot:
             records.append({"run": name, "eligible": False, "why": why, "pilot_s": None, "scale": 1.0,
                             "predicted_s": None, "finished": False})
             continue
-        deadline = max(0.0, min(best_s, allowance - losers_s))
+        left = allowance - losers_s
+        if name not in known:  # no time yet: an equal share of what is left of the budget
+            left, unknown = left / max(unknown, 1), unknown - 1
+        deadline = max(0.0, min(best_s, left))
         out, seconds, finished = _raced(timed(candidate.program), deadline, race)
         if finished and not converged(out):
             eligible, why = False, "did not converge: its output is not the solve's answer"
