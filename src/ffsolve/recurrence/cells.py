@@ -96,22 +96,25 @@ def linear(x: Array, weight: Array, bias: Array | None = None) -> Array:
 
 
 def _rowwise(fn):
-    """``fn`` applied so that every row (last axis) is computed the same way whatever the number
-    of rows (PyTorch).
+    """``fn`` applied so that each time step (first axis) is computed the same way whatever the
+    number of time steps (PyTorch).
 
     PyTorch's CPU kernels run transcendental functions (tanh, sigmoid, exp) in SIMD over the
     contiguous run of the tensor and finish its last few elements with the scalar routine, whose
     last bit can differ. On a contiguous ``(n, batch, H)`` tensor the run is the whole tensor, so
     the elements of time step 0 would be SIMD in a T-step call and partly scalar in a 1-step call.
-    Viewing the input with a row stride one longer than the row makes each row its own run, split
-    into SIMD body and scalar tail identically in every row. (On one compute thread; with several,
-    PyTorch may cut a large tensor into chunks in the middle of a row. The solvers then still stop,
-    at the batched map's own fixed point, within rounding of the loop.)
+    Viewing each time step's ``batch·H`` values with a stride one longer makes every time step its
+    own run, split into SIMD body and scalar tail identically for every step. (Checked bitwise on
+    one and on two compute threads, T up to 3,000; PyTorch could in principle cut a large tensor
+    into per-thread chunks mid-run. The solvers would then still stop, at the batched map's own
+    fixed point, within rounding of the loop.)
     """
     import torch
 
     def rowwise(x):
-        return fn(torch.nn.functional.pad(x, (0, 1))[..., :-1])
+        n = x.shape[0] if x.ndim >= 2 else 1
+        flat = x.reshape(n, -1)
+        return fn(torch.nn.functional.pad(flat, (0, 1))[:, :-1]).reshape(x.shape)
 
     return rowwise
 
