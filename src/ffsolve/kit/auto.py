@@ -25,8 +25,9 @@ The pieces:
   measured, not predicted, and its output is the answer if it wins, so the winner's run is not
   repeated. Candidates race fastest-known first (by the previous pilot's times), so the
   deadline is small early and a slow candidate that cannot be interrupted (a compiled loop) does
-  not eat the budget of a fast one behind it. The pilots of losing candidates together cost at most ``pilot_budget × S`` (plus the
-  baseline slice), so ``auto`` costs at most that fraction of a sequential run more than the
+  not eat the budget of a fast one behind it; the first call's warm-up pilot, with no times yet,
+  gives each candidate an equal share of the budget. The pilots of losing candidates together
+  cost at most ``pilot_budget × S`` (plus the baseline slice), so ``auto`` costs at most that fraction of a sequential run more than the
   method it picks. The price: a parallel method faster than sequential by less than
   ``1 / pilot_budget`` may be raced out before it finishes (default 0.1: a parallel method is
   found when it wins by 10x or more); raise ``pilot_budget`` to search harder. An interrupt lands
@@ -299,14 +300,17 @@ def run_pilot(candidates: Sequence[Candidate], baseline: str, *, baseline_pilot:
               output: Callable[[Any], Any] = lambda result: result.x,
               sync: Callable[[Any], Any] = synchronize, race: bool | None = None,
               converged: Callable[[Any], bool] = lambda result: bool(getattr(result, "converged", True)),
-              inexact: Iterable[str] = (), known: dict[str, float] | None = None) -> PilotOutcome:
+              inexact: Iterable[str] = (), known: dict[str, float] | None = None,
+              share_unknown: bool = False) -> PilotOutcome:
     """Pilot the baseline, then race every eligible candidate; returns what was found.
 
     ``known`` (seconds by run, from an earlier pilot) orders the race: the fastest known first,
     so the best time so far is small early and slower candidates are cut early. Candidates with
     no known time follow (parallel methods before other sequential-type paths, else in their
-    given order), each with an equal share of what is left of the budget, so that one slow
-    candidate that cannot be interrupted does not leave the others unpiloted.
+    given order). With ``share_unknown`` each of those gets an equal share of what is left of
+    the budget (so that one slow candidate that cannot be interrupted does not leave the others
+    unpiloted); without, each may use all that is left (so that a method that wins by less than
+    budget × number of candidates is still found).
 
     ``results`` holds the outputs of the candidates whose full program ran to the end (reusable:
     the same program gives the same output).
@@ -360,7 +364,7 @@ def run_pilot(candidates: Sequence[Candidate], baseline: str, *, baseline_pilot:
                             "predicted_s": None, "finished": False})
             continue
         left = allowance - losers_s
-        if name not in known:  # no time yet: an equal share of what is left of the budget
+        if share_unknown and name not in known:  # no time yet: an equal share of what is left
             left, unknown = left / max(unknown, 1), unknown - 1
         deadline = max(0.0, min(best_s, left))
         out, seconds, finished = _raced(timed(candidate.program), deadline, race)
@@ -450,10 +454,11 @@ def auto_candidate(candidates: Sequence[Candidate], *, run: RunSpec | str = AUTO
     state = AutoState()
     candidate = Candidate(spec, lambda: None, extra=dict(extra or {}))
 
-    def pilot(known=None):
+    def pilot(known=None, share=False):
         return run_pilot(pool, baseline, baseline_pilot=baseline_pilot, run_tol=spec.stopping_tol(),
                          pilot_budget=pilot_budget, output=output, sync=sync, race=race,
-                         inexact=inexact, known=known if known is not None else state.known)
+                         inexact=inexact, known=known if known is not None else state.known,
+                         share_unknown=share)
 
     def program():
         start = time.perf_counter()
@@ -463,7 +468,7 @@ def auto_candidate(candidates: Sequence[Candidate], *, run: RunSpec | str = AUTO
             # first call pays for lazy imports, allocation and JIT compilation, and a shared
             # machine for its neighbours, which a slice scaled by T/k would multiply. Both pilots
             # are in this call's time (the harness's untimed warm-up call when there is one).
-            warm = pilot()
+            warm = pilot(share=True)  # every candidate gets a slice: first times for the order
         # Race the fastest known first (the warm pilot's times, later the deciding ones).
         outcome = pilot(None if warm is None else
                         {o.run: o.seconds for o in warm.options if o.seconds is not None})
