@@ -131,6 +131,20 @@ def test_the_race_stops_a_losing_candidate_and_caps_the_pilot_cost():
     assert "jacobi raced out" in outcome.choice.reason
 
 
+def test_a_warm_up_pilot_shares_the_budget_among_unknown_candidates():
+    sequential, seq_program = slow("sequential", 0.01)          # 0.12 s
+    seq_program(max_iters=1)
+    a, _ = slow("jacobi", 0.05)
+    b, _ = slow("gs_jacobi_b4", 0.05)
+    pilot = loop_pilot(lambda k: seq_program(max_iters=k), steps=6, length=12)
+    shared = run_pilot([sequential, a, b], "sequential", baseline_pilot=pilot, pilot_budget=1.0,
+                       race=True, share_unknown=True)
+    first, second = shared.records[1:]
+    assert not first["finished"] and not second["finished"]
+    # Each had about half of the predicted 0.12 s (plus up to one 0.05 s step of overshoot).
+    assert first["pilot_s"] < 0.5 * shared.predicted_sequential_s + 0.06
+
+
 def test_the_race_runs_the_fastest_known_first():
     sequential, _ = slow("sequential", 0.005)
     first, _ = slow("gs_jacobi_b4", 0.003)
