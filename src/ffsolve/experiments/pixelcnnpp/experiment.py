@@ -97,7 +97,7 @@ def train(settings: Settings, *, dataset: str, seed: int, data_path: str, checkp
 
 
 def fit(settings: Settings, train_x: np.ndarray, test_x: np.ndarray, *, dataset: str, seed: int,
-        checkpoint_path: str, time_limit_s: Optional[float] = None) -> dict:
+        checkpoint_path: str, time_limit_s: float | None = None) -> dict:
     """Maximum likelihood with Adam on ``train_x`` (float32 (N, H, W, C) in [−1, 1]) for
     ``settings.train.steps`` steps, or until ``time_limit_s`` seconds of training have passed
     (checked after every step; the learning-rate schedule still spans ``steps``). Test bits/dim
