@@ -431,7 +431,7 @@ def candidates(sampler: Sampler, runs, tol: float, extra: Optional[dict] = None)
 
 def contract_candidates():
     """A tiny instance for the contract test: a random-init 8×8 grey PixelCNN++ (1 resnet, 8
-    filters, 3 components), two images; every ffsolve method and both cached paths, the block
+    filters, 3 components), two images; every ffsolve method and the three cached paths, the block
     methods at 12 positions (one and a half rows: not a whole number of rows)."""
     from ffsolve.kit import RunSpec
 
