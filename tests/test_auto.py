@@ -192,7 +192,8 @@ def test_auto_picks_parallel_when_it_wins_and_reuses_its_pilot_output():
     tolerance = Tolerance(1e-6, 0.0, "test: a fast path that may round differently")
     jacobi = Candidate(RunSpec("jacobi"), fast, tolerance=tolerance)
     auto = auto_candidate([sequential, jacobi],
-                          baseline_pilot=loop_pilot(lambda k: seq_program(max_iters=k), 2, 24))
+                          baseline_pilot=loop_pilot(lambda k: seq_program(max_iters=k), 2, 24),
+                          pilot_budget=0.5)
     auto.program()  # the first call pilots twice (a warm-up pilot, then the deciding one)
     assert auto.extra["auto"]["chosen"] == "jacobi" and len(calls) == 2
     result = auto.program()
