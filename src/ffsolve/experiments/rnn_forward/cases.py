@@ -3,8 +3,8 @@
 A case is one measure job: one cell, one sequence length T, one hidden size H, one framework, on
 fixed weights and inputs; its name is the ``dataset`` of its records.
 
-* ``mnist``: the GRU trained on MNIST pixels in raster order (T = 784, H = ``hidden_size``), run
-  on the first ``batch`` embedded test images, in PyTorch.
+* ``mnist``: the GRU trained on next-pixel prediction of binarized MNIST in raster order
+  (T = 784, H = ``hidden_size``), run on the first ``batch`` test images, in PyTorch.
 * ``<cell>_T<T>_H<H>`` (``gru_T1000_H8``, ``softplus_T10000_H32``): random weights
   (:func:`random_weights`) and standard-normal inputs of ``input_size`` features, in PyTorch;
   with the suffix ``_jax`` (``gru_T1000_H8_jax``) the same weights and inputs in JAX.
@@ -112,7 +112,36 @@ def random_case_arrays(case: Case, *, batch: int, input_size: int, seed: int,
     return weights, inputs
 
 
-def pixel_sequences(images: np.ndarray) -> np.ndarray:
-    """uint8 images ``(N, 28, 28)`` -> float32 ``(784, N, 1)`` in [0, 1], raster order, time-major."""
-    flat = images.reshape(len(images), -1).astype(np.float32) / 255.0
-    return np.ascontiguousarray(flat.T[:, :, None])
+# A pixel is "on" above this uint8 value (binarized MNIST: 0/1 pixels, bits per pixel well defined).
+PIXEL_THRESHOLD = 127
+
+
+def pixel_sequences(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 images ``(N, 28, 28)`` -> next-pixel ``(inputs, targets)`` in raster order, time-major.
+
+    ``targets (784, N)`` are the binarized pixels (1.0 above :data:`PIXEL_THRESHOLD`, else 0.0);
+    ``inputs (784, N, 1)`` are the same shifted by one step, ``u_t = x_{t-1}`` with ``u_0 = 0``, so
+    the state after reading ``u_t`` has seen pixels 0..t-1 and predicts pixel t. float32.
+    """
+    targets = np.ascontiguousarray((images.reshape(len(images), -1) > PIXEL_THRESHOLD).astype(np.float32).T)
+    inputs = np.zeros_like(targets)
+    inputs[1:] = targets[:-1]
+    return inputs[:, :, None], targets
+
+
+def baseline_bits_per_pixel(train_images: np.ndarray, test_images: np.ndarray) -> dict[str, float]:
+    """Bits per pixel on ``test_images`` of two predictors fitted to ``train_images`` without a
+    network: ``constant`` (one on-probability for every pixel) and ``pixel_marginal`` (each of the
+    784 positions its own on-probability, add-one smoothed)."""
+    _, train = pixel_sequences(train_images)
+    _, test = pixel_sequences(test_images)
+    train, test = train.astype(np.float64), test.astype(np.float64)
+    n = train.shape[1]
+
+    def bits(p):
+        return float(-np.mean(test * np.log2(p) + (1.0 - test) * np.log2(1.0 - p)))
+
+    return {
+        "constant": bits(np.full((1, 1), (train.sum() + 1.0) / (train.size + 2.0))),
+        "pixel_marginal": bits((train.sum(axis=1, keepdims=True) + 1.0) / (n + 2.0)),
+    }

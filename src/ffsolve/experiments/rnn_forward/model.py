@@ -1,14 +1,17 @@
-"""The GRU classifier trained on MNIST pixels in raster order, and its checkpoint I/O.
+"""The GRU trained on MNIST next-pixel prediction in raster order, and its checkpoint I/O.
 
-``torch.nn.GRU`` runs the sequence ``(T, B, 1)`` (T = 784, one pixel per step, s_0 = 0); a linear
-layer classifies the last state. Training uses ``torch.nn.GRU`` for speed; evaluation hands the
-same weights, unchanged and in the same layout, to ``ffsolve.recurrence.cells.gru``
-(:meth:`GRUClassifier.cell_weights`), whose recurrence every method then solves.
+``torch.nn.GRU`` reads the binarized pixels shifted by one, ``u_t = x_{t-1}`` (``u_0 = 0``), over
+T = 784 steps (s_0 = 0); a linear readout of the state s_t gives the logit of pixel ``x_t`` being
+on, so every step has a loss and the gradients need not cross 784 steps to reach the weights.
+Training uses ``torch.nn.GRU`` for speed; evaluation hands the same weights, unchanged and in the
+same layout, to ``ffsolve.recurrence.cells.gru`` (:meth:`NextPixelGRU.cell_weights`), whose
+recurrence every method then solves; the readout scores each method's states in bits per pixel.
 """
 
 from __future__ import annotations
 
 import io
+import math
 import os
 from pathlib import Path
 
@@ -19,25 +22,31 @@ from torch import nn
 from ffsolve.experiments.rnn_forward.cases import WEIGHT_NAMES
 from ffsolve.kit.io import write_bytes
 
-CHECKPOINT_FORMAT = "ffsolve.rnn_forward.gru_classifier/1"
+CHECKPOINT_FORMAT = "ffsolve.rnn_forward.next_pixel_gru/1"
 
 
 class CheckpointError(ValueError):
     """A checkpoint cannot be used; the message names the file and the key to change."""
 
 
-class GRUClassifier(nn.Module):
-    """A one-layer GRU over a time-major sequence ``(T, B, input_size)``; logits from the last state."""
+class NextPixelGRU(nn.Module):
+    """A one-layer GRU over a time-major sequence ``(T, B, input_size)`` and a linear readout of
+    each state: the logit that the next pixel is on."""
 
-    def __init__(self, hidden_size: int, input_size: int = 1, classes: int = 10):
+    def __init__(self, hidden_size: int, input_size: int = 1):
         super().__init__()
-        self.hidden_size, self.input_size, self.classes = hidden_size, input_size, classes
+        self.hidden_size, self.input_size = hidden_size, input_size
         self.gru = nn.GRU(input_size, hidden_size)
-        self.head = nn.Linear(hidden_size, classes)
+        self.head = nn.Linear(hidden_size, 1)
 
     def forward(self, sequence: torch.Tensor) -> torch.Tensor:
+        """Logits ``(T, B)`` of pixels 0..T-1 from the inputs ``(T, B, 1)`` (pixels shifted by one)."""
         states, _ = self.gru(sequence)
-        return self.head(states[-1])
+        return self.logits(states)
+
+    def logits(self, states: torch.Tensor) -> torch.Tensor:
+        """Next-pixel logits ``(T, B)`` from states ``(T, B, H)``, whichever method computed them."""
+        return self.head(states)[..., 0]
 
     def cell_weights(self) -> dict[str, np.ndarray]:
         """The GRU's weights in ``torch.nn.GRU``'s layout (gates r, z, n), float32 copies."""
@@ -45,18 +54,24 @@ class GRUClassifier(nn.Module):
                 for name in WEIGHT_NAMES["gru"]}
 
     @torch.no_grad()
-    def classify(self, last_state: torch.Tensor) -> torch.Tensor:
-        """Predicted classes from last states ``(B, H)``, whichever method computed them."""
-        return self.head(last_state).argmax(-1)
+    def bits_per_pixel(self, states: torch.Tensor, targets: torch.Tensor) -> float:
+        """Mean binary cross-entropy, in bits, of the binarized pixels ``targets (T, B)`` under the
+        readout of ``states (T, B, H)``."""
+        return bits_per_pixel(self.logits(states), targets)
 
 
-def save_checkpoint(model: GRUClassifier, path: str | os.PathLike, metadata: dict) -> None:
+def bits_per_pixel(logits: torch.Tensor, targets: torch.Tensor) -> float:
+    """Mean binary cross-entropy of ``targets`` (0/1) under ``logits``, in bits per pixel."""
+    loss = nn.functional.binary_cross_entropy_with_logits(logits.double(), targets.double())
+    return float(loss) / math.log(2.0)
+
+
+def save_checkpoint(model: NextPixelGRU, path: str | os.PathLike, metadata: dict) -> None:
     """Weights, sizes and plain-typed metadata; loadable with ``torch.load(weights_only=True)``."""
     payload = {
         "format": CHECKPOINT_FORMAT,
         "hidden_size": model.hidden_size,
         "input_size": model.input_size,
-        "classes": model.classes,
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "metadata": dict(metadata),
     }
@@ -65,7 +80,7 @@ def save_checkpoint(model: GRUClassifier, path: str | os.PathLike, metadata: dic
     write_bytes(path, buffer.getvalue())
 
 
-def load_checkpoint(path: str | os.PathLike, hidden_size: int | None = None) -> tuple[GRUClassifier, dict]:
+def load_checkpoint(path: str | os.PathLike, hidden_size: int | None = None) -> tuple[NextPixelGRU, dict]:
     """The classifier (eval mode) and metadata saved by :func:`save_checkpoint`.
 
     ``hidden_size``, when given, must match the checkpoint's (else the error names the key).
@@ -84,9 +99,9 @@ def load_checkpoint(path: str | os.PathLike, hidden_size: int | None = None) -> 
             f"rnn_forward.hidden_size is {hidden_size} but {path} holds a GRU with "
             f"{payload['hidden_size']} hidden units; set rnn_forward.hidden_size to match, or retrain"
         )
-    model = GRUClassifier(int(payload["hidden_size"]), int(payload["input_size"]), int(payload["classes"]))
+    model = NextPixelGRU(int(payload["hidden_size"]), int(payload["input_size"]))
     try:
         model.load_state_dict(payload["state_dict"])
     except RuntimeError as err:
-        raise CheckpointError(f"{path}: weights do not fit the GRU classifier: {err}") from err
+        raise CheckpointError(f"{path}: weights do not fit the next-pixel GRU: {err}") from err
     return model.eval(), dict(payload.get("metadata", {}))
