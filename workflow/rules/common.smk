@@ -258,7 +258,8 @@ def get_pixelcnnpp_runs():
     """Run names: the block methods once per block size (positions), the others once."""
     cfg = config["pixelcnnpp"]
     return run_names(
-        cfg["methods"], cfg["block_sizes"], blocked=("gs_jacobi", "jacobi_gs", "gs_jacobi_cache"),
+        cfg["methods"], cfg["block_sizes"],
+        blocked=("gs_jacobi", "jacobi_gs", "gs_jacobi_cache", "jacobi_gs_cache"),
         tols=cfg["frontier_tols"],
     )
 
