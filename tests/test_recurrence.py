@@ -237,3 +237,15 @@ def test_bad_input_is_refused_with_a_message():
         solve_recurrence(cell, s0, u, method="quasi_newton", jacobian={"full_cost": 1.0})
     with pytest.raises(ValueError, match="weight_hh must have shape"):
         cells.gru(torch.zeros(6, 2), torch.zeros(6, 3), torch.zeros(6), torch.zeros(6))
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_a_single_unbatched_sequence_is_bitwise_too(framework):
+    # JAX compiles a batch of one differently inside the loop's scan; the solver pads it to two.
+    cell = cells.random_gru(H, D, seed=0, framework=framework)
+    s0, u = _data(framework, batch=1)
+    s0, u = s0[0], u[:, 0]  # (H,), (T, D)
+    ref = solve_recurrence(cell, s0, u)
+    res = solve_recurrence(cell, s0, u, method="jacobi", trace=True)
+    assert tuple(res.x.shape) == (T, H) and res.trace.iterates.shape[1:] == (T, H)
+    assert np.array_equal(_np(res.x), _np(ref.x)) and res.iterations <= T
