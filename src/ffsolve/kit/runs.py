@@ -166,7 +166,10 @@ def expand_runs(
 
 def _tolerance_runs(methods, exact_runs, tols, blocked) -> list[RunSpec]:
     if isinstance(tols, Mapping):
-        per_method = {m: [float(t) for t in ts] for m, ts in tols.items()}
+        # A config's mapping is merged over the default's, so it cannot drop the default's keys:
+        # tolerances for a method that is not configured are skipped, not refused.
+        per_method = {m: [float(t) for t in ts] for m, ts in tols.items()
+                      if parse_run_name(m).method in methods}
         stray = sorted(set(per_method) - set(methods) - {run.name for run in exact_runs})
         if stray:
             raise ValueError(f"tolerances given for {stray}, which are not among the methods {methods} "
