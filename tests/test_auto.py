@@ -254,3 +254,21 @@ def test_wiring_helpers_split_and_add_auto_runs():
     assert same.extra["quantity"] == "train_200_steps"
     with pytest.raises(ValueError, match="required property"):
         validate_auto({"chosen": 3})
+
+
+def test_the_pilot_budget_is_a_timing_setting_each_experiment_hands_to_auto():
+    # solver_demo's Jacobi wins by about 7x: a budget of 0.1 may race it out, a budget of 1 lets
+    # it finish; either way the record says which budget was used.
+    from ffsolve.experiments.solver_demo.experiment import Settings, candidates
+    from ffsolve.kit.settings import settings_from
+
+    settings = settings_from(Settings, {"length": 64, "batch": 4, "coupling": 1.0, "tol": 0.0,
+                                        "methods": ["sequential", "jacobi", "auto"], "block_sizes": []},
+                             "solver_demo")
+    from ffsolve.kit.harness import TimingSettings
+
+    assert TimingSettings().auto_pilot_budget == 0.1
+    found = candidates(settings, seed=3, pilot_budget=1.0)
+    measured = measure(found, repeats=1, warmup=0)
+    assert measured["auto"].candidate.extra["auto"]["pilot_budget"] == 1.0
+    assert measured["auto"].bitwise_equal

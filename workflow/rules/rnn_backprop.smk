@@ -28,8 +28,9 @@ rule rnn_backprop_measure:
         # Everything the job reads, so that a changed setting reruns it (Snakemake's params trigger).
         settings=lambda wildcards: settings_for("rnn_backprop", wildcards.dataset),
         runs=get_rnn_backprop_runs(),
-        # Only the compute threads: the job's own repeats and warm-up are rnn_backprop settings.
-        timing={"threads": config["timing"]["threads"]},
+        # The compute threads and auto's pilot budget: the job's own repeats and warm-up are
+        # rnn_backprop settings.
+        timing={key: config["timing"][key] for key in ("threads", "auto_pilot_budget")},
         seed=config["seed"],
         device=config["device"],
     wildcard_constraints:

@@ -39,12 +39,15 @@ TracedProgram = Callable[[], "tuple[SolveResult, Mapping[str, Any]]"]
 @dataclass(frozen=True)
 class TimingSettings:
     """``timing.*``: timed repeats per method (interleaved), untimed warm-up rounds, and the
-    compute threads of the timed job (``None``: every core it holds; applied by ``ffsolve.jobs``)."""
+    compute threads of the timed job (``None``: every core it holds; applied by ``ffsolve.jobs``),
+    and the pilot budget of ``method: auto`` (a fraction of one predicted sequential run;
+    :mod:`ffsolve.kit.auto`)."""
 
     repeats: int = 5
     warmup: int = 1
     threads: Optional[int] = None
     min_sample_s: float = 0.0
+    auto_pilot_budget: float = 0.1
 
 
 @dataclass(frozen=True)

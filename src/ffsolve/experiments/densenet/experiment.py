@@ -312,7 +312,8 @@ def measure_runs(settings: Settings, problem: Problem, *, dataset: str, seed: in
     float32_everywhere()
     found, reference = candidates(settings, problem, device)
     # auto: the forward pass piloted in full (its output reused when it wins), the others raced.
-    found = add_auto(found, [spec for spec in run_specs(settings) if spec.method == AUTO])
+    found = add_auto(found, [spec for spec in run_specs(settings) if spec.method == AUTO],
+                     pilot_budget=timing.auto_pilot_budget)
     log.info("%s: %s, %d batch(es) of %s; runs %s", dataset, problem.description,
              len(problem.batches), tuple(problem.batches[0].shape), [c.name for c in found])
     measurements = measure(found, repeats=timing.repeats, warmup=timing.warmup,

@@ -290,7 +290,8 @@ def measure_runs(settings: MeasureSettings, *, checkpoint, dataset: str, seed: i
         )
     order = {spec.name: i for i, spec in enumerate(specs)}
     runs.sort(key=lambda c: order[c.name])
-    runs = add_auto(runs, autos, baseline_pilot=sequential_pilot(model, noise, lam))
+    runs = add_auto(runs, autos, baseline_pilot=sequential_pilot(model, noise, lam),
+                    pilot_budget=timing.auto_pilot_budget)
     log.info("MADE %s on %s: %d dims, batch %d, runs %s on %s", model.hidden_sizes, dataset, model.nin,
              sample.batch, [c.name for c in runs], torch_dev)
     measurements = measure(runs, repeats=timing.repeats, warmup=timing.warmup,

@@ -183,7 +183,7 @@ def measure_runs(settings: Settings, *, dataset: str, seed: int, device: str, ti
 
     from ffsolve.experiments.pixelcnnpp import mixture
     from ffsolve.experiments.pixelcnnpp.model import load_checkpoint
-    from ffsolve.experiments.pixelcnnpp.system import Sampler, candidates, component_choices
+    from ffsolve.experiments.pixelcnnpp.system import Sampler, component_choices
     from ffsolve.runtime import device_description, jax_device
 
     if "sequential" not in settings.methods:
@@ -202,7 +202,7 @@ def measure_runs(settings: Settings, *, dataset: str, seed: int, device: str, ti
                            "nr_logistic_mix": settings.nr_logistic_mix},
                  "checkpoint": str(checkpoint_path)}
         log.info("sampling %d x %s on %s, runs %s", batch, shape, chosen, list(metrics))
-        measurements = measure(measured_candidates(sampler, settings, extra),
+        measurements = measure(measured_candidates(sampler, settings, extra, timing.auto_pilot_budget),
                                repeats=timing.repeats, warmup=timing.warmup,
                                min_sample_s=timing.min_sample_s)
         # Where a run may only be within tolerance, say whether a mixture component flipped.
@@ -220,7 +220,7 @@ def measure_runs(settings: Settings, *, dataset: str, seed: int, device: str, ti
     return write_runs(measurements, context, metrics, traces)
 
 
-def measured_candidates(sampler, settings: Settings, extra: dict) -> list:
+def measured_candidates(sampler, settings: Settings, extra: dict, pilot_budget: float = 0.1) -> list:
     """Every configured run's candidate, each at its own stopping tolerance (frontier runs
     ``<method>_t<tol>``; the others at ``tol``), then ``auto`` (ffsolve.kit.auto): the naive loop's
     first 5% of positions scaled by T/k, every other exact run raced against it."""
@@ -237,7 +237,7 @@ def measured_candidates(sampler, settings: Settings, extra: dict) -> list:
     length = sampler.length
     pilot = loop_pilot(lambda k: ffsolve.solve(sampler.f, sampler.initial(), method="sequential",
                                                max_iters=k, axis=1), pilot_steps(length), length)
-    return add_auto(out, autos, baseline_pilot=pilot)
+    return add_auto(out, autos, baseline_pilot=pilot, pilot_budget=pilot_budget)
 
 
 def _image_shape(path) -> tuple[int, int, int]:

@@ -80,7 +80,14 @@ from ffsolve.kit import (
     settings_from,
     write_runs,
 )
-from ffsolve.kit.auto import auto_candidate, loop_pilot, pilot_steps, split_auto
+from ffsolve.kit.auto import (
+    DEFAULT_PILOT_BUDGET,
+    auto_candidate,
+    loop_pilot,
+    pilot_steps,
+    split_auto,
+)
+from ffsolve.kit.harness import TimingSettings
 from ffsolve.kit.io import write_npz
 from ffsolve.kit.seeds import torch_generator
 from ffsolve.runtime import device_description, seed_everything, torch_device
@@ -127,7 +134,8 @@ def auto_runs(settings: Settings) -> list[RunSpec]:
 
 
 def with_auto(settings: Settings, cands: list[Candidate], params: RNNParams, data: torch.Tensor,
-              order: torch.Tensor, make_candidates: Callable[[], tuple[list[Candidate], dict]]):
+              order: torch.Tensor, make_candidates: Callable[[], tuple[list[Candidate], dict]],
+              pilot_budget: float = DEFAULT_PILOT_BUDGET):
     """``cands`` plus the ``auto`` run (kit.auto) over a fresh set of the same candidates (so its
     calls add nothing to the other runs' curves), and a function that, after timing, gives the
     curves of auto's chosen run as auto's own.
@@ -143,7 +151,7 @@ def with_auto(settings: Settings, cands: list[Candidate], params: RNNParams, dat
     steps = order.shape[0]
     pilot = loop_pilot(lambda k: train(params, data, order[:k], RunSpec("sequential"), settings)[0],
                        pilot_steps(steps), steps)
-    added = [auto_candidate(pool, run=spec, baseline_pilot=pilot, inexact=("jacobi_tol",),
+    added = [auto_candidate(pool, run=spec, baseline_pilot=pilot, inexact=("jacobi_tol",), pilot_budget=pilot_budget,
                             warm_first=False, sync=lambda x: x) for spec in autos]
     autos_by_name = {c.name: c for c in added}
 
@@ -433,7 +441,7 @@ def training_candidates(settings: Settings, params: RNNParams, data: torch.Tenso
 
 def measure_training(settings: Settings, *, data: str, dataset: str, seed: int, device: str,
                      metrics: Mapping[str, str], traces: Mapping[str, str], weights: str,
-                     threads: int | None = None) -> dict:
+                     threads: int | None = None, pilot_budget: float = DEFAULT_PILOT_BUDGET) -> dict:
     """Every run's training timed in one process; one record and one ``trace.npz`` (the curves)
     per run, and BPTT's trained weights (``weights``, for :func:`convergence_runs`).
 
@@ -464,7 +472,7 @@ def measure_training(settings: Settings, *, data: str, dataset: str, seed: int, 
     cands, logs = training_candidates(settings, params, sequences, order, scan_tol=scan_tol,
                                       errors=errors)
     cands, auto_curves = with_auto(settings, cands, params, sequences, order, lambda: training_candidates(
-        settings, params, sequences, order, scan_tol=scan_tol, errors=errors))
+        settings, params, sequences, order, scan_tol=scan_tol, errors=errors), pilot_budget=pilot_budget)
     for spec in specs:
         if spec.name != "sequential" and settings.warmup_steps:
             train(params, sequences, order[:settings.warmup_steps], spec, settings)
@@ -581,6 +589,7 @@ def measure_job(job: Job) -> dict:
         traces=outputs_by_run(job.params.runs, job.output.traces),
         weights=job.output.weights,
         threads=job.threads,
+        pilot_budget=settings_from(TimingSettings, job.params.timing, "timing").auto_pilot_budget,
     )
 
 

@@ -237,7 +237,8 @@ def measure_case(settings: MeasureSettings, *, case: str, seed: int, timing: Tim
                                                         data_path=data_path)
     dev = device_for(spec.framework, device)
     extra = {"cell": spec.cell, "hidden_size": spec.hidden, "framework": spec.framework, **extra}
-    runs = candidates(spec, weights, inputs, settings.runs, damping=settings.damping, device=dev, extra=extra)
+    runs = candidates(spec, weights, inputs, settings.runs, damping=settings.damping, device=dev, extra=extra,
+                      pilot_budget=timing.auto_pilot_budget)
     log.info("rnn_forward %s: %s cell, T %d, H %d, batch %d, %s on %s; runs %s", case, spec.cell,
              spec.length, spec.hidden, settings.batch, spec.framework, dev, [c.name for c in runs])
     measurements = measure(runs, repeats=timing.repeats, warmup=timing.warmup, min_sample_s=timing.min_sample_s)

@@ -99,7 +99,8 @@ def trace_arrays(result, reference: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def candidates(case: Case, weights: Mapping[str, np.ndarray], inputs: np.ndarray, runs: Sequence[str | RunSpec],
-               *, damping: float = 100.0, device=None, extra: dict | None = None) -> list[Candidate]:
+               *, damping: float = 100.0, device=None, extra: dict | None = None,
+               pilot_budget: float = 0.1) -> list[Candidate]:
     """One harness candidate per run of ``case``, all on the same cell and inputs (s_0 = 0);
     ``auto`` runs pilot the loop (PyTorch: its first 5% of steps, scaled; JAX: all of it) and race
     the other runs."""
@@ -141,7 +142,7 @@ def candidates(case: Case, weights: Mapping[str, np.ndarray], inputs: np.ndarray
     length = case.length
     pilot = None if case.framework == "jax" else loop_pilot(
         lambda k: ffsolve.solve_recurrence(cell.step, s0, u[:k], method=SEQUENTIAL), pilot_steps(length), length)
-    return add_auto(out, autos, baseline_pilot=pilot, extra=dict(extra or {}))
+    return add_auto(out, autos, baseline_pilot=pilot, extra=dict(extra or {}), pilot_budget=pilot_budget)
 
 
 def triangular_map(cell, s0, inputs, framework: str):

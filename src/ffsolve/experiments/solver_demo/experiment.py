@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import Mapping
 
 import ffsolve
 from ffsolve.experiments.solver_demo.system import make_map
 from ffsolve.jobs import Job, outputs_by_run
 from ffsolve.kit import Candidate, RunContext, expand_runs, measure, settings_from, write_runs
-from ffsolve.kit.auto import add_auto, loop_pilot, pilot_steps, split_auto
+from ffsolve.kit.auto import DEFAULT_PILOT_BUDGET, add_auto, loop_pilot, pilot_steps, split_auto
 from ffsolve.kit.harness import TimingSettings
 from ffsolve.runtime import device_description
 
@@ -36,7 +36,7 @@ def runs(settings: Settings) -> list[str]:
     return [r.name for r in expand_runs(settings.methods, settings.block_sizes, blocked=BLOCKED)]
 
 
-def candidates(settings: Settings, seed: int) -> list[Candidate]:
+def candidates(settings: Settings, seed: int, pilot_budget: float = DEFAULT_PILOT_BUDGET) -> list[Candidate]:
     f, x0 = make_map(settings.length, settings.batch, settings.coupling, seed)
     out = []
     specs, autos = split_auto(expand_runs(settings.methods, settings.block_sizes, blocked=BLOCKED))
@@ -55,13 +55,13 @@ def candidates(settings: Settings, seed: int) -> list[Candidate]:
     # auto (ffsolve.kit.auto): the loop's first 5% of positions scaled by T/k, the others raced.
     pilot = loop_pilot(lambda k: ffsolve.solve(f, x0, method="sequential", max_iters=k),
                        pilot_steps(settings.length), settings.length)
-    return add_auto(out, autos, baseline_pilot=pilot)
+    return add_auto(out, autos, baseline_pilot=pilot, pilot_budget=pilot_budget)
 
 
 def measure_runs(settings: Settings, *, dataset: str, seed: int, timing: TimingSettings,
                  metrics: Mapping[str, str], traces: Mapping[str, str], threads: int | None = None) -> dict:
     """Every method in one process, timed round-robin; one record and trace per run."""
-    measurements = measure(candidates(settings, seed), repeats=timing.repeats, warmup=timing.warmup,
+    measurements = measure(candidates(settings, seed, timing.auto_pilot_budget), repeats=timing.repeats, warmup=timing.warmup,
                            min_sample_s=timing.min_sample_s)
     context = RunContext("solver_demo", dataset, seed, device_description(None), settings.batch, threads)
     return write_runs(measurements, context, metrics, traces)
