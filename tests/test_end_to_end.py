@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from ffsolve.kit.record import validate_record
-from workflow_helpers import REPO, comparable_arrays, copy_workflow, planned_jobs, snakemake
+from workflow_helpers import REPO, chosen_by_timing, comparable_arrays, copy_workflow, planned_jobs, snakemake
 
 pytestmark = pytest.mark.slow
 
@@ -115,11 +115,9 @@ def test_changed_parameter_reruns_the_affected_rules(first):
 def test_two_runs_from_scratch_give_identical_iterations_and_samples(first, tmp_path):
     workdir, _, _ = first
     again, _, _ = run_from_scratch(tmp_path / "e2e_second")
-    # auto's choice is made by timing in each process, so two runs may choose differently: its
-    # own checks (bitwise or within tolerance) hold either way, its iterations need not match.
-    timed_choice = {"auto"}
+    # auto's choice is made by timing in each process (workflow_helpers.TIMED_CHOICE).
     for path in sorted(workdir.glob("results/*/*/*/metrics.json")):
-        if path.parent.name.split("_t")[0] in timed_choice:
+        if chosen_by_timing(path.relative_to(workdir)):
             continue
         ours = json.loads(path.read_text())
         theirs = json.loads((again / path.relative_to(workdir)).read_text())
@@ -127,11 +125,7 @@ def test_two_runs_from_scratch_give_identical_iterations_and_samples(first, tmp_
                       "within_tolerance", "max_abs_diff"):
             assert ours[field] == theirs[field], (path, field)
 
-    def chosen_by_timing(key):  # results/<exp>/<dataset>/<run>/trace.npz:<array>
-        return key.split(":")[0].split("/")[-2].split("_t")[0] in timed_choice
-
-    first_arrays, second_arrays = (
-        {k: v for k, v in comparable_arrays(run).items() if not chosen_by_timing(k)} for run in (workdir, again))
+    first_arrays, second_arrays = (comparable_arrays(run) for run in (workdir, again))
     assert first_arrays.keys() == second_arrays.keys()
     for key, value in first_arrays.items():
         np.testing.assert_array_equal(value, second_arrays[key], err_msg=key)

@@ -72,12 +72,27 @@ def planned_jobs(output: str) -> dict[str, int]:
 TIMED = re.compile(r"time|seconds|_s$", re.I)
 
 
+# Runs whose method is chosen by timing in each process (kit.auto): two runs of the workflow may
+# choose differently. Their own checks (bitwise or within tolerance) hold either way; their
+# iterations and arrays need not match another run's.
+TIMED_CHOICE = {"auto"}
+
+
+def chosen_by_timing(path: Path | str) -> bool:
+    """Whether a results/<experiment>/<dataset>/<run>/... file belongs to a run in TIMED_CHOICE."""
+    parts = Path(str(path).split(":")[0]).parts
+    return len(parts) >= 5 and parts[-2].split("_t")[0] in TIMED_CHOICE
+
+
 def comparable_arrays(workdir: Path) -> dict:
-    """Every non-timing array of every results/**/*.npz, keyed by file and name."""
+    """Every non-timing array of every results/**/*.npz (runs chosen by timing left out), keyed by
+    file and name."""
     import numpy as np
 
     arrays = {}
     for path in sorted(workdir.glob("results/**/*.npz")):
+        if chosen_by_timing(path.relative_to(workdir)):
+            continue
         with np.load(path) as data:
             for key in data.files:
                 if not TIMED.search(key):
