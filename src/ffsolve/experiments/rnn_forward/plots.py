@@ -86,39 +86,14 @@ def convergence_figure(runs: Sequence[Mapping], title: str = "RNN evaluation by 
     return fig
 
 
-def frontier_figure(runs: Sequence[Mapping], title: str = "Speed/error frontier (stopping tolerance swept)"):
-    """Per case (a row): parallel steps (left) and wall-clock time (right) of every run against the
-    largest absolute difference of its result from the loop's; runs of one method at its
-    tolerances joined, the loop a horizontal line."""
-    cases = by_case(runs)
-    fig, axes = plt.subplots(len(cases), 2, figsize=(11, 3.2 * len(cases)), squeeze=False, constrained_layout=True)
-    for (case, case_runs), (steps_ax, time_ax) in zip(cases.items(), axes):
-        methods: dict[str, list[Mapping]] = defaultdict(list)
-        for run in case_runs:
-            methods[run["method"]].append(run)
-        for method, method_runs in methods.items():
-            c = color(method)
-            if method == "sequential":
-                steps_ax.axhline(method_runs[0]["iterations"], color=c, linestyle=":", label="sequential loop")
-                time_ax.axhline(method_runs[0]["wall_time_s"], color=c, linestyle=":", label="sequential loop")
-                continue
-            method_runs = sorted(method_runs, key=lambda r: r.get("tol") or 0.0)
-            error = np.clip([r["max_abs_diff"] for r in method_runs], LOG_FLOOR, None)
-            steps_ax.plot(error, [r["iterations"] for r in method_runs], color=c, marker="o", label=method)
-            time_ax.plot(error, [r["wall_time_s"] for r in method_runs], color=c, marker="o", label=method)
-            for r, e in zip(method_runs, error):
-                steps_ax.annotate(f"{r.get('tol') or 0:g}", (e, r["iterations"]), fontsize=6, color=c)
-        steps_ax.set_title(case_title(case_runs), fontsize="small", loc="left")
-        steps_ax.set_ylabel("parallel steps")
-        time_ax.set_ylabel("wall-clock time (s)")
-        for ax in (steps_ax, time_ax):
-            ax.set_xlabel(f"max |s - s_loop| of the result (0 at {LOG_FLOOR:g}); labels: tol")
-            ax.set_xscale("log")
-            ax.set_yscale("log")
-            ax.grid(alpha=0.3)
-            ax.legend(fontsize="x-small")
-    fig.suptitle(title)
-    return fig
+def frontier_figure(runs: Sequence[Mapping]):
+    """Per case: parallel steps and wall-clock time of every run against the largest absolute
+    difference of its result from the loop's, one line per method across its tolerances: the
+    shared frontier figure (:mod:`ffsolve.kit.frontier`) drawn from this experiment's records."""
+    from ffsolve.kit.frontier import frontier_figure as shared_figure
+    from ffsolve.kit.frontier import frontier_panels
+
+    return shared_figure(frontier_panels(runs))
 
 
 def markdown_table(runs: Sequence[Mapping], training: Mapping | None = None) -> str:
