@@ -43,19 +43,24 @@ def grey():
 def test_cached_paths_trace_their_own_timed_computation(grey):
     """Traced twin == timed program bit for bit (same compiled loop); the trace starts at zeros and
     ends at the sample; per-sample steps never exceed the run's; the work is below one pass a step."""
-    for method, block in (("sequential_cache", None), ("gs_jacobi_cache", 16), ("jacobi_gs_cache", 8)):
+    for method, block in (("sequential_cache", None), ("sequential_band_cache", None),
+                          ("gs_jacobi_cache", 16), ("jacobi_gs_cache", 8),
+                          ("jacobi_gs_band_cache", 8)):
         timed = grey.run(method, block)
         traced, arrays = grey.run(method, block, trace=True)
         assert traced.iterations == timed.iterations <= grey.length and timed.converged
         assert bitwise_equal([np.asarray(timed.x)], [np.asarray(traced.x)])
         assert arrays["error"].shape == (timed.iterations + 1, 2)
         assert np.all(arrays["error"][-1] == 0) and np.all(arrays["error"][0] > 0)
-        if method == "jacobi_gs_cache":  # every block's band each step: more than a full pass
+        if method == "jacobi_gs_band_cache":  # every block's band each step: over a full pass
             assert timed.network_evaluations > timed.iterations
         else:
             assert 0 < timed.network_evaluations < timed.iterations
         np.testing.assert_allclose(np.asarray(timed.x), grey.reference, atol=cached_tolerance(grey.model).atol)
-    assert grey.run("sequential_cache").iterations == grey.length
+    # The per-pixel cache computes each layer at each position once: one pass in all.
+    per_pixel = grey.run("sequential_cache")
+    assert per_pixel.iterations == grey.length and per_pixel.network_evaluations == 1.0
+    assert grey.run("sequential_band_cache").network_evaluations > 8
     _, arrays = grey.run("gs_jacobi_cache", 16, trace=True)
     assert arrays["per_sample_iterations"].max() == len(arrays["change"])
 
@@ -80,15 +85,19 @@ def test_jacobi_gs_cache_stops_on_its_exact_prefix():
         sampler.params)
     constant = Sampler(sampler.model, flat, sampler.noise)
     reference = np.asarray(constant.run("sequential").x)
-    for block in (12,):  # blocks straddle rows (row-aligned blocks: the trace test above)
-        result = constant.run("jacobi_gs_cache", block)
+    block = 12  # blocks straddle rows (row-aligned blocks: the trace test above)
+    blocks = -(-constant.length // block)
+    span = 2  # a block of 12 straddles two rows of 8
+    band = blocks * band_share(span, 8, 8, nr_resnet=1)
+    for method in ("jacobi_gs_cache", "jacobi_gs_band_cache"):
+        result = constant.run(method, block)
         assert result.converged and result.iterations == 2 * block
         assert np.array_equal(np.asarray(result.x), reference) or np.allclose(
             np.asarray(result.x), reference, atol=cached_tolerance(constant.model).atol, rtol=0)
-        blocks = -(-constant.length // block)
-        span = 2  # a block of 12 straddles two rows of 8
-        band = blocks * band_share(span, 8, 8, nr_resnet=1)
-        assert result.network_evaluations == pytest.approx(2 + (2 * block - 2) * band)
+        if method == "jacobi_gs_band_cache":
+            assert result.network_evaluations == pytest.approx(2 + (2 * block - 2) * band)
+        else:  # two fills, then one position per block (a few rows of u, coarse positions)
+            assert 2 < result.network_evaluations < 2 + (2 * block - 2) * blocks / 8
 
 
 def test_band_share_counts_positions_per_layer():
@@ -147,7 +156,8 @@ def test_runs_are_named_by_block_size_in_positions():
     assert runs(settings) == [
         "sequential", "jacobi", "gs_jacobi_b28", "gs_jacobi_b112", "jacobi_gs_b28", "jacobi_gs_b112",
         "sequential_cache", "gs_jacobi_cache_b28", "gs_jacobi_cache_b112", "jacobi_gs_cache_b28",
-        "jacobi_gs_cache_b112"]
+        "jacobi_gs_cache_b112", "sequential_band_cache", "jacobi_gs_band_cache_b28",
+        "jacobi_gs_band_cache_b112"]
 
 
 def test_noise_streams_are_reproducible_and_independent_by_use():

@@ -259,7 +259,7 @@ def get_pixelcnnpp_runs():
     cfg = config["pixelcnnpp"]
     return run_names(
         cfg["methods"], cfg["block_sizes"],
-        blocked=("gs_jacobi", "jacobi_gs", "gs_jacobi_cache", "jacobi_gs_cache"),
+        blocked=("gs_jacobi", "jacobi_gs", "gs_jacobi_cache", "jacobi_gs_cache", "jacobi_gs_band_cache"),
         tols=cfg["frontier_tols"],
     )
 

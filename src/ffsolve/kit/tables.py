@@ -16,6 +16,8 @@ from typing import Iterable, Mapping, Optional, Sequence
 
 import yaml
 
+from ffsolve.kit.runs import is_sequential_baseline
+
 BASELINES = ("sequential", "sequential_cache")
 
 
@@ -224,8 +226,8 @@ def headline_rows(ours: Iterable[Mapping], headlines: Iterable[Mapping]) -> list
     for (experiment, dataset, what), runs in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2] != "solve", kv[0][2])):
         scored = []
         for r in runs:
-            if r["method"] in BASELINES or r["method"] == "auto":
-                continue
+            if is_sequential_baseline(r["method"]) or r["method"] == "auto":
+                continue  # the baselines (sequential_band_cache too) and auto's pick
             if what == "solve" and (_flag(r.get("converged")) == "no" or float(_get(r, "tol", 0) or 0) > 0):
                 # a run stopped at tol > 0 may happen to be bitwise here; it is not guaranteed to be
                 continue

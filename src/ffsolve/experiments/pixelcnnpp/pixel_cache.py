@@ -70,6 +70,19 @@ def _down_count(scale: int, nr_resnet: int) -> int:
     return nr_resnet + (scale != SCALES[-1])
 
 
+def stream_layers(nr_resnet: int) -> dict[str, dict[int, int]]:
+    """Convolution-like layers of each stream at each scale (``ul`` carries the head), so that
+    work can be counted in layer-positions: ``u`` the input or stride-2 conv, two convs per up
+    and per down gated resnet and the transposed conv from the coarser scale; ``ul`` the same, with
+    two input convs and the head at full resolution. They add up to ``system.layers_per_scale``."""
+    nr = nr_resnet
+    u = {s: 1 + 2 * nr + 2 * _down_count(s, nr) + (s != SCALES[-1])
+         for s in SCALES}
+    ul = dict(u)
+    ul[SCALES[0]] += 2  # two input convs instead of one, and the head
+    return {"u": u, "ul": ul}
+
+
 # -- the cache -------------------------------------------------------------------------------
 def empty_cache(batch: int, height: int, width: int, nr_resnet: int, nr_filters: int) -> dict:
     """Zeros of every cached map (the zeros around the maps are the convolutions' padding).
@@ -164,10 +177,11 @@ def _gather(maps: Array, rows: Array, cols: Array) -> Array:
 def ul_positions(layers: dict, cache: dict, image: Array, rows: Array, cols: Array,
                  scale: int = 1, every: bool = False):
     """The ``ul`` stream at full-resolution positions (rows, cols) at ``scale`` and, when any
-    position needs them (or ``every``), at the coarser scales; returns the cache and the
-    stream's output there (P, B, C). The ``u`` rows must already be current."""
+    position needs them (or ``every``), at the coarser scales; returns the cache, the stream's
+    output there (P, B, C) and the work done (layer-positions). The ``u`` rows must be current."""
     nr = len(layers["up"][scale]["resnets"])
     up = layers["up"][scale]
+    work = len(rows) * stream_layers(nr)["ul"][scale]
     if scale == SCALES[0]:
         ul = _ul_input(layers, image, rows, cols)
     else:  # the stride-2 conv: the window of the finer map ending at (2i, 2j)
@@ -188,13 +202,16 @@ def ul_positions(layers: dict, cache: dict, image: Array, rows: Array, cols: Arr
         def coarser(cache):
             # Filling, every coarse position once; stepping, the ones these positions map to.
             where = _every_position(cache[f"ul_out/{2 * scale}"]) if every else coarse
-            return ul_positions(layers, cache, image, *where, scale=2 * scale, every=every)[0]
+            cache, _, work = ul_positions(layers, cache, image, *where, scale=2 * scale,
+                                          every=every)
+            return cache, work
 
         if every:
-            cache = coarser(cache)
+            cache, more = coarser(cache)
         else:
             needed = jnp.any((rows % 2 == 0) & (cols % 2 == 0))
-            cache = jax.lax.cond(needed, coarser, lambda c: c, cache)
+            cache, more = jax.lax.cond(needed, coarser, _no_work, cache)
+        work = work + more
         conv = layers["down"][scale]["deconv"][1]
         source = _gather(cache[f"ul_out/{2 * scale}"], *coarse)  # (P, B, C)
         p, b, c = source.shape
@@ -213,7 +230,11 @@ def ul_positions(layers: dict, cache: dict, image: Array, rows: Array, cols: Arr
     if scale != SCALES[0]:
         cache = {**cache, f"ul_out/{scale}": cache[f"ul_out/{scale}"].at[:, rows, cols].set(
             jnp.swapaxes(ul, 0, 1))}
-    return cache, ul
+    return cache, ul, jnp.int32(work)
+
+
+def _no_work(cache):
+    return cache, jnp.int32(0)
 
 
 # -- one layer on a set of rows (the u stream) -----------------------------------------------
@@ -253,12 +274,15 @@ def _u_resnet(cache, key, params, x, aux, rows):
 
 
 def u_rows(layers: dict, cache: dict, image: Array, rows: Array, scale: int = 1,
-           every: bool = False) -> dict:
+           every: bool = False) -> tuple[dict, Array]:
     """The ``u`` stream on rows ``rows`` of ``scale`` (image rows above them final) and, when any
     of them starts a coarser row (or ``every``), on the coarser scales; the values go to
-    ``u_up`` and ``u_down`` for the ``ul`` stream."""
+    ``u_up`` and ``u_down`` for the ``ul`` stream. Returns the cache and the work done, in
+    layer-positions."""
     count = len(rows)
     up = layers["up"][scale]
+    nr = len(up["resnets"])
+    work = count * (image.shape[2] - 2) // scale * stream_layers(nr)["u"][scale]
     if scale == SCALES[0]:
         u = _conv_rows(layers["u_in"], _row_windows(image, rows, 2), count)
         u = u * (rows > 0)[:, None, None, None]
@@ -279,8 +303,9 @@ def u_rows(layers: dict, cache: dict, image: Array, rows: Array, scale: int = 1,
             coarse = jnp.arange(cache[f"u_up/{2 * scale}"].shape[2]) if every else rows // 2
             return u_rows(layers, cache, image, coarse, scale=2 * scale, every=every)
 
-        cache = coarser(cache) if every else jax.lax.cond(
-            jnp.any(rows % 2 == 0), coarser, lambda c: c, cache)
+        cache, more = coarser(cache) if every else jax.lax.cond(
+            jnp.any(rows % 2 == 0), coarser, _no_work, cache)
+        work = work + more
         conv = layers["down"][scale]["deconv"][0]
         source = cache[f"u_down/{2 * scale}"][-1][:, rows // 2]  # (B, R, Wc, C)
         b, _, wc, c = source.shape
@@ -298,7 +323,7 @@ def u_rows(layers: dict, cache: dict, image: Array, rows: Array, scale: int = 1,
         downs.append(u)
     assert not skips
     return {**cache, f"u_down/{scale}": cache[f"u_down/{scale}"].at[:, :, rows].set(
-        jnp.swapaxes(jnp.stack(downs), 1, 2))}
+        jnp.swapaxes(jnp.stack(downs), 1, 2))}, jnp.int32(work)
 
 
 # -- whole steps -----------------------------------------------------------------------------
@@ -310,14 +335,15 @@ def head(layers: dict, ul: Array) -> Array:
 def positions_step(layers: dict, cache: dict, images: Array, positions: Array):
     """Mixture parameters (P, B, out) at raster ``positions`` (P,) of ``images`` (B, H, W, C),
     every earlier position's activations being in ``cache``: the ``u`` rows of any position that
-    starts a row, then the ``ul`` stream there. Returns (cache, parameters)."""
+    starts a row, then the ``ul`` stream there. Returns (cache, parameters, work done in
+    layer-positions)."""
     width = images.shape[2]
     rows, cols = positions // width, positions % width
     image = _padded_image(images)
-    cache = jax.lax.cond(jnp.any(cols == 0),
-                         lambda c: u_rows(layers, c, image, rows), lambda c: c, cache)
-    cache, ul = ul_positions(layers, cache, image, rows, cols)
-    return cache, head(layers, ul)
+    cache, work = jax.lax.cond(jnp.any(cols == 0),
+                               lambda c: u_rows(layers, c, image, rows), _no_work, cache)
+    cache, ul, more = ul_positions(layers, cache, image, rows, cols)
+    return cache, head(layers, ul), work + more
 
 
 def fill(layers: dict, cache: dict, images: Array):
@@ -325,9 +351,9 @@ def fill(layers: dict, cache: dict, images: Array):
     mixture parameters (B, H, W, out)."""
     b, h, w, _ = images.shape
     image = _padded_image(images)
-    cache = u_rows(layers, cache, image, jnp.arange(h), every=True)
+    cache, _ = u_rows(layers, cache, image, jnp.arange(h), every=True)
     rows, cols = jnp.divmod(jnp.arange(h * w), w)
-    cache, ul = ul_positions(layers, cache, image, rows, cols, every=True)
+    cache, ul, _ = ul_positions(layers, cache, image, rows, cols, every=True)
     params = head(layers, ul)  # (T, B, out)
     return cache, jnp.swapaxes(params, 0, 1).reshape(b, h, w, -1)
 

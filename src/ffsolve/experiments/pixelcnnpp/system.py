@@ -9,22 +9,28 @@ flattened to ``(B, T, C)`` and solved along axis 1; every method returns its sam
 - ``sequential``, ``jacobi``, ``gs_jacobi``, ``jacobi_gs``: :func:`ffsolve.solve` on that map with a
   jitted full-image ``f`` (a Python loop around one compiled forward pass, stopping as soon as the
   solver's rule is met). Each call of ``f`` is one full network pass.
-- ``sequential_cache``: T steps, each recomputing only a band of rows around the current pixel
-  through the model's activation cache (:mod:`ffsolve.experiments.pixelcnnpp.model`).
+- ``sequential_cache``: T steps through the per-pixel activation cache
+  (:mod:`ffsolve.experiments.pixelcnnpp.pixel_cache`, as in Ramachandran et al. 2017): each step
+  computes every layer at one position (the down-shifted stream a row at a time, when a row
+  starts), so a whole sample costs one forward pass of work. The stronger cached baseline.
+- ``sequential_band_cache``: T steps, each recomputing a band of rows around the current pixel
+  through the model's row-band cache (:mod:`ffsolve.experiments.pixelcnnpp.model`); kept beside
+  the per-pixel one so the two baselines are measured in one process.
 - ``gs_jacobi_cache`` (beyond the original): a window of at most ``block_size`` positions, starting
   at each sample's first inexact position, updated by Jacobi; rows above the window are final, so
-  their activations come from the cache and only the window's rows are recomputed. Each sample
-  advances on its own; the run stops when every sample is exact.
-- ``jacobi_gs_cache``: Jacobi-GS through the cache. Each sweep opens with one full pass on the
-  current image (it refreshes the cache and writes position 0 of every block); step k of the
-  sweep then writes position k of every block at once, each block recomputing only the rows its
-  block spans (a band, vmapped over blocks) and reading the rows above from the cache. Because a
-  block's band always covers all of the block's rows, no block reads back what it wrote: one
-  read-only cache per sweep serves every block (the original kept one cache per block). With the
-  row-band cache a step does at least the work of uncached ``jacobi_gs``: summed over the blocks
-  the bands cover every row at least once, so a step costs at least one full pass
-  (``network_evaluations`` says how much more: each band's extra row above). Only a per-pixel
-  cache (each block one position per layer) would make the cached Jacobi-GS cheap.
+  their activations come from the row-band cache and only the window's rows are recomputed. Each
+  sample advances on its own; the run stops when every sample is exact.
+- ``jacobi_gs_cache``: Jacobi-GS through the per-pixel cache. Each sweep opens with one full pass
+  on the current image (it refills the cache and writes position 0 of every block); step k of the
+  sweep then writes position k of every block at once, each block computing its one position per
+  layer in one shared cache. Blocks write distinct positions; a block reads what the blocks before
+  it have written so far in the sweep, which changes the iterates, not the fixed point, and the
+  exact-prefix bookkeeping holds because the first inexact block reads only final values.
+- ``jacobi_gs_band_cache``: the same sweeps through the row-band cache: each block recomputes the
+  rows it spans (a band, vmapped over blocks) and reads the rows above from the cache filled at
+  the sweep's start (one read-only cache per sweep; the original kept one cache per block).
+  Summed over the blocks the bands cover every row at least once, so a step costs at least one
+  full pass (``network_evaluations`` says how much).
 
 The cached paths run as one ``jax.lax.while_loop`` (timed). Their traced twins call the *same*
 compiled loop with a step limit one higher each call, recording every iterate in between: the same
@@ -46,16 +52,18 @@ import jax.numpy as jnp
 import numpy as np
 
 import ffsolve
-from ffsolve.experiments.pixelcnnpp import mixture
+from ffsolve.experiments.pixelcnnpp import mixture, pixel_cache
 from ffsolve.experiments.pixelcnnpp.model import SCALES, PixelCNNPP, band_rows
 from ffsolve.kit.harness import Candidate, Tolerance
 from ffsolve.solvers.core import SolveResult
 
 Array = Any
 SOLVE_METHODS = ("sequential", "jacobi", "gs_jacobi", "jacobi_gs")
-CACHED_METHODS = ("sequential_cache", "gs_jacobi_cache", "jacobi_gs_cache")
+CACHED_METHODS = ("sequential_cache", "gs_jacobi_cache", "jacobi_gs_cache",
+                  "sequential_band_cache", "jacobi_gs_band_cache")
 METHODS = SOLVE_METHODS + CACHED_METHODS
-BLOCKED = ("gs_jacobi", "jacobi_gs", "gs_jacobi_cache", "jacobi_gs_cache")  # their block_size is in positions
+BLOCKED = ("gs_jacobi", "jacobi_gs", "gs_jacobi_cache", "jacobi_gs_cache",
+           "jacobi_gs_band_cache")  # their block_size is in positions
 FLOAT32_EPS = float(np.finfo(np.float32).eps)
 
 
@@ -71,17 +79,23 @@ def layers_per_scale(nr_resnet: int) -> dict[int, int]:
     return {1: 3 + 4 * nr + 2 + 4 * (nr + 1) + 1, 2: 2 + 4 * nr + 2 + 4 * (nr + 1), 4: 2 + 8 * nr}
 
 
-def band_share(rows: int, height: int, width: int, nr_resnet: int) -> float:
-    """Positions a band of ``rows`` full-resolution rows computes, as a share of one full pass.
+def full_units(height: int, width: int, nr_resnet: int) -> int:
+    """The work of one full pass in layer-positions: every layer at every position of its scale."""
+    layers = layers_per_scale(nr_resnet)
+    return sum(layers[s] * (height // s) * (width // s) for s in SCALES)
 
-    Each layer at scale s computes ``band_rows(...)[s].size`` rows of ``width / s`` positions in a
-    band and ``height / s`` rows in a full pass; the shares are summed over every layer.
-    """
+
+def band_units(rows: int, height: int, width: int, nr_resnet: int) -> int:
+    """Layer-positions a band of ``rows`` full-resolution rows computes: each layer at scale s
+    computes ``band_rows(...)[s].size`` rows of ``width / s`` positions."""
     layers = layers_per_scale(nr_resnet)
     sizes = {s: r.size for s, r in band_rows(0, rows, height).items()}
-    band = sum(layers[s] * sizes[s] * (width // s) for s in SCALES)
-    full = sum(layers[s] * (height // s) * (width // s) for s in SCALES)
-    return band / full
+    return sum(layers[s] * sizes[s] * (width // s) for s in SCALES)
+
+
+def band_share(rows: int, height: int, width: int, nr_resnet: int) -> float:
+    """Positions a band of ``rows`` full-resolution rows computes, as a share of one full pass."""
+    return band_units(rows, height, width, nr_resnet) / full_units(height, width, nr_resnet)
 
 
 # -- the tolerance of the cached paths ----------------------------------------------------------
@@ -143,6 +157,8 @@ class Sampler:
         _, self.height, self.width, self.channels = self.shape
         self.length = self.height * self.width
         self.f = jax.jit(self._full_map)
+        self.layers = pixel_cache.network_layers(params, model.nr_resnet)
+        self.full_units = full_units(self.height, self.width, model.nr_resnet)
         self._compiled: dict = {}
 
     def _full_map(self, flat: Array) -> Array:
@@ -168,9 +184,7 @@ class Sampler:
         if block_size is not None and not 1 <= block_size <= self.length:
             raise ValueError(f"a block of {block_size} positions does not fit {self.length} "
                              f"positions ({self.height}x{self.width} images)")
-        if method == "sequential_cache":
-            return self._cached("sequential_cache", None, tol, trace)
-        if method in ("gs_jacobi_cache", "jacobi_gs_cache"):
+        if method in CACHED_METHODS:
             return self._cached(method, block_size, tol, trace)
         result = ffsolve.solve(self.f, self.initial(), method=method, block_size=block_size, tol=tol,
                                axis=1, trace=trace, trace_batch_axis=0 if trace else None)
@@ -213,6 +227,25 @@ class Sampler:
 
     def _sequential_done(self, state):
         return state[2] >= self.length
+
+    # sequential_cache: state (images, cache, t, work); step t computes pixel t through the
+    # per-pixel cache, each layer at one position (a row of the u stream when t starts a row).
+    def _empty_pixel_cache(self):
+        m = self.model
+        return pixel_cache.empty_cache(self.shape[0], self.height, self.width, m.nr_resnet,
+                                       m.nr_filters)
+
+    def _pixel_init(self):
+        images = jnp.zeros(self.shape, jnp.float32)
+        return images, self._empty_pixel_cache(), jnp.int32(0), jnp.int32(0)
+
+    def _pixel_step(self, state, noise):
+        images, cache, t, work = state
+        row, col = t // self.width, t % self.width
+        cache, params, done = pixel_cache.positions_step(self.layers, cache, images, t[None])
+        value = mixture.sample(params[0], mixture.Noise(*(a[:, row, col] for a in noise)))
+        images = jax.lax.dynamic_update_slice(images, value[:, None, None, :], (0, row, col, 0))
+        return images, cache, t + 1, work + done
 
     # gs_jacobi_cache: state (images, cache, exact, per-sample steps, steps); per sample on its own.
     def _gs_jacobi_init(self):
@@ -258,7 +291,7 @@ class Sampler:
     def _gs_jacobi_done(self, state):
         return jnp.all(state[2] >= self.length)
 
-    # jacobi_gs_cache: state (images, cache, base, reached, moved, k, steps, full passes).
+    # jacobi_gs_cache: state (images, cache, base, reached, moved, k, steps, full passes, work).
     # ``base`` (per sample) is the exact prefix when the sweep began (a multiple of the block),
     # ``reached`` the exact prefix now, ``moved`` (per sample and block) whether a block's values
     # changed by more than ``tol`` in this sweep, ``k`` the step within the sweep.
@@ -269,15 +302,17 @@ class Sampler:
         span = int((lasts // self.width - firsts // self.width).max()) + 1
         return firsts, lasts, span, np.minimum(firsts // self.width, self.height - span)
 
-    def _jacobi_gs_init(self, block: int):
+    def _jacobi_gs_init(self, block: int, pixel: bool):
         def init():
             batch, blocks = self.shape[0], -(-self.length // block)
             zeros = jnp.zeros(batch, jnp.int32)
-            return (jnp.zeros(self.shape, jnp.float32), self._empty_cache(batch), zeros, zeros,
-                    jnp.zeros((batch, blocks), bool), jnp.int32(0), jnp.int32(0), jnp.int32(0))
+            cache = self._empty_pixel_cache() if pixel else self._empty_cache(batch)
+            return (jnp.zeros(self.shape, jnp.float32), cache, zeros, zeros,
+                    jnp.zeros((batch, blocks), bool), jnp.int32(0), jnp.int32(0), jnp.int32(0),
+                    jnp.int32(0))
         return init
 
-    def _jacobi_gs_step_fn(self, block: int, tol: float):
+    def _jacobi_gs_step_fn(self, block: int, tol: float, pixel: bool):
         b_, h, w, c = self.shape
         length = self.length
         firsts, lasts, span, starts = self._jacobi_gs_geometry(block)
@@ -287,11 +322,17 @@ class Sampler:
         def flat_noise(noise):  # (B, H, W, K) -> (B, T, K)
             return mixture.Noise(*(a.reshape(b_, length, a.shape[-1]) for a in noise))
 
+        bands = int(blocks) * band_units(span, h, w, self.model.nr_resnet)
+
         def full_pass(images, cache, noise, pos):
-            out, variables = self.model.apply({"params": self.params}, images, band=(0, h),
-                                              mutable=["cache"])
+            if pixel:
+                cache, out = pixel_cache.fill(self.layers, cache, images)
+            else:
+                out, variables = self.model.apply({"params": self.params}, images, band=(0, h),
+                                                  mutable=["cache"])
+                cache = variables["cache"]
             new = mixture.sample(out, noise).reshape(b_, length, c)
-            return new[:, pos], variables["cache"]
+            return new[:, pos], cache, jnp.int32(self.full_units)
 
         def band_pass(images, cache, noise, pos):
             def one(start):
@@ -299,13 +340,21 @@ class Sampler:
             rows = jax.vmap(one)(starts)  # (blocks, B, span, W, out)
             params = rows[jnp.arange(blocks), :, pos // w - starts, pos % w]  # (blocks, B, out)
             noise_here = mixture.Noise(*(a[:, pos] for a in flat_noise(noise)))
-            return mixture.sample(jnp.swapaxes(params, 0, 1), noise_here), cache
+            return mixture.sample(jnp.swapaxes(params, 0, 1), noise_here), cache, jnp.int32(bands)
+
+        def pixel_pass(images, cache, noise, pos):
+            # One position per block through the shared per-pixel cache: blocks write distinct
+            # positions, and each reads what the others have written so far in this sweep.
+            cache, params, work = pixel_cache.positions_step(self.layers, cache, images, pos)
+            noise_here = mixture.Noise(*(a[:, pos] for a in flat_noise(noise)))
+            return mixture.sample(jnp.swapaxes(params, 0, 1), noise_here), cache, work
 
         def step(state, noise):
-            images, cache, base, reached, moved, k, steps, fulls = state
+            images, cache, base, reached, moved, k, steps, fulls, work = state
             pos = jnp.minimum(firsts + k, lasts)  # a finished (short last) block rewrites its end
             valid = firsts + k <= lasts
-            new, cache = jax.lax.cond(k == 0, full_pass, band_pass, images, cache, noise, pos)
+            new, cache, done = jax.lax.cond(k == 0, full_pass, pixel_pass if pixel else band_pass,
+                                            images, cache, noise, pos)
             flat = images.reshape(b_, length, c)
             old = flat[:, pos]
             new = jnp.where(valid[None, :, None], new, old)
@@ -324,7 +373,7 @@ class Sampler:
             base = jnp.where(end, reached - reached % block, base)
             moved = jnp.where(end, False, moved)
             return (images, cache, base, reached, moved, jnp.where(end, 0, k + 1), steps + 1,
-                    fulls + (k == 0).astype(jnp.int32))
+                    fulls + (k == 0).astype(jnp.int32), work + done)
 
         return step
 
@@ -336,11 +385,15 @@ class Sampler:
         key = (method, block, tol)
         if key not in self._compiled:
             if method == "sequential_cache":
+                init, step, done, count = (self._pixel_init, self._pixel_step,
+                                           self._sequential_done, lambda s: s[2])
+            elif method == "sequential_band_cache":
                 init, step, done, count = (self._sequential_init, self._sequential_step,
                                            self._sequential_done, lambda s: s[2])
-            elif method == "jacobi_gs_cache":
-                init, step, done, count = (self._jacobi_gs_init(block),
-                                           self._jacobi_gs_step_fn(block, tol),
+            elif method in ("jacobi_gs_cache", "jacobi_gs_band_cache"):
+                pixel = method == "jacobi_gs_cache"
+                init, step, done, count = (self._jacobi_gs_init(block, pixel),
+                                           self._jacobi_gs_step_fn(block, tol, pixel),
                                            self._jacobi_gs_done, lambda s: s[6])
             else:
                 init, step, done, count = (self._gs_jacobi_init, self._gs_jacobi_step_fn(block, tol),
@@ -356,15 +409,13 @@ class Sampler:
     def _cached(self, method: str, block: Optional[int], tol: float, trace: bool):
         init, loop, count = self._compiled_loop(method, block, tol)
         nr = self.model.nr_resnet
-        full_passes = 0  # network evaluations = full passes + steps on bands × a band's share
+        counted = None  # where the loop counts its work (layer-positions), if it does
         if method == "sequential_cache":
+            done, counted = self._sequential_done, 3
+        elif method == "sequential_band_cache":
             done, band = self._sequential_done, band_share(1, self.height, self.width, nr)
-        elif method == "jacobi_gs_cache":
-            # Each sweep's opening full pass, then every block's band on the sweep's other steps.
-            firsts, _, span, _ = self._jacobi_gs_geometry(block)
-            done = self._jacobi_gs_done
-            band = len(firsts) * band_share(span, self.height, self.width, nr)
-            full_passes = None
+        elif method in ("jacobi_gs_cache", "jacobi_gs_band_cache"):
+            done, counted = self._jacobi_gs_done, 8
         else:
             rows = min(self.height, -(-block // self.width))
             done, band = self._gs_jacobi_done, band_share(rows, self.height, self.width, nr)
@@ -383,12 +434,12 @@ class Sampler:
                     (iterates[-1].astype(np.float64) - iterates[-2]).reshape(self.shape[0], -1), axis=1))
         steps = int(count(state))
         converged = bool(done(state))
-        if full_passes is None:
-            full_passes = int(state[7])
+        evaluations = (int(state[counted]) / self.full_units if counted is not None
+                       else steps * band)
         result = SolveResult(
             x=state[0].reshape(self.shape[0], self.length, self.channels), iterations=steps,
             converged=converged, method=method, block_size=block, tol=tol,
-            sequence_length=self.length, network_evaluations=full_passes + (steps - full_passes) * band,
+            sequence_length=self.length, network_evaluations=evaluations,
         )
         if not trace:
             return result
