@@ -25,11 +25,14 @@ def instance(nr_resnet: int, channels: int, size: int = 8, batch: int = 2):
     return model, images, full, layers, cache
 
 
+STEP = jax.jit(pixel_cache.positions_step)  # one compilation per shape, shared by the tests
+
+
 def teacher_forced(layers, cache, images, positions_per_step: int):
     """The mixture parameters at every position, computed ``positions_per_step`` raster positions
     at a time (each step's positions see the earlier steps' activations), and the work done."""
     b, h, w, _ = images.shape
-    step = jax.jit(pixel_cache.positions_step)
+    step = STEP
     outs, work = [], 0
     for first in range(0, h * w, positions_per_step):
         cache, params, done = step(layers, cache, images, jnp.arange(first, first + positions_per_step))
@@ -59,7 +62,7 @@ def test_fill_and_multi_position_steps_compute_the_full_pass():
     rows, _ = teacher_forced(layers, cache, images, 8)
     np.testing.assert_allclose(rows, full, atol=atol, rtol=0)
     # After the fill, one position recomputed from the filled cache gives its output again.
-    _, params, _ = pixel_cache.positions_step(layers, filled, images, jnp.array([27]))
+    _, params, _ = STEP(layers, filled, images, jnp.array([27]))
     np.testing.assert_allclose(np.asarray(params[0]), full[:, 3, 3], atol=atol, rtol=0)
 
 
@@ -72,6 +75,6 @@ def test_the_stream_layer_counts_add_up_to_the_model():
 def test_a_model_with_other_resnet_counts_is_refused_by_name():
     """Parameters of a 1-resnet model walked as a 2-resnet one: a KeyError naming the module."""
     model = PixelCNNPP(nr_resnet=1, nr_filters=4, nr_logistic_mix=2)
-    params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 8, 8, 1)))["params"]
+    params = jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((1, 8, 8, 1)))["params"]
     with pytest.raises(KeyError, match="GatedResnet"):
         pixel_cache.network_layers(params, 2)
