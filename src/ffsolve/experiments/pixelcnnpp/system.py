@@ -117,8 +117,9 @@ def cached_tolerance(model: PixelCNNPP) -> Tolerance:
     logistic = math.log((1 - mixture.NOISE_EPS) / mixture.NOISE_EPS)
     atol = depth * math.sqrt(terms) * FLOAT32_EPS * (1.0 + logistic)
     why = (
-        "The cached samplers evaluate the network on bands of rows, not the whole image, so XLA "
-        "picks other kernels and sums in another order: bit-for-bit equality with sequential "
+        "The cached samplers evaluate the network on bands of rows or on one position's window "
+        "per layer, not on the whole image, so XLA picks other kernels and sums in another "
+        "order: bit-for-bit equality with sequential "
         f"cannot hold. Bound: depth {depth} conv layers × sqrt(K = {terms} terms per sum) × float32 "
         f"eps {FLOAT32_EPS:.3g} relative error of the mixture parameters, times (1 + max|logit(u)| "
         f"= {1 + logistic:.1f}) for the logistic noise the scale multiplies: atol {atol:.3g} in "
