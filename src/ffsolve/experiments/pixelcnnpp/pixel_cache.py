@@ -142,15 +142,21 @@ def _dense(dense: dict, x: Array) -> Array:
     return x @ dense["kernel"] + dense["bias"]
 
 
-def _ul_resnet(cache, key, params, x, aux, rows, cols):
-    cache, h = _conv_at(cache, f"{key}.1", params["ShiftedConv_0"]["Conv_0"], concat_elu(x),
-                        rows, cols)
+def _gated_resnet(conv, cache, key, params, x, aux):
+    """The model's gated residual block, its two convolutions done by ``conv(cache, key, params,
+    input) -> (cache, output)`` (at positions or on rows), keyed ``<key>.1`` and ``<key>.2``."""
+    cache, h = conv(cache, f"{key}.1", params["ShiftedConv_0"]["Conv_0"], concat_elu(x))
     if aux is not None:
         h = h + _dense(params["Dense_0"], concat_elu(aux))
-    cache, h = _conv_at(cache, f"{key}.2", params["ShiftedConv_1"]["Conv_0"], concat_elu(h),
-                        rows, cols)
+    cache, h = conv(cache, f"{key}.2", params["ShiftedConv_1"]["Conv_0"], concat_elu(h))
     a, b = jnp.split(h, 2, axis=-1)
     return cache, x + a * jax.nn.sigmoid(b)
+
+
+def _ul_resnet(cache, key, params, x, aux, rows, cols):
+    def conv(cache, key, params, value):
+        return _conv_at(cache, key, params, value, rows, cols)
+    return _gated_resnet(conv, cache, key, params, x, aux)
 
 
 def _padded_image(images: Array) -> Array:
@@ -263,14 +269,9 @@ def _u_conv_rows(cache, key, conv, value, rows):
 
 
 def _u_resnet(cache, key, params, x, aux, rows):
-    cache, h = _u_conv_rows(cache, f"{key}.1", params["ShiftedConv_0"]["Conv_0"], concat_elu(x),
-                            rows)
-    if aux is not None:
-        h = h + _dense(params["Dense_0"], concat_elu(aux))
-    cache, h = _u_conv_rows(cache, f"{key}.2", params["ShiftedConv_1"]["Conv_0"], concat_elu(h),
-                            rows)
-    a, b = jnp.split(h, 2, axis=-1)
-    return cache, x + a * jax.nn.sigmoid(b)
+    def conv(cache, key, params, value):
+        return _u_conv_rows(cache, key, params, value, rows)
+    return _gated_resnet(conv, cache, key, params, x, aux)
 
 
 def u_rows(layers: dict, cache: dict, image: Array, rows: Array, scale: int = 1,
