@@ -165,3 +165,21 @@ def test_noise_streams_are_reproducible_and_independent_by_use():
     assert np.array_equal(a, jax_key(1234, "pixelcnnpp", "mnist", "noise"))
     assert not np.array_equal(a, jax_key(1234, "pixelcnnpp", "mnist", "init"))
     assert not np.array_equal(a, jax_key(1234, "pixelcnnpp", "cifar10", "noise"))
+
+
+@pytest.mark.parametrize("methods,baseline", [(("sequential", "sequential_cache", "jacobi", "auto"), "sequential_cache"),
+                                              (("sequential", "jacobi", "auto"), "sequential")])
+def test_auto_races_against_the_strongest_sequential_loop_configured(grey, methods, baseline):
+    """With the per-pixel cached loop configured, auto pilots it (not the naive loop) as its
+    baseline: it does one pass of work, and the parallel runs must beat it to be chosen."""
+    from ffsolve.experiments.pixelcnnpp.experiment import measured_candidates
+
+    settings = Settings(methods=methods, block_sizes=(), tol=0.0, nr_resnet=1, nr_filters=8,
+                        nr_logistic_mix=MIX, checkpoint=None, sample_batch_size=2,
+                        train=TrainSettings(1, 1, 0.1, 0.5, 1, 1))
+    auto = measured_candidates(grey, settings, {})[-1]
+    assert auto.spec.method == "auto"
+    result = auto.program()
+    record = auto.extra["auto"]
+    assert record["baseline"] == baseline and record["pilots"][0]["run"] == baseline
+    assert record["chosen"] in methods and result.converged
