@@ -131,6 +131,28 @@ def test_the_race_stops_a_losing_candidate_and_caps_the_pilot_cost():
     assert "jacobi raced out" in outcome.choice.reason
 
 
+def test_an_alarm_wrapped_by_c_code_still_counts_as_a_lost_race():
+    """An alarm landing inside a C function that calls back into Python surfaces as a
+    SystemError caused by it (seen under jnp.zeros); that is a lost race, not a crash. Any other
+    error still propagates."""
+    from ffsolve.kit import auto
+
+    def wrapped():
+        try:
+            time.sleep(2)
+        except auto._RaceLost as err:
+            raise SystemError("returned a result with an exception set") from err
+
+    out, seconds, finished = auto._raced(wrapped, 0.05, race=True)
+    assert out is None and not finished and seconds < 1.5
+
+    def broken():
+        raise SystemError("not ours")
+
+    with pytest.raises(SystemError, match="not ours"):
+        auto._raced(broken, 1.0, race=True)
+
+
 def test_a_warm_up_pilot_shares_the_budget_among_unknown_candidates():
     sequential, seq_program = slow("sequential", 0.01)          # 0.12 s
     seq_program(max_iters=1)

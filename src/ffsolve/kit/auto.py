@@ -276,10 +276,25 @@ def _raced(fn: Callable[[], Any], deadline_s: float, race: bool) -> tuple[Any, f
         finally:
             signal.setitimer(signal.ITIMER_REAL, 0)
         return out, time.perf_counter() - start, True
-    except _RaceLost:
+    except BaseException as err:
+        if not _is_race_lost(err):
+            raise
         return None, time.perf_counter() - start, False
     finally:
         signal.signal(signal.SIGALRM, previous)
+
+
+def _is_race_lost(err: BaseException | None) -> bool:
+    """Is ``err`` the alarm, or an error it caused? An alarm that lands inside a C function
+    calling back into Python (NumPy's dtype lookup under ``jnp.zeros``, say) comes out as a
+    ``SystemError`` whose cause is the alarm."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, _RaceLost):
+            return True
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return False
 
 
 @dataclass
