@@ -2,25 +2,31 @@
 
 :func:`solve_recurrence` (also ``ffsolve.solve_recurrence``) with methods ``sequential``,
 ``jacobi``, ``newton`` (DEER), ``quasi_newton`` (quasi-DEER) and ``damped_newton`` (ELK-style);
-built-in cells with analytic Jacobians in :mod:`ffsolve.recurrence.cells`.
+built-in cells (GRU, LSTM, softplus RNN) with analytic Jacobians in :mod:`ffsolve.recurrence.cells`.
 """
 
 from ffsolve.recurrence import cells
 from ffsolve.recurrence.solve import (
     DEFAULT_DAMPING,
     METHODS,
+    NotBitwiseWarning,
     RecurrenceResult,
     RecurrenceTrace,
+    StepCheck,
     available_recurrence_methods,
+    check_step,
     solve_recurrence,
 )
 
 __all__ = [
     "DEFAULT_DAMPING",
     "METHODS",
+    "NotBitwiseWarning",
     "RecurrenceResult",
     "RecurrenceTrace",
+    "StepCheck",
     "available_recurrence_methods",
     "cells",
+    "check_step",
     "solve_recurrence",
 ]

@@ -4,20 +4,24 @@ Each constructor returns a :class:`Cell`: ``step(s_prev, u) -> s`` plus analytic
 respect to the state, ``jacobian(s_prev, u) -> (..., H, H)`` (``J[i, j] = ∂s_i/∂s_prev_j``) and
 ``diagonal(s_prev, u) -> (..., H)``. The framework follows the weights' array type.
 
-Bit-stable shapes: the solvers call ``step`` with a leading time axis, ``(n, *batch, H)`` with
-``n = 1`` in the sequential loop and ``n = T`` in the parallel methods. A plain ``x @ W.T`` folds
-every leading axis into one matrix product whose kernel (and so the rounding of each row) depends
-on how many rows there are: on CPU, PyTorch differs in the last bits between 1 and T·B rows when
-the batch is small, and XLA for small H (measured here). The cells therefore compute their products
-with :func:`linear`, one *batched* product over the time axis, each time position a ``(batch, K)
-@ (K, N)`` product of the same shape whatever ``n`` is; that makes the parallel methods' Jacobi
-fixed point the sequential result bit for bit. Write your own ``step`` the same way if you want
-``tol=0`` to mean bitwise.
+Bit-stable shapes: ``solve_recurrence``'s loop calls ``step`` on the user's ``(*batch, H)``
+states one time step at a time; its parallel methods call it on every time step at once, the
+leading axes folded into one batch axis, ``(T·B, H)``. A plain ``x @ W.T`` then runs with
+T·B rows instead of B, and on CPU the kernel (and so the rounding of each row) depends on the
+number of rows: PyTorch differs in the last bits between 1 row and many, and for large K between
+many and more (measured here: 31 of 147 shapes), XLA for most shapes. The cells compute their
+products with :func:`linear` (each row its own ``(1, K) @ (K, N)`` product, so its bits do not
+depend on how many rows there are) and their elementwise functions through :func:`rowwise`;
+that makes the parallel methods' Jacobi fixed point the loop's result bit for bit in PyTorch
+(every shape tried). XLA may still compile the loop's scan differently from the batched call;
+``solve_recurrence`` then says so (``loop_bitwise``). Write your own ``step`` the same way if you
+want ``tol=0`` to mean bitwise, and check it with :func:`ffsolve.recurrence.check_step`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,7 +41,7 @@ class Cell:
         hidden_size, input_size: H and D.
         full_cost, diagonal_cost: the work of one Jacobian evaluation over the sequence, in full
             passes of ``step`` (the unit of ``network_evaluations``), derived per cell below.
-        name: ``"gru"`` or ``"softplus_rnn"``.
+        name: ``"gru"``, ``"lstm"`` or ``"softplus_rnn"``.
     """
 
     step: Callable
@@ -70,53 +74,57 @@ def _is_torch(a) -> bool:
 
 
 def linear(x: Array, weight: Array, bias: Array | None = None) -> Array:
-    """``x @ weight.T + bias`` over ``x (..., K)``, computed as one batched product over the first
-    axis of ``x`` so that each of its entries gets the same bits whatever the length of that axis.
-
-    ``x`` with one dimension is treated as a single row.
+    """``x @ weight.T + bias`` over ``x (..., K)``, each row (a position of the leading axes) its
+    own ``(1, K) @ (K, N)`` product in one batched call, so that a row's bits do not depend on how
+    many rows there are (a plain product's kernel does; see the module docstring). On CPU this is
+    slower than one matrix product for many rows and large K (measured here: 4x at 16,000 rows,
+    K = N/3 = 128); it is what makes ``tol=0`` bitwise.
     """
     k, n_out = weight.shape[1], weight.shape[0]
     if x.shape[-1] != k:
         raise ValueError(f"linear: input has {x.shape[-1]} features, the weight expects {k}")
     lead = tuple(x.shape[:-1])
-    n = lead[0] if len(lead) >= 1 else 1
+    rows = math.prod(lead)
     if _is_torch(x):
         import torch
 
-        x3 = x.reshape(n, -1, k)
-        y = torch.bmm(x3, weight.t().expand(n, k, n_out)).reshape(*lead, n_out)
+        y = torch.bmm(x.reshape(rows, 1, k), weight.t().expand(rows, k, n_out)).reshape(
+            *lead, n_out)
     else:
         import jax.numpy as jnp
         from jax import lax
 
-        x3 = jnp.reshape(x, (n, -1, k))
-        wt = jnp.broadcast_to(jnp.transpose(weight), (n, k, n_out))
+        x3 = jnp.reshape(x, (rows, 1, k))
+        wt = jnp.broadcast_to(jnp.transpose(weight), (rows, k, n_out))
         y = lax.dot_general(x3, wt, (((2,), (1,)), ((0,), (0,)))).reshape(lead + (n_out,))
     return y if bias is None else y + bias
 
 
-def _rowwise(fn):
-    """``fn`` applied so that each time step (first axis) is computed the same way whatever the
-    number of time steps (PyTorch).
+def rowwise(fn):
+    """``fn`` (elementwise, PyTorch) applied so that each row (a position of the leading axes)
+    is computed the same way whatever the number of rows.
 
     PyTorch's CPU kernels run transcendental functions (tanh, sigmoid, exp) in SIMD over the
     contiguous run of the tensor and finish its last few elements with the scalar routine, whose
-    last bit can differ. On a contiguous ``(n, batch, H)`` tensor the run is the whole tensor, so
-    the elements of time step 0 would be SIMD in a T-step call and partly scalar in a 1-step call.
-    Viewing each time step's ``batch·H`` values with a stride one longer makes every time step its
-    own run, split into SIMD body and scalar tail identically for every step. (Checked bitwise on
+    last bit can differ. On a contiguous ``(rows, H)`` tensor the run is the whole tensor, so the
+    elements of a row would be SIMD in a many-row call and partly scalar in a one-row call.
+    Viewing each row's H values with a stride one longer makes every row its own run, split into
+    SIMD body and scalar tail identically for every row. Use it in your own step, e.g.
+    ``tanh = cells.rowwise(torch.tanh)``, with :func:`linear` for its products. (Checked bitwise on
     one and on two compute threads, T up to 3,000; PyTorch could in principle cut a large tensor
     into per-thread chunks mid-run. The solvers would then still stop, at the batched map's own
     fixed point, within rounding of the loop.)
     """
     import torch
 
-    def rowwise(x):
-        n = x.shape[0] if x.ndim >= 2 else 1
-        flat = x.reshape(n, -1)
+    def per_row(x):
+        flat = x.reshape(-1, x.shape[-1]) if x.ndim else x.reshape(1, 1)
         return fn(torch.nn.functional.pad(flat, (0, 1))[:, :-1]).reshape(x.shape)
 
-    return rowwise
+    return per_row
+
+
+_rowwise = rowwise  # the name earlier versions used
 
 
 class _Ops:
@@ -126,10 +134,11 @@ class _Ops:
         if _is_torch(like):
             import torch
 
-            self.sigmoid, self.tanh = _rowwise(torch.sigmoid), _rowwise(torch.tanh)
-            self.softplus = _rowwise(torch.nn.functional.softplus)
+            self.sigmoid, self.tanh = rowwise(torch.sigmoid), rowwise(torch.tanh)
+            self.softplus = rowwise(torch.nn.functional.softplus)
             self.diag = lambda w: torch.diagonal(w)
             self.eye_like = lambda v: torch.diag_embed(v)
+            self.cat = torch.cat
         else:
             import jax
             import jax.numpy as jnp
@@ -138,6 +147,7 @@ class _Ops:
             self.softplus = jax.nn.softplus
             self.diag = jnp.diagonal
             self.eye_like = lambda v: v[..., :, None] * jnp.eye(v.shape[-1], dtype=v.dtype)
+            self.cat = jnp.concatenate
 
 
 def _shape_of(name: str, a, shape: tuple) -> None:
@@ -235,6 +245,73 @@ def softplus_rnn(W: Array, U: Array, b: Array) -> Cell:
         return ops.sigmoid(pre(s, u)) * w_diag
 
     return Cell(step, jacobian, diagonal, h, d, 1.0 + h / (h + d), 1.0, "softplus_rnn")
+
+
+# ------------------------------------------------------------------------------------------ LSTM
+
+
+def lstm(weight_ih: Array, weight_hh: Array, bias_ih: Array, bias_hh: Array) -> Cell:
+    """An LSTM cell with ``torch.nn.LSTM``'s parameter layout and equations (gates i, f, g, o);
+    its state is the pair ``(h, c)``, as ``torch.nn.LSTMCell`` takes it:
+
+        i = σ(W_ii u + b_ii + W_hi h + b_hi),  f = σ(… W_hf …),  g = tanh(… W_hg …),
+        o = σ(… W_ho …),   c' = f ⊙ c + i ⊙ g,   h' = o ⊙ tanh(c').
+
+    ``weight_ih (4H, D)``, ``weight_hh (4H, H)``, ``bias_ih (4H,)``, ``bias_hh (4H,)``.
+
+    The Jacobians are of the solvers' flat state ``[h, c]`` (2H): with a_g = i(1−g²),
+    a_i = g·i(1−i), a_f = c·f(1−f), τ = tanh(c'), k = o(1−τ²),
+    ∂c'/∂h = diag(a_f) W_hf + diag(a_i) W_hi + diag(a_g) W_hg,  ∂c'/∂c = diag(f),
+    ∂h'/∂h = diag(τ·o(1−o)) W_ho + diag(k) ∂c'/∂h,  ∂h'/∂c = diag(k·f).
+    Cost: the gates once more (one pass) plus four row-scaled H×H matrices, about 4H² against the
+    step's 4H(D + H): ``full_cost = 1 + H/(D + H)``; the diagonal needs only the gates:
+    ``diagonal_cost = 1``.
+    """
+    four_h, d = weight_ih.shape
+    if four_h % 4:
+        raise ValueError(f"weight_ih must have 4H rows, got {four_h}")
+    h = four_h // 4
+    _shape_of("weight_hh", weight_hh, (4 * h, h))
+    _shape_of("bias_ih", bias_ih, (4 * h,))
+    _shape_of("bias_hh", bias_hh, (4 * h,))
+    ops = _Ops(weight_hh)
+    w_hi, w_hf, w_hg, w_ho = (weight_hh[k * h:(k + 1) * h] for k in range(4))
+    d_hi, d_hf, d_hg, d_ho = (ops.diag(w) for w in (w_hi, w_hf, w_hg, w_ho))
+
+    def gates(hs, c, u):
+        pre = linear(u, weight_ih, bias_ih) + linear(hs, weight_hh, bias_hh)
+        i = ops.sigmoid(pre[..., :h])
+        f = ops.sigmoid(pre[..., h:2 * h])
+        g = ops.tanh(pre[..., 2 * h:3 * h])
+        o = ops.sigmoid(pre[..., 3 * h:])
+        c_new = f * c + i * g
+        return i, f, g, o, c_new, ops.tanh(c_new)
+
+    def step(state, u):
+        hs, c = state
+        _, _, _, o, c_new, tau = gates(hs, c, u)
+        return o * tau, c_new
+
+    def scales(s, u):
+        hs, c = s[..., :h], s[..., h:]
+        i, f, g, o, _, tau = gates(hs, c, u)
+        k = o * (1 - tau * tau)
+        return i * (1 - g * g), g * i * (1 - i), c * f * (1 - f), f, tau * o * (1 - o), k
+
+    def jacobian(s, u):
+        a_g, a_i, a_f, f, a_o, k = scales(s, u)
+        dc_dh = a_f[..., :, None] * w_hf + a_i[..., :, None] * w_hi + a_g[..., :, None] * w_hg
+        dh_dh = a_o[..., :, None] * w_ho + k[..., :, None] * dc_dh
+        top = ops.cat([dh_dh, ops.eye_like(k * f)], -1)
+        bottom = ops.cat([dc_dh, ops.eye_like(f)], -1)
+        return ops.cat([top, bottom], -2)
+
+    def diagonal(s, u):
+        a_g, a_i, a_f, f, a_o, k = scales(s, u)
+        dc_dh = a_f * d_hf + a_i * d_hi + a_g * d_hg
+        return ops.cat([a_o * d_ho + k * dc_dh, f], -1)
+
+    return Cell(step, jacobian, diagonal, h, d, 1.0 + h / (d + h), 1.0, "lstm")
 
 
 # ----------------------------------------------------------------------------- random weights

@@ -23,18 +23,19 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+import numpy as np
+
 
 def torch_scan(combine: Callable, elems: Sequence):
-    """Inclusive prefix scan of ``combine`` along axis 0 of every tensor in ``elems`` (PyTorch)."""
-    import torch
-
+    """Inclusive prefix scan of ``combine`` along axis 0 of every tensor in ``elems`` (PyTorch;
+    NumPy arrays work too)."""
     elems = tuple(elems)
     length = elems[0].shape[0]
     if length < 2:
         return elems
     pairs = combine(tuple(e[0:-1:2] for e in elems), tuple(e[1::2] for e in elems))
     odd = torch_scan(combine, pairs)  # prefixes ending at positions 1, 3, 5, ...
-    outs = tuple(torch.empty_like(e) for e in elems)
+    outs = tuple(_empty_like(e) for e in elems)
     for out, e, o in zip(outs, elems, odd):
         out[0] = e[0]
         out[1::2] = o
@@ -44,6 +45,14 @@ def torch_scan(combine: Callable, elems: Sequence):
         for out, ev in zip(outs, evens):
             out[2::2] = ev
     return outs
+
+
+def _empty_like(a):
+    if isinstance(a, np.ndarray):
+        return np.empty_like(a)
+    import torch
+
+    return torch.empty_like(a)
 
 
 def _mv(m, v):

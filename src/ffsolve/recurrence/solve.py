@@ -59,6 +59,9 @@ from __future__ import annotations
 import functools
 import math
 import numbers
+import time
+import warnings
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -66,6 +69,7 @@ from typing import Any
 import numpy as np
 
 from ffsolve.recurrence import scan as scans
+from ffsolve.recurrence.state import StateLayout, describe
 from ffsolve.solvers.core import SolveResult, SolveTrace
 
 Array = Any
@@ -106,12 +110,22 @@ class RecurrenceResult(SolveResult):
         fallbacks: iterations in which some entry of a Newton-type update was non-finite and took
             the Jacobi value instead.
         damping: σ² for ``damped_newton``, else ``None``.
+        loop_bitwise: at ``tol=0``, whether the result is the user's loop's bit for bit: True for
+            ``sequential``; for a parallel method, True when the probe found the loop's bits at
+            every probed position, False when it found a difference (then ``loop_note`` says
+            why and what to do, and a :class:`NotBitwiseWarning` was issued); ``None`` when not
+            checked (``tol > 0``, not converged, or ``check_loop=False``).
+        loop_max_diff: the largest difference the probe saw, or ``None``.
+        loop_note: the probe's explanation when ``loop_bitwise`` is False.
     """
 
     newton_iterations: int = 0
     polish_iterations: int = 0
     fallbacks: int = 0
     damping: float | None = None
+    loop_bitwise: bool | None = None
+    loop_max_diff: float | None = None
+    loop_note: str = ""
 
 
 # --------------------------------------------------------------------------------- frameworks
@@ -223,14 +237,54 @@ class _JaxOps:
         return self.jnp.broadcast_to(a, shape)
 
 
+class _NumpyOps:
+    framework = "numpy"
+
+    def prev(self, s0, x):
+        return np.concatenate([s0[None], x[:-1]], 0)
+
+    def scan(self, combine, elems):
+        return scans.torch_scan(combine, elems)
+
+    def inv(self, m):
+        return np.linalg.inv(m)
+
+    def eye(self, like):
+        return np.eye(like.shape[-1], dtype=like.dtype)
+
+    def where(self, c, a, b):
+        return np.where(c, a, b)
+
+    def isfinite(self, a):
+        return np.isfinite(a)
+
+    def max_abs(self, a):
+        return np.max(np.abs(a))
+
+    def any_false(self, c):
+        return not bool(np.all(c))
+
+    def time_mask(self, x, e):
+        t = np.arange(x.shape[0])
+        return (t <= e).reshape((-1,) + (1,) * (x.ndim - 1))
+
+    def zeros_like(self, a):
+        return np.zeros_like(a)
+
+    def broadcast_to(self, a, shape):
+        return np.broadcast_to(a, shape)
+
+
 @functools.cache
 def _ops(framework: str):
-    return _TorchOps() if framework == "torch" else _JaxOps()
+    return {"torch": _TorchOps, "jax": _JaxOps, "numpy": _NumpyOps}[framework]()
 
 
 def _framework_of(a) -> str | None:
     import sys
 
+    if isinstance(a, np.ndarray):
+        return "numpy"
     torch = sys.modules.get("torch")
     if torch is not None and isinstance(a, torch.Tensor):
         return "torch"
@@ -240,11 +294,25 @@ def _framework_of(a) -> str | None:
     return None
 
 
+def _folded(fn: Callable) -> Callable:
+    """``fn`` on rows ``(N, ·)`` seen as a function of ``(T, *batch, ·)`` arrays: every leading
+    axis folded into the one batch axis that ``torch.nn`` and ``flax.linen`` cells expect."""
+
+    def call(s, u):
+        lead = tuple(s.shape[:-1])
+        out = fn(s.reshape(-1, s.shape[-1]), u.reshape(-1, u.shape[-1]))
+        return out.reshape(lead + tuple(out.shape[1:]))
+
+    return call
+
+
 # ---------------------------------------------------------------------------- one iteration
 
 
 def _iteration(o, step, jac, kind, s0, u, x, e, gain, kappa):
-    """One parallel step of ``kind`` from iterate ``x``; returns (x_new, change, fell_back)."""
+    """One parallel step of ``kind`` from iterate ``x`` (time-major ``(T, *batch, H)``).
+
+    Returns (x_new, change, fell_back)."""
     prev = o.prev(s0, x)
     f = step(prev, u)
     if kind == "jacobi":
@@ -283,83 +351,122 @@ def _iteration(o, step, jac, kind, s0, u, x, e, gain, kappa):
     return x_new, o.max_abs(x_new - x), fell_back
 
 
-@functools.cache
-def _jax_iteration(step, jac, kind):
+# ------------------------------------------------------------------- JAX: no stale programs
+#
+# A step that reads its weights from a closure must never be answered by a program compiled for
+# old weights. So the step is traced on every call (about a millisecond) into a jaxpr whose
+# constants (the closure's current arrays) become arguments of the compiled program, and
+# programs are cached by the jaxpr's text: a new lambda with the same body reuses the program,
+# a changed weight is a new argument, and the cache keeps no closure (nor its arrays) alive.
+
+_PROGRAMS: OrderedDict = OrderedDict()
+_PROGRAMS_KEPT = 64
+
+
+@dataclass(frozen=True)
+class _Traced:
+    key: str
+    consts: tuple
+    fn: Callable  # fn(consts, *args) -> the traced function's output
+
+
+def _trace(fn: Callable, *examples) -> _Traced:
     import jax
 
-    o = _ops("jax")
-    return jax.jit(functools.partial(_iteration, o, step, jac, kind))
+    closed = jax.make_jaxpr(fn)(*examples)
+    jaxpr = closed.jaxpr
+    out_single = len(jaxpr.outvars) == 1
+
+    def pure(consts, *args):
+        out = jax.core.eval_jaxpr(jaxpr, list(consts), *args)
+        return out[0] if out_single else tuple(out)
+
+    return _Traced(str(jaxpr), tuple(closed.consts), pure)
 
 
-@functools.cache
-def _jax_sequential(step):
+def _program(key: tuple, build: Callable) -> Callable:
+    program = _PROGRAMS.get(key)
+    if program is None:
+        program = build()
+        _PROGRAMS[key] = program
+        while len(_PROGRAMS) > _PROGRAMS_KEPT:
+            _PROGRAMS.popitem(last=False)
+    else:
+        _PROGRAMS.move_to_end(key)
+    return program
+
+
+def _jax_loop(flat_step, s0, u):
+    """The user's loop in JAX: ``lax.scan`` of ``step`` on ``(*batch, H)`` states, jitted."""
     import jax
 
-    def run(s0, u):
-        def body(s, u_t):  # s: (1, *batch, H), u_t: (1, *batch, D): the shapes of a T = 1 call
-            s_next = step(s, u_t)
-            return s_next, s_next[0]
+    traced = _trace(flat_step, s0, u[0])
 
-        return jax.lax.scan(body, s0[None], u[:, None])[1]
+    def build():
+        def run(consts, s0, u):
+            def body(s, u_t):
+                s_next = traced.fn(consts, s, u_t)
+                return s_next, s_next
 
-    return jax.jit(run)
+            return jax.lax.scan(body, s0, u)[1]
 
+        return jax.jit(run)
 
-def _torch_sequential(step, s0, u):
-    import torch
-
-    x = torch.empty(u.shape[:-1] + s0.shape[-1:], dtype=s0.dtype, device=s0.device)
-    s = s0[None]
-    for t in range(u.shape[0]):
-        s = step(s, u[t:t + 1])
-        x[t] = s[0]
-    return x
+    return _program(("loop", traced.key), build)(traced.consts, s0, u)
 
 
 # ------------------------------------------------------------------------------- Jacobians
 
 
-@functools.cache
-def _autodiff(framework: str, step, which: str):
-    """``vmap(jacfwd(step))`` over every leading position; ``which`` = full or diagonal."""
+def _row_jacobian(framework: str, row_step: Callable, which: str) -> Callable:
+    """The per-row state Jacobian of ``row_step`` ((N, H) × (N, D) -> (N, H), rows independent)
+    by forward mode: H Jacobian-vector products, each with the tangent e_j on every row at once,
+    give column j of every row's Jacobian. Returns ``(N, H, H)`` or its diagonal ``(N, H)``."""
     if framework == "torch":
         import torch
 
-        per_item = torch.func.vmap(torch.func.jacfwd(step, argnums=0))
+        def jvp_columns(s, u):
+            h = s.shape[-1]
+            basis = torch.eye(h, dtype=s.dtype, device=s.device)[:, None, :].expand(h, *s.shape)
+
+            def column(t):
+                return torch.func.jvp(lambda s_: row_step(s_, u), (s,), (t,))[1]
+
+            try:
+                cols = torch.func.vmap(column)(basis)
+            except RuntimeError as err:
+                raise ValueError(
+                    "the Newton-type methods differentiate step by forward-mode autodiff under "
+                    f"torch.func.vmap, which failed for this step ({err}). Give the Jacobian: "
+                    "jacobian=a Cell, {'full': fn, 'diagonal': fn}, or a callable (s, u) -> "
+                    "(N, H, H); or use method='jacobi'.") from err
+            return cols.movedim(0, -1)  # (N, H_out, H_in)
     else:
         import jax
-
-        per_item = jax.vmap(jax.jacfwd(step, argnums=0))
-
-    def full(s, u):
-        h, d = s.shape[-1], u.shape[-1]
-        jac = per_item(s.reshape(-1, h), u.reshape(-1, d))
-        return jac.reshape(tuple(s.shape[:-1]) + (h, h))
-
-    if which == "full":
-        return full
-    return _diagonal_of(full)
-
-
-@functools.cache
-def _diagonal_of(full):
-    """The diagonal of a full-Jacobian callable (one function per ``full``, so JAX caches)."""
-
-    def diagonal(s, u):
-        jac = full(s, u)
-        if _framework_of(jac) == "torch":
-            return jac.diagonal(0, -2, -1)
         import jax.numpy as jnp
 
-        return jnp.diagonal(jac, 0, -2, -1)
+        def jvp_columns(s, u):
+            h = s.shape[-1]
+            basis = jnp.broadcast_to(jnp.eye(h, dtype=s.dtype)[:, None, :], (h,) + s.shape)
+            cols = jax.vmap(lambda t: jax.jvp(lambda s_: row_step(s_, u), (s,), (t,))[1])(basis)
+            return jnp.moveaxis(cols, 0, -1)
+
+    if which == "full":
+        return jvp_columns
+
+    def diagonal(s, u):
+        return jvp_columns(s, u).diagonal(0, -2, -1)
 
     return diagonal
 
 
-def _resolve_jacobian(jacobian, step, which: str, framework: str, hidden: int):
-    """(callable, cost in passes of step) for ``which`` in {"full", "diagonal"}."""
-    if jacobian is None or (isinstance(jacobian, str) and jacobian == "autodiff"):
-        return _autodiff(framework, step, which), float(hidden)
+def _autodiff(framework: str, step: Callable, which: str) -> Callable:
+    """The forward-mode Jacobian of ``step`` at any leading shape ``(..., H) -> (..., H, H)``."""
+    return _folded(_row_jacobian(framework, step, which))
+
+
+def _given_jacobian(jacobian, which: str):
+    """(callable or None, cost in passes of step) from a user's ``jacobian`` argument."""
     if isinstance(jacobian, str):
         raise ValueError(f"jacobian must be None, 'autodiff', a Cell, a mapping with 'full'/"  # noqa: TRY004
                          f"'diagonal', or a callable; got the string {jacobian!r}")
@@ -382,37 +489,54 @@ def _resolve_jacobian(jacobian, step, which: str, framework: str, hidden: int):
                          f"got {type(jacobian).__name__}")
     fn = get(which)
     if fn is not None:
-        return fn, float(get(f"{which}_cost", 1.0))
+        return fn, float(get(f"{which}_cost", 1.0)), False
     if which == "diagonal" and get("full") is not None:
-        return _diagonal_of(get("full")), float(get("full_cost", 1.0))
+        return get("full"), float(get("full_cost", 1.0)), True
     raise ValueError(f"the given jacobian provides no {which!r} Jacobian (and no 'full' to take "
                      "its diagonal from)")
+
+
+def _is_autodiff(jacobian) -> bool:
+    return jacobian is None or (isinstance(jacobian, str) and jacobian == "autodiff")
 
 
 # ----------------------------------------------------------------------------------- checks
 
 
-def _check(step, s0, inputs, method, tol, max_iters, damping):
+def _check(step, s0, inputs, method, tol, max_iters, damping, time_axis):
     if method not in METHODS:
-        raise ValueError(f"method must be one of {list(METHODS)}, got {method!r}")
+        raise ValueError(f"method must be one of {list(METHODS) + ['auto']}, got {method!r}")
     if not callable(step):
         raise TypeError(f"step must be callable, got {type(step).__name__}")
-    framework = _framework_of(s0)
+    layout = StateLayout(s0)
+    framework = _framework_of(layout.leaves(s0)[0])
     if framework is None:
-        raise ValueError(f"s0 must be a torch.Tensor or a jax.Array, got {type(s0).__name__}")
+        raise ValueError(f"s0 must be a torch.Tensor, a jax.Array or a numpy.ndarray (or a "
+                         f"tuple/list/dict of them), got {describe(s0)}")
     if _framework_of(inputs) != framework:
         raise ValueError(f"inputs must be the same kind of array as s0 ({framework}), got "
                          f"{type(inputs).__name__}")
-    if s0.ndim < 1:
-        raise ValueError("s0 must have shape (*batch, H) with at least the state axis H")
-    if inputs.ndim != s0.ndim + 1 or tuple(inputs.shape[1:-1]) != tuple(s0.shape[:-1]):
-        raise ValueError(
-            f"inputs must have shape (T, *batch, D) with batch {tuple(s0.shape[:-1])} from s0 "
-            f"{tuple(s0.shape)}; got {tuple(inputs.shape)}")
-    if inputs.shape[0] < 1:
+    if time_axis not in (0, 1) or isinstance(time_axis, bool):
+        raise ValueError(f"time_axis must be 0 (inputs (T, *batch, D)) or 1 (batch first, "
+                         f"(B, T, ..., D)), got {time_axis!r}")
+    batch = layout.batch
+    if time_axis == 1:
+        if not batch:
+            raise ValueError("time_axis=1 (batch first) needs a batched s0 (B, ..., H)")
+        expected = "(B, T, ..., D)"
+        ok = inputs.ndim == len(batch) + 2 and tuple(inputs.shape[:1]) + tuple(
+            inputs.shape[2:-1]) == batch
+    else:
+        expected = "(T, *batch, D)"
+        ok = inputs.ndim == len(batch) + 2 and tuple(inputs.shape[1:-1]) == batch
+    if not ok:
+        raise ValueError(f"inputs must have shape {expected} with batch {batch} from s0 "
+                         f"{describe(s0)}; got {tuple(inputs.shape)}")
+    if inputs.shape[time_axis] < 1:
         raise ValueError("inputs has no time steps (T = 0)")
-    if inputs.dtype != s0.dtype:
-        raise ValueError(f"inputs dtype {inputs.dtype} differs from s0 dtype {s0.dtype}")
+    if inputs.dtype != layout.leaves(s0)[0].dtype:
+        raise ValueError(f"inputs dtype {inputs.dtype} differs from s0 dtype "
+                         f"{layout.leaves(s0)[0].dtype}")
     if isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not math.isfinite(tol) \
             or tol < 0:
         raise ValueError(f"tol must be a finite number >= 0, got {tol!r}")
@@ -426,83 +550,123 @@ def _check(step, s0, inputs, method, tol, max_iters, damping):
                 or not damping > 0 or math.isnan(damping):
             raise ValueError(f"damping (σ²) must be a number > 0 (inf means newton), got "
                              f"{damping!r}")
-    return framework
+    return framework, layout
+
+
+def _refuse_gradients(framework, layout, s0, inputs, first_out) -> None:
+    """Gradients are not propagated yet: say so instead of dropping them silently."""
+    arrays = layout.leaves(s0) + [inputs] + layout.leaves(first_out)
+    if framework == "torch":
+        import torch
+
+        if torch.is_grad_enabled() and any(a.requires_grad for a in arrays):
+            raise RuntimeError(
+                "solve_recurrence does not propagate gradients yet: s0, inputs or the step's "
+                "parameters require grad, and the result would silently carry none. Call it "
+                "under torch.no_grad() (or detach them) for a forward solve.")
+    elif framework == "jax":
+        import jax
+
+        if any(isinstance(a, jax.core.Tracer) for a in arrays):
+            raise TypeError(
+                "solve_recurrence cannot run under jax.jit, jax.grad or jax.vmap yet (it steers "
+                "its iterations from Python); call it on concrete arrays.")
 
 
 # ------------------------------------------------------------------------------------ solve
 
 
-def solve_recurrence(step: Callable, s0: Array, inputs: Array, *, method: str = "sequential",
+def solve_recurrence(step: Callable, s0, inputs: Array, method: str = "sequential", *,
                      tol: float = 0.0, max_iters: int | None = None, jacobian=None,
-                     damping: float | None = None, trace: bool = False) -> RecurrenceResult:
+                     damping: float | None = None, time_axis: int = 0, trace: bool = False,
+                     check_loop: bool = True, deadline: float | None = None) -> RecurrenceResult:
     """The states s_1..s_T of s_t = step(s_{t−1}, u_t), by the named method.
 
     Args:
-        step: ``step(s_prev (..., H), u (..., D)) -> (..., H)``, broadcasting over leading axes.
-            The solvers call it with a leading time axis: ``(1, *batch, ·)`` in the sequential
-            loop, ``(T, *batch, ·)`` otherwise (see the module docstring on bitwise results).
-        s0: the initial state ``(*batch, H)``, a ``torch.Tensor`` or ``jax.Array``.
-        inputs: ``(T, *batch, D)``, the same array type and dtype.
-        method: one of :func:`available_recurrence_methods`.
-        tol: stop once max |x_new − x| <= tol; 0 means exact (the sequential result).
+        step: ``step(state, u) -> state`` as a user writes it for the loop
+            ``for t: s = step(s, u[t])``: called on ``(*batch, H)`` states, one time step at a
+            time, by ``sequential``; the parallel methods call it on every time step at once with
+            the leading axes folded into one batch axis, ``(T·B, H)``, as ``torch.nn`` cells and
+            ``flax.linen`` cells require. ``torch.nn.GRUCell`` works as
+            ``lambda s, u: cell(u, s)``, a Flax cell as ``lambda c, u: cell.apply(params, c, u)``
+            (it returns ``(carry, output)``; the carry is taken). The state may be a tuple (an
+            LSTM's ``(h, c)``), list or dict of arrays.
+        s0: the initial state: ``(*batch, H)`` array(s) — ``torch.Tensor``, ``jax.Array`` or
+            ``numpy.ndarray`` — or a tuple/list/dict of them.
+        inputs: ``(T, *batch, D)`` (or ``(B, T, ..., D)`` with ``time_axis=1``), the same array
+            type and dtype.
+        method: one of :func:`available_recurrence_methods`, or ``"auto"``
+            (:mod:`ffsolve.autotune`).
+        tol: stop once max |x_new − x| <= tol; 0 means exact (see ``check_loop``).
         max_iters: the most parallel steps (default and at most useful: T).
-        jacobian: for the Newton types. ``None``/``"autodiff"``: forward mode batched over the
-            sequence; a :class:`~ffsolve.recurrence.cells.Cell` (or any object with ``full``/
-            ``jacobian`` and ``diagonal``), a mapping ``{"full": fn, "diagonal": fn}``, or a
-            callable giving the full Jacobian.
+        jacobian: for the Newton types. ``None``/``"autodiff"``: forward mode; a
+            :class:`~ffsolve.recurrence.cells.Cell` (or any object with ``full``/``jacobian`` and
+            ``diagonal``), a mapping ``{"full": fn, "diagonal": fn}``, or a callable giving the
+            full Jacobian. A given Jacobian is called on the folded ``(N, H)`` rows; for a tuple
+            state it is the Jacobian of the leaves concatenated.
         damping: σ² of ``damped_newton`` (default :data:`DEFAULT_DAMPING` = 100, the value the
             ELK authors' notebook uses for the diagonal variant: a step's first position is
             pulled back by 1/(1 + σ²) ≈ 1 %; smaller damps more, ∞ is ``newton``).
+        time_axis: 0 (time-major inputs) or 1 (batch first); the result's ``x`` follows it.
         trace: record a :class:`RecurrenceTrace` (runs the solve twice: once to learn the final
             iterate, once recording distances to it; for plots, not for timing).
+        check_loop: at ``tol=0``, probe whether the parallel result is the loop's bit for bit
+            (a few one-time-step calls, or in JAX short runs of the loop, compared with the
+            result); sets ``loop_bitwise`` and warns (:class:`NotBitwiseWarning`) when it is not.
+        deadline: a ``time.perf_counter()`` value; the solver stops after the step that passes
+            it (``stopped_by="deadline"``, ``converged=False``).
 
     Returns:
-        A :class:`RecurrenceResult`; ``x`` has shape ``(T, *batch, H)`` and the type, dtype and
-        device of ``s0``; ``iterations <= T`` always.
+        A :class:`RecurrenceResult`; ``x`` has shape ``(T, *batch, H)`` (a tuple state: the same
+        structure, each leaf with the time axis) and the type, dtype and device of ``s0``;
+        ``iterations <= T`` always.
     """
-    framework = _check(step, s0, inputs, method, tol, max_iters, damping)
-    step = getattr(step, "step", step)  # a Cell: its step function (one JAX compilation for both)
-    length = int(inputs.shape[0])
-    hidden = int(s0.shape[-1])
+    if method == "auto":
+        from ffsolve import autotune
+
+        return autotune.solve_recurrence_auto(
+            step, s0, inputs, tol=tol, max_iters=max_iters, jacobian=jacobian, damping=damping,
+            time_axis=time_axis, check_loop=check_loop)
+    framework, layout = _check(step, s0, inputs, method, tol, max_iters, damping, time_axis)
+    cell = step
+    step = getattr(step, "step", step)  # a Cell: its step function
+    if jacobian is None and method in NEWTON_TYPES and _has_jacobian(cell):
+        jacobian = cell
+    u = inputs if time_axis == 0 else _moveaxis(inputs, 1, 0)
+    length = int(u.shape[0])
     max_iters = length if max_iters is None else int(max_iters)
     if method == "damped_newton" and damping is None:
         damping = DEFAULT_DAMPING
-    if framework == "jax" and math.prod(s0.shape[:-1]) == 1:
-        return _unpad(solve_recurrence(step, *_pad(s0, inputs), method=method, tol=tol,
-                                       max_iters=max_iters, jacobian=jacobian, damping=damping,
-                                       trace=trace), s0.shape)
+    problem = _Problem(framework, layout, step, layout.flat_step(step), layout.flat(s0), u, method,
+                       float(tol), max_iters, jacobian, damping, length, deadline, check_loop)
+    with _context(framework):
+        first = problem.first_step(s0)
+    _refuse_gradients(framework, layout, s0, inputs, first)
+    res = problem.solve(None)
     if trace:
-        final = _solve(framework, step, s0, inputs, method, float(tol), max_iters, jacobian,
-                       damping, length, hidden, None)
-        return _solve(framework, step, s0, inputs, method, float(tol), max_iters, jacobian,
-                      damping, length, hidden, _Recorder(final.x, length))
-    return _solve(framework, step, s0, inputs, method, float(tol), max_iters, jacobian, damping,
-                  length, hidden, None)
+        traced = problem.solve(_Recorder(res.x, length))
+        traced.loop_bitwise, traced.loop_max_diff, traced.loop_note = (
+            res.loop_bitwise, res.loop_max_diff, res.loop_note)
+        res = traced
+    if res.loop_bitwise is False:
+        warnings.warn(NotBitwiseWarning(res.loop_note), stacklevel=2)
+    x = res.x if time_axis == 0 else _moveaxis(res.x, 0, 1)
+    res.x = layout.unflat(x)
+    return res
 
 
-def _pad(s0, inputs):
-    """A JAX batch of one, as a batch of two copies. XLA compiles a product with a batch of one
-    inside the loop's ``lax.scan`` differently from the same product batched over T (measured:
-    the last bit differs), so ``tol=0`` would stop at the batched map's own fixed point, 1e-7 off
-    the loop. With two rows both paths use the same kernels (bitwise, tested)."""
+def _has_jacobian(cell) -> bool:
+    return hasattr(cell, "step") and (hasattr(cell, "jacobian") or hasattr(cell, "full"))
+
+
+def _moveaxis(a, src, dst):
+    if hasattr(a, "movedim"):
+        return a.movedim(src, dst)
+    if isinstance(a, np.ndarray):
+        return np.moveaxis(a, src, dst)
     import jax.numpy as jnp
 
-    h, d = s0.shape[-1], inputs.shape[-1]
-    return (jnp.broadcast_to(s0.reshape(1, h), (2, h)),
-            jnp.broadcast_to(inputs.reshape(-1, 1, d), (inputs.shape[0], 2, d)))
-
-
-def _unpad(res, shape):
-    """The first copy, in the caller's shape; trace norms of one copy (L2 / √2, max unchanged)."""
-    length = res.x.shape[0]
-    res.x = res.x[:, :1].reshape((length,) + tuple(shape))
-    if res.trace is not None:
-        res.trace.change = res.trace.change / math.sqrt(2)
-        res.trace.error = res.trace.error / math.sqrt(2)
-        if res.trace.iterates.size:
-            its = res.trace.iterates
-            res.trace.iterates = its[:, :, :1].reshape(its.shape[:2] + tuple(shape))
-    return res
+    return jnp.moveaxis(a, src, dst)
 
 
 def _context(framework):
@@ -515,51 +679,163 @@ def _context(framework):
     return contextlib.nullcontext()
 
 
-def _solve(framework, step, s0, inputs, method, tol, max_iters, jacobian, damping, length,
-           hidden, recorder):
-    o = _ops(framework)
-    common = {"method": method, "block_size": None, "tol": tol, "sequence_length": length,
-              "damping": damping}
-    with _context(framework):
-        # One position first, so that a step of the wrong shape fails here with a clear message.
-        _check_output(step(s0[None], inputs[:1]), inputs[:1], s0)
-        if method == "sequential":
-            if framework == "torch":
-                x = _torch_sequential(step, s0, inputs)
-            else:
-                x = _jax_sequential(step)(s0, inputs)
-            _check_output(x, inputs, s0)
-            if recorder is not None:
-                recorder.sequential(x)
-            return RecurrenceResult(x=x, iterations=length, converged=True,
-                                    network_evaluations=1.0, trace=_trace(recorder), **common)
+@dataclass
+class _Problem:
+    """One solve's fixed inputs: the state layout, the flat step, the time-major inputs."""
 
-        jac, jac_cost = None, 0.0
-        if method in NEWTON_TYPES:
-            which = "diagonal" if method == "quasi_newton" else "full"
-            jac, jac_cost = _resolve_jacobian(jacobian, step, which, framework, hidden)
-        if method == "damped_newton":
+    framework: str
+    layout: StateLayout
+    user_step: Callable
+    flat_step: Callable  # (*lead, H) × (*lead, D) -> (*lead, H), the user's step on flat states
+    s0: Array  # flat (*batch, H)
+    u: Array  # (T, *batch, D)
+    method: str
+    tol: float
+    max_iters: int
+    jacobian: Any
+    damping: float | None
+    length: int
+    deadline: float | None
+    check_loop: bool
+
+    def first_step(self, s0_user):
+        """The loop's first step, on the user's own state: a step of the wrong shape or return
+        type fails here with a clear message."""
+        out = self.layout.state_of(self.user_step(s0_user, self.u[0]))
+        for got, want in zip(self.layout.leaves(out), self.layout.leaves(s0_user)):
+            if tuple(got.shape) != tuple(want.shape):
+                raise ValueError(f"step returned states of shape {tuple(got.shape)} for s0 "
+                                 f"{tuple(want.shape)}; expected {tuple(want.shape)}")
+            if got.dtype != want.dtype:
+                raise ValueError(f"step returned dtype {got.dtype}, s0 has {want.dtype}")
+        return out
+
+    # -- the loop
+
+    def loop(self):
+        """The user's loop, step on ``(*batch, H)`` states; (x, steps done, stopped by deadline)."""
+        if self.framework == "jax":
+            return _jax_loop(self.flat_step, self.s0, self.u), self.length, False
+        s = self.s0
+        rows = []
+        for t in range(self.length):
+            s = self.flat_step(s, self.u[t])
+            rows.append(s)
+            if self.deadline is not None and time.perf_counter() >= self.deadline \
+                    and t + 1 < self.length:
+                rows += [self._zeros_like(s)] * (self.length - t - 1)
+                return self._stack(rows), t + 1, True
+        return self._stack(rows), self.length, False
+
+    def _stack(self, rows):
+        if self.framework == "torch":
+            import torch
+
+            return torch.stack(rows)
+        return np.stack(rows)
+
+    def _zeros_like(self, a):
+        return _ops(self.framework).zeros_like(a)
+
+    # -- the parallel methods
+
+    def programs(self):
+        """``run(kind, x, e)`` for this problem, and the Jacobian's cost in passes of step."""
+        o = _ops(self.framework)
+        method = self.method
+        which = "diagonal" if method == "quasi_newton" else "full"
+        gain, kappa = 1.0, 0.0
+        if method == "damped_newton" and not math.isinf(self.damping):
             # Observation gain κ = 1/(1 + σ²) with unit dynamics noise; g = 1 − κ.
-            gain, kappa = (1.0, 0.0) if math.isinf(damping) else (
-                damping / (1.0 + damping), 1.0 / (1.0 + damping))
-        else:
-            gain, kappa = 1.0, 0.0
+            gain, kappa = self.damping / (1.0 + self.damping), 1.0 / (1.0 + self.damping)
+        hidden = self.layout.hidden
+        given, jac_cost, take_diagonal = None, 0.0, False
+        if method in NEWTON_TYPES:
+            if _is_autodiff(self.jacobian):
+                jac_cost = float(hidden)
+            else:
+                given, jac_cost, take_diagonal = _given_jacobian(self.jacobian, which)
+        if self.framework != "jax":
+            step = _folded(self.flat_step)
+            jac = None
+            if method in NEWTON_TYPES:
+                jac = _autodiff(self.framework, self.flat_step, which) if given is None \
+                    else _diagonal_view(_folded(given), take_diagonal)
+
+            def run(kind, x, e):
+                return _iteration(o, step, jac if kind != "jacobi" else None, kind, self.s0,
+                                  self.u, x, e, gain, kappa)
+
+            return run, jac_cost
+        return self._jax_programs(o, which, given, take_diagonal, gain, kappa), jac_cost
+
+    def _jax_programs(self, o, which, given, take_diagonal, gain, kappa):
+        import jax
+        import jax.numpy as jnp
+
+        n, h, d = self.length * math.prod(self.layout.batch), self.layout.hidden, self.u.shape[-1]
+        rows_s = jax.ShapeDtypeStruct((n, h), self.s0.dtype)
+        rows_u = jax.ShapeDtypeStruct((n, d), self.u.dtype)
+        step_t = _trace(self.flat_step, rows_s, rows_u)
+        jac_t = _trace(given, rows_s, rows_u) if given is not None else None
+        method = self.method
+
+        def build(kind):
+            def program(step_consts, jac_consts, s0, u, x, e, gain, kappa):
+                def rows_step(s, u_):
+                    return step_t.fn(step_consts, s, u_)
+
+                jac = None
+                if kind != "jacobi":
+                    if jac_t is None:
+                        jac = _autodiff("jax", rows_step, which)
+                    else:
+                        jac = _diagonal_view(
+                            _folded(lambda s, u_: jac_t.fn(jac_consts, s, u_)), take_diagonal)
+                return _iteration(o, _folded(rows_step), jac, kind, s0, u, x, e, gain, kappa)
+
+            return jax.jit(program)
+
+        jac_key = None if method not in NEWTON_TYPES else (
+            ("autodiff", which) if jac_t is None else (jac_t.key, which, take_diagonal))
 
         def run(kind, x, e):
-            if framework == "jax":
-                return _jax_iteration(step, jac if kind != "jacobi" else None, kind)(
-                    s0, inputs, x, e, gain, kappa)
-            return _iteration(o, step, jac, kind, s0, inputs, x, e, gain, kappa)
+            key = ("iteration", kind, step_t.key, jac_key if kind != "jacobi" else None)
+            return _program(key, lambda: build(kind))(
+                step_t.consts, jac_t.consts if jac_t is not None else (), self.s0, self.u, x,
+                jnp.asarray(e), gain, kappa)
 
-        x = o.zeros_like(s0[None] * o.zeros_like(inputs[..., :1]))  # (T, *batch, H)
+        return run
+
+    def solve(self, recorder) -> RecurrenceResult:
+        common = {"method": self.method, "block_size": None, "tol": self.tol,
+                  "sequence_length": self.length, "damping": self.damping}
+        with _context(self.framework):
+            if self.method == "sequential":
+                x, steps, cut = self.loop()
+                if recorder is not None:
+                    recorder.sequential(x)
+                return RecurrenceResult(
+                    x=x, iterations=steps, converged=not cut,
+                    network_evaluations=steps / self.length, trace=_trace_of(recorder),
+                    stopped_by="deadline" if cut else "sequential", final_change=None,
+                    loop_bitwise=True, **common)
+            return self._iterate(recorder, common)
+
+    def _iterate(self, recorder, common) -> RecurrenceResult:
+        o = _ops(self.framework)
+        run, jac_cost = self.programs()
+        method, tol, length = self.method, self.tol, self.length
+        x = o.zeros_like(self.s0[None] * o.zeros_like(self.u[..., :1]))  # (T, *batch, H)
         if recorder is not None:
             recorder.start(x)
         kind = method if method in NEWTON_TYPES else "jacobi"
         iterations = newton_its = polish = fallbacks = 0
         work, exact = 0.0, 0
         previous_change = math.inf
-        converged = False
-        while iterations < max_iters:
+        change = math.inf
+        stopped_by = "max_iters"
+        while iterations < self.max_iters:
             x_new, change, fell_back = run(kind, x, exact)
             change = float(change)
             iterations += 1
@@ -574,11 +850,14 @@ def _solve(framework, step, s0, inputs, method, tol, max_iters, jacobian, dampin
             x = x_new
             if recorder is not None:
                 recorder.record(x)
-            if exact >= length:
-                converged = True
-                break
             if (kind == "jacobi" or tol > 0) and change <= tol:
-                converged = True
+                stopped_by = "fixed_point" if change == 0 else "tolerance"
+                break
+            if exact >= length:
+                stopped_by = "exact_prefix"
+                break
+            if self.deadline is not None and time.perf_counter() >= self.deadline:
+                stopped_by = "deadline"
                 break
             if kind != "jacobi" and (change == 0 or change >= previous_change):
                 # The Newton-type change stopped shrinking: the floating-point floor (or a
@@ -586,19 +865,129 @@ def _solve(framework, step, s0, inputs, method, tol, max_iters, jacobian, dampin
                 # step changes nothing, which at tol = 0 is the sequential result.
                 kind = "jacobi"
             previous_change = change
-        return RecurrenceResult(
+        converged = stopped_by in ("fixed_point", "tolerance", "exact_prefix")
+        res = RecurrenceResult(
             x=x, iterations=iterations, converged=converged, network_evaluations=work,
-            trace=_trace(recorder), newton_iterations=newton_its, polish_iterations=polish,
-            fallbacks=fallbacks, **common)
+            trace=_trace_of(recorder), newton_iterations=newton_its, polish_iterations=polish,
+            fallbacks=fallbacks, stopped_by=stopped_by, final_change=change, **common)
+        if converged and tol == 0 and self.check_loop and recorder is None:
+            res.loop_bitwise, res.loop_max_diff, res.loop_note = self.probe(x)
+        return res
+
+    # -- is it the loop's result?
+
+    def probe(self, x, count: int = 4):
+        """Compare the result with the loop at a few positions: one-time-step calls of the step
+        on the user's shapes (PyTorch, NumPy), or short runs of the loop's own compiled scan
+        (JAX). Returns (bitwise, max |difference|, message)."""
+        length = self.length
+        starts = sorted({round(i * (length - 1) / max(count - 1, 1)) for i in range(count)})
+        diff = 0.0
+        if self.framework == "jax":
+            window = min(length, 4)
+            for start in sorted({min(s, length - window) for s in starts}):
+                prev = self.s0 if start == 0 else x[start - 1]
+                got = np.asarray(_jax_loop(self.flat_step, prev, self.u[start:start + window]))
+                want = np.asarray(x[start:start + window])
+                if not np.array_equal(got, want):
+                    diff = max(diff, float(np.max(np.abs(got - want))), _TINY)
+        else:
+            with _context(self.framework):
+                for t in starts:
+                    prev = self.s0 if t == 0 else x[t - 1]
+                    got = self.flat_step(prev, self.u[t])
+                    if not _equal(got, x[t]):
+                        diff = max(diff, float(_ops(self.framework).max_abs(got - x[t])), _TINY)
+        if diff == 0.0:
+            return True, 0.0, ""
+        rows = length * max(math.prod(self.layout.batch), 1)
+        message = (
+            f"solve_recurrence({self.method!r}, tol=0): the result is not the loop's bit for "
+            f"bit. The step gives other bits (up to {diff:.3g}) when called on all {rows} rows "
+            f"at once than on one time step of shape {self.layout.batch + (self.layout.hidden,)}"
+            f", as the loop calls it (for example a matrix product whose kernel depends on the "
+            f"number of rows). The result is the batched step's own fixed point, within rounding "
+            f"of the loop. For bitwise results compute the step's products with "
+            f"ffsolve.recurrence.cells.linear and its elementwise functions through "
+            f"cells.rowwise (PyTorch), use a built-in cell, or method='sequential'.")
+        return False, diff, message
 
 
-def _check_output(x, inputs, s0):
-    expected = tuple(inputs.shape[:-1]) + (s0.shape[-1],)
-    if tuple(x.shape) != expected:
-        raise ValueError(f"step returned states of shape {tuple(x.shape)[1:]} per time step for "
-                         f"s0 {tuple(s0.shape)}; expected {expected[1:]}")
-    if x.dtype != s0.dtype:
-        raise ValueError(f"step returned dtype {x.dtype}, s0 has {s0.dtype}")
+def _equal(a, b) -> bool:
+    if hasattr(a, "detach"):
+        import torch
+
+        return bool(torch.equal(a, b))
+    return bool(np.array_equal(np.asarray(a), np.asarray(b)))
+
+
+def _diagonal_view(fn, take_diagonal: bool):
+    if not take_diagonal:
+        return fn
+
+    def diagonal(s, u):
+        return fn(s, u).diagonal(0, -2, -1)  # torch, NumPy and JAX arrays alike
+
+    return diagonal
+
+
+# A difference that rounds to zero in max |a − b| (a −0.0 against 0.0) still counts as one.
+_TINY = float(np.finfo(np.float32).tiny)
+
+
+class NotBitwiseWarning(UserWarning):
+    """A ``tol=0`` result that is not the user's loop's result bit for bit (see the message)."""
+
+
+@dataclass
+class StepCheck:
+    """What :func:`check_step` found: whether the parallel methods can reproduce the loop.
+
+    Attributes:
+        bitwise: every position of one batched call equals the loop's step bit for bit.
+        max_abs_diff: the largest difference seen (0.0 when bitwise).
+        positions: T, the positions compared.
+        message: why not, and the remedy ("" when bitwise).
+    """
+
+    bitwise: bool
+    max_abs_diff: float
+    positions: int
+    message: str
+
+
+def check_step(step: Callable, s0, inputs: Array, *, time_axis: int = 0) -> StepCheck:
+    """Whether ``solve_recurrence``'s parallel methods can give ``step``'s loop result bit for bit.
+
+    Runs the loop once (``sequential``), then the step on every time position at once as the
+    parallel methods call it (all leading axes folded into one batch axis) from the loop's own
+    states, and compares every position. A step whose bits depend on how many rows it sees
+    (a plain ``x @ W.T`` on CPU) fails; the built-in cells pass in PyTorch.
+    """
+    framework, layout = _check(step, s0, inputs, "sequential", 0.0, None, None, time_axis)
+    step = getattr(step, "step", step)
+    u = inputs if time_axis == 0 else _moveaxis(inputs, 1, 0)
+    flat_step = layout.flat_step(step)
+    o = _ops(framework)
+    with _context(framework):
+        problem = _Problem(framework, layout, step, flat_step, layout.flat(s0), u, "sequential", 0.0,
+                           int(u.shape[0]), None, None, int(u.shape[0]), None, False)
+        x, _, _ = problem.loop()
+        prev = o.prev(problem.s0, x)
+        if framework == "jax":
+            import jax
+
+            batched = jax.jit(_folded(flat_step))(prev, u)
+        else:
+            batched = _folded(flat_step)(prev, u)
+        same = _equal(batched, x)
+        diff = float(o.max_abs(batched - x))
+    message = "" if same else (
+        f"step gives other bits (up to {diff:.3g}) on all positions at once than in the loop; "
+        "compute its products with ffsolve.recurrence.cells.linear and its elementwise functions "
+        "through cells.rowwise (PyTorch), or use a built-in cell")
+    return StepCheck(same, 0.0 if same else max(diff, _TINY),
+                     int(u.shape[0]), message)
 
 
 # ----------------------------------------------------------------------------------- traces
@@ -649,7 +1038,7 @@ class _Recorder:
         self.keep = False
 
 
-def _trace(recorder) -> RecurrenceTrace | None:
+def _trace_of(recorder) -> RecurrenceTrace | None:
     if recorder is None:
         return None
     iterates = np.stack(recorder.iterates) if recorder.keep and recorder.iterates else np.zeros(0)

@@ -58,6 +58,16 @@ class SolveResult:
             the positions of one full pass. Every call of a generic ``f`` computes all T
             positions, so here it equals ``iterations``; fast paths that compute only a window or
             use a cache report less (DESIGN.md §6).
+        stopped_by: what ended the run: ``"fixed_point"`` (a step changed nothing),
+            ``"tolerance"`` (the change fell to ``tol`` > 0), ``"exact_prefix"`` (the count
+            bound: T positions known exact by the triangular argument), ``"max_iters"`` (the
+            budget ran out first), ``"deadline"`` (a time limit), or ``"sequential"`` (the loop,
+            each position computed once).
+        final_change: max |x_new − x_old| of the last step (``None`` for the loop).
+        causality_violation: the largest change seen at a position that the triangular argument
+            says was already final (0.0 when none). Above zero, ``f`` is not triangular along
+            ``axis`` (or not deterministic): the count bound does not hold, ``converged`` is
+            False and a :class:`NotTriangularWarning` was issued.
     """
 
     x: Array
@@ -69,6 +79,9 @@ class SolveResult:
     sequence_length: int
     trace: Optional[SolveTrace] = field(default=None, repr=False)
     network_evaluations: Optional[float] = None
+    stopped_by: Optional[str] = None
+    final_change: Optional[float] = None
+    causality_violation: float = 0.0
 
     def __post_init__(self):
         if self.network_evaluations is None:
