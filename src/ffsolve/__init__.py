@@ -6,8 +6,11 @@ s_t = step(s_{t−1}, u_t) also have :func:`ffsolve.solve_recurrence` (Newton-ty
 """
 
 from ffsolve.recurrence import (
+    NotBitwiseWarning,
     RecurrenceResult,
+    StepCheck,
     available_recurrence_methods,
+    check_step,
     solve_recurrence,
 )
 from ffsolve.solvers import (
@@ -22,7 +25,10 @@ from ffsolve.solvers import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "NotBitwiseWarning",
     "RecurrenceResult",
+    "StepCheck",
+    "check_step",
     "SolveResult",
     "SolveTrace",
     "__version__",
