@@ -639,9 +639,9 @@ def solve_recurrence(step: Callable, s0, inputs: Array, method: str = "sequentia
         damping = DEFAULT_DAMPING
     problem = _Problem(framework, layout, step, layout.flat_step(step), layout.flat(s0), u, method,
                        float(tol), max_iters, jacobian, damping, length, deadline, check_loop)
-    with _context(framework):
-        first = problem.first_step(s0)
-    _refuse_gradients(framework, layout, s0, inputs, first)
+    # The loop's first step under the caller's own grad mode: it tells whether gradients are
+    # wanted (s0, inputs or the step's parameters require them).
+    _refuse_gradients(framework, layout, s0, inputs, problem.first_step(s0))
     res = problem.solve(None)
     if trace:
         traced = problem.solve(_Recorder(res.x, length))
@@ -752,6 +752,11 @@ class _Problem:
         given, jac_cost, take_diagonal = None, 0.0, False
         if method in NEWTON_TYPES:
             if _is_autodiff(self.jacobian):
+                if self.framework == "numpy":
+                    raise ValueError(
+                        f"{method!r} needs the step's Jacobian, and NumPy has no autodiff: give "
+                        "jacobian=a Cell, {'full': fn, 'diagonal': fn} or a callable (s, u) -> "
+                        "(N, H, H); or use method='jacobi', or PyTorch/JAX arrays")
                 jac_cost = float(hidden)
             else:
                 given, jac_cost, take_diagonal = _given_jacobian(self.jacobian, which)
