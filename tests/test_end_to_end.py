@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import yaml
 
-from ffsolve.kit.record import validate_record
+from ffsolve.kit.record import CUT_SHORT, validate_record
+from ffsolve.kit.runs import is_sequential_baseline
 from workflow_helpers import REPO, chosen_by_timing, comparable_arrays, copy_workflow, planned_jobs, snakemake
 
 pytestmark = pytest.mark.slow
@@ -64,6 +65,7 @@ def test_every_run_meets_the_results_contract(first):
                 assert record["bitwise_equal"], where
             else:
                 assert record["within_tolerance"] and record["tolerance"]["why"], where
+        check_own_accuracy_measure(record, where)
         # Every run of one experiment and dataset was timed in one process.
         siblings = {json.loads(p.read_text())["timing"]["session"] for p in path.parent.parent.glob("*/metrics.json")}
         assert len(siblings) == 1, f"{where}: runs of one dataset timed in {len(siblings)} processes"
@@ -75,6 +77,32 @@ def test_every_run_meets_the_results_contract(first):
     assert table.index("## At a glance") < table.index("## Every run")
     headline = table.split("## Every run")[0]
     assert "| made | mnist | solve | " in headline and "(vs sequential" in headline
+
+
+def check_own_accuracy_measure(record, where):
+    """What stopped the run, and the runs that are not one solve judged by their own measure."""
+    stop, quantity = record["stopped_by"], record.get("quantity", "solve")
+    assert (stop in CUT_SHORT) != record["converged"], where
+    if not record["converged"]:
+        assert record["within_tolerance"] is not True, where  # cut short: inexact
+    if is_sequential_baseline(record["method"]):
+        assert stop == "sequential", where
+    if quantity == "time_to_top5":
+        # judged by its top-5 lists against the forward pass's, never by a logit tolerance
+        assert record["tolerance"] is None and record["within_tolerance"] is None, where
+        assert 0 <= record["top5_match_fraction"] <= 1 and record["stop_iteration"] == record["iterations"], where
+        assert stop in ("early_stop", "fixed_point", "exact_prefix"), where
+    if quantity.startswith("train_"):
+        # judged by the trained weights against BPTT's, and by the loss they reach
+        assert {"final_ema_loss", "final_ema_loss_gap", "backward_stopped_by"} <= set(record), where
+        if record["budget"] is None and record["tol"] == 0:  # trained to the end of every pass
+            assert record["converged"], where
+            if record["tolerance"] is None:
+                assert record["bitwise_equal"] and record["final_ema_loss_gap"] == 0, where
+            else:
+                assert record["within_tolerance"], where
+        elif record["budget"] is not None and not record["converged"]:
+            assert stop == "budget" and not record["bitwise_equal"], where
 
 
 def test_second_run_does_nothing(first):

@@ -116,8 +116,97 @@ def test_fast_programs_run_several_times_per_timed_sample():
     found = measure([Candidate(n, program(n)) for n in costs], repeats=3, warmup=1, clock=clock,
                     min_sample_s=0.1)
     assert found["jacobi"].calls_per_repeat == 10 and found["sequential"].calls_per_repeat == 1
-    assert calls == {"sequential": 1 + 3 + 0, "jacobi": 1 + 3 * 10}
+    # warm-up, the calibration call, then the timed calls
+    assert calls == {"sequential": 1 + 1 + 3, "jacobi": 1 + 1 + 3 * 10}
     assert found["jacobi"].timing.median_s == pytest.approx(0.01)  # per call, not per sample
+    # a call of 10 ms or more is timed alone: one sample per call
+    assert found["jacobi"].calls_per_sample == 1 and len(found["jacobi"].timing.times_s) == 30
+
+
+@pytest.mark.parametrize("warmup", [0, 1, 2])
+def test_calls_per_sample_are_calibrated_after_the_warm_up_never_on_the_compile(warmup):
+    clock = FakeClock()
+    f, x0 = chain()
+    calls = {"sequential": 0, "jacobi": 0}
+
+    def program(name):
+        def run():
+            calls[name] += 1
+            # the first call compiles (5 s); every later call takes 1 ms (jacobi) or 0.5 s
+            clock.now += 5.0 if calls[name] == 1 else {"sequential": 0.5, "jacobi": 0.001}[name]
+            return ffsolve.solve(f, x0, method=name)
+        return run
+
+    found = measure([Candidate(n, program(n)) for n in calls], repeats=2, warmup=warmup, clock=clock,
+                    min_sample_s=0.1)
+    jacobi = found["jacobi"]
+    # calibrated on a 1 ms call (the compile would have given one call per repeat): 100 calls per
+    # repeat, timed in groups of 10 (10 ms), every group one sample of the per-call time
+    assert jacobi.calibration_s == pytest.approx(0.001)
+    assert jacobi.calls_per_repeat == 100 and jacobi.calls_per_sample == 10
+    assert len(jacobi.timing.times_s) == 2 * 10 and jacobi.timing.repeats == 2
+    assert jacobi.timing.median_s == pytest.approx(0.001) and jacobi.timing.max_s == pytest.approx(0.001)
+    assert found["sequential"].calls_per_repeat == 1 and found["sequential"].timing.median_s == pytest.approx(0.5)
+    # the compile is never timed: with no warm-up round the calibration makes it, untimed
+    assert calls["jacobi"] == max(warmup, 1) + 1 + 2 * 100
+
+
+def test_the_median_is_over_every_call_not_a_median_of_group_means():
+    clock = FakeClock()
+    f, x0 = chain()
+    costs = itertools.cycle([0.02, 0.02, 0.02, 0.5])  # every fourth call is slow
+
+    def slow_sometimes():
+        clock.now += next(costs)
+        return ffsolve.solve(f, x0, method="jacobi")
+
+    def steady():
+        clock.now += 0.1
+        return ffsolve.solve(f, x0, method="sequential")
+
+    found = measure([Candidate("sequential", steady), Candidate("jacobi", slow_sometimes)], repeats=3,
+                    warmup=0, clock=clock, min_sample_s=0.06)
+    jacobi = found["jacobi"]
+    # a 20 ms call is timed alone: each of the 3 x 3 calls is a sample, and their median is 20 ms
+    # (three-call means would give medians near 0.18 s)
+    assert jacobi.calls_per_sample == 1 and jacobi.calls_per_repeat == 3
+    assert len(jacobi.timing.times_s) == 9
+    assert sorted(jacobi.timing.times_s) == pytest.approx(sorted([0.02] * 7 + [0.5] * 2))
+    assert jacobi.timing.median_s == pytest.approx(0.02)
+
+
+@pytest.mark.parametrize("repeats, spread", [(1, "min-max"), (3, "min-max"), (4, "min-max"), (5, "iqr"), (7, "iqr")])
+def test_below_five_repeats_the_spread_is_min_and_max_not_an_iqr(tmp_path, repeats, spread):
+    clock = FakeClock()
+    f, x0 = chain()
+    costs = itertools.count(1)
+
+    def program(method):
+        def run():
+            clock.now += 0.1 * next(costs)  # every call slower than the last: a known spread
+            return ffsolve.solve(f, x0, method=method)
+        return run
+
+    found = measure([Candidate(n, program(n)) for n in ("sequential", "jacobi")], repeats=repeats,
+                    warmup=0, clock=clock)
+    timing = found["jacobi"].timing
+    assert timing.spread == spread and timing.repeats == repeats
+    assert timing.min_s == min(timing.times_s) and timing.max_s == max(timing.times_s)
+    assert (timing.iqr_s is None) == (spread == "min-max")
+    if spread == "iqr":
+        assert 0 < timing.iqr_s < timing.max_s - timing.min_s
+    context = RunContext("toy", "chain", seed=3, device="cpu:test", batch=2)
+    records = write_runs(found, context, {n: tmp_path / n / "metrics.json" for n in found})
+    assert records["jacobi"]["timing"]["spread"] == spread  # written, so validated
+    row = runs_table(list(records.values())).splitlines()[-1]
+    if spread == "min-max":
+        assert f"[{timing.min_s:.4g}–{timing.max_s:.4g}]" in row and "±" not in row
+    else:
+        assert f"± {timing.iqr_s:.2g}" in row
+    gather_summary([tmp_path / "jacobi" / "metrics.json"], tmp_path / "summary.csv")
+    (summary,) = read_summary(tmp_path / "summary.csv")
+    assert summary["wall_time_spread"] == spread
+    assert (summary["wall_time_iqr_s"] == "") == (spread == "min-max")
 
 
 def test_exact_runs_are_bitwise_and_others_are_not():
@@ -130,6 +219,43 @@ def test_exact_runs_are_bitwise_and_others_are_not():
     assert not found["jacobi_k2"].bitwise_equal and found["jacobi_k2"].max_abs_diff > 0
     assert not found["jacobi_k2"].result.converged
     assert found["jacobi"].within_tolerance is None  # no tolerance declared: bitwise or nothing
+
+
+def test_every_record_says_what_stopped_its_run(tmp_path):
+    f, x0 = chain()
+    weights = np.tril(np.random.default_rng(0).normal(size=(12, 12)), -1)
+    weights[:, 3:] = 0  # every position reads only positions 0-2: a fixed point after 4 steps
+    short = (lambda x: np.tanh(weights @ x / 12 + 0.5)), np.zeros((12, 2))
+    runs = [
+        solver_candidate("sequential", f, x0),
+        solver_candidate("jacobi", f, x0),  # a dense chain: exact only after T = 12 steps
+        Candidate("jacobi_k3", lambda: ffsolve.solve(f, x0, method="jacobi", max_iters=3)),
+        Candidate("jacobi_t1e-02", lambda: ffsolve.solve(f, x0, method="jacobi", tol=1e-2)),
+        Candidate("gs_jacobi_b6", lambda: ffsolve.solve(*short, method="jacobi")),
+        Candidate("jacobi_top5", lambda: ffsolve.solve(f, x0, method="jacobi", max_iters=5),
+                  extra={"stopped_by": "early stop"}),
+    ]
+    found = measure(runs, repeats=1, warmup=0)
+    records = write_runs(found, RunContext("toy", "chain", seed=3, device="cpu:test", batch=2),
+                         {n: tmp_path / n / "metrics.json" for n in found})
+    stops = {name: r["stopped_by"] for name, r in records.items()}
+    assert records["jacobi"]["iterations"] == 12 and records["gs_jacobi_b6"]["iterations"] < 12
+    assert stops == {"sequential": "sequential", "jacobi": "exact_prefix", "jacobi_k3": "budget",
+                     "jacobi_t1e-02": "tolerance", "gs_jacobi_b6": "fixed_point",
+                     "jacobi_top5": "early_stop"}  # an experiment's own word, in one spelling
+    assert not records["jacobi_k3"]["converged"] and records["jacobi"]["converged"]
+
+
+def test_a_truncated_run_is_never_within_its_tolerance():
+    f, x0 = chain()
+    loose = Tolerance(atol=10.0, rtol=0.0, why="a test: far looser than any difference here")
+    found = measure([solver_candidate("sequential", f, x0),
+                     Candidate("jacobi", lambda: ffsolve.solve(f, x0, method="jacobi"), tolerance=loose),
+                     Candidate("jacobi_k2", lambda: ffsolve.solve(f, x0, method="jacobi", max_iters=2),
+                               tolerance=loose)], repeats=1, warmup=0)
+    assert found["jacobi"].within_tolerance is True
+    assert loose.holds(*[[found[n].result.x] for n in ("jacobi_k2", "sequential")])
+    assert found["jacobi_k2"].within_tolerance is False  # inside the bound, but cut short
 
 
 def test_a_declared_tolerance_is_judged_by_its_rule():
@@ -195,10 +321,11 @@ def valid_record(**changes):
     record = {
         "experiment": "toy", "dataset": "chain", "run": "jacobi", "method": "jacobi",
         "block_size": None, "tol": 0.0, "sequence_length": 10, "iterations": 4,
-        "network_evaluations": 4.0, "converged": True, "bitwise_equal": True, "max_abs_diff": 0.0,
+        "network_evaluations": 4.0, "converged": True, "stopped_by": "fixed_point",
+        "bitwise_equal": True, "max_abs_diff": 0.0,
         "tolerance": None, "within_tolerance": None, "wall_time_s": 1.0,
-        "timing": {"median_s": 1.0, "iqr_s": 0.0, "min_s": 1.0, "max_s": 1.0, "repeats": 1,
-                   "warmup": 0, "times_s": [1.0], "session": "abc"},
+        "timing": {"median_s": 1.0, "iqr_s": None, "min_s": 1.0, "max_s": 1.0, "spread": "min-max",
+                   "repeats": 1, "warmup": 0, "times_s": [1.0], "session": "abc"},
         "batch": 1, "device": "cpu", "seed": 0, "versions": {}, "reference": "sequential",
     }
     record.update(changes)
@@ -212,6 +339,15 @@ def valid_record(**changes):
     ({"wall_time_s": 2.0}, "median"),
     ({"network_evaluations": -1}, "field network_evaluations"),
     ({"exact_match": True, "tol": "0"}, "field tol"),
+    ({"stopped_by": "top-5 unchanged"}, "field stopped_by"),
+    ({"converged": False, "stopped_by": "fixed_point"}, "converged=False but stopped_by 'fixed_point'"),
+    ({"converged": False, "stopped_by": "tolerance"}, "converged=False but stopped_by 'tolerance'"),
+    ({"converged": True, "stopped_by": "early_stop"}, "converged=True but stopped_by 'early_stop'"),
+    ({"converged": True, "stopped_by": "budget"}, "converged=True but stopped_by 'budget'"),
+    ({"timing": {"median_s": 1.0, "iqr_s": 0.0, "min_s": 1.0, "max_s": 1.0, "spread": "iqr", "repeats": 3,
+                 "warmup": 0, "times_s": [1.0, 1.0, 1.0], "session": "abc"}}, "an IQR needs five repeats"),
+    ({"timing": {"median_s": 1.0, "iqr_s": None, "min_s": 1.0, "max_s": 1.0, "spread": "iqr", "repeats": 5,
+                 "warmup": 0, "times_s": [1.0] * 5, "session": "abc"}}, "an IQR needs five repeats"),
 ])
 def test_records_that_break_the_contract_are_refused_naming_the_field(changes, message):
     validate_record(valid_record())
@@ -224,6 +360,22 @@ def test_a_record_missing_a_field_is_refused_naming_it():
     del record["network_evaluations"]
     with pytest.raises(RecordError, match="'network_evaluations' is a required property"):
         validate_record(record)
+    record = valid_record()
+    del record["stopped_by"]
+    with pytest.raises(RecordError, match="'stopped_by' is a required property"):
+        validate_record(record)
+
+
+def test_within_tolerance_on_a_run_that_did_not_converge_is_refused_naming_the_run():
+    tolerance = {"atol": 1.0, "rtol": 0.0, "rule": "|x - ref| <= 1", "why": "a test"}
+    for stop in ("budget", "early_stop", "deadline"):
+        cut = valid_record(run="jacobi_top5", converged=False, stopped_by=stop, bitwise_equal=False,
+                           max_abs_diff=0.5, tolerance=tolerance, within_tolerance=False)
+        validate_record(cut)  # cut short and said so: valid
+        with pytest.raises(RecordError, match="run 'jacobi_top5' did not converge .* within_tolerance"):
+            validate_record({**cut, "within_tolerance": True})
+    validate_record(valid_record(bitwise_equal=False, max_abs_diff=0.5, tolerance=tolerance,
+                                 within_tolerance=True))  # converged: may be within tolerance
 
 
 def test_speedups_only_divide_times_of_one_session():
@@ -293,6 +445,19 @@ def test_runs_are_compared_within_one_quantity_and_top5_against_the_forward_pass
     assert heads[("densenet", "solve")]["exactness"] == "within tol."
     top5 = heads[("densenet", "time_to_top5")]
     assert top5["exactness"] == "inexact" and top5["paper"] == "2.13× [imagenet]"
+    # a run cut short is inexact even where a (stale) record says within tolerance, and a top-5
+    # run is shown by its top-5 agreement
+    cut = {**summary_row("jacobi_top5", "jacobi", 1.0, experiment="densenet", bitwise="False", within="True",
+                         quantity="time_to_top5", converged="False"), "top5_match_fraction": "0.75"}
+    (head,) = [h for h in headline_rows([ours[0], cut], []) if h["quantity"] == "time_to_top5"]
+    assert head["exactness"] == "inexact (top-5 = reference for 75 % of images)"
+    (row,) = [r for r in side_by_side([ours[0], cut], []) if r["run"] == "jacobi_top5"]
+    assert row["within_tolerance"] == "inexact; top-5 = reference for 75 % of images"
+    assert "| inexact; top-5 = reference for 75 % of images |" in speedups_markdown([row])
+    assert "within tol." not in runs_table([cut]).splitlines()[-1]
+    ran_out = {**cut, "converged": "True", "within_tolerance": ""}  # reached the fixed point
+    (head,) = [h for h in headline_rows([ours[0], ran_out], []) if h["quantity"] == "time_to_top5"]
+    assert head["exactness"] == "top-5 = reference for 75 % of images"
     assert heads[("rnn_backprop", "solve")]["run"] == "no parallel run"
     assert heads[("rnn_backprop", "train_200_steps")]["paper"] == "none"
 

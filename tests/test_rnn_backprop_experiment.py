@@ -173,6 +173,15 @@ def test_exact_runs_train_bitwise_the_weights_of_bptt_and_truncated_ones_do_not(
     assert records["jacobi_tol"]["relative_tol"] == 1e-7 and records["jacobi_tol"]["tol"] == 1e-7
     assert records["jacobi_tol"]["backward_iterations_mean"] <= records["jacobi"]["backward_iterations_mean"]
     assert records["scan_hillis_steele"]["iterations"] == 6 and records["sequential"]["iterations"] == 63
+    # What stopped each run's backward passes: the loop, the step budget, the tolerance, the
+    # scans' depth bound; exact Jacobi by a fixed point or the T-step bound, pass by pass.
+    assert truncated["stopped_by"] == "budget" and truncated["backward_stopped_by"] == {"budget": 6}
+    assert records["sequential"]["stopped_by"] == "sequential"
+    assert records["jacobi_tol"]["stopped_by"] == "tolerance"
+    assert records["scan_hillis_steele"]["stopped_by"] == records["scan_odd_even"]["stopped_by"] == "exact_prefix"
+    for run in ("jacobi", "jacobi_k100", "gs_jacobi_b8"):
+        assert records[run]["stopped_by"] in ("fixed_point", "exact_prefix"), run
+        assert sum(records[run]["backward_stopped_by"].values()) == 6, run
     # The checkpoint is BPTT's trained weights, the output the harness compared.
     trained = load_params(out / "trained_weights.npz")
     initial = rnn.initial_params(SETTINGS, 7, "digits", 0)

@@ -10,6 +10,20 @@ time is reported is the thing whose output is checked. An optional traced progra
 computation with per-iteration recording, never timed) must give the same output and iteration
 count as the timed one; a mismatch stops the job.
 
+The statistics (DESIGN.md §7): warm-up rounds are untimed; where ``min_sample_s`` asks for
+several calls per timed repeat, their number is calibrated on one more untimed call made after
+the warm-up (never on the warm-up call itself, which for JAX is the compile). Calls are timed one
+by one, or, when one call is shorter than :data:`MIN_GROUP_S`, in groups of equal size that
+reach it; the reported time is the median over every sample of every repeat (a sample's time is
+per call), so two runs' medians are the same statistic whatever their call counts. Below five
+repeats the spread is the minimum and maximum, not an interquartile range
+(:func:`ffsolve.timing.timing_from`).
+
+Every record says what stopped its run (``stopped_by``, :data:`ffsolve.kit.record.STOP_REASONS`):
+the solver's own word where its result carries one, an experiment's (``Candidate.extra``) where
+it knows better, else :func:`stop_reason` derives it from the result. A declared tolerance is met
+only by a converged run: a truncated or stopped-early run is never ``within_tolerance``.
+
 Speedups are only ever ratios of two times from one :func:`measure` call.
 """
 
@@ -25,8 +39,8 @@ from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 import numpy as np
 
 from ffsolve.kit.io import write_npz
-from ffsolve.kit.record import write_metrics
-from ffsolve.kit.runs import RunSpec, parse_run_name
+from ffsolve.kit.record import STOP_REASONS, write_metrics
+from ffsolve.kit.runs import RunSpec, is_sequential_baseline, parse_run_name
 from ffsolve.solvers.core import SolveResult
 from ffsolve.timing import Timing, synchronize, timing_from
 
@@ -34,6 +48,12 @@ log = logging.getLogger(__name__)
 
 Program = Callable[[], SolveResult]
 TracedProgram = Callable[[], "tuple[SolveResult, Mapping[str, Any]]"]
+
+# Calls shorter than this are timed in groups that reach it (a clock read and a device sync would
+# otherwise be a visible part of the time); calls at least this long are timed one by one.
+MIN_GROUP_S = 0.01
+# The most calls of one program per timed repeat.
+MAX_CALLS_PER_REPEAT = 1000
 
 
 @dataclass(frozen=True)
@@ -122,10 +142,21 @@ class Measurement:
     interleaved_with: tuple[str, ...] = ()
     session: str = ""
     calls_per_repeat: int = 1
+    calls_per_sample: int = 1
+    calibration_s: Optional[float] = None
 
     @property
     def exact(self) -> bool:
         return self.bitwise_equal
+
+    @property
+    def stopped_by(self) -> str:
+        """What stopped the run: the experiment's word (``extra["stopped_by"]``) if it gave one,
+        else :func:`stop_reason` of the result."""
+        given = self.candidate.extra.get("stopped_by")
+        if given is not None:
+            return normalize_stop(given)
+        return stop_reason(self.result, self.candidate.spec)
 
 
 @dataclass(frozen=True)
@@ -139,6 +170,67 @@ class RunContext:
     batch: int
     threads: Optional[int] = None
     reference: str = "sequential"
+
+
+# Other words for a stop reason: the solvers say ``max_iters`` where a record says ``budget``.
+_STOP_SYNONYMS = {"max_iters": "budget"}
+
+
+def normalize_stop(reason: Any) -> str:
+    """``"fixed point"``, ``"Fixed-Point"`` -> ``"fixed_point"``; ``"max_iters"`` -> ``"budget"``:
+    one spelling per stop reason."""
+    word = str(reason).strip().lower().replace(" ", "_").replace("-", "_")
+    return _STOP_SYNONYMS.get(word, word)
+
+
+def stop_reason(result: SolveResult, spec: Optional[RunSpec] = None) -> str:
+    """What stopped the run that gave ``result`` (one of :data:`~ffsolve.kit.record.STOP_REASONS`).
+
+    A sequential baseline (``sequential*``, ``bptt*``, ``forward*``, by the run's or the
+    result's method) is ``"sequential"``. Otherwise the result's own ``stopped_by`` where the
+    solver says it, else derived: not converged is ``"budget"`` (a step budget or ``max_iters``
+    ran out); converged at ``tol > 0`` is ``"tolerance"``; converged at tol 0 after T steps is
+    ``"exact_prefix"`` (the count bound), before T steps ``"fixed_point"`` (a step changed
+    nothing). Experiments with other stops (an early-stop rule, a scan's log-depth bound) say so
+    in ``Candidate.extra["stopped_by"]``.
+    """
+    methods = [str(getattr(result, "method", "") or "")] + ([spec.method] if spec is not None else [])
+    if any(m and is_sequential_baseline(m) for m in methods):
+        return "sequential"
+    own = getattr(result, "stopped_by", None)
+    if own is not None:
+        reason = normalize_stop(own)
+        if reason in STOP_REASONS:
+            return reason
+        log.warning("result of %s says stopped_by=%r, not one of %s; deriving it instead",
+                    methods[-1], own, sorted(STOP_REASONS))
+    if not result.converged:
+        return "budget"
+    if float(result.tol) > 0:
+        return "tolerance"
+    if result.iterations >= result.sequence_length:
+        return "exact_prefix"
+    return "fixed_point"
+
+
+def calibrate(seconds: float, min_sample_s: float) -> tuple[int, int]:
+    """``(calls per timed repeat, calls per timed sample)`` for a program that took ``seconds``.
+
+    A repeat holds enough calls to last ``min_sample_s`` (at most :data:`MAX_CALLS_PER_REPEAT`);
+    a call shorter than :data:`MIN_GROUP_S` is timed in groups that reach it, the repeat's calls
+    then a whole number of groups. ``min_sample_s`` 0, or a call the clock did not see, gives one
+    call timed alone.
+    """
+    if min_sample_s <= 0 or seconds <= 0:
+        return 1, 1
+
+    def enough(target: float) -> int:  # calls to reach target (a clock's last bit not counted)
+        return max(1, math.ceil(target / seconds * (1 - 1e-9)))
+
+    group = 1 if seconds >= MIN_GROUP_S else min(MAX_CALLS_PER_REPEAT, enough(MIN_GROUP_S))
+    calls = enough(min_sample_s)
+    calls = min(math.ceil(calls / group) * group, (MAX_CALLS_PER_REPEAT // group) * group)
+    return max(calls, group), group
 
 
 def to_numpy_leaves(x: Any) -> list[np.ndarray]:
@@ -180,12 +272,16 @@ def measure(
 
     Each round runs every candidate once, the order rotated by one each round so no method always
     follows the same neighbour. ``warmup`` untimed rounds come first (JIT compilation, allocator).
-    A program faster than ``min_sample_s`` (judged by its last warm-up call) runs several times
-    back to back within each timed sample, as ``timeit`` does, so that a millisecond program is
-    not timed by single noisy calls; the record gives the time per call and ``calls_per_repeat``.
+    With ``min_sample_s`` > 0, one more untimed call of each candidate after the warm-up (two
+    when ``warmup`` is 0, the second one measured) calibrates it (:func:`calibrate`): a program
+    faster than ``min_sample_s`` runs several times back to back within each timed repeat, as
+    ``timeit`` does, and calls shorter than :data:`MIN_GROUP_S` are timed in groups. Every call
+    (or group, its time divided by its size) is one sample; the median is over all samples of all
+    repeats, and the record gives ``calls_per_repeat`` and ``calls_per_sample``.
     The output of every timed call must be identical (same bits, same iteration count) to the
     first timed call of the same candidate, else the program is not deterministic and the job
     stops. The first timed output of each candidate is compared with the reference candidate's.
+    A candidate with a declared tolerance is ``within_tolerance`` only if its run converged.
 
     Returns the measurements by run name, in the candidates' order.
     """
@@ -204,13 +300,21 @@ def measure(
         raise ValueError(f"warmup must be an integer >= 0, got {warmup!r}")
 
     inner = {name: 1 for name in names}
+    group = {name: 1 for name in names}
+    calibration: dict[str, Optional[float]] = {name: None for name in names}
     for _ in range(warmup):
         for candidate in candidates:
+            sync(output(candidate.program()))
+    if min_sample_s > 0:
+        # Calibrated on a call after the warm-up: the warm-up call itself may be the compile.
+        for candidate in candidates:
+            if warmup == 0:
+                sync(output(candidate.program()))
             start = clock()
             sync(output(candidate.program()))
             seconds = clock() - start
-            if min_sample_s > 0 and seconds > 0:
-                inner[candidate.name] = max(1, min(1000, math.ceil(min_sample_s / seconds)))
+            calibration[candidate.name] = seconds
+            inner[candidate.name], group[candidate.name] = calibrate(seconds, min_sample_s)
 
     times: dict[str, list[float]] = {name: [] for name in names}
     first: dict[str, tuple[SolveResult, list[np.ndarray]]] = {}
@@ -218,11 +322,13 @@ def measure(
         shift = round_index % len(candidates)
         for candidate in candidates[shift:] + candidates[:shift]:
             results = []
-            start = clock()
-            for _ in range(inner[candidate.name]):
-                results.append(candidate.program())
-                sync(output(results[-1]))
-            times[candidate.name].append((clock() - start) / inner[candidate.name])
+            size = group[candidate.name]
+            for _ in range(inner[candidate.name] // size):
+                start = clock()
+                for _ in range(size):
+                    results.append(candidate.program())
+                    sync(output(results[-1]))
+                times[candidate.name].append((clock() - start) / size)
             for result in results:  # every call's output is checked, after the clock stopped
                 leaves = to_numpy_leaves(output(result))
                 _check_finite(candidate.name, leaves)
@@ -243,11 +349,14 @@ def measure(
             _check_same(candidate.name, "traced run", first[candidate.name],
                         (traced_result, to_numpy_leaves(output(traced_result))))
         equal = bitwise_equal(leaves, reference_leaves)
-        within = None if candidate.tolerance is None else candidate.tolerance.holds(leaves, reference_leaves)
+        within = None
+        if candidate.tolerance is not None:
+            # A truncated or stopped-early run is inexact whatever its distance: it never passes.
+            within = bool(result.converged) and candidate.tolerance.holds(leaves, reference_leaves)
         measurements[candidate.name] = Measurement(
             candidate=candidate,
             result=result,
-            timing=timing_from(times[candidate.name], warmup),
+            timing=timing_from(times[candidate.name], warmup, repeats),
             bitwise_equal=equal,
             max_abs_diff=max_abs_diff(leaves, reference_leaves),
             within_tolerance=within,
@@ -255,13 +364,17 @@ def measure(
             interleaved_with=tuple(n for n in names if n != candidate.name),
             session=session,
             calls_per_repeat=inner[candidate.name],
+            calls_per_sample=group[candidate.name],
+            calibration_s=calibration[candidate.name],
         )
         m = measurements[candidate.name]
+        spread = (f"IQR {m.timing.iqr_s:.2g} s" if m.timing.iqr_s is not None
+                  else f"range {m.timing.min_s:.4g}-{m.timing.max_s:.4g} s")
         log.info("%s: %d/%d iterations, %.3g network evaluations, converged=%s, bitwise=%s%s, "
-                 "max |diff| %.3g, median %.4g s (IQR %.2g s)", candidate.name, result.iterations,
+                 "max |diff| %.3g, median %.4g s (%s)", candidate.name, result.iterations,
                  result.sequence_length, result.network_evaluations, result.converged, equal,
                  "" if within is None else f", within tolerance={within}", m.max_abs_diff,
-                 m.timing.median_s, m.timing.iqr_s)
+                 m.timing.median_s, spread)
     return measurements
 
 
@@ -269,7 +382,8 @@ def record(measurement: Measurement, context: RunContext) -> dict:
     """The run record of DESIGN.md §6 (validated when written by :func:`write_runs`)."""
     m, spec, result = measurement, measurement.candidate.spec, measurement.result
     timing = {**m.timing.as_dict(), "interleaved_with": list(m.interleaved_with), "session": m.session,
-              "calls_per_repeat": m.calls_per_repeat}
+              "calls_per_repeat": m.calls_per_repeat, "calls_per_sample": m.calls_per_sample,
+              "calibration_s": m.calibration_s}
     return {
         **m.candidate.extra,
         "experiment": context.experiment,
@@ -283,6 +397,7 @@ def record(measurement: Measurement, context: RunContext) -> dict:
         "iterations": int(result.iterations),
         "network_evaluations": float(result.network_evaluations),
         "converged": bool(result.converged),
+        "stopped_by": m.stopped_by,
         "bitwise_equal": m.bitwise_equal,
         "max_abs_diff": m.max_abs_diff,
         "tolerance": None if m.candidate.tolerance is None else m.candidate.tolerance.as_dict(),

@@ -12,10 +12,17 @@ The words are fixed here:
   ``exact`` means this and nothing else.
 * ``within_tolerance``: only where bitwise equality cannot hold (a path that computes the same
   numbers with other shapes or another summation order); then ``tolerance`` states the rule and
-  why. Otherwise both are null.
+  why. Otherwise both are null. True only for a converged run: a run that was truncated or
+  stopped early is inexact, whatever its distance (:func:`validate_record` refuses the rest).
+* ``stopped_by``: what stopped the run, one of :data:`STOP_REASONS`.
+* ``timing``: seconds per call; ``median_s`` over every timed sample, and its spread:
+  ``spread: "iqr"`` with ``iqr_s`` from five repeats on, ``spread: "min-max"`` (``iqr_s`` null,
+  ``min_s``/``max_s`` the spread) below five.
 * ``quantity`` (optional): what the timed program computes when it is not one solve of the
   system, e.g. ``train_200_steps`` or ``time_to_top5``; absent means ``solve``. Speedups and the
   paper's rows are only matched within one quantity.
+* ``top5_match_fraction`` (optional): a run stopped by a top-5 rule is judged by its top-5 lists
+  (the fraction of images whose top-5 equals the reference's), not by a logit tolerance.
 """
 
 from __future__ import annotations
@@ -33,6 +40,19 @@ from ffsolve.kit.io import read_json, write_json, write_text
 
 TRACKED_PACKAGES = ("ffsolve", "numpy", "torch", "jax", "flax", "optax", "snakemake")
 
+STOP_REASONS = {
+    "fixed_point": "a step changed nothing",
+    "tolerance": "the change fell to the stopping tolerance (tol > 0)",
+    "exact_prefix": "the step-count bound that makes the result exact (T steps, a scan's depth)",
+    "budget": "a fixed step budget ran out (max_iters, a truncated run)",
+    "early_stop": "an early-stop rule (DenseNet's top-5 stability)",
+    "sequential": "a loop: each position computed once",
+    "deadline": "a time limit cut the run",
+}
+"""The values of a record's ``stopped_by``, with their meaning."""
+CUT_SHORT = ("budget", "early_stop", "deadline")
+"""The stops of a run that did not converge (``converged`` false): it is inexact in every table."""
+
 _NUMBER = {"type": "number"}
 _COUNT = {"type": "integer", "minimum": 0}
 _NAME = {"type": "string", "minLength": 1}
@@ -43,7 +63,7 @@ METRICS_SCHEMA = {
     "type": "object",
     "required": [
         "experiment", "dataset", "run", "method", "block_size", "tol", "sequence_length",
-        "iterations", "network_evaluations", "converged", "bitwise_equal", "max_abs_diff",
+        "iterations", "network_evaluations", "converged", "stopped_by", "bitwise_equal", "max_abs_diff",
         "tolerance", "within_tolerance", "wall_time_s", "timing", "batch", "device", "seed",
         "versions", "reference",
     ],
@@ -60,6 +80,7 @@ METRICS_SCHEMA = {
         "iterations": _COUNT,
         "network_evaluations": {"type": "number", "minimum": 0},
         "converged": {"type": "boolean"},
+        "stopped_by": {"enum": list(STOP_REASONS)},
         "bitwise_equal": {"type": "boolean"},
         "max_abs_diff": {"type": "number", "minimum": 0},
         "tolerance": {
@@ -79,15 +100,20 @@ METRICS_SCHEMA = {
             ]
         },
         "within_tolerance": {"type": ["boolean", "null"]},
+        "top5_match_fraction": {"type": "number", "minimum": 0, "maximum": 1},
         "wall_time_s": {"type": "number", "exclusiveMinimum": 0},
         "timing": {
             "type": "object",
-            "required": ["median_s", "iqr_s", "min_s", "max_s", "repeats", "warmup", "times_s",
-                         "session"],
+            "required": ["median_s", "iqr_s", "min_s", "max_s", "spread", "repeats", "warmup",
+                         "times_s", "session"],
             "properties": {
-                "median_s": _NUMBER, "iqr_s": _NUMBER, "min_s": _NUMBER, "max_s": _NUMBER,
+                "median_s": _NUMBER, "iqr_s": {"type": ["number", "null"]}, "min_s": _NUMBER,
+                "max_s": _NUMBER, "spread": {"enum": ["iqr", "min-max"]},
                 "repeats": {"type": "integer", "minimum": 1}, "warmup": _COUNT,
                 "times_s": {"type": "array", "items": _NUMBER, "minItems": 1},
+                "calls_per_repeat": {"type": "integer", "minimum": 1},
+                "calls_per_sample": {"type": "integer", "minimum": 1},
+                "calibration_s": {"type": ["number", "null"]},
                 "interleaved_with": {"type": "array", "items": _NAME},
                 "session": _NAME,
             },
@@ -103,8 +129,9 @@ METRICS_SCHEMA = {
 
 SUMMARY_COLUMNS = (
     "experiment", "dataset", "run", "method", "quantity", "block_size", "budget", "tol",
-    "sequence_length", "iterations", "network_evaluations", "converged", "bitwise_equal", "within_tolerance",
-    "tolerance_rule", "max_abs_diff", "wall_time_s", "wall_time_iqr_s", "timing_repeats",
+    "sequence_length", "iterations", "network_evaluations", "converged", "stopped_by", "bitwise_equal",
+    "within_tolerance", "tolerance_rule", "top5_match_fraction", "max_abs_diff", "wall_time_s",
+    "wall_time_spread", "wall_time_iqr_s", "wall_time_min_s", "wall_time_max_s", "timing_repeats",
     "reference", "timing_session", "batch", "device", "metrics_path",
 )
 
@@ -140,8 +167,28 @@ def validate_record(record: Mapping, where: str = "record") -> None:
         raise RecordError(f"{where}: bitwise_equal is true but max_abs_diff is {record['max_abs_diff']}")
     if (record["tolerance"] is None) != (record["within_tolerance"] is None):
         raise RecordError(f"{where}: within_tolerance and tolerance must be given together, or neither")
+    if record["within_tolerance"] and not record["converged"]:
+        raise RecordError(
+            f"{where}: run {record['run']!r} did not converge (stopped by {record['stopped_by']}) "
+            "but says within_tolerance: a truncated or stopped-early run is inexact"
+        )
+    if (record["stopped_by"] in CUT_SHORT) == record["converged"] and (
+            record["converged"] or record["stopped_by"] in ("fixed_point", "tolerance")):
+        raise RecordError(
+            f"{where}: run {record['run']!r} says converged={record['converged']} but stopped_by "
+            f"{record['stopped_by']!r}: a run cut short ({', '.join(CUT_SHORT)}) has not converged, "
+            "and one stopped by a fixed point or its tolerance has"
+        )
     if record["wall_time_s"] != record["timing"]["median_s"]:
         raise RecordError(f"{where}: wall_time_s must be the median of the timed repeats")
+    timing = record["timing"]
+    if (timing["spread"] == "iqr") != (timing["iqr_s"] is not None) or (
+            timing["spread"] == "iqr" and timing["repeats"] < 5):
+        raise RecordError(
+            f"{where}: timing spread {timing['spread']!r} with iqr_s {timing['iqr_s']!r} from "
+            f"{timing['repeats']} repeats: an IQR needs five repeats or more, below that the spread "
+            "is min-max and iqr_s is null"
+        )
 
 
 def write_metrics(path: str | os.PathLike, record: Mapping) -> dict:
@@ -165,7 +212,11 @@ def summary_row(record: Mapping, path: str | os.PathLike) -> dict:
         within_tolerance="" if record.get("within_tolerance") is None else record["within_tolerance"],
         block_size="" if record.get("block_size") is None else record["block_size"],
         budget="" if record.get("budget") is None else record["budget"],
-        wall_time_iqr_s=record["timing"]["iqr_s"],
+        wall_time_spread=record["timing"]["spread"],
+        wall_time_iqr_s="" if record["timing"]["iqr_s"] is None else record["timing"]["iqr_s"],
+        wall_time_min_s=record["timing"]["min_s"],
+        wall_time_max_s=record["timing"]["max_s"],
+        top5_match_fraction="" if record.get("top5_match_fraction") is None else record["top5_match_fraction"],
         timing_repeats=record["timing"]["repeats"],
         timing_session=record["timing"]["session"],
         metrics_path=str(path),

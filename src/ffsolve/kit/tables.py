@@ -4,7 +4,11 @@
 A speedup is a ratio of two median times from one harness session (one process, repeats
 interleaved); :func:`speedup` refuses any other pair. Exactness is shown in two columns that never
 mix: ``bitwise`` (equal to the sequential result bit for bit) and ``within tol.`` (only for paths
-that cannot be bitwise, under the rule their record states).
+that cannot be bitwise, under the rule their record states). A run that did not converge (stopped
+by a budget, an early-stop rule or a deadline) is "inexact" in every table, whatever its distance;
+a run stopped by a top-5 rule shows its top-5 agreement with the reference instead of a tolerance.
+Times are medians with their spread: ``± IQR`` from five repeats on, ``[min–max]`` below
+(:func:`time_text`).
 """
 
 from __future__ import annotations
@@ -61,6 +65,41 @@ def _fmt(value, spec: str) -> str:
     return "" if value in (None, "") else format(float(value), spec)
 
 
+def converged(row: Mapping) -> bool:
+    """Whether a run (record or summary row) converged; a row that does not say counts as converged."""
+    return _flag(_get(row, "converged")) != "no"
+
+
+def top5_text(row: Mapping) -> str:
+    """A top-5-stopped run's accuracy measure, e.g. ``top-5 = reference for 98 % of images``."""
+    fraction = _get(row, "top5_match_fraction")
+    return "" if fraction == "" else f"top-5 = reference for {100 * float(fraction):.0f} % of images"
+
+
+def within_text(row: Mapping) -> str:
+    """The ``within tol.`` cell: ``inexact`` for a run that did not converge, else its
+    within-tolerance flag; a top-5 run's agreement beside it."""
+    parts = ["inexact"] if not converged(row) else [_flag(_get(row, "within_tolerance"))]
+    parts.append(top5_text(row))
+    return "; ".join(part for part in parts if part)
+
+
+def time_text(row: Mapping) -> str:
+    """``0.123 ± 0.004`` (median ± IQR, five repeats or more) or ``0.123 [0.118–0.131]``
+    (median [min–max], below five repeats), from a record or a summary row."""
+    timing = row.get("timing") if isinstance(row.get("timing"), Mapping) else None
+    if timing is not None:
+        spread, iqr, low, high = (timing.get("spread", "iqr"), timing.get("iqr_s"),
+                                  timing.get("min_s"), timing.get("max_s"))
+    else:
+        spread, iqr, low, high = (_get(row, "wall_time_spread") or "iqr", _get(row, "wall_time_iqr_s"),
+                                  _get(row, "wall_time_min_s"), _get(row, "wall_time_max_s"))
+    median = _fmt(row.get("wall_time_s"), ".4g")
+    if spread == "min-max":
+        return f"{median} [{_fmt(low, '.4g')}–{_fmt(high, '.4g')}]"
+    return f"{median} ± {_fmt(iqr, '.2g')}"
+
+
 def quantity(row: Mapping) -> str:
     """What a run's time measures; ``solve`` unless its record says otherwise."""
     return str(_get(row, "quantity") or "solve")
@@ -92,19 +131,18 @@ def runs_table(records: Sequence[Mapping]) -> str:
     """One experiment's runs (metrics records or summary rows): the notebooks' table."""
     base = baselines_by_group(records)
     lines = [
-        "| run | iterations / T | network evals | time (s, median ± IQR) | × sequential | "
-        "× cached seq. | bitwise | within tol. | converged |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| run | iterations / T | network evals | time (s, median ± IQR; [min–max] below 5 repeats) | "
+        "× sequential | × cached seq. | bitwise | within tol. | converged | stopped by |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in records:
         group = baselines_for(base, r)
-        iqr = r["timing"]["iqr_s"] if isinstance(r.get("timing"), Mapping) else _get(r, "wall_time_iqr_s")
         lines.append(
             f"| {label(r)} | {r['iterations']} / {r['sequence_length']} | "
-            f"{_fmt(r['network_evaluations'], '.4g')} | {_fmt(r['wall_time_s'], '.4g')} ± {_fmt(iqr, '.2g')} | "
+            f"{_fmt(r['network_evaluations'], '.4g')} | {time_text(r)} | "
             f"{_fmt(speedup(group.get('sequential'), r), '.2f')} | "
             f"{_fmt(speedup(group.get('sequential_cache'), r), '.2f')} | {_flag(r['bitwise_equal'])} | "
-            f"{_flag(_get(r, 'within_tolerance'))} | {_flag(r['converged'])} |"
+            f"{within_text(r)} | {_flag(r['converged'])} | {str(_get(r, 'stopped_by')).replace('_', ' ')} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -161,7 +199,7 @@ def side_by_side(ours: Iterable[Mapping], paper: Iterable[Mapping]) -> list[dict
             "x_sequential": speedup(group.get("sequential"), row),
             "x_cache": speedup(group.get("sequential_cache"), row),
             "bitwise": _flag(row["bitwise_equal"]),
-            "within_tolerance": _flag(_get(row, "within_tolerance")),
+            "within_tolerance": within_text(row),
             "device": row["device"],
         }
     for row in paper:
@@ -191,10 +229,21 @@ def side_by_side(ours: Iterable[Mapping], paper: Iterable[Mapping]) -> list[dict
 
 
 def _exactness(row: Mapping) -> int:
-    """2 bitwise, 1 within its declared tolerance, 0 neither."""
+    """2 bitwise, 1 within its declared tolerance, 0 neither (and any run that did not converge)."""
+    if not converged(row):
+        return 0
     if _flag(row.get("bitwise_equal")) == "yes":
         return 2
     return 1 if _flag(_get(row, "within_tolerance")) == "yes" else 0
+
+
+def _exactness_text(row: Mapping, exactness: int) -> str:
+    """``bitwise``, ``within tol.`` or ``inexact``; a top-5 run by its top-5 agreement (beside
+    ``inexact`` when it was cut short, alone when it ran to the end)."""
+    word, top5 = ("bitwise", "within tol.", "inexact")[2 - exactness], top5_text(row)
+    if not top5:
+        return word
+    return f"{word} ({top5})" if exactness or not converged(row) else top5
 
 
 def headline_rows(ours: Iterable[Mapping], headlines: Iterable[Mapping]) -> list[dict]:
@@ -204,7 +253,8 @@ def headline_rows(ours: Iterable[Mapping], headlines: Iterable[Mapping]) -> list
     "Best" prefers bitwise runs, then runs within their declared tolerance; for the plain solve,
     runs that are neither never count, nor do runs stopped at tol > 0 (even where they happened to
     land on the bitwise result) or truncated budgets. For other quantities (time to
-    a top-5 match, training) an inexact run can be best, and the table says it is inexact. The
+    a top-5 match, training) an inexact run can be best, and the table says it is inexact (any
+    run that did not converge is, whatever its distance), with a top-5 run's agreement. The
     baselines themselves and ``auto`` (which picks among the others) are not candidates.
     """
     ours, headlines = list(ours), list(headlines)
@@ -245,7 +295,7 @@ def headline_rows(ours: Iterable[Mapping], headlines: Iterable[Mapping]) -> list
             row.update(run=label(best), x_strongest=ratio, strongest=strongest["method"],
                        x_sequential=speedup(baselines_for(base, best).get("sequential"), best),
                        iterations=f"{best['iterations']} / {best['sequence_length']}",
-                       exactness=("bitwise", "within tol.", "inexact")[2 - exactness])
+                       exactness=_exactness_text(best, exactness))
         else:
             row.update(run="no parallel run", x_strongest=None, x_sequential=None, strongest="",
                        iterations="", exactness="")
@@ -289,7 +339,9 @@ def speedups_markdown(rows: Sequence[Mapping], headlines: Sequence[Mapping] = ()
         "process, repeats interleaved, on the same weights and noise, and each speedup divides two "
         "times of that process. **bitwise**: the output of the timed program equals the sequential "
         "one bit for bit. **within tol.**: only for paths that cannot be bitwise (other shapes or "
-        "summation order); the rule and its reason are in the run's metrics.json. Iterations are "
+        "summation order); the rule and its reason are in the run's metrics.json; a run that did not "
+        "converge (a step budget, an early-stop rule) is inexact, and a top-5-stopped run gives its "
+        "top-5 agreement with the forward pass instead. Iterations are "
         "parallel steps; network evals count the work in full-network passes. **quantity**: what "
         "was timed (`solve`: one solve of the system); rows are compared only within one quantity, "
         "and a time-to-top-5 run against the forward pass. Paper: the authors' reported values "

@@ -29,7 +29,8 @@ def sample_grid(runs: Sequence[dict], title: str, show: int = 8):
                       cmap="gray", vmin=0, vmax=1)
             ax.set_xticks([])
             ax.set_yticks([])
-        exact = "bitwise" if run["bitwise_equal"] else (
+        # A run that did not converge is inexact, whatever its distance.
+        exact = "inexact" if not run["converged"] else "bitwise" if run["bitwise_equal"] else (
             "within tol." if run.get("within_tolerance") else "DIFFERS")
         row[0].set_ylabel(f"{label(run)}\n{run['iterations']} it, {run['wall_time_s']:.2f} s\n{exact}",
                           fontsize="x-small")

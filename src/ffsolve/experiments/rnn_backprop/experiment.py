@@ -12,9 +12,15 @@ print); its output, the trained weights, is what the harness checks against sequ
   methods) compute bit-for-bit BPTT's adjoints at every step, so their trained weights equal
   BPTT's bit for bit;
 * the scans reassociate the adjoint sums, so their weights drift by rounding; they are held to
-  :func:`training_tolerance` (a first-order estimate stated in each record);
+  :func:`training_tolerance` (twice BPTT's own float32 training error against the same
+  training in float64, stated in each record);
 * truncated Jacobi budgets and Jacobi to a tolerance are inexact by design: their records give
   the final EMA loss and its gap to BPTT's.
+
+What stopped a run (``stopped_by``) is what stopped its backward passes: ``sequential`` for BPTT,
+``exact_prefix`` for the scans (their log-depth step count), else each pass's own stop, the run
+taking the least exact one any pass had (``budget`` before ``tolerance`` before ``exact_prefix``
+before ``fixed_point``); ``backward_stopped_by`` counts the passes by their stop.
 
 Each record has ``"quantity": "train_<steps>_steps"``, its final loss, and ``time_to_target_s``:
 the time (median over the timed repeats) at which the run's EMA loss first reaches sequential
@@ -87,7 +93,7 @@ from ffsolve.kit.auto import (
     pilot_steps,
     split_auto,
 )
-from ffsolve.kit.harness import TimingSettings
+from ffsolve.kit.harness import TimingSettings, stop_reason
 from ffsolve.kit.io import write_npz
 from ffsolve.kit.seeds import torch_generator
 from ffsolve.runtime import device_description, seed_everything, torch_device
@@ -96,6 +102,10 @@ from ffsolve.solvers.core import SolveResult
 log = logging.getLogger(__name__)
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+# A training run's stop is the least exact stop of any of its backward passes.
+STOP_PRECEDENCE = ("deadline", "budget", "early_stop", "tolerance", "exact_prefix", "fixed_point",
+                   "sequential")
 
 
 @dataclass(frozen=True)
@@ -299,7 +309,8 @@ def train(params: RNNParams, data: torch.Tensor, order: torch.Tensor, spec: RunS
     steps one backward pass took (at most T − 1, the bound the harness checks),
     ``network_evaluations`` the mean adjoint-map passes per backward pass, and ``converged``
     says whether every backward pass met its stopping rule (False as soon as a budget cut one).
-    A non-finite loss stops the run with advice.
+    A non-finite loss stops the run with advice. The curves include each backward pass's stop
+    (``stopped_by``, a reason of :data:`ffsolve.kit.record.STOP_REASONS`).
     """
     params = params.clone()
     steps = order.shape[0]
@@ -308,6 +319,7 @@ def train(params: RNNParams, data: torch.Tensor, order: torch.Tensor, spec: RunS
     seconds = np.zeros(steps)
     iterations = np.zeros(steps, dtype=np.int64)
     work = np.zeros(steps)
+    stops = []
     converged = True
     start = clock()
     for step in range(steps):
@@ -325,6 +337,7 @@ def train(params: RNNParams, data: torch.Tensor, order: torch.Tensor, spec: RunS
         loss[step] = value
         iterations[step] = result.solve.iterations
         work[step] = result.solve.network_evaluations
+        stops.append("exact_prefix" if spec.method in SCANS else stop_reason(result.solve, spec))
         converged = converged and bool(result.solve.converged)
     solve = SolveResult(
         x={name: getattr(params, name) for name in PARAM_NAMES},
@@ -333,7 +346,17 @@ def train(params: RNNParams, data: torch.Tensor, order: torch.Tensor, spec: RunS
         network_evaluations=float(work.mean()) if steps else 0.0,
     )
     return solve, {"loss": loss, "time_s": seconds, "backward_iterations": iterations,
-                   "backward_network_evaluations": work}
+                   "backward_network_evaluations": work, "stopped_by": np.asarray(stops, dtype=str)}
+
+
+def training_stop(stops: np.ndarray) -> dict:
+    """``stopped_by`` of a training run (the least exact stop of its backward passes, by
+    :data:`STOP_PRECEDENCE`) and ``backward_stopped_by``: the passes counted by their stop."""
+    reasons, counts = np.unique(np.asarray(stops, dtype=str), return_counts=True)
+    found = {str(r): int(n) for r, n in zip(reasons, counts)}
+    if not found:
+        return {}
+    return {"stopped_by": next(r for r in STOP_PRECEDENCE if r in found), "backward_stopped_by": found}
 
 
 def params_of(result: SolveResult) -> RNNParams:
@@ -502,6 +525,7 @@ def measure_training(settings: Settings, *, data: str, dataset: str, seed: int, 
             "target_step": None if reach is None else reach + 1,
             "time_to_target_s": None if reach is None else float(np.median(seconds[:, reach])),
             "backward_iterations_mean": float(calls[0]["backward_iterations"].mean()),
+            **training_stop(calls[0]["stopped_by"]),
         })
         measurements[name] = dataclasses.replace(m, trace={
             "loss": calls[0]["loss"], "ema_loss": curve, "time_s": seconds,

@@ -43,7 +43,8 @@ def run_label(run: dict) -> str:
         text = f"scan, {method[5:].replace('_', '-')} ({run['iterations']} steps)"
     else:
         text = plots.label(run)
-    exact = run["bitwise_equal"] or run.get("within_tolerance")
+    # A run whose backward passes did not all converge (a truncated budget) is inexact.
+    exact = run["converged"] and (run["bitwise_equal"] or run.get("within_tolerance"))
     return text if exact else text + " [approx.]"
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ffsolve.kit.tables import speedup
+from ffsolve.kit.tables import speedup, time_text, within_text
 from ffsolve.plots import LOG_FLOOR, plt
 
 METHOD_COLORS = {
@@ -100,21 +100,20 @@ def markdown_table(runs: Sequence[Mapping], training: Mapping | None = None) -> 
     """Steps and wall-clock per case and run, with the speedup over the loop timed in the same
     process, the largest difference from the loop, and its exactness."""
     lines = [
-        ("| case | cell | T | H | framework | run | steps | network evals | time (s, median ± IQR) | "
-         "× loop | max abs diff | bitwise | within tol. |"),
+        ("| case | cell | T | H | framework | run | steps | network evals | "
+         "time (s, median ± IQR; [min–max] below 5 repeats) | × loop | max abs diff | bitwise | within tol. |"),
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for case, case_runs in by_case(runs).items():
         loop = next((r for r in case_runs if r["method"] == "sequential"), None)
         for r in case_runs:
             ratio = speedup(loop, r) if loop else None
-            within = r.get("within_tolerance")
             lines.append(
                 f"| {case} | {r['cell']} | {r['sequence_length']} | {r['hidden_size']} | {r['framework']} | "
                 f"{r['run']} | {r['iterations']} | {r['network_evaluations']:.4g} | "
-                f"{r['wall_time_s']:.4g} ± {r['timing']['iqr_s']:.2g} | "
+                f"{time_text(r)} | "
                 f"{'' if ratio is None else f'{ratio:.2f}'} | {r['max_abs_diff']:.2g} | "
-                f"{'yes' if r['bitwise_equal'] else 'no'} | {'' if within is None else ('yes' if within else 'no')} |"
+                f"{'yes' if r['bitwise_equal'] else 'no'} | {within_text(r)} |"
             )
     text = "\n".join(lines) + "\n"
     if training:
