@@ -44,7 +44,7 @@ def gru_case(request):
     framework = request.param
     cell = cells.random_gru(H, D, seed=0, framework=framework)
     s0, u = _data(framework)
-    reference = solve_recurrence(cell, s0, u)
+    reference = solve_recurrence(cell, s0, u, "sequential")
     return framework, cell, s0, u, reference
 
 
@@ -154,7 +154,7 @@ def test_the_gru_cell_is_torch_nn_gru():
 def test_softplus_rnn_and_autodiff_jacobians_are_exact_too():
     cell = _softplus("torch")
     s0, u = _data("torch")
-    ref = solve_recurrence(cell, s0, u)
+    ref = solve_recurrence(cell, s0, u, "sequential")
     for method in ("newton", "quasi_newton"):
         res = solve_recurrence(cell.step, s0, u, method=method)  # Jacobians by autodiff
         assert np.array_equal(_np(res.x), _np(ref.x)) and res.iterations <= T
@@ -168,7 +168,7 @@ def test_a_diverging_newton_step_falls_back_to_jacobi():
         return 0.5 * torch.sin(200.0 * s) + u
 
     s0, u = torch.zeros(2, 1), torch.rand(60, 2, 1, generator=torch.Generator().manual_seed(0))
-    ref = solve_recurrence(step, s0, u)
+    ref = solve_recurrence(step, s0, u, "sequential")
     for method in ("newton", "damped_newton"):
         res = solve_recurrence(step, s0, u, method=method, damping=1e8 if "damped" in method else None)
         assert res.fallbacks > 0 or method == "damped_newton"  # the filter's gain may keep it finite
@@ -249,7 +249,7 @@ def test_a_single_unbatched_sequence_is_the_loop_or_says_so(framework):
     cell = cells.random_gru(H, D, seed=0, framework=framework)
     s0, u = _data(framework, batch=1)
     s0, u = s0[0], u[:, 0]  # (H,), (T, D)
-    ref = solve_recurrence(cell, s0, u)
+    ref = solve_recurrence(cell, s0, u, "sequential")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         res = solve_recurrence(cell, s0, u, method="jacobi", trace=True)

@@ -236,7 +236,7 @@ def test_batch_first_and_numpy(torch_data):
     cell = cells.random_gru(H, D, seed=0)
     g = torch.Generator().manual_seed(6)
     s0, u = torch.randn(2, H, generator=g), torch.randn(T, 2, D, generator=g)
-    ref = solve_recurrence(cell, s0, u)
+    ref = solve_recurrence(cell, s0, u, "sequential")
     batch_first = solve_recurrence(cell, s0, u.transpose(0, 1), "newton", time_axis=1)
     assert torch.equal(batch_first.x, ref.x.transpose(0, 1))
 
@@ -246,7 +246,7 @@ def test_batch_first_and_numpy(torch_data):
         return np.tanh(s @ w.T + x[..., :1])
 
     s0n, un = np.zeros((2, H), np.float32), u.numpy()
-    loop = solve_recurrence(np_step, s0n, un)
+    loop = solve_recurrence(np_step, s0n, un, "sequential")
     res = solve_recurrence(np_step, s0n, un, "jacobi")
     assert isinstance(res.x, np.ndarray) and res.converged
     assert res.loop_bitwise is np.array_equal(res.x, loop.x)

@@ -14,6 +14,7 @@ from ffsolve.recurrence import (
     solve_recurrence,
 )
 from ffsolve.solvers import (
+    NotTriangularWarning,
     SolveResult,
     SolveTrace,
     available_methods,
@@ -26,6 +27,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "NotBitwiseWarning",
+    "NotTriangularWarning",
     "RecurrenceResult",
     "StepCheck",
     "check_step",

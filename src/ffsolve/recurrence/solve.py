@@ -576,7 +576,7 @@ def _refuse_gradients(framework, layout, s0, inputs, first_out) -> None:
 # ------------------------------------------------------------------------------------ solve
 
 
-def solve_recurrence(step: Callable, s0, inputs: Array, method: str = "sequential", *,
+def solve_recurrence(step: Callable, s0, inputs: Array, method: str = "jacobi", *,
                      tol: float = 0.0, max_iters: int | None = None, jacobian=None,
                      damping: float | None = None, time_axis: int = 0, trace: bool = False,
                      check_loop: bool = True, deadline: float | None = None) -> RecurrenceResult:
@@ -595,8 +595,8 @@ def solve_recurrence(step: Callable, s0, inputs: Array, method: str = "sequentia
             ``numpy.ndarray`` — or a tuple/list/dict of them.
         inputs: ``(T, *batch, D)`` (or ``(B, T, ..., D)`` with ``time_axis=1``), the same array
             type and dtype.
-        method: one of :func:`available_recurrence_methods`, or ``"auto"``
-            (:mod:`ffsolve.autotune`).
+        method: one of :func:`available_recurrence_methods` (default ``"jacobi"``, as for
+            :func:`ffsolve.solve`), or ``"auto"`` (:mod:`ffsolve.autotune`).
         tol: stop once max |x_new − x| <= tol; 0 means exact (see ``check_loop``).
         max_iters: the most parallel steps (default and at most useful: T).
         jacobian: for the Newton types. ``None``/``"autodiff"``: forward mode; a

@@ -2,6 +2,7 @@
 
 from ffsolve.solvers import methods as _methods  # noqa: F401  (registers the built-in methods)
 from ffsolve.solvers.core import (
+    NotTriangularWarning,
     SolveResult,
     SolveTrace,
     available_methods,
@@ -11,6 +12,7 @@ from ffsolve.solvers.core import (
 )
 
 __all__ = [
+    "NotTriangularWarning",
     "SolveResult",
     "SolveTrace",
     "available_methods",

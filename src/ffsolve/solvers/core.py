@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import math
 import numbers
+import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
@@ -133,6 +135,7 @@ def solve(
     *,
     trace: bool = False,
     trace_batch_axis: Optional[int] = None,
+    deadline: Optional[float] = None,
 ) -> SolveResult:
     """Find the fixed point x = f(x) of a triangular map ``f`` by the named method.
 
@@ -154,10 +157,22 @@ def solve(
         trace: record a :class:`SolveTrace` (keeps every iterate on the host: for plots, not for
             timing).
         trace_batch_axis: with ``trace``, report norms per item along this axis of ``x0``.
+        deadline: a ``time.perf_counter()`` value; the method stops after the call of ``f``
+            that passes it (``stopped_by="deadline"``, ``converged=False``).
+
+    "Exact" here means: the result equals ``sequential``'s, the map called on the whole array
+    once per position, bit for bit. Every method checks the triangular argument as it goes:
+    a position it already knows final must not change again; if one does, ``f`` is not
+    triangular along ``axis`` (a forgotten causal shift, the wrong axis), and the result says so
+    (``causality_violation`` > 0, ``converged=False``, a :class:`NotTriangularWarning`).
+
+    Gradients are not propagated yet: a PyTorch ``f`` whose output requires grad is refused
+    with a message (call ``solve`` under ``torch.no_grad()``).
 
     Returns:
         A :class:`SolveResult`. Whatever the method, ``iterations <= T`` and, with ``tol=0`` and
-        enough ``max_iters``, ``converged`` is True and ``x`` is the sequential result.
+        enough ``max_iters``, ``converged`` is True and ``x`` is the sequential result; the
+        result says what stopped it (``stopped_by``) and its last change (``final_change``).
 
     Example:
         >>> import numpy as np, ffsolve
@@ -166,8 +181,14 @@ def solve(
         >>> float(res.x[-1]), res.iterations <= 8
         (1.9921875, True)
     """
+    if method == "auto":
+        from ffsolve import autotune
+
+        return autotune.solve_auto(f, x0, block_size=block_size, tol=tol, max_iters=max_iters,
+                                   axis=axis)
     solver = get_solver(method)
     xp = arrays.namespace(x0)
+    _refuse_tracers(x0)
     if x0.ndim < 1:
         raise ValueError("x0 must have at least one dimension (the positions to solve for)")
     axis = _check_axis(axis, x0.ndim, "axis")
@@ -191,8 +212,11 @@ def solve(
         trace_batch_axis = _check_axis(trace_batch_axis, x0.ndim, "trace_batch_axis")
         if trace_batch_axis == axis:
             raise ValueError("trace_batch_axis must differ from axis")
-    tracker = Tracker(xp, f, tuple(x0.shape), trace, trace_batch_axis)
-    return solver(
+    if deadline is not None and (isinstance(deadline, bool) or not isinstance(
+            deadline, numbers.Real)):
+        raise ValueError(f"deadline must be a time.perf_counter() value, got {deadline!r}")
+    tracker = Tracker(xp, f, tuple(x0.shape), trace, trace_batch_axis, deadline)
+    res = solver(
         f=tracker,
         x0=x0,
         block_size=block_size,
@@ -201,14 +225,39 @@ def solve(
         axis=axis,
         xp=xp,
     )
+    if res.causality_violation > 0:
+        res.converged = False
+        warnings.warn(NotTriangularWarning(
+            f"ffsolve.solve({method!r}): f is not triangular along axis {axis}: positions that "
+            f"the triangular argument had made final changed again (by up to "
+            f"{res.causality_violation:.3g}), so the result is not the sequential one. Check "
+            f"the axis (a (batch, T) array needs axis=1) and that output t reads only inputs < t "
+            f"(a causal shift)."), stacklevel=2)
+    return res
+
+
+class NotTriangularWarning(UserWarning):
+    """``f`` changed a position that the triangular argument had made final."""
+
+
+def _refuse_tracers(x0) -> None:
+    if arrays.is_jax(x0):
+        import jax
+
+        if isinstance(x0, jax.core.Tracer):
+            raise TypeError("ffsolve.solve cannot run under jax.jit, jax.grad or jax.vmap yet "
+                            "(it steers its iterations from Python); call it on concrete arrays")
 
 
 class Tracker:
     """Wraps ``f``: counts calls, checks the output shape, and records the trace on request."""
 
-    def __init__(self, xp, f, shape, trace: bool, batch_axis: Optional[int]):
+    def __init__(self, xp, f, shape, trace: bool, batch_axis: Optional[int],
+                 deadline: Optional[float] = None):
         self.xp, self.f, self.shape = xp, f, shape
+        self.deadline = deadline
         self.calls = 0
+        self.violation = 0.0
         self.recording = trace
         self.batch_axis = batch_axis
         self.changes: list = []
@@ -217,12 +266,40 @@ class Tracker:
     def __call__(self, x: Array) -> Array:
         y = self.f(x)
         self.calls += 1
+        if self.calls == 1:
+            self._check_first(y)
         if tuple(getattr(y, "shape", ())) != self.shape:
             raise ValueError(
                 f"f returned shape {tuple(getattr(y, 'shape', ()))}, expected {self.shape} "
                 "(the shape of x0)"
             )
         return y
+
+    def _check_first(self, y) -> None:
+        if isinstance(y, (tuple, list)):
+            raise ValueError(f"f returned a {type(y).__name__} of {len(y)} items; ffsolve.solve "
+                             "needs f to return one array shaped like x0 (for a recurrence with "
+                             "a tuple state use ffsolve.solve_recurrence)")
+        if getattr(y, "requires_grad", False):
+            import torch
+
+            if torch.is_grad_enabled():
+                raise RuntimeError(
+                    "ffsolve.solve does not propagate gradients yet: f's output requires grad "
+                    "and the solvers write into their iterate in place. Call it under "
+                    "torch.no_grad() (or detach the parameters) for a forward solve.")
+
+    def expired(self) -> bool:
+        """The caller's deadline has passed (checked between calls of f)."""
+        return self.deadline is not None and time.perf_counter() >= self.deadline
+
+    def final(self, x: Array, y: Array, final_positions: int, axis: int) -> None:
+        """Note the largest change of ``f``'s output ``y`` against ``x`` at the first
+        ``final_positions`` positions, which the triangular argument says are final."""
+        if final_positions <= 0:
+            return
+        prefix = arrays.index_along(axis, len(self.shape), slice(0, final_positions))
+        self.violation = max(self.violation, arrays.max_abs(self.xp, y[prefix] - x[prefix]))
 
     def start(self, x0: Array) -> None:
         if self.recording:
@@ -236,7 +313,8 @@ class Tracker:
         self.changes.append(_norm(new - self.iterates[-1], self.batch_axis))
         self.iterates.append(new)
 
-    def result(self, x, *, converged, method, block_size, tol, length) -> SolveResult:
+    def result(self, x, *, converged, method, block_size, tol, length, stopped_by=None,
+               final_change=None) -> SolveResult:
         trace = None
         if self.recording:
             stacked = np.stack(self.iterates)
@@ -253,6 +331,9 @@ class Tracker:
             tol=tol,
             sequence_length=length,
             trace=trace,
+            stopped_by=stopped_by,
+            final_change=final_change,
+            causality_violation=self.violation,
         )
 
 

@@ -5,6 +5,11 @@ Why at most T: if positions < e are already exact when ``f`` is called, then out
 every call, so the exact prefix ``e`` grows by at least one per call, and after T calls the whole
 iterate is the feedforward result. The methods keep count of ``e`` and stop once it reaches T,
 so they never spend a call just to confirm what the triangular structure already guarantees.
+
+The same argument is checked as they go: every call computes ``f`` at positions already known
+final too, and those must come back unchanged (``Tracker.final``); a change there means ``f``
+is not triangular along the axis and the result says so. Each result says what stopped it
+(``stopped_by``) and its last change (``final_change``).
 """
 
 from __future__ import annotations
@@ -18,13 +23,17 @@ def sequential(f: Tracker, x0, *, block_size, tol, max_iters, axis, xp):
     length = x0.shape[axis]
     x = arrays.fresh_copy(x0)
     f.start(x)
+    stopped_by = "sequential" if max_iters >= length else "max_iters"
     for t in range(min(length, max_iters)):
         at_t = arrays.index_along(axis, x.ndim, slice(t, t + 1))
         x = arrays.write(x, at_t, f(x)[at_t])
         f.record(x)
+        if f.expired() and t + 1 < length:
+            stopped_by = "deadline"
+            break
     return f.result(
-        x, converged=max_iters >= length, method="sequential", block_size=None, tol=tol,
-        length=length,
+        x, converged=stopped_by == "sequential", method="sequential", block_size=None, tol=tol,
+        length=length, stopped_by=stopped_by,
     )
 
 
@@ -35,9 +44,11 @@ def jacobi(f: Tracker, x0, *, block_size, tol, max_iters, axis, xp):
     x = arrays.fresh_copy(x0)
     f.start(x)
     exact = 0
-    converged = False
+    change = None
+    stopped_by = "max_iters"
     while f.calls < max_iters:
         y = f(x)
+        f.final(x, y, exact, axis)
         exact += 1
         change = arrays.max_abs(xp, y - x)
         # Copy y into x rather than keep f's own output: f's bits can depend on the memory layout
@@ -46,12 +57,27 @@ def jacobi(f: Tracker, x0, *, block_size, tol, max_iters, axis, xp):
         # sequential" for an f whose output is laid out unlike its input (e.g. after a permute).
         x = arrays.write(x, everything, y)
         f.record(x)
-        if change <= tol or exact >= length:
-            converged = True
+        stopped_by = _stop(change, tol, exact, length, f)
+        if stopped_by:
             break
     return f.result(
-        x, converged=converged, method="jacobi", block_size=None, tol=tol, length=length
+        x, converged=stopped_by in _CONVERGED, method="jacobi", block_size=None, tol=tol,
+        length=length, stopped_by=stopped_by or "max_iters", final_change=change,
     )
+
+
+_CONVERGED = ("fixed_point", "tolerance", "exact_prefix")
+
+
+def _stop(change, tol, exact, length, f) -> str | None:
+    """What stops the run after this call, if anything."""
+    if change <= tol:
+        return "fixed_point" if change == 0 else "tolerance"
+    if exact >= length:
+        return "exact_prefix"
+    if f.expired():
+        return "deadline"
+    return None
 
 
 def gs_jacobi(f: Tracker, x0, *, block_size, tol, max_iters, axis, xp):
@@ -67,16 +93,20 @@ def gs_jacobi(f: Tracker, x0, *, block_size, tol, max_iters, axis, xp):
     x = arrays.fresh_copy(x0)
     f.start(x)
     start, exact = 0, 0
+    change, cut = None, False
     while True:
         # Blocks already known exact (a settled block also makes the next position exact) need
         # no call of their own.
         while start < length and exact >= min(start + block_size, length):
             start = min(start + block_size, length)
-        if start >= length or f.calls >= max_iters:
+        if start >= length or f.calls >= max_iters or cut:
             break
         end = min(start + block_size, length)
         block = arrays.index_along(axis, ndim, slice(start, end))
         y = f(x)
+        # At tol = 0 every position before the active block is final (settled with no change, or
+        # exact by count); at tol > 0 a settled block is only within tol, so nothing is checked.
+        f.final(x, y, start if tol == 0 else 0, axis)
         change = arrays.max_abs(xp, y[block] - x[block])
         x = arrays.write(x, block, y[block])
         exact = min(exact + 1, end)
@@ -92,9 +122,13 @@ def gs_jacobi(f: Tracker, x0, *, block_size, tol, max_iters, axis, xp):
                 )
                 x = arrays.write(x, following, y[following])
         f.record(x)
+        cut = f.expired()
+    done = start >= length
     return f.result(
-        x, converged=start >= length, method="gs_jacobi", block_size=block_size, tol=tol,
-        length=length,
+        x, converged=done, method="gs_jacobi", block_size=block_size, tol=tol,
+        length=length, final_change=change,
+        stopped_by=("fixed_point" if change == 0 else "tolerance" if change <= tol
+                    else "exact_prefix") if done else ("deadline" if cut else "max_iters"),
     )
 
 
@@ -111,9 +145,11 @@ def jacobi_gs(f: Tracker, x0, *, block_size, tol, max_iters, axis, xp):
     x = arrays.fresh_copy(x0)
     f.start(x)
     exact, step = 0, 0
-    converged = False
+    residual = None
+    stopped_by = None
     while f.calls < max_iters:
         y = f(x)
+        f.final(x, y, exact, axis)
         residual = arrays.max_abs(xp, y - x)
         if step == 0:
             x = arrays.write(x, arrays.index_along(axis, ndim, slice(None)), y)
@@ -124,12 +160,12 @@ def jacobi_gs(f: Tracker, x0, *, block_size, tol, max_iters, axis, xp):
         exact += 1
         step = (step + 1) % block_size
         f.record(x)
-        if residual <= tol or exact >= length:
-            converged = True
+        stopped_by = _stop(residual, tol, exact, length, f)
+        if stopped_by:
             break
     return f.result(
-        x, converged=converged, method="jacobi_gs", block_size=block_size, tol=tol,
-        length=length,
+        x, converged=stopped_by in _CONVERGED, method="jacobi_gs", block_size=block_size,
+        tol=tol, length=length, stopped_by=stopped_by or "max_iters", final_change=residual,
     )
 
 
