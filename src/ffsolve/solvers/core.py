@@ -70,6 +70,7 @@ class SolveResult:
             says was already final (0.0 when none). Above zero, ``f`` is not triangular along
             ``axis`` (or not deterministic): the count bound does not hold, ``converged`` is
             False and a :class:`NotTriangularWarning` was issued.
+        autotune: for ``method="auto"``, what :mod:`ffsolve.autotune` chose and measured.
     """
 
     x: Array
@@ -84,6 +85,7 @@ class SolveResult:
     stopped_by: Optional[str] = None
     final_change: Optional[float] = None
     causality_violation: float = 0.0
+    autotune: Optional[dict] = field(default=None, repr=False)
 
     def __post_init__(self):
         if self.network_evaluations is None:
@@ -146,7 +148,10 @@ def solve(
             never modified.
         method: ``"sequential"`` (one position per call, T calls), ``"jacobi"`` (every
             position per call), ``"gs_jacobi"`` (blocks in order, Jacobi inside the active block)
-            or ``"jacobi_gs"`` (all blocks at once, one position of each block per call).
+            or ``"jacobi_gs"`` (all blocks at once, one position of each block per call), or
+            ``"auto"``: the fastest of them for this problem on this machine, found by timing on
+            the first call and kept (:mod:`ffsolve.autotune`; its options, such as your own
+            sequential path as a candidate, through ``ffsolve.autotune.solve_auto``).
         block_size: positions per block, any positive integer (the last block may be shorter).
             Only for ``gs_jacobi`` and ``jacobi_gs``; default ``ceil(sqrt(T))``.
         tol: stop once max |x_new − x_old| <= tol over the positions being updated. ``0`` means

@@ -1,0 +1,319 @@
+"""``method="auto"``: the fastest method for this problem on this machine, found by timing.
+
+An autotuner in the manner users know from cuDNN's benchmark mode, Triton's ``autotune`` and
+PyTorch's TunableOp: the first call for a *key* times the candidates, keeps the winner, and every
+later call with that key runs the winner alone.
+
+* **The key** is the problem's signature: which solver, the map's module and name, the shapes,
+  dtype and device, ``tol``, the compute threads, the candidate set, and the library version.
+  Two maps of one shape under one name share a decision; pass ``key=`` to keep them apart.
+* **Candidates**: ``ffsolve.solve``: ``sequential``, ``jacobi``, ``gs_jacobi`` and
+  ``jacobi_gs`` at block ⌈√T⌉; ``solve_recurrence``: ``sequential``, ``jacobi``, ``newton``,
+  ``quasi_newton``; plus any of the user's own (``extra={"name": fn}``, ``fn()`` returning the
+  solution: a compiled loop, a cached sampler, ``torch.nn.GRU``).
+* **Deadlines are cooperative**: each candidate runs with a deadline (the best time so far),
+  checked by the solvers between their steps. No signals, so it works in threads, notebooks and
+  on any OS, and leaves the caller's timers alone. A candidate that passes the deadline stops
+  after its current step and loses; so every win is found, and the first call costs about
+  (number of candidates) × (2 × the best time) plus compiles. ``sequential`` runs first: it is the
+  reference every answer is checked against. The user's own candidates cannot be interrupted.
+* **Exact means bitwise**: at ``tol=0`` a candidate answers only if its result equals the
+  sequential result bit for bit (``allow_within_tolerance=True`` admits a converged result
+  within ``tolerance`` of it instead). At ``tol > 0`` a candidate answers if it converged.
+* **Decisions persist**: in memory, and in a JSON file when one is configured
+  (:func:`configure`, or the ``FFSOLVE_AUTOTUNE_FILE`` environment variable); a later process
+  reads it. ``replay=True`` pilots nothing: a key without a decision is an error naming it.
+
+Every result of an ``auto`` call carries ``autotune`` (a dict): the chosen method, whether this
+call piloted, each candidate's time (``None``: stopped by the deadline) and whether it was
+eligible, and for a piloting call its whole time; a piloting call's ``network_evaluations``
+counts every candidate's work.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+SOLVE_CANDIDATES = ("sequential", "jacobi", "gs_jacobi", "jacobi_gs")
+RECURRENCE_CANDIDATES = ("sequential", "jacobi", "newton", "quasi_newton")
+
+_LOCK = threading.Lock()
+_DECISIONS: dict[str, dict] = {}
+
+
+@dataclass
+class _Settings:
+    path: Path | None = None
+    replay: bool = False
+
+
+_SETTINGS = _Settings(Path(os.environ["FFSOLVE_AUTOTUNE_FILE"])
+                      if os.environ.get("FFSOLVE_AUTOTUNE_FILE") else None)
+
+
+def configure(path: str | os.PathLike | None = None, *, replay: bool = False) -> None:
+    """Keep decisions in ``path`` (JSON; read now if it exists, written after each new decision),
+    and with ``replay=True`` never pilot: every key must already have a decision."""
+    with _LOCK:
+        _SETTINGS.path = None if path is None else Path(path)
+        _SETTINGS.replay = bool(replay)
+        if _SETTINGS.path is not None and _SETTINGS.path.exists():
+            _DECISIONS.update(_read(_SETTINGS.path))
+
+
+def forget() -> None:
+    """Drop the decisions held in memory (the file, if any, is left alone)."""
+    with _LOCK:
+        _DECISIONS.clear()
+
+
+def decisions() -> dict[str, dict]:
+    """A copy of the decisions held in memory, by key."""
+    with _LOCK:
+        return {k: dict(v) for k, v in _DECISIONS.items()}
+
+
+def _read(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"the autotune decisions file {path} is not valid JSON ({err}); delete "
+                         "it to pilot again") from err
+    if not isinstance(data, dict) or not all(isinstance(v, dict) and "method" in v
+                                             for v in data.values()):
+        raise ValueError(f"the autotune decisions file {path} does not hold decisions by key")
+    return data
+
+
+def _store(key: str, decision: dict) -> None:
+    with _LOCK:
+        _DECISIONS[key] = decision
+        path = _SETTINGS.path
+        if path is None:
+            return
+        merged = _read(path) if path.exists() else {}
+        merged[key] = decision
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(path.suffix + f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(merged, indent=1, sort_keys=True) + "\n")
+        tmp.replace(path)
+
+
+def _lookup(key: str) -> dict | None:
+    with _LOCK:
+        if key not in _DECISIONS and _SETTINGS.path is not None and _SETTINGS.path.exists():
+            _DECISIONS.update(_read(_SETTINGS.path))
+        return _DECISIONS.get(key)
+
+
+# ----------------------------------------------------------------------------------- the key
+
+
+def _threads() -> int:
+    import sys
+
+    torch = sys.modules.get("torch")
+    return int(torch.get_num_threads()) if torch is not None else int(os.cpu_count() or 1)
+
+
+def _describe_arrays(tree) -> list:
+    from ffsolve.recurrence.state import StateLayout, is_array
+
+    leaves = [tree] if is_array(tree) else StateLayout(tree).leaves(tree)
+    return [(tuple(int(n) for n in a.shape), str(a.dtype), str(getattr(a, "device", "cpu")))
+            for a in leaves]
+
+
+def _name_of(fn) -> str:
+    fn = getattr(fn, "step", fn)
+    return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', type(fn).__name__)}"
+
+
+def make_key(solver: str, fn, arrays: list, tol: float, candidates, extra: Mapping | None,
+             key: str | None) -> str:
+    from ffsolve import __version__
+
+    parts = {
+        "solver": solver, "fn": key if key is not None else _name_of(fn),
+        "arrays": [_describe_arrays(a) for a in arrays], "tol": float(tol),
+        "threads": _threads(), "candidates": sorted(candidates) + sorted(extra or {}),
+        "version": __version__,
+    }
+    return json.dumps(parts, sort_keys=True, default=str)
+
+
+# ---------------------------------------------------------------------------------- piloting
+
+
+def _host(x) -> list[np.ndarray]:
+    from ffsolve.recurrence.state import StateLayout, is_array
+
+    leaves = [x] if is_array(x) else StateLayout(x).leaves(x)
+    return [a.detach().cpu().numpy() if hasattr(a, "detach") else np.asarray(a) for a in leaves]
+
+
+def _sync(x) -> None:
+    for a in ([x] if hasattr(x, "shape") else list(x) if isinstance(x, (tuple, list)) else []):
+        if hasattr(a, "block_until_ready"):
+            a.block_until_ready()
+        elif hasattr(a, "is_cuda") and a.is_cuda:
+            import torch
+
+            torch.cuda.synchronize(a.device)
+
+
+def _agrees(result_x, reference, tol: float, allow: bool, converged: bool) -> bool:
+    got, want = _host(result_x), _host(reference)
+    if len(got) != len(want) or any(g.shape != w.shape for g, w in zip(got, want)):
+        return False
+    if tol == 0 and not allow:
+        return all(np.array_equal(g, w) for g, w in zip(got, want))
+    return converged and all(np.allclose(g, w, rtol=0, atol=max(tol, 1e-12) * 10)
+                             for g, w in zip(got, want))
+
+
+def _pilot(run: Callable[[str, float | None], Any], names: list[str], extra: Mapping,
+           tol: float, allow: bool) -> tuple[str, dict, Any, float]:
+    """Time every candidate under the best time so far; returns (winner, report, its result,
+    the pilot's work in full passes)."""
+    report: dict[str, dict] = {}
+    best_name, best_time, best_result = None, None, None
+    work = 0.0
+    reference = None
+    for name in names + [n for n in extra if n not in names]:
+        budget = best_time
+        # A warm-up (compiles, allocations) under the deadline, then the timed run under it;
+        # only the timed run's stop by the deadline means the candidate lost.
+        for _attempt in ("warm-up", "timed"):
+            start = time.perf_counter()
+            res = run(name, None if budget is None else start + budget)
+            _sync(getattr(res, "x", res))
+            elapsed = time.perf_counter() - start
+            work += float(getattr(res, "network_evaluations", 1.0) or 0.0)
+        stopped = getattr(res, "stopped_by", None) in ("deadline", "max_iters")
+        x = getattr(res, "x", res)
+        converged = bool(getattr(res, "converged", True))
+        if name == "sequential":
+            reference = x
+        finished = not stopped
+        if reference is None:
+            eligible = False  # no reference yet: cannot vouch for it
+        elif name == "sequential":
+            eligible = True
+        else:
+            eligible = finished and _agrees(x, reference, tol, allow, converged) and (
+                getattr(res, "loop_bitwise", True) is not False or allow or tol > 0)
+        report[name] = {"time_s": elapsed if finished else None, "eligible": bool(eligible)}
+        if eligible and (best_time is None or elapsed < best_time):
+            best_name, best_time, best_result = name, elapsed, res
+    return best_name, report, best_result, work
+
+
+def _decide(solver: str, fn, key: str, run, names, extra, tol, allow):
+    decision = _lookup(key)
+    if decision is not None and decision["method"] in set(names) | set(extra or {}):
+        return decision, None, 0.0, 0.0
+    if _SETTINGS.replay:
+        raise LookupError(f"autotune replay: no decision for the key {key}; run once without "
+                          "replay (ffsolve.autotune.configure(path)) to make one")
+    start = time.perf_counter()
+    name, report, result, work = _pilot(run, list(names), extra or {}, tol, allow)
+    first_call = time.perf_counter() - start
+    decision = {"method": name, "candidates": report, "time_s": report[name]["time_s"]}
+    _store(key, decision)
+    return decision, result, first_call, work
+
+
+def _native(result_type, name: str, x, tol: float, length: int):
+    """A user's own sequential path's output, as a result record (one pass of work)."""
+    return result_type(x=x, iterations=length, converged=True, method=name, block_size=None,
+                       tol=tol, sequence_length=length, network_evaluations=1.0,
+                       stopped_by="sequential")
+
+
+def _finish(res, decision, piloted: bool, first_call_s: float, work: float):
+    info = {"chosen": decision["method"], "piloted": piloted,
+            "candidates": decision.get("candidates", {}),
+            "first_call_s": first_call_s if piloted else None}
+    if piloted:
+        res.network_evaluations = work
+    res.autotune = info
+    return res
+
+
+def solve_auto(f, x0, *, block_size=None, tol: float = 0.0, max_iters=None, axis: int = 0,
+               candidates=SOLVE_CANDIDATES, extra: Mapping[str, Callable] | None = None,
+               allow_within_tolerance: bool = False, key: str | None = None):
+    """``ffsolve.solve(f, x0, method="auto", ...)``: see the module docstring."""
+    from ffsolve.solvers.core import SolveResult, get_solver, solve
+
+    for name in candidates:
+        get_solver(name)  # an unknown name fails here, listing the valid ones
+    the_key = make_key("solve", f, [x0], tol, candidates, extra, key)
+
+    length = int(x0.shape[axis])
+
+    def run(name, deadline):
+        if extra and name in extra:
+            return _native(SolveResult, name, extra[name](), tol, length)
+        blocks = block_size if name in ("gs_jacobi", "jacobi_gs") else None
+        return solve(f, x0, name, block_size=blocks, tol=tol, max_iters=max_iters, axis=axis,
+                     deadline=deadline)
+
+    decision, result, first, work = _decide("solve", f, the_key, run, candidates, extra, tol,
+                                            allow_within_tolerance)
+    piloted = result is not None
+    if not piloted:
+        result = run(decision["method"], None)
+    return _finish(result, decision, piloted, first, work)
+
+
+def solve_recurrence_auto(step, s0, inputs, *, tol: float = 0.0, max_iters=None, jacobian=None,
+                          damping=None, time_axis: int = 0, check_loop: bool = True,
+                          candidates=RECURRENCE_CANDIDATES,
+                          extra: Mapping[str, Callable] | None = None,
+                          allow_within_tolerance: bool = False, key: str | None = None):
+    """``ffsolve.solve_recurrence(step, s0, inputs, method="auto", ...)``."""
+    import warnings
+
+    from ffsolve.recurrence.solve import (
+        METHODS,
+        NotBitwiseWarning,
+        RecurrenceResult,
+        solve_recurrence,
+    )
+
+    unknown = [c for c in candidates if c not in METHODS]
+    if unknown:
+        raise ValueError(f"autotune candidates must be among {list(METHODS)}, got {unknown}")
+    the_key = make_key("recurrence", step, [s0, inputs], tol, candidates, extra, key)
+
+    length = int(inputs.shape[time_axis])
+
+    def run(name, deadline, quiet=True):
+        if extra and name in extra:
+            return _native(RecurrenceResult, name, extra[name](), tol, length)
+        with warnings.catch_warnings():
+            if quiet:  # a candidate that is not the loop's bits simply loses; not the user's news
+                warnings.simplefilter("ignore", NotBitwiseWarning)
+            return solve_recurrence(
+                step, s0, inputs, name, tol=tol, max_iters=max_iters,
+                jacobian=jacobian if name in ("newton", "quasi_newton", "damped_newton") else None,
+                damping=damping if name == "damped_newton" else None, time_axis=time_axis,
+                check_loop=check_loop, deadline=deadline)
+
+    decision, result, first, work = _decide("recurrence", step, the_key, run, candidates, extra,
+                                            tol, allow_within_tolerance)
+    piloted = result is not None
+    if not piloted:
+        result = run(decision["method"], None, quiet=False)
+    return _finish(result, decision, piloted, first, work)
