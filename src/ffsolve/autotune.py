@@ -94,6 +94,24 @@ def _read(path: Path) -> dict:
     return data
 
 
+def store(key: str, decision: dict) -> None:
+    """Keep ``decision`` (a dict with at least ``"method"``) for ``key``, in memory and in the
+    configured file. For callers with their own candidates (the workflow's experiments)."""
+    if not isinstance(decision, dict) or "method" not in decision:
+        raise ValueError(f"a decision must be a dict with a 'method', got {decision!r}")
+    _store(key, decision)
+
+
+def lookup(key: str) -> dict | None:
+    """The decision kept for ``key`` (from memory or the configured file), or ``None``; in
+    replay mode a missing key is a :class:`LookupError` naming it."""
+    found = _lookup(key)
+    if found is None and _SETTINGS.replay:
+        raise LookupError(f"autotune replay: no decision for the key {key}; run once without "
+                          "replay (ffsolve.autotune.configure(path)) to make one")
+    return found
+
+
 def _store(key: str, decision: dict) -> None:
     with _LOCK:
         _DECISIONS[key] = decision
