@@ -261,3 +261,29 @@ def test_a_deadline_stops_between_steps(torch_data):
     assert res.stopped_by == "deadline" and not res.converged and res.iterations == 1
     full = solve_recurrence(cell, s0, u, "jacobi")
     assert full.stopped_by in ("fixed_point", "exact_prefix") and full.final_change is not None
+
+
+@pytest.mark.parametrize("hidden", [3, 8, 32])
+@pytest.mark.parametrize("batch", [1, 4])
+@pytest.mark.parametrize("kind", ["gru", "lstm", "softplus_rnn"])
+def test_builtin_torch_cells_are_the_plain_loops_bits_at_every_size(kind, batch, hidden):
+    rng = np.random.default_rng(hidden * 10 + batch)
+    length = 40
+    if kind == "gru":
+        cell = cells.random_gru(hidden, D, seed=hidden)
+    elif kind == "lstm":
+        lstm = torch.nn.LSTMCell(D, hidden)
+        cell = cells.lstm(*(p.detach() for p in (lstm.weight_ih, lstm.weight_hh, lstm.bias_ih,
+                                                  lstm.bias_hh)))
+    else:
+        w = rng.standard_normal((hidden, hidden)).astype(np.float32) * 0.4 / hidden**0.5
+        cell = cells.softplus_rnn(torch.from_numpy(w),
+                                  torch.from_numpy(rng.standard_normal((hidden, D)).astype(np.float32)),
+                                  torch.from_numpy(rng.standard_normal(hidden).astype(np.float32)))
+    s0 = torch.from_numpy(rng.standard_normal((batch, hidden)).astype(np.float32))
+    state0 = (s0, s0 * 0.5) if kind == "lstm" else s0
+    u = torch.from_numpy(rng.standard_normal((length, batch, D)).astype(np.float32))
+    loop = _torch_loop(cell.step, state0, u, pick=lambda s: s[0] if kind == "lstm" else s)
+    for method in ("jacobi", "quasi_newton"):
+        res = solve_recurrence(cell, state0, u, method)
+        assert res.loop_bitwise is True and torch.equal(_first(res.x), loop), method
