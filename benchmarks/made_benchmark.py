@@ -89,7 +89,7 @@ def unrestricted_cache(model, noise, lam) -> Candidate:
         return result
 
     return Candidate(RunSpec("sequential_cache_unrestricted"), program,
-                     tolerance=cache_tolerance(model, lam), extra={"restrict": False})
+                     tolerance=cache_tolerance(model, lam, noise), extra={"restrict": False})
 
 
 def main(argv=None) -> int:

@@ -1,5 +1,6 @@
 """MADE sampling on scikit-learn's 8×8 digits: density, training, and every method = sequential."""
 
+import copy
 import json
 import math
 import re
@@ -203,7 +204,7 @@ def test_sequential_cache_is_sequential_within_its_tolerance_at_a_fraction_of_th
     noise = logistic_noise(16, 64, seed=11)
     reference = solve_samples(model, noise, LAM, "sequential")
     result = CachedSampler(model, noise, LAM, restrict=restrict).run()
-    tolerance = cache_tolerance(model, LAM)
+    tolerance = cache_tolerance(model, LAM, noise)
     assert tolerance.holds([result.x.numpy()], [reference.x.numpy()]), float((result.x - reference.x).abs().max())
     assert result.method == "sequential_cache" and result.converged
     assert result.iterations == result.sequence_length == 64  # one parallel step per dimension
@@ -223,9 +224,9 @@ def test_sequential_cache_finds_the_prefixes_from_the_masks_not_the_unit_order(t
     noise = logistic_noise(8, 64, seed=4)
     reference = solve_samples(shuffled, noise, LAM, "sequential")
     # Same network: the same sample (within rounding), and the same work once the units are sorted.
-    assert cache_tolerance(model, LAM).holds([reference.x.numpy()], [solve_samples(model, noise, LAM, "sequential").x.numpy()])
+    assert cache_tolerance(model, LAM, noise).holds([reference.x.numpy()], [solve_samples(model, noise, LAM, "sequential").x.numpy()])
     result = CachedSampler(shuffled, noise, LAM).run()
-    assert cache_tolerance(shuffled, LAM).holds([result.x.numpy()], [reference.x.numpy()])
+    assert cache_tolerance(shuffled, LAM, noise).holds([result.x.numpy()], [reference.x.numpy()])
     assert result.network_evaluations == pytest.approx(CachedSampler(model, noise, LAM).run().network_evaluations)
 
 
@@ -236,8 +237,54 @@ def test_sequential_cache_takes_any_number_of_hidden_layers(hidden):
     noise = logistic_noise(3, 12, seed=1)
     reference = solve_samples(model, noise, LAM, "sequential").x.numpy()
     result = CachedSampler(model, noise, LAM).run()
-    assert cache_tolerance(model, LAM).holds([result.x.numpy()], [reference])
+    assert cache_tolerance(model, LAM, noise).holds([result.x.numpy()], [reference])
     assert result.network_evaluations == pytest.approx(_expected_share(12, list(hidden)), rel=1e-12)
+
+
+def test_cache_tolerance_is_the_float32_samples_own_error_against_float64(trained):
+    model, _ = trained
+    noise = logistic_noise(16, 64, seed=11)
+    tolerance = cache_tolerance(model, LAM, noise)
+    sample = solve_samples(model, noise, LAM, "sequential").x
+    exact = solve_samples(copy.deepcopy(model).double(), noise.double(), LAM, "sequential").x
+    error = float((sample.double() - exact).abs().max())
+    # CachedSampler (another order) computes the float64 reference; float64 rounding is far below.
+    # e is floored at one float32 rounding of the largest sample, |logit(lambda)|.
+    floor = 2.0 ** -24 * math.log((1 - LAM) / LAM)
+    assert error > 0 and tolerance.atol == pytest.approx(4 * max(error, floor), rel=1e-6)
+    assert tolerance.rtol == 0
+    assert "float64" in tolerance.why and "16 samples of 64" in tolerance.why
+    assert cache_tolerance(model, LAM, noise, sample=sample) == tolerance
+    assert "16 samples" in cache_tolerance(model, LAM).why  # a probe batch without noise
+
+
+class _OffByOne(CachedSampler):
+    """``sequential_cache`` with one cache entry off by one position: writing dimension ``AT``
+    folds it into the first-layer cache with the weight column of the next dimension."""
+
+    AT = 20
+
+    def step(self, x, cache, t):
+        if t != self.AT:
+            return super().step(x, cache, t)
+        columns = self.columns
+        self.columns = torch.cat([columns[:t], columns[t + 1:t + 2], columns[t + 1:]])
+        try:
+            super().step(x, cache, t)
+        finally:
+            self.columns = columns
+
+
+def test_cache_tolerance_rejects_a_cache_entry_off_by_one_position(trained):
+    model, _ = trained
+    noise = logistic_noise(16, 64, seed=11)
+    tolerance = cache_tolerance(model, LAM, noise)
+    reference = solve_samples(model, noise, LAM, "sequential").x.numpy()
+    assert tolerance.holds([CachedSampler(model, noise, LAM).run().x.numpy()], [reference])
+    wrong = _OffByOne(model, noise, LAM).run().x.numpy()
+    assert np.array_equal(wrong[:, :_OffByOne.AT + 1],
+                          CachedSampler(model, noise, LAM).run().x.numpy()[:, :_OffByOne.AT + 1])
+    assert not tolerance.holds([wrong], [reference])
 
 
 def test_sequential_cache_run_records_its_tolerance_and_trace(trained):
@@ -246,7 +293,7 @@ def test_sequential_cache_run_records_its_tolerance_and_trace(trained):
     found = measure(candidates(model, noise, LAM, run_specs(["sequential", "sequential_cache"], []),
                                snapshots=(0, 10), keep=2), repeats=2, warmup=0)
     cached = found["sequential_cache"]
-    assert cached.candidate.tolerance == cache_tolerance(model, LAM) and cached.within_tolerance
+    assert cached.candidate.tolerance == cache_tolerance(model, LAM, noise) and cached.within_tolerance
     # the recorded distance is the timed output's own, and the bound can fail: the sequential
     # samples with every dimension read one position late (a cache off by one) are refused
     sequential = found["sequential"].result.x

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ffsolve.experiments.pixelcnnpp import mixture
+from ffsolve.experiments.pixelcnnpp import mixture, pixel_cache
 from ffsolve.experiments.pixelcnnpp.experiment import Settings, TrainSettings, runs
 from ffsolve.experiments.pixelcnnpp.model import PixelCNNPP
 from ffsolve.experiments.pixelcnnpp.system import (
@@ -19,6 +19,7 @@ from ffsolve.experiments.pixelcnnpp.system import (
     band_share,
     cached_tolerance,
     component_choices,
+    float64_sample,
 )
 from ffsolve.kit import jax_key
 from ffsolve.kit.harness import bitwise_equal
@@ -56,7 +57,7 @@ def test_cached_paths_trace_their_own_timed_computation(grey):
             assert timed.network_evaluations > timed.iterations
         else:
             assert 0 < timed.network_evaluations < timed.iterations
-        np.testing.assert_allclose(np.asarray(timed.x), grey.reference, atol=cached_tolerance(grey.model).atol)
+        assert grey.tolerance().holds([np.asarray(timed.x)], [grey.reference]), method
     # The per-pixel cache computes each layer at each position once: one pass in all.
     per_pixel = grey.run("sequential_cache")
     assert per_pixel.iterations == grey.length and per_pixel.network_evaluations == 1.0
@@ -93,7 +94,7 @@ def test_jacobi_gs_cache_stops_on_its_exact_prefix():
         result = constant.run(method, block)
         assert result.converged and result.iterations == 2 * block
         assert np.array_equal(np.asarray(result.x), reference) or np.allclose(
-            np.asarray(result.x), reference, atol=cached_tolerance(constant.model).atol, rtol=0)
+            np.asarray(result.x), reference, atol=constant.tolerance().atol, rtol=0)
         if method == "jacobi_gs_band_cache":
             assert result.network_evaluations == pytest.approx(2 + (2 * block - 2) * band)
         else:  # two fills, then one position per block (a few rows of u, coarse positions)
@@ -108,13 +109,45 @@ def test_band_share_counts_positions_per_layer():
     assert band_share(4, 28, 28, 1) > one_row
 
 
-def test_tolerance_is_derived_from_float32_and_the_model_size():
-    small = cached_tolerance(PixelCNNPP(1, 16, 5))
-    paper = cached_tolerance(PixelCNNPP(5, 160, 10))
-    eps = float(np.finfo(np.float32).eps)
-    # Deeper and wider networks sum more terms in more layers; still under one 8-bit level (2/255).
-    assert small.rtol == 0 and eps * 100 < small.atol < paper.atol < 2 / 255
-    assert "component" in small.why and "22 conv layers" in small.why
+def test_tolerance_is_the_float32_samples_own_error_against_float64(grey):
+    tolerance = grey.tolerance()
+    assert tolerance is grey.tolerance()  # measured once per sampler
+    x64, choice64 = float64_sample(grey.model, grey.params, grey.noise, grey.reference)
+    assert x64.dtype == np.float64 and choice64.shape == (2, 8, 8)
+    error = float(np.abs(grey.reference.astype(np.float64) - x64).max())
+    assert 0 < error < 1e-4 and tolerance.atol == pytest.approx(4 * error) and tolerance.rtol == 0
+    assert "float64" in tolerance.why and "component" in tolerance.why
+    # Without weights and noise there is nothing to measure: the a-priori estimate, far looser.
+    apriori = cached_tolerance(grey.model)
+    assert "a-priori" in apriori.why and apriori.atol > 10 * tolerance.atol
+
+
+class OffByOne(Sampler):
+    """``sequential_cache`` with one cache entry off by one position: at raster position
+    ``POSITION`` the step computes (and caches) the position before it again and samples the
+    pixel from that position's mixture parameters; later pixels read the stale entry."""
+
+    POSITION = 27  # row 3, column 3: not the start of a row
+
+    def _pixel_step(self, state, noise):
+        images, cache, t, work = state
+        row, col = t // self.width, t % self.width
+        read = jnp.where(t == self.POSITION, t - 1, t)
+        cache, params, done = pixel_cache.positions_step(self.layers, cache, images, read[None])
+        value = mixture.sample(params[0], mixture.Noise(*(a[:, row, col] for a in noise)))
+        images = jax.lax.dynamic_update_slice(images, value[:, None, None, :], (0, row, col, 0))
+        return images, cache, t + 1, work + done
+
+
+def test_tolerance_rejects_a_cache_entry_off_by_one_position(grey):
+    tolerance = grey.tolerance()
+    for method, block in (("sequential_cache", None), ("jacobi_gs_cache", 8)):
+        right = np.asarray(grey.run(method, block).x)
+        assert tolerance.holds([right], [grey.reference]), method
+    wrong = np.asarray(OffByOne(grey.model, grey.params, grey.noise).run("sequential_cache").x)
+    assert np.array_equal(wrong[:, :OffByOne.POSITION], np.asarray(
+        grey.run("sequential_cache").x)[:, :OffByOne.POSITION])  # right up to the entry
+    assert not tolerance.holds([wrong], [grey.reference])
 
 
 def test_component_choices_match_the_sampled_pixels(grey):
@@ -128,7 +161,7 @@ def test_component_choices_match_the_sampled_pixels(grey):
 def test_rgb_cached_paths_match_sequential_within_tolerance():
     s = make_sampler(3, batch=1)
     reference = np.asarray(s.run("sequential").x)
-    atol = cached_tolerance(s.model).atol
+    atol = s.tolerance().atol
     for method, block in (("jacobi", None), ("sequential_cache", None), ("gs_jacobi_cache", 12),
                           ("jacobi_gs_cache", 12)):
         out = np.asarray(s.run(method, block).x)

@@ -20,8 +20,8 @@ from ffsolve.data import Dataset, save_prepared
 from ffsolve.data.digits import load_digits_dataset
 from ffsolve.experiments.rnn_backprop import experiment as rnn
 from ffsolve.experiments.rnn_backprop import plots as rnn_plots
-from ffsolve.experiments.rnn_backprop.model import load_params
-from ffsolve.kit import SettingsError, read_metrics, settings_from, validate_record
+from ffsolve.experiments.rnn_backprop.model import RNNParams, load_params
+from ffsolve.kit import RunSpec, SettingsError, read_metrics, settings_from, validate_record
 from ffsolve.plots import save
 from ffsolve.workflow_config import dataset_settings
 
@@ -199,6 +199,60 @@ def test_scans_are_held_to_a_stated_tolerance_tighter_than_what_training_moves(m
         assert record["max_abs_diff"] <= record["tolerance"]["atol"]
         # Not vacuous: a weight that moved by less than 1 % of the training's largest move fails.
         assert record["tolerance"]["atol"] < 0.01 * moved, (record["tolerance"]["atol"], moved)
+
+
+def test_training_tolerance_rejects_a_one_percent_gradient_error_and_a_jacobi_one_step_early(monkeypatch):
+    """The scans' bound on trained weights is twice BPTT's own float32 training error against the
+    same training in float64. On 3×3 digits (T = 9, coupled strongly enough that every step of
+    the adjoints matters) the scans' trainings pass it, and two wrong trainings fail it: every
+    gradient 1 % too large, and every backward pass a Jacobi stopped one step before its
+    gradients are BPTT's."""
+    settings = settings_from(rnn.Settings, {**SECTION, "image_size": 3, "init_std": 0.8}, "rnn_backprop")
+    data = rnn.dataset_sequences(load_digits_dataset(), "train", 3).float()
+    params = rnn.initial_params(settings, 7, "digits", 0)
+    order = rnn.training_order(settings, data.shape[0], 7, "digits")
+
+    def trained(spec="sequential"):
+        return rnn.params_of(rnn.train(params, data, order, RunSpec(spec), settings)[0])
+
+    def arrays(weights):
+        return [t.numpy() for t in weights.tensors()]
+
+    reference = trained()
+    tolerance = rnn.training_tolerance(settings, params, data, order, reference)
+    exact = rnn.params_of(rnn.train(params.to(dtype=torch.float64), data.double(), order,
+                                    RunSpec("sequential"),
+                                    dataclasses.replace(settings, dtype="float64"))[0])
+    error = float((reference.flat().double() - exact.flat()).abs().max())
+    assert error > 0 and tolerance.atol == pytest.approx(2 * error) and tolerance.rtol == 0
+    assert "float64" in tolerance.why and "steps=6" in tolerance.why
+    assert tolerance == rnn.training_tolerance(settings, params, data, order)  # trains BPTT itself
+    for scan in ("scan_hillis_steele", "scan_odd_even"):
+        weights = trained(scan)
+        assert not torch.equal(weights.flat(), reference.flat())  # they differ, by rounding
+        assert tolerance.holds(arrays(weights), arrays(reference)), scan
+
+    original = rnn.backward
+
+    def one_percent(*args, **kwargs):
+        result = original(*args, **kwargs)
+        result.grads = RNNParams(*(g * 1.01 for g in result.grads.tensors()))
+        return result
+
+    def one_step_early(params, cache, spec, relative_tol=0.0):
+        full = original(params, cache, RunSpec("jacobi"))
+        exact_from = next(k for k in range(1, full.solve.iterations + 1) if all(
+            torch.equal(a, b) for a, b in zip(
+                original(params, cache, RunSpec("jacobi", budget=k)).grads.tensors(),
+                full.grads.tensors())))
+        assert exact_from > 1
+        return original(params, cache, RunSpec("jacobi", budget=exact_from - 1))
+
+    for wrong in (one_percent, one_step_early):
+        monkeypatch.setattr(rnn, "backward", wrong)
+        weights = trained()
+        monkeypatch.setattr(rnn, "backward", original)
+        assert not tolerance.holds(arrays(weights), arrays(reference)), wrong.__name__
 
 
 def test_time_to_target_is_read_off_the_timed_curves(measured):

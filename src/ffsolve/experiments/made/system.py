@@ -16,7 +16,7 @@ original's memory problem.
 
 from __future__ import annotations
 
-import math
+import copy
 import time
 from itertools import pairwise
 from typing import Callable, Iterable, Mapping, Optional, Sequence
@@ -265,31 +265,49 @@ class CachedSampler:
 FLOAT32_EPS = float(np.finfo(np.float32).eps)
 
 
-def cache_tolerance(model: MADE, lam: float) -> Tolerance:
-    """How close ``sequential_cache`` must come to ``sequential``: a float32 rounding estimate.
+CACHE_FACTOR = 4.0  # each float32 sampler assumed within 2e of the exact sample
+PROBE_BATCH, PROBE_SEED = 16, 0  # the noise measured when the caller gives none
 
-    Both compute the same real numbers; only the order of float32 additions differs (the first
-    layer's rank-1 updates in input order against the BLAS kernel's blocked order; the later
-    layers' prefixes and the output rows possibly blocked otherwise). A sum of K terms summed in
-    another order moves by about sqrt(K)·eps relative to the size of its terms (random-walk
-    rounding; K·eps is the worst case, never approached), and such errors add over the ``depth``
-    masked layers of one pass. A sample is x = clamp(μ + s·ε): an error in μ and one in log s
-    (times s·ε) both land on x, each at most the size of the samples, R = |logit(λ)|, so
-    atol = 2·depth·sqrt(K)·eps·R with K the longest sum (D inputs or a hidden width).
+
+def cache_tolerance(model: MADE, lam: float, noise: Optional[torch.Tensor] = None,
+                    factor: float = CACHE_FACTOR, sample: Optional[torch.Tensor] = None) -> Tolerance:
+    """How close ``sequential_cache`` must come to ``sequential``: the float32 sample's own error
+    against a float64 evaluation of the same sampling, measured, times ``factor``.
+
+    The float32 sample (``ffsolve.solve``'s Jacobi on the sampling map, bit for bit
+    ``sequential``'s; or ``sample`` when the caller has it) and the same sample computed in float64
+    (a float64 copy of the model and the noise, through :class:`CachedSampler`: float64 rounding
+    is negligible here, whatever the summation order) give e = max |x32 − x64|, the rounding
+    carried along the autoregressive chain included. ``sequential_cache`` computes the same
+    numbers in float32 in another summation order; assuming each float32 sampler within 2 e of the
+    exact sample, the triangle inequality gives
+
+        |x_cache − x_sequential| <= 4 e.
+
+    e is floored at one rounding of the largest sample (u · |logit(λ)|). ``noise`` is the noise the
+    samples are drawn with (without it, a probe batch of 16 from seed 0).
     """
-    depth = len(model.masked_layers())
-    terms = max([model.nin, *model.hidden_sizes])
+    if noise is None:
+        noise = logistic_noise(PROBE_BATCH, model.nin, PROBE_SEED,
+                               next(model.parameters()).device)
+    if sample is None:
+        sample = solve_samples(model, noise, lam, "jacobi").x
+    device = noise.device if noise.device.type != "mps" else torch.device("cpu")  # no float64 there
+    exact_model = copy.deepcopy(model).to(device=device, dtype=torch.float64).eval()
+    exact = CachedSampler(exact_model, noise.to(device=device, dtype=torch.float64), lam).run().x
+    error = float((sample.to(device=device, dtype=torch.float64) - exact).abs().max())
     reach = max(abs(bound) for bound in logit_bounds(lam))
-    atol = 2 * depth * math.sqrt(terms) * FLOAT32_EPS * reach
+    floor = FLOAT32_EPS / 2 * reach
+    atol = factor * max(error, floor)
     why = (
         "sequential_cache updates MADE's first-layer pre-activations one input at a time (a rank-1 "
         "update in input order) and computes only prefixes of the later layers, so its float32 sums "
         "run in another order than the full pass's matrix products: bit-for-bit equality with "
-        f"sequential cannot hold. Bound: 2 (mean and log-scale) x depth {depth} layers x sqrt(K = "
-        f"{terms} terms in the longest sum) x float32 eps {FLOAT32_EPS:.3g} x the largest sample "
-        f"|logit(lambda)| = {reach:.3g}: atol {atol:.3g} in logit units. It assumes the "
-        "autoregressive chain does not amplify rounding errors (a later dimension reads earlier "
-        "ones through the same network)"
+        "sequential cannot hold. Derived from the float32 sample's own error against the same "
+        f"sampling in float64 (a float64 copy of the model and noise; {noise.shape[0]} samples of "
+        f"{noise.shape[1]} dimensions): e = max|x32 - x64| = {error:.3g} in logit units (floored "
+        f"at u·|logit(lambda)| = {floor:.3g}), times {factor:g}: each float32 sampler assumed "
+        "within 2e of the exact sample, so two differ by at most 4e (triangle inequality)"
     )
     return Tolerance(atol=atol, rtol=0.0, why=why)
 
@@ -318,7 +336,7 @@ def candidates(model: MADE, noise: torch.Tensor, lam: float, runs: Iterable[RunS
             started = time.perf_counter()
             sampler = CachedSampler(model, noise, lam)
             run_extra["cache_setup_s"] = time.perf_counter() - started  # once per model, untimed
-            tolerance = cache_tolerance(model, lam)
+            tolerance = cache_tolerance(model, lam, noise)
             work["cumulative_network_evaluations"] = sampler.cumulative_work()
 
             def solve(recorder=None, sampler=sampler) -> ffsolve.SolveResult:
