@@ -31,10 +31,16 @@ Guarantees, for every method:
 * **stopping**: stop once max |x_new − x| <= tol. ``tol = 0`` means exact: Newton-type
   iterations run while their change keeps shrinking (until the floating-point floor), then plain
   Jacobi *polishing* steps run until the change is exactly zero. A Jacobi step that changes
-  nothing means x = step(prev(x), u) in floating point, whose only solution is the sequential
-  loop's result, bit for bit, provided ``step`` gives each time position the same bits whether
-  it is called on one position or on T (true for the built-in cells: see
-  :func:`ffsolve.recurrence.cells.linear`). Polishing steps count as iterations.
+  nothing means x = step(prev(x), u) in floating point for the *batched* step. That is the
+  user's loop's result, bit for bit, provided ``step`` gives each row the same bits whether it
+  is called on the loop's ``(*batch, H)`` or on all ``(T·B, H)`` rows at once (true for the
+  built-in cells in PyTorch: see :func:`ffsolve.recurrence.cells.linear`). Polishing steps count
+  as iterations.
+* **saying so**: ``sequential`` is the user's loop (``step`` on ``(*batch, H)`` states, one
+  time step at a time; in JAX a jitted ``lax.scan``). At ``tol = 0`` a parallel result is probed
+  against it (:meth:`_Problem.probe`): ``loop_bitwise`` says whether it is the loop's bits, and a
+  :class:`NotBitwiseWarning` names the cause and the remedy when it is not.
+  :func:`check_step` compares every position before a solve.
 
 Counting: ``iterations`` are parallel steps (one batched ``step`` call, plus for the Newton
 types one Jacobian and one scan). ``network_evaluations`` is work in full passes of ``step``
