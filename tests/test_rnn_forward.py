@@ -198,7 +198,8 @@ def test_measured_case_records_validate_and_exact_runs_are_bitwise(measured):
         else:
             assert rec["max_abs_diff"] <= 0.1, run  # a tolerance stop is close, not exact
         if run == "auto":  # exact: whatever it chose must give the loop's bits
-            assert rec["auto"]["chosen"] in runs and rec["auto"]["pilot_fraction"] > 0
+            assert rec["auto"]["chosen"] in runs and rec["auto"]["first_call_s"] > 0
+            assert rec["auto"]["decided_by"] == "pilot" and rec["auto"]["key"]["problem"]["dataset"] == "mnist"
         with np.load(root / run / "trace.npz") as trace:
             if run not in ("sequential", "auto"):
                 assert len(trace["error_max"]) == rec["iterations"] + 1

@@ -94,28 +94,32 @@ def _read(path: Path) -> dict:
     return data
 
 
-def store(key: str, decision: dict) -> None:
+def store(key: str, decision: dict, *, path: str | os.PathLike | None = None) -> None:
     """Keep ``decision`` (a dict with at least ``"method"``) for ``key``, in memory and in the
-    configured file. For callers with their own candidates (the workflow's experiments)."""
+    configured file (or in ``path``, for a caller that keeps its own file: the workflow's
+    experiments, one file per experiment and dataset). For callers with their own candidates."""
     if not isinstance(decision, dict) or "method" not in decision:
         raise ValueError(f"a decision must be a dict with a 'method', got {decision!r}")
-    _store(key, decision)
+    _store(key, decision, None if path is None else Path(path))
 
 
-def lookup(key: str) -> dict | None:
-    """The decision kept for ``key`` (from memory or the configured file), or ``None``; in
-    replay mode a missing key is a :class:`LookupError` naming it."""
-    found = _lookup(key)
-    if found is None and _SETTINGS.replay:
-        raise LookupError(f"autotune replay: no decision for the key {key}; run once without "
-                          "replay (ffsolve.autotune.configure(path)) to make one")
+def lookup(key: str, *, path: str | os.PathLike | None = None,
+           replay: bool | None = None) -> dict | None:
+    """The decision kept for ``key`` (from memory, or the configured file or ``path``), or
+    ``None``; in replay mode (the configured one, or ``replay``) a missing key is a
+    :class:`LookupError` naming it."""
+    found = _lookup(key, None if path is None else Path(path))
+    if found is None and (_SETTINGS.replay if replay is None else replay):
+        raise LookupError(f"autotune replay: no decision for the key {key}"
+                          + (f" in {path}" if path is not None else "")
+                          + "; run once without replay to make one")
     return found
 
 
-def _store(key: str, decision: dict) -> None:
+def _store(key: str, decision: dict, path: Path | None = None) -> None:
     with _LOCK:
         _DECISIONS[key] = decision
-        path = _SETTINGS.path
+        path = path or _SETTINGS.path
         if path is None:
             return
         merged = _read(path) if path.exists() else {}
@@ -126,10 +130,11 @@ def _store(key: str, decision: dict) -> None:
         tmp.replace(path)
 
 
-def _lookup(key: str) -> dict | None:
+def _lookup(key: str, path: Path | None = None) -> dict | None:
     with _LOCK:
-        if key not in _DECISIONS and _SETTINGS.path is not None and _SETTINGS.path.exists():
-            _DECISIONS.update(_read(_SETTINGS.path))
+        path = path or _SETTINGS.path
+        if key not in _DECISIONS and path is not None and path.exists():
+            _DECISIONS.update(_read(path))
         return _DECISIONS.get(key)
 
 

@@ -127,6 +127,15 @@ def get_results(experiment, datasets, runs, kind):
     )
 
 
+def autotune_file(experiment):
+    """The decisions file of one measure job's `auto` runs (ffsolve.kit.auto), as a params
+    function: one file per experiment and dataset, so parallel jobs never write the same file.
+    Not an output (Snakemake would delete it before the job): a rerun reads it, and a decision
+    kept there for the same key (shapes, dtype, device, tolerance, threads, candidates, version)
+    pilots nothing; timing.auto_replay pilots nothing at all. Delete it to pilot again."""
+    return lambda wildcards: f"results/autotune/{experiment}/{wildcards.dataset}.json"
+
+
 def get_all_metrics():
     """Every metrics.json the current config asks for (the input of results/summary.csv)."""
     return list(TARGETS["metrics"])

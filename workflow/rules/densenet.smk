@@ -55,6 +55,8 @@ rule densenet_measure:
         ),
         weights_dir="resources/weights",
         timing=config["timing"],
+        # auto's decisions file (one per experiment and dataset; common.smk autotune_file).
+        autotune=autotune_file("densenet"),
         device=config["device"],
         seed=config["seed"],
     wildcard_constraints:

@@ -55,6 +55,8 @@ rule made_measure:
         settings=lambda wildcards: made_settings(wildcards.dataset, MADE_MEASURE_KEYS),
         runs=get_made_runs(),
         timing=config["timing"],
+        # auto's decisions file (one per experiment and dataset; common.smk autotune_file).
+        autotune=autotune_file("made"),
         seed=config["seed"],
         device=config["device"],
     wildcard_constraints:

@@ -52,6 +52,8 @@ rule pixelcnnpp_measure:
         settings=lambda wildcards: settings_for("pixelcnnpp", wildcards.dataset),
         runs=get_pixelcnnpp_runs(),
         timing=config["timing"],
+        # auto's decisions file (one per experiment and dataset; common.smk autotune_file).
+        autotune=autotune_file("pixelcnnpp"),
         device=config["device"],
         seed=config["seed"],
     wildcard_constraints:

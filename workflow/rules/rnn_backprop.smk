@@ -28,9 +28,12 @@ rule rnn_backprop_measure:
         # Everything the job reads, so that a changed setting reruns it (Snakemake's params trigger).
         settings=lambda wildcards: settings_for("rnn_backprop", wildcards.dataset),
         runs=get_rnn_backprop_runs(),
-        # The compute threads and auto's pilot budget: the job's own repeats and warm-up are
+        # The compute threads and auto's settings: the job's own repeats and warm-up are
         # rnn_backprop settings.
-        timing={key: config["timing"][key] for key in ("threads", "auto_pilot_budget")},
+        timing={key: config["timing"][key] for key in ("threads", "auto_allow_within_tolerance",
+                                                         "auto_replay")},
+        # auto's decisions file (one per experiment and dataset; common.smk autotune_file).
+        autotune=autotune_file("rnn_backprop"),
         seed=config["seed"],
         device=config["device"],
     wildcard_constraints:

@@ -51,6 +51,8 @@ rule rnn_forward_measure:
         settings=lambda wildcards: rnn_forward_settings(wildcards.dataset, RNN_FORWARD_MEASURE_KEYS),
         runs=get_rnn_forward_runs(),
         timing=config["timing"],
+        # auto's decisions file (one per experiment and dataset; common.smk autotune_file).
+        autotune=autotune_file("rnn_forward"),
         seed=config["seed"],
         device=config["device"],
     wildcard_constraints:

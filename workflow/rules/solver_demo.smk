@@ -22,6 +22,8 @@ rule solver_demo_measure:
         settings=lambda wildcards: settings_for("solver_demo", wildcards.dataset),
         runs=get_solver_demo_runs(),
         timing=config["timing"],
+        # auto's decisions file (one per experiment and dataset; common.smk autotune_file).
+        autotune=autotune_file("solver_demo"),
         seed=config["seed"],
     wildcard_constraints:
         dataset="tanh_map",

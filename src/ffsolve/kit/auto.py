@@ -1,121 +1,128 @@
-"""``method: auto``: the method chosen by measurement, on the user's own device.
+"""``method: auto``: the experiments' autotuner, the same one users get from ``ffsolve.solve(...,
+method="auto")`` (:mod:`ffsolve.autotune`), over an experiment's own candidates.
 
 A user cannot tell in advance whether a parallel method pays: on a 2-core CPU DenseNet's Jacobi
-runs far slower than the forward pass while MADE's Jacobi wins many times over. ``auto`` runs a
-short *pilot* and then the fastest candidate **among those that meet the run's accuracy**.
+runs far slower than the forward pass while MADE's Jacobi wins many times over. ``auto`` measures
+once and keeps the winner, as cuDNN's benchmark mode and Triton's ``autotune`` do:
 
-The pieces:
+* **Pilot once, keep the winner.** The first call (the harness's untimed warm-up call, or
+  :attr:`~ffsolve.kit.harness.Candidate.prepare` when there is no warm-up round) times the
+  candidates and decides; every later call runs the chosen program alone, so the steady-state
+  time (the record's ``wall_time_s``) is the chosen run's. The first call's result is the winner's
+  own pilot output (its full program ran), so nothing is run twice. The record's ``auto`` field
+  (:data:`AUTO_SCHEMA`) gives the first call's time, pilot included (``first_call_s``), and its
+  work (``first_call_network_evaluations``: every program it ran) apart from the steady state.
+* **Cooperative deadlines, no signals.** A candidate's program may take a ``deadline`` keyword
+  (a ``time.perf_counter()`` value; ``ffsolve.solve`` and ``ffsolve.solve_recurrence`` take one,
+  and the experiments thread it through their programs and loops): the pilot passes the best time
+  so far, and the program stops after the step in progress (``stopped_by="deadline"``) and loses.
+  So any win is found, and the first call costs about (number of candidates) × the best time.
+  Programs that take no deadline run to completion. Nothing is interrupted from outside: it works
+  in any thread, on any OS, and leaves the caller's timers and signal handlers alone.
+* **A cheap prediction orders the candidates**: with a :class:`Pilot` of the baseline (the native
+  sequential path: a loop's first k of T steps, 2 % by default, scaled by T/k) the parallel candidates run first,
+  each with the deadline ``min(best time so far, SLACK × the predicted baseline time)``, and the
+  baseline runs last as the fallback, cut by the best time; without one, the baseline runs first
+  in full and its time is every later candidate's deadline.
+* **Exact means bitwise** (:func:`eligibility`, :func:`verdict`): an exact ``auto`` run (tol 0) is
+  answered only by a run whose output is the reference's (``sequential``'s) bit for bit, checked on
+  the pilot's own output. A run that is only within a declared tolerance (a cached sampler, a scan,
+  a batched step) answers only when the caller allows it (``allow_within_tolerance``; the
+  workflow's ``timing.auto_allow_within_tolerance``), and then only within that tolerance. The
+  reference's output comes from the harness's own call of it (the reference candidate's program
+  is wrapped to keep its last complete output), or the pilot runs it first, in full.
+* **Decisions kept** per key (the experiment's problem: dataset, shapes, batch, dtype, device;
+  the run and its tolerance, the candidate set, the baseline and reference, whether
+  within-tolerance answers are allowed, the compute threads and ``ffsolve.__version__``) through
+  :func:`ffsolve.autotune.store` and :func:`ffsolve.autotune.lookup`: in memory, and in a
+  decisions file when one is given (the workflow: ``results/autotune/<experiment>/<dataset>.json``,
+  one per measure job). A key with a decision pilots nothing; ``replay`` never pilots, and a key
+  without a decision is then an error that names it.
 
-* :func:`eligibility` (pure): may this candidate answer this run? An exact run (tol 0) accepts the
-  native sequential paths, and every run that is exact by contract (no budget, no stopping
-  tolerance, bitwise or within its declared :class:`~ffsolve.kit.harness.Tolerance`); a truncated
-  budget (``jacobi_k10``) is never eligible, nor a run that stops at a tolerance. A run at tol > 0
-  (``auto_t1e-04``) accepts in addition the candidates that stop at that same tolerance.
-* :func:`choose` (pure): given each option's full time (predicted or measured; ``None`` when its
-  pilot was raced out) and eligibility, the fastest eligible option and a reason in words. Ties go
-  to the earlier option in the list, and the native sequential path is listed first, so a tie
-  keeps the plain path.
-* :func:`run_pilot`: the measurement. The **baseline** (the native sequential path: forward pass,
-  loop, BPTT) is piloted first by a :class:`Pilot`: either a cheap slice extrapolated by a known
-  factor (``k`` of ``T`` steps of a loop, scale ``T/k``: a loop's cost is linear in its steps) or,
-  when the experiment gives none, the full program itself (scale 1; its result is then reused).
-  That gives the predicted sequential time ``S``. Each parallel candidate is then **raced**: its
-  own full program runs under a deadline, and is interrupted (``SIGALRM``) once it has run longer
-  than ``min(best time so far, what is left of pilot_budget × S)``. A candidate that finishes is
-  measured, not predicted, and its output is the answer if it wins, so the winner's run is not
-  repeated. Candidates race fastest-known first (by the previous pilot's times), so the
-  deadline is small early and a slow candidate that cannot be interrupted (a compiled loop) does
-  not eat the budget of a fast one behind it; the first call's warm-up pilot, with no times yet,
-  gives each candidate an equal share of the budget. The pilots of losing candidates together
-  cost at most ``pilot_budget × S`` (plus the baseline slice), so ``auto`` costs at most that fraction of a sequential run more than the
-  method it picks. The price: a parallel method faster than sequential by less than
-  ``1 / pilot_budget`` may be raced out before it finishes (default 0.1: a parallel method is
-  found when it wins by 10x or more); raise ``pilot_budget`` to search harder. An interrupt lands
-  after the step in progress, so a method whose single step is long overshoots its deadline by
-  up to one step.
-* :func:`auto_candidate`: the harness :class:`~ffsolve.kit.harness.Candidate` of an ``auto``
-  run. Its timed program runs the whole pilot and then (unless the pilot already produced it) the
-  chosen program, so the pilot's cost is inside the reported ``wall_time_s``. **The choice is made
-  once per process**, by the first call (the harness's warm-up call when there is one; it pilots
-  twice and takes each option's faster time of the two, since interference only ever inflates a
-  time), and kept:
-  every call re-runs the pilot (its cost is real), and a later pilot that would choose otherwise
-  is counted in ``disagreements`` but not followed, so every timed call computes the same thing
-  (the harness checks that every timed output is identical). The record's ``auto`` field
-  (:data:`AUTO_SCHEMA`) says what was chosen and why, every pilot's timings, and the pilot's cost
-  as a fraction of the predicted sequential time.
-
-Racing needs ``SIGALRM``, so it happens only in the main thread on a POSIX system (the case of
-Snakemake's script jobs); elsewhere every pilot runs to completion and the record says
-``raced: false``. An interrupt lands between Python bytecodes: a single long kernel (a compiled
-JAX loop) finishes before the race is called.
+:func:`choose` is the pure choice (the fastest option that may answer, with its reason);
+:func:`run_pilot` the measurement; :func:`auto_candidate` the harness candidate.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
+import json
 import math
-import signal
-import threading
+import numbers
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import jsonschema
 
-from ffsolve.kit.harness import Candidate
+from ffsolve.kit.harness import Candidate, bitwise_equal, max_abs_diff, to_numpy_leaves
 from ffsolve.kit.runs import RunSpec, is_sequential_baseline, parse_run_name
 from ffsolve.timing import synchronize
 
 AUTO = "auto"
-DEFAULT_PILOT_BUDGET = 0.1
+SLACK = 1.25
+"""Candidates tried before the baseline may run this multiple of its predicted time (the slice's
+extrapolation may be off by that much), until a candidate finishes and its time is the deadline."""
 
-_NUMBER_OR_NULL = {"type": ["number", "null"]}
+_NUMBER_OR_NULL = {"type": ["number", "null"], "minimum": 0}
+PILOT_SCHEMA = {
+    "type": "object",
+    "required": ["run", "eligible", "why", "accepts_deadline", "deadline_s", "seconds", "finished",
+                 "network_evaluations"],
+    "additionalProperties": False,
+    "properties": {
+        "run": {"type": "string", "minLength": 1},
+        "eligible": {"type": "boolean"},
+        "why": {"type": "string"},
+        "accepts_deadline": {"type": "boolean"},
+        "deadline_s": _NUMBER_OR_NULL,
+        "seconds": _NUMBER_OR_NULL,
+        "finished": {"type": "boolean"},
+        "network_evaluations": _NUMBER_OR_NULL,
+    },
+}
 AUTO_SCHEMA = {
     "type": "object",
-    "required": ["chosen", "reason", "baseline", "pilot_budget", "raced", "pilots", "calls",
-                 "disagreements", "predicted_sequential_s", "pilot_overhead_s", "pilot_fraction"],
+    "required": ["chosen", "reason", "baseline", "reference", "run_tol", "decided_by", "replay",
+                 "allow_within_tolerance", "key", "decisions_file", "first_call_s",
+                 "first_call_network_evaluations", "pilot_s", "predicted_baseline_s", "pilots",
+                 "calls"],
     "additionalProperties": False,
     "properties": {
         "chosen": {"type": "string", "minLength": 1},
         "reason": {"type": "string", "minLength": 1},
         "baseline": {"type": "string", "minLength": 1},
-        "pilot_budget": {"type": "number", "exclusiveMinimum": 0},
-        "raced": {"type": "boolean"},
+        "reference": {"type": "string", "minLength": 1},
+        "run_tol": {"type": "number", "minimum": 0},
+        "decided_by": {"enum": ["pilot", "stored"]},
+        "replay": {"type": "boolean"},
+        "allow_within_tolerance": {"type": "boolean"},
+        "key": {"type": ["object", "null"]},
+        "decisions_file": {"type": ["string", "null"]},
+        "first_call_s": {"type": "number", "minimum": 0},
+        "first_call_network_evaluations": {"type": "number", "minimum": 0},
+        "pilot_s": {"type": "number", "minimum": 0},
+        "predicted_baseline_s": _NUMBER_OR_NULL,
+        "pilots": {"type": "array", "items": PILOT_SCHEMA},
         "calls": {"type": "integer", "minimum": 1},
-        "disagreements": {"type": "array", "items": {"type": "string"}},
-        "predicted_sequential_s": {"type": "number", "minimum": 0},
-        "pilot_overhead_s": {"type": "array", "items": {"type": "number", "minimum": 0}, "minItems": 1},
-        "pilot_fraction": {"type": "number", "minimum": 0},
-        "pilots": {
-            "type": "array",
-            "minItems": 1,
-            "items": {
-                "type": "object",
-                "required": ["run", "eligible", "why", "pilot_s", "scale", "predicted_s", "finished"],
-                "additionalProperties": False,
-                "properties": {
-                    "run": {"type": "string"},
-                    "eligible": {"type": "boolean"},
-                    "why": {"type": "string"},
-                    "pilot_s": _NUMBER_OR_NULL,
-                    "scale": {"type": "number", "exclusiveMinimum": 0},
-                    "predicted_s": _NUMBER_OR_NULL,
-                    "finished": {"type": "boolean"},
-                },
-            },
-        },
     },
 }
 """The ``auto`` field of an ``auto`` run's record (validated by :func:`validate_auto`).
 
-``pilots`` lists the first call's (second) pilot: per candidate its
-eligibility and why, the seconds its pilot ran (``null`` if never run), the scale from pilot to
-full run, the predicted (or, scale 1 and finished, measured) full time, and whether it finished.
-``pilot_overhead_s`` holds, per call, the seconds spent beyond the chosen run itself (the
-baseline slice and every raced-out or losing pilot); ``pilot_fraction`` is their median over the
-calls after the first (which pilots twice, and is the harness's warm-up) divided by
-``predicted_sequential_s``.
+``chosen`` and ``reason``: the run that answers and why. ``decided_by``: ``pilot`` (this process
+timed the candidates) or ``stored`` (a decision kept for the same ``key``, from memory or the
+``decisions_file``; ``replay``: nothing may be piloted). ``first_call_s``: the wall time of this
+process's first call, pilot included (the record's ``wall_time_s`` is the steady state: the
+chosen program alone); ``first_call_network_evaluations``: the work of every program the first
+call ran (the baseline slice, every candidate's pilot, in full passes); ``pilot_s``: the first
+call's time beyond the chosen run's own. ``predicted_baseline_s``: the baseline slice's
+extrapolation (``null`` without one). ``pilots``, in the order tried (then the candidates never
+run): whether each may answer and why, whether its program takes a deadline, the deadline it was
+given (seconds from its start; ``null``: none), the seconds it ran (``null``: not run), whether
+it finished (not stopped by its deadline) and its work. ``calls``: calls of the ``auto``
+program in this process.
 """
 
 
@@ -133,34 +140,74 @@ def validate_auto(value: Any) -> None:
         raise ValueError(f"auto record: field {where}: {error.message}")
 
 
-# ------------------------------------------------------------------------------ the pure choice
+# ------------------------------------------------------------------------------ who may answer
 
 
-def eligibility(spec: RunSpec, run_tol: float = 0.0, inexact: Iterable[str] = ()) -> tuple[bool, str]:
-    """May the run ``spec`` answer an ``auto`` run at ``run_tol``? Returns (eligible, why).
+ALLOW_KEY = "timing.auto_allow_within_tolerance"
 
+
+def eligibility(spec: RunSpec, run_tol: float = 0.0, inexact: Iterable[str] = (), *,
+                tolerance: Any = None, allow_within_tolerance: bool = False) -> tuple[bool, str]:
+    """May the run ``spec`` answer an ``auto`` run at ``run_tol``, before it ran? Returns
+    (eligible, why). At tol 0 the answer is only provisional: :func:`verdict` checks the output.
+
+    ``tolerance``: the run's declared tolerance (``Candidate.tolerance``; ``None``: it must be
+    bitwise). A run with one answers an exact ``auto`` run only when ``allow_within_tolerance``.
     ``inexact`` names methods or runs that stop short of the exact answer in a way the run name
     does not show (rnn_backprop's ``jacobi_tol``, a relative tolerance): never eligible.
     """
     if spec.method in inexact or spec.name in inexact:
         return False, "declared inexact by the experiment (it stops short of the exact answer)"
-    if is_sequential_baseline(spec.method):
-        return True, "native sequential path"
     if spec.method == AUTO:
         return False, "auto does not choose itself"
     if spec.budget is not None:
         return False, f"truncated budget of {spec.budget} steps: not a solve to the run's accuracy"
-    if spec.tol is None:
-        return True, "exact by contract (bitwise, or within its declared tolerance)"
-    if run_tol > 0 and math.isclose(spec.tol, run_tol, rel_tol=1e-12):
-        return True, f"stops at the run's tolerance {run_tol:g}"
-    return False, f"stops at tolerance {spec.tol:g}, the run asks for {run_tol:g}"
+    if spec.tol is not None:
+        if run_tol > 0 and math.isclose(spec.tol, run_tol, rel_tol=1e-12):
+            return True, f"stops at the run's tolerance {run_tol:g}"
+        return False, f"stops at tolerance {spec.tol:g}, the run asks for {run_tol:g}"
+    sequential = is_sequential_baseline(spec.method)
+    what = "native sequential path" if sequential else "exact by contract"
+    if tolerance is None:
+        return True, what + ("; must give the reference's bits" if run_tol == 0 else "")
+    if run_tol == 0 and not allow_within_tolerance:
+        return False, (f"{what}, but only within its declared tolerance, never bitwise: an exact "
+                       f"auto run is answered only by bitwise runs ({ALLOW_KEY}: true admits it)")
+    return True, what + ("; within its declared tolerance (allowed)" if run_tol == 0 else "")
+
+
+def verdict(candidate: Candidate, result: Any, reference: Sequence | None, run_tol: float,
+            allow_within_tolerance: bool = False,
+            output: Callable[[Any], Any] = lambda result: result.x) -> tuple[bool, str]:
+    """May ``result``, the finished output of ``candidate``'s program, answer the run? At tol 0 it
+    must be the reference's bits (``reference``: its output as NumPy leaves), or, where allowed,
+    within the candidate's declared tolerance; it must have converged."""
+    if not bool(getattr(result, "converged", True)):
+        stop = getattr(result, "stopped_by", None) or "its budget"
+        return False, f"did not converge (stopped by {stop}): not the run's answer"
+    if run_tol > 0:
+        return True, f"converged (the run asks for tolerance {run_tol:g})"
+    if reference is None:
+        raise ValueError("an exact auto run needs the reference's output to check an answer")
+    leaves = to_numpy_leaves(output(result))
+    if bitwise_equal(leaves, reference):
+        return True, "bitwise the reference's output"
+    diff = max_abs_diff(leaves, reference) if len(leaves) == len(reference) else math.inf
+    if candidate.tolerance is not None and allow_within_tolerance:
+        if candidate.tolerance.holds(leaves, reference):
+            return True, f"within its declared tolerance (max |diff| {diff:.3g}; allowed)"
+        return False, f"outside its declared tolerance (max |diff| {diff:.3g})"
+    return False, (f"not the reference's bits (max |diff| {diff:.3g}): an exact auto run is "
+                   "answered only by bitwise runs")
+
+
+# ------------------------------------------------------------------------------ the pure choice
 
 
 @dataclass(frozen=True)
 class Option:
     """One candidate as :func:`choose` sees it: its full time in seconds (``None``: unknown,
-    e.g. raced out), whether it may answer the run, and why."""
+    e.g. stopped by its deadline, or not run), whether it may answer the run, and why."""
 
     run: str
     seconds: float | None
@@ -176,18 +223,19 @@ class Choice:
 
 
 def choose(options: Sequence[Option], baseline: str) -> Choice:
-    """The fastest eligible option with a known time; ties go to the earlier option."""
+    """The fastest eligible option with a known time; ties go to the earlier option. The reason
+    compares it with the ``baseline`` (the native sequential path) where that has a time."""
     known = {o.run: o for o in options}
     if baseline not in known:
         raise ValueError(f"the baseline {baseline!r} is not among the options {list(known)}")
-    base = known[baseline]
-    if not base.eligible or base.seconds is None:
-        raise ValueError(f"the baseline {baseline!r} must be eligible and have a time")
     best: Option | None = None
     for option in options:
         if option.eligible and option.seconds is not None and (best is None or option.seconds < best.seconds):
             best = option
-    assert best is not None
+    if best is None:
+        raise ValueError("no option may answer the run with a known time: "
+                         + "; ".join(f"{o.run}: {o.why}" for o in options))
+    base = known[baseline]
     notes = []
     for option in options:
         if option.run == best.run:
@@ -195,14 +243,16 @@ def choose(options: Sequence[Option], baseline: str) -> Choice:
         if not option.eligible:
             notes.append(f"{option.run} not eligible ({option.why})")
         elif option.seconds is None:
-            notes.append(f"{option.run} raced out ({option.why})" if option.why else f"{option.run} raced out")
+            notes.append(f"{option.run} stopped at its deadline" + (f" ({option.why})" if option.why else ""))
         else:
             notes.append(f"{option.run} {option.seconds:.4g} s")
     if best.run == baseline:
         head = f"{best.run}: the native sequential path, {best.seconds:.4g} s, is the fastest eligible"
-    else:
+    elif base.seconds is not None:
         head = (f"{best.run}: {best.seconds:.4g} s, {base.seconds / best.seconds:.3g}x faster than "
                 f"{baseline}'s {base.seconds:.4g} s")
+    else:
+        head = f"{best.run}: {best.seconds:.4g} s, the fastest eligible"
     return Choice(best.run, float(best.seconds), head + ("; " + "; ".join(notes) if notes else ""))
 
 
@@ -238,187 +288,154 @@ def loop_pilot(run_steps: Callable[[int], Any], steps: int, length: int, what: s
                  what or f"first {steps} of {length} steps, scaled by {length / steps:.4g}")
 
 
-def pilot_steps(length: int, fraction: float = 0.05, minimum: int = 2) -> int:
-    """How many steps a loop pilot takes: ``fraction`` of ``length``, at least ``minimum``."""
+def pilot_steps(length: int, fraction: float = 0.02, minimum: int = 2) -> int:
+    """How many steps a loop pilot takes: ``fraction`` of ``length``, at least ``minimum`` (the
+    slice is part of the first call's cost; it only bounds the candidates tried before any
+    finished, with :data:`SLACK` to spare)."""
     return max(1, min(int(length), max(int(minimum), round(fraction * length))))
 
 
-class _RaceLost(BaseException):
-    """Raised by the alarm inside a raced program (a BaseException, so no ``except Exception``
-    in the program swallows it)."""
-
-
-def _can_race() -> bool:
-    return hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread()
-
-
-def _raced(fn: Callable[[], Any], deadline_s: float, race: bool) -> tuple[Any, float, bool]:
-    """Run ``fn`` (with its sync); stop it after ``deadline_s`` seconds when racing.
-
-    Returns (result or None, seconds, finished).
-    """
-    if not race or deadline_s == math.inf:
-        start = time.perf_counter()
-        out = fn()
-        return out, time.perf_counter() - start, True
-    if deadline_s <= 0:
-        return None, 0.0, False
-
-    def alarm(signum, frame):
-        raise _RaceLost()
-
-    previous = signal.signal(signal.SIGALRM, alarm)
-    start = time.perf_counter()
+def accepts_deadline(program: Callable) -> bool:
+    """Whether ``program`` takes a ``deadline`` keyword (a named parameter; ``**kwargs`` does not
+    count: it may not honour one)."""
     try:
-        signal.setitimer(signal.ITIMER_REAL, deadline_s)
-        try:
-            out = fn()
-        finally:
-            signal.setitimer(signal.ITIMER_REAL, 0)
-        return out, time.perf_counter() - start, True
-    except BaseException as err:
-        if not _is_race_lost(err):
-            raise
-        return None, time.perf_counter() - start, False
-    finally:
-        signal.signal(signal.SIGALRM, previous)
+        parameters = inspect.signature(program).parameters
+    except (TypeError, ValueError):
+        return False
+    found = parameters.get("deadline")
+    return found is not None and found.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                                inspect.Parameter.KEYWORD_ONLY)
 
 
-def _is_race_lost(err: BaseException | None) -> bool:
-    """Is ``err`` the alarm, or an error it caused? An alarm that lands inside a C function
-    calling back into Python (NumPy's dtype lookup under ``jnp.zeros``, say) comes out as a
-    ``SystemError`` whose cause is the alarm."""
-    seen = set()
-    while err is not None and id(err) not in seen:
-        if isinstance(err, _RaceLost):
-            return True
-        seen.add(id(err))
-        err = err.__cause__ or err.__context__
-    return False
+def stopped_by_deadline(result: Any) -> bool:
+    return getattr(result, "stopped_by", None) == "deadline"
+
+
+def _work(result: Any) -> float:
+    value = getattr(result, "network_evaluations", None)
+    return float(value) if value is not None else 0.0
 
 
 @dataclass
 class PilotOutcome:
-    """One call's pilot: the options it measured, the choice, and what it cost."""
+    """One pilot: the choice, the chosen run's output (its full program ran), every candidate's
+    record, the baseline's predicted time, the seconds and the work it took."""
 
-    options: list[Option]
     choice: Choice
+    result: Any
     records: list[dict]
-    results: dict[str, Any]
-    predicted_sequential_s: float
+    predicted_baseline_s: float | None
     spent_s: float
-    raced: bool
+    work: float
 
 
-def run_pilot(candidates: Sequence[Candidate], baseline: str, *, baseline_pilot: Pilot | None = None,
-              run_tol: float = 0.0, pilot_budget: float = DEFAULT_PILOT_BUDGET,
-              output: Callable[[Any], Any] = lambda result: result.x,
-              sync: Callable[[Any], Any] = synchronize, race: bool | None = None,
-              converged: Callable[[Any], bool] = lambda result: bool(getattr(result, "converged", True)),
-              inexact: Iterable[str] = (), known: dict[str, float] | None = None,
-              share_unknown: bool = False) -> PilotOutcome:
-    """Pilot the baseline, then race every eligible candidate; returns what was found.
+def _order(pool: Sequence[Candidate], baseline: str, statics: Mapping[str, tuple[bool, str]],
+           sliced: bool, first: str | None) -> list[Candidate]:
+    """The order the candidates are tried: ``first`` (the reference when its output is needed),
+    the baseline when it has no slice (its full time is the first deadline), the parallel
+    candidates, other sequential-type paths, then the baseline when its slice predicted it (the
+    fallback, cut by the best time)."""
+    def rank(item):
+        index, c = item
+        if c.name == first:
+            return (0, index)
+        if c.name == baseline and statics[baseline][0]:
+            return (4 if sliced else 1, index)
+        return (3 if is_sequential_baseline(c.spec.method) else 2, index)
 
-    ``known`` (seconds by run, from an earlier pilot) orders the race: the fastest known first,
-    so the best time so far is small early and slower candidates are cut early. Candidates with
-    no known time follow (parallel methods before other sequential-type paths, else in their
-    given order). With ``share_unknown`` each of those gets an equal share of what is left of
-    the budget (so that one slow candidate that cannot be interrupted does not leave the others
-    unpiloted); without, each may use all that is left (so that a method that wins by less than
-    budget × number of candidates is still found).
+    return [c for _, c in sorted(enumerate(pool), key=rank)]
 
-    ``results`` holds the outputs of the candidates whose full program ran to the end (reusable:
-    the same program gives the same output).
+
+def run_pilot(candidates: Sequence[Candidate], baseline: str, *, reference: str = "sequential",
+              baseline_pilot: Pilot | None = None, run_tol: float = 0.0,
+              inexact: Iterable[str] = (), allow_within_tolerance: bool = False,
+              reference_result: Any = None, output: Callable[[Any], Any] = lambda result: result.x,
+              sync: Callable[[Any], Any] = synchronize) -> PilotOutcome:
+    """Time the candidates under cooperative deadlines and choose (see the module docstring).
+
+    ``reference_result``: the reference's complete output when the caller has it; else, at tol
+    0, the reference runs first, in full (every answer is checked against its bits). Deadlines
+    are ``time.perf_counter()`` values.
     """
-    if not pilot_budget > 0:
-        raise ValueError(f"auto's pilot_budget must be > 0 (a fraction of one sequential run), got {pilot_budget!r}")
-    race = _can_race() if race is None else bool(race)
+    clock = time.perf_counter
     by_name = {c.name: c for c in candidates}
-    if baseline not in by_name:
-        raise ValueError(f"auto needs the native sequential path {baseline!r} among the candidates {list(by_name)}")
-    start = time.perf_counter()
-    records, options, results = [], [], {}
+    for role, name in (("native sequential path", baseline), ("reference", reference)):
+        if name not in by_name:
+            raise ValueError(f"auto needs the {role} {name!r} among the candidates {list(by_name)}")
+    inexact = tuple(inexact)
+    statics = {c.name: eligibility(c.spec, run_tol, inexact, tolerance=c.tolerance,
+                                   allow_within_tolerance=allow_within_tolerance) for c in candidates}
+    if not statics[reference][0]:
+        raise ValueError(f"the reference {reference!r} cannot answer the run: {statics[reference][1]}")
+    start = clock()
+    work = 0.0
+    ref_leaves = None if reference_result is None else to_numpy_leaves(output(reference_result))
+    first = reference if run_tol == 0 and ref_leaves is None else None
+    predicted = bound = None
+    # The slice predicts the baseline; pointless when the baseline runs first in full anyway, or
+    # cannot answer (its time then bounds nothing).
+    if baseline_pilot is not None and first != baseline and statics[baseline][0]:
+        begin = clock()
+        out = baseline_pilot.program()
+        sync(output(out))
+        predicted = baseline_pilot.scale * (clock() - begin)
+        work += _work(out)
+        bound = SLACK * predicted
+    sliced = predicted is not None
+    records: list[dict] = []
+    results: dict[str, Any] = {}
+    best_s = None
 
-    def timed(program):
-        def go():
-            out = program()
-            sync(output(out))
-            return out
-        return go
-
-    # 1. The baseline: its pilot (a slice, scaled) or its full program.
-    base = by_name[baseline]
-    pilot = baseline_pilot or Pilot(base.program, 1.0, "the full program")
-    out, seconds, _ = _raced(timed(pilot.program), math.inf, False)
-    predicted_s = pilot.scale * seconds
-    if baseline_pilot is None:
-        results[baseline] = out
-    options.append(Option(baseline, predicted_s, True, "native sequential path"))
-    records.append({"run": baseline, "eligible": True, "why": f"native sequential path; pilot: {pilot.what}",
-                    "pilot_s": seconds, "scale": pilot.scale, "predicted_s": predicted_s, "finished": True})
-
-    # 2. The others, raced: each may run until the best time so far, and the losers together
-    # (every raced candidate but the current best) may spend at most pilot_budget × S.
-    allowance = pilot_budget * predicted_s
-    best_name, best_s, losers_s = baseline, predicted_s, 0.0
-    known = known or {}
-    # Known times first, fastest first; then the unknown: parallel methods before other
-    # sequential-type paths (a cached loop often cannot be interrupted, and would eat the budget).
-    ranked = sorted(candidates, key=lambda c: (known.get(c.name, math.inf),
-                                               is_sequential_baseline(c.spec.method)))
-    unknown = sum(1 for c in candidates if c.name != baseline and c.name not in known
-                  and eligibility(c.spec, run_tol, inexact)[0])
-    for candidate in ranked:
+    def attempt(candidate: Candidate, limit: float | None) -> None:
+        nonlocal work, best_s, ref_leaves
         name = candidate.name
-        if name == baseline:
-            continue
-        eligible, why = eligibility(candidate.spec, run_tol, inexact)
-        if not eligible:
-            options.append(Option(name, None, False, why))
-            records.append({"run": name, "eligible": False, "why": why, "pilot_s": None, "scale": 1.0,
-                            "predicted_s": None, "finished": False})
-            continue
-        left = allowance - losers_s
-        if share_unknown and name not in known:  # no time yet: an equal share of what is left
-            left, unknown = left / max(unknown, 1), unknown - 1
-        deadline = max(0.0, min(best_s, left))
-        out, seconds, finished = _raced(timed(candidate.program), deadline, race)
-        if finished and not converged(out):
-            eligible, why = False, "did not converge: its output is not the solve's answer"
-        if finished and eligible:
+        accepts = accepts_deadline(candidate.program)
+        why = statics[name][1]
+        record = {"run": name, "eligible": True, "why": why, "accepts_deadline": accepts,
+                  "deadline_s": limit if accepts else None, "seconds": None, "finished": False,
+                  "network_evaluations": None}
+        records.append(record)
+        begin = clock()
+        out = candidate.program(deadline=begin + limit) if accepts and limit is not None else candidate.program()
+        sync(output(out))
+        seconds = clock() - begin
+        work += _work(out)
+        record.update(seconds=seconds, network_evaluations=_work(out))
+        if stopped_by_deadline(out):
+            what = "the best time so far" if best_s is not None else f"{SLACK:g} x the predicted {baseline}"
+            record["why"] = f"{why}; stopped at its deadline of {limit:.4g} s ({what})"
+            return
+        record["finished"] = True
+        if name == reference and ref_leaves is None and run_tol == 0 and bool(getattr(out, "converged", True)):
+            ref_leaves = to_numpy_leaves(output(out))
+        ok, said = verdict(candidate, out, ref_leaves, run_tol, allow_within_tolerance, output)
+        record.update(eligible=ok, why=f"{why}; {said}")
+        if ok:
             results[name] = out
-            options.append(Option(name, seconds, True, why))
-            if seconds < best_s:
-                if best_name != baseline:
-                    losers_s += best_s
-                best_name, best_s = name, seconds
-            else:
-                losers_s += seconds
+            if best_s is None or seconds < best_s:
+                best_s = seconds
+
+    for candidate in _order(candidates, baseline, statics, sliced, first):
+        name = candidate.name
+        if not statics[name][0]:
+            continue
+        if name == first or (name == baseline and best_s is None):
+            limit = None  # the reference's bits are needed; the fallback runs to the end
         else:
-            losers_s += seconds
-            if not finished and deadline <= 0:
-                why = "not piloted: the pilot budget was spent"
-            elif not finished:
-                why = (f"not done within {deadline:.4g} s (the best time so far, or what was left of "
-                       "the pilot budget; an interrupt lands after the step in progress)")
-            options.append(Option(name, None, eligible, why))
-        records.append({"run": name, "eligible": eligible, "why": why, "pilot_s": seconds, "scale": 1.0,
-                        "predicted_s": seconds if finished else None, "finished": finished})
+            limit = best_s if best_s is not None else bound
+        attempt(candidate, limit)
+    if best_s is None:  # every candidate was cut by the prediction: the reference to the end
+        attempt(by_name[reference], None)
+    for candidate in candidates:
+        if not statics[candidate.name][0]:
+            records.append({"run": candidate.name, "eligible": False, "why": statics[candidate.name][1],
+                            "accepts_deadline": accepts_deadline(candidate.program), "deadline_s": None,
+                            "seconds": None, "finished": False, "network_evaluations": None})
+    last = {r["run"]: r for r in records}  # a candidate tried twice: its last attempt
+    options = [Option(c.name, last[c.name]["seconds"] if last[c.name]["finished"] and last[c.name]["eligible"]
+                      else None, last[c.name]["eligible"], last[c.name]["why"]) for c in candidates]
     choice = choose(options, baseline)
-    return PilotOutcome(options, choice, records, results, predicted_s, time.perf_counter() - start, race)
-
-
-def combine(a: PilotOutcome, b: PilotOutcome, baseline: str) -> Choice:
-    """The choice from two pilots: each option at the faster of its two times (a time is only
-    ever inflated by interference, never deflated), eligible only if eligible in both."""
-    other = {o.run: o for o in a.options}
-    merged = []
-    for option in b.options:
-        first = other.get(option.run, option)
-        times = [t for t in (first.seconds, option.seconds) if t is not None]
-        merged.append(Option(option.run, min(times) if times else None,
-                             option.eligible and first.eligible, option.why))
-    return choose(merged, baseline)
+    return PilotOutcome(choice, results[choice.run], records, predicted, clock() - start, work)
 
 
 # ------------------------------------------------------------------------------ the candidate
@@ -426,98 +443,170 @@ def combine(a: PilotOutcome, b: PilotOutcome, baseline: str) -> Choice:
 
 @dataclass
 class AutoState:
-    """What an ``auto`` candidate remembers between calls (the choice is the first call's)."""
+    """What an ``auto`` candidate remembers between calls (decided by the first)."""
 
     chosen: str | None = None
-    choice: Choice | None = None
-    known: dict = field(default_factory=dict)
-    predicted_s: float = 0.0
-    first: PilotOutcome | None = None
+    reason: str = ""
+    decided_by: str = "pilot"
+    first_call_s: float = 0.0
+    first_call_work: float = 0.0
+    pilot_s: float = 0.0
+    predicted_s: float | None = None
+    pilots: list = field(default_factory=list)
     calls: int = 0
-    disagreements: list[str] = field(default_factory=list)
-    overheads: list[float] = field(default_factory=list)
+    reference_result: Any = None
+
+
+def problem_key(**parts: Any) -> dict:
+    """A key's problem part, as JSON-ready values (shapes as lists, dtypes and devices as text)."""
+    def plain(value):
+        if isinstance(value, Mapping):
+            return {str(k): plain(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):  # torch.Size too
+            return [plain(v) for v in value]
+        if value is None or isinstance(value, (bool, str)):
+            return value
+        if isinstance(value, numbers.Integral):
+            return int(value)
+        if isinstance(value, numbers.Real):
+            return float(value)
+        return str(value)
+    return plain(parts)
 
 
 def auto_candidate(candidates: Sequence[Candidate], *, run: RunSpec | str = AUTO, baseline: str = "sequential",
-                   baseline_pilot: Pilot | None = None, pilot_budget: float = DEFAULT_PILOT_BUDGET,
+                   reference: str = "sequential", baseline_pilot: Pilot | None = None,
                    output: Callable[[Any], Any] = lambda result: result.x,
-                   sync: Callable[[Any], Any] = synchronize, race: bool | None = None,
-                   extra: dict | None = None, inexact: Iterable[str] = (),
-                   warm_first: bool = True) -> Candidate:
+                   sync: Callable[[Any], Any] = synchronize, extra: dict | None = None,
+                   inexact: Iterable[str] = (), allow_within_tolerance: bool = False,
+                   key: Mapping[str, Any] | None = None, decisions: str | None = None,
+                   replay: bool = False) -> Candidate:
     """The harness candidate of an ``auto`` run over ``candidates`` (see the module docstring).
 
-    ``warm_first=False`` skips the first call's warm-up pilot, for callers that have warmed every
-    candidate already (and time the first call). ``inexact``: see :func:`eligibility`.
+    ``baseline``: the native sequential path (piloted by ``baseline_pilot`` when given);
+    ``reference``: the run every exact answer must equal bit for bit (the harness's reference).
+    ``key``: the problem (dataset, shapes, batch, dtype, device ...; :func:`problem_key`): with
+    one the decision is kept and looked up (:func:`ffsolve.autotune.store` /
+    :func:`~ffsolve.autotune.lookup`), in ``decisions`` (a JSON file) when given; without one
+    every ``auto`` candidate pilots on its own first call. ``replay``: never pilot (needs a key).
+    ``inexact``: see :func:`eligibility`.
+
     Candidates whose ``extra`` names another ``quantity`` than the baseline's (a run that times
     something else, e.g. ``time_to_top5`` beside one solve) are left out; ``auto`` inherits the
-    baseline's quantity with the chosen run's other fields. The returned candidate's ``extra["auto"]`` is filled in by its calls, it
-    takes the chosen candidate's other ``extra`` fields, and its ``tolerance`` becomes the chosen
-    candidate's (``None`` when the chosen one is exact by contract), so the
-    harness judges the ``auto`` output as it would judge the chosen run's.
+    baseline's quantity with the chosen run's other fields. The returned candidate's
+    ``extra["auto"]`` is filled in by its first call, it takes the chosen candidate's other
+    ``extra`` fields, and its ``tolerance`` becomes the chosen candidate's (``None`` when the
+    chosen one is bitwise), so the harness judges the ``auto`` output as the chosen run's.
+    The reference candidate's program is wrapped to keep its last complete output (what the
+    harness's own call of it computed), so the pilot need not run it again.
     """
+    from ffsolve import __version__, autotune
+
     spec = run if isinstance(run, RunSpec) else parse_run_name(run)
     if spec.method != AUTO:
         raise ValueError(f"an auto run's method must be {AUTO!r}, got {spec.name!r}")
+    if replay and key is None:
+        raise ValueError("auto replay needs a key to look its decision up")
     # Runs that time another quantity than the baseline (a record's "quantity": training steps,
     # time to a stable top-5; none = one solve) do not answer the run, whatever their speed.
     quantities = {c.name: c.extra.get("quantity") for c in candidates}
-    if baseline not in quantities:
-        raise ValueError(f"auto needs the native sequential path {baseline!r} among the candidates "
-                         f"{list(quantities)}")
+    for role, name in (("native sequential path", baseline), ("reference", reference)):
+        if name not in quantities:
+            raise ValueError(f"auto needs the {role} {name!r} among the candidates {list(quantities)}")
     pool = [c for c in candidates if c.spec.method != AUTO and quantities[c.name] == quantities[baseline]]
     by_name = {c.name: c for c in pool}
+    run_tol = spec.stopping_tol()
+    inexact = tuple(inexact)
+    allow = bool(allow_within_tolerance)
     state = AutoState()
     candidate = Candidate(spec, lambda: None, extra=dict(extra or {}))
+    full_key = None if key is None else {
+        "kind": "ffsolve.kit.auto", "problem": problem_key(**key), "run": spec.name, "run_tol": run_tol,
+        "candidates": sorted(by_name), "baseline": baseline, "reference": reference,
+        "allow_within_tolerance": allow, "threads": autotune._threads(), "version": __version__}
+    text_key = None if full_key is None else json.dumps(full_key, sort_keys=True)
 
-    def pilot(known=None, share=False):
-        return run_pilot(pool, baseline, baseline_pilot=baseline_pilot, run_tol=spec.stopping_tol(),
-                         pilot_budget=pilot_budget, output=output, sync=sync, race=race,
-                         inexact=inexact, known=known if known is not None else state.known,
-                         share_unknown=share)
+    ref = by_name[reference]
+    original = ref.program
+
+    @functools.wraps(original)
+    def keep_reference(*args, **kwargs):
+        out = original(*args, **kwargs)
+        if not stopped_by_deadline(out) and bool(getattr(out, "converged", True)):
+            state.reference_result = out
+        return out
+
+    ref.program = keep_reference
+
+    def stored() -> dict | None:
+        if text_key is None:
+            return None
+        found = autotune.lookup(text_key, path=decisions, replay=replay)
+        if found is None:
+            return None
+        method = found.get("method")
+        usable = method in by_name and eligibility(
+            by_name[method].spec, run_tol, inexact, tolerance=by_name[method].tolerance,
+            allow_within_tolerance=allow)[0]
+        if not usable:
+            if replay:
+                raise LookupError(f"autotune replay: the decision for {text_key} names {method!r}, "
+                                  f"which cannot answer this run (candidates {sorted(by_name)})")
+            return None
+        return found
+
+    def decide():
+        begin = time.perf_counter()
+        found = stored()
+        if found is not None:
+            chosen = found["method"]
+            result = by_name[chosen].program()
+            sync(output(result))
+            state.decided_by, state.reason = "stored", str(found.get("reason") or f"stored decision: {chosen}")
+            state.pilots = [p for p in found.get("pilots", []) if isinstance(p, dict)]
+            state.predicted_s = found.get("predicted_baseline_s")
+            state.first_call_work = _work(result)
+            state.first_call_s = time.perf_counter() - begin
+            state.pilot_s = 0.0
+        else:
+            outcome = run_pilot(pool, baseline, reference=reference, baseline_pilot=baseline_pilot,
+                                run_tol=run_tol, inexact=inexact, allow_within_tolerance=allow,
+                                reference_result=state.reference_result, output=output, sync=sync)
+            chosen, result = outcome.choice.run, outcome.result
+            state.decided_by, state.reason = "pilot", outcome.choice.reason
+            state.pilots, state.predicted_s = outcome.records, outcome.predicted_baseline_s
+            state.first_call_work = outcome.work
+            state.first_call_s = time.perf_counter() - begin
+            state.pilot_s = max(0.0, state.first_call_s - outcome.choice.seconds)
+            if text_key is not None:
+                autotune.store(text_key, {
+                    "method": chosen, "reason": outcome.choice.reason, "time_s": outcome.choice.seconds,
+                    "candidates": {r["run"]: {"time_s": r["seconds"] if r["finished"] else None,
+                                              "eligible": r["eligible"]} for r in outcome.records},
+                    "pilots": outcome.records, "predicted_baseline_s": outcome.predicted_baseline_s,
+                    "first_call_s": state.first_call_s, "key": full_key}, path=decisions)
+        state.chosen = chosen
+        candidate.tolerance = by_name[chosen].tolerance
+        # The chosen run's experiment fields (model size, checkpoint, ...) describe auto's too.
+        for name, value in by_name[chosen].extra.items():
+            candidate.extra.setdefault(name, value)
+        return result
 
     def program():
-        start = time.perf_counter()
-        warm = None
-        if state.chosen is None and warm_first:
-            # The first call pilots twice and decides on each option's faster time of the two: a
-            # first call pays for lazy imports, allocation and JIT compilation, and a shared
-            # machine for its neighbours, which a slice scaled by T/k would multiply. Both pilots
-            # are in this call's time (the harness's untimed warm-up call when there is one).
-            warm = pilot(share=True)  # every candidate gets a slice: first times for the order
-        # Race the fastest known first (the warm pilot's times, later the deciding ones).
-        outcome = pilot(None if warm is None else
-                        {o.run: o.seconds for o in warm.options if o.seconds is not None})
         state.calls += 1
         if state.chosen is None:
-            state.choice = outcome.choice if warm is None else combine(warm, outcome, baseline)
-            state.chosen, state.first = state.choice.run, outcome
-            state.known = {o.run: o.seconds for o in (warm or outcome).options if o.seconds is not None}
-            for o in outcome.options:
-                if o.seconds is not None:
-                    state.known[o.run] = min(o.seconds, state.known.get(o.run, math.inf))
-            state.predicted_s = outcome.predicted_sequential_s if warm is None else min(
-                warm.predicted_sequential_s, outcome.predicted_sequential_s)
-            candidate.tolerance = by_name[state.chosen].tolerance
-            # The chosen run's experiment fields (model size, checkpoint, ...) describe auto's too.
-            for key, value in by_name[state.chosen].extra.items():
-                candidate.extra.setdefault(key, value)
-        elif outcome.choice.run != state.chosen:
-            state.disagreements.append(
-                f"call {state.calls}: the pilot would choose {outcome.choice.run}; kept {state.chosen}")
-        chosen = by_name[state.chosen]
-        if state.chosen in outcome.results:  # its pilot was its full program: reuse the output
-            result = outcome.results[state.chosen]
-            chosen_s = next(r["pilot_s"] for r in outcome.records if r["run"] == state.chosen)
-        else:
-            begin = time.perf_counter()
-            result = chosen.program()
-            sync(output(result))
-            chosen_s = time.perf_counter() - begin
-        total = time.perf_counter() - start
-        state.overheads.append(max(0.0, total - chosen_s))
-        # Plain bookkeeping inside the timed call; validated on the first call (the warm-up).
-        candidate.extra["auto"] = auto_record(state, baseline, pilot_budget, validate=state.calls == 1)
-        return result
+            result = decide()
+            candidate.extra["auto"] = auto_record(state, baseline, reference, run_tol, allow,
+                                                  full_key, decisions, replay)
+            return result
+        candidate.extra["auto"]["calls"] = state.calls
+        return by_name[state.chosen].program()  # the steady state: the chosen program alone
+
+    def prepare():
+        # Called once by the harness after its warm-up rounds: with none, the first call is here,
+        # untimed, and every timed call is the steady state.
+        if state.chosen is None:
+            program()
 
     def traced():
         # The chosen run's traced twin: the same computation as the chosen program (the harness
@@ -530,29 +619,30 @@ def auto_candidate(candidates: Sequence[Candidate], *, run: RunSpec | str = AUTO
         return chosen.traced()
 
     candidate.program = program
+    candidate.prepare = prepare
     candidate.traced = traced if any(c.traced is not None for c in pool) else None
     return candidate
 
 
-def auto_record(state: AutoState, baseline: str, pilot_budget: float, validate: bool = True) -> dict:
-    first = state.first
-    # The first call pilots twice and warms everything up (the harness's untimed warm-up call):
-    # the fraction is taken over the later calls when there are any.
-    overheads = sorted(state.overheads[1:] or state.overheads)
-    median = overheads[len(overheads) // 2] if len(overheads) % 2 else \
-        0.5 * (overheads[len(overheads) // 2 - 1] + overheads[len(overheads) // 2])
+def auto_record(state: AutoState, baseline: str, reference: str, run_tol: float, allow: bool,
+                key: dict | None, decisions: str | None, replay: bool, validate: bool = True) -> dict:
     value = {
         "chosen": state.chosen,
-        "reason": state.choice.reason,
+        "reason": state.reason,
         "baseline": baseline,
-        "pilot_budget": float(pilot_budget),
-        "raced": first.raced,
-        "pilots": first.records,
+        "reference": reference,
+        "run_tol": float(run_tol),
+        "decided_by": state.decided_by,
+        "replay": bool(replay),
+        "allow_within_tolerance": bool(allow),
+        "key": key,
+        "decisions_file": None if decisions is None else str(decisions),
+        "first_call_s": state.first_call_s,
+        "first_call_network_evaluations": state.first_call_work,
+        "pilot_s": state.pilot_s,
+        "predicted_baseline_s": state.predicted_s,
+        "pilots": list(state.pilots),
         "calls": state.calls,
-        "disagreements": list(state.disagreements),
-        "predicted_sequential_s": state.predicted_s,
-        "pilot_overhead_s": list(state.overheads),
-        "pilot_fraction": median / state.predicted_s if state.predicted_s > 0 else 0.0,
     }
     if validate:
         validate_auto(value)
@@ -562,11 +652,36 @@ def auto_record(state: AutoState, baseline: str, pilot_budget: float, validate: 
 # ------------------------------------------------------------------------------ wiring helpers
 
 
+@dataclass(frozen=True)
+class AutoSettings:
+    """What an experiment hands every ``auto`` run of one measure job: whether within-tolerance
+    answers are allowed, the decisions file (``None``: memory only) and replay mode."""
+
+    allow_within_tolerance: bool = False
+    decisions: str | None = None
+    replay: bool = False
+
+    def kwargs(self) -> dict:
+        return {"allow_within_tolerance": self.allow_within_tolerance, "decisions": self.decisions,
+                "replay": self.replay}
+
+
+def auto_settings(timing: Any = None, decisions: str | None = None) -> AutoSettings:
+    """:class:`AutoSettings` from the job's timing settings (``timing.auto_allow_within_tolerance``,
+    ``timing.auto_replay``) and the decisions file the rule passes (``params.autotune``)."""
+    return AutoSettings(bool(getattr(timing, "auto_allow_within_tolerance", False)),
+                        None if not decisions else str(decisions),
+                        bool(getattr(timing, "auto_replay", False)))
+
+
 def split_auto(specs: Sequence[RunSpec]) -> tuple[list[RunSpec], list[RunSpec]]:
     """The configured runs without ``auto`` (built by the experiment), and the ``auto`` runs."""
     return [s for s in specs if s.method != AUTO], [s for s in specs if s.method == AUTO]
 
 
-def add_auto(candidates: list[Candidate], auto_runs: Sequence[RunSpec], **kwargs) -> list[Candidate]:
-    """``candidates`` plus one :func:`auto_candidate` per ``auto`` run (each over ``candidates``)."""
-    return list(candidates) + [auto_candidate(candidates, run=spec, **kwargs) for spec in auto_runs]
+def add_auto(candidates: list[Candidate], auto_runs: Sequence[RunSpec], *,
+             settings: AutoSettings | None = None, **kwargs) -> list[Candidate]:
+    """``candidates`` plus one :func:`auto_candidate` per ``auto`` run (each over ``candidates``),
+    with ``settings`` (:func:`auto_settings`) applied."""
+    given = {} if settings is None else settings.kwargs()
+    return list(candidates) + [auto_candidate(candidates, run=spec, **{**given, **kwargs}) for spec in auto_runs]

@@ -58,16 +58,18 @@ MAX_CALLS_PER_REPEAT = 1000
 
 @dataclass(frozen=True)
 class TimingSettings:
-    """``timing.*``: timed repeats per method (interleaved), untimed warm-up rounds, and the
+    """``timing.*``: timed repeats per method (interleaved), untimed warm-up rounds, the
     compute threads of the timed job (``None``: every core it holds; applied by ``ffsolve.jobs``),
-    and the pilot budget of ``method: auto`` (a fraction of one predicted sequential run;
-    :mod:`ffsolve.kit.auto`)."""
+    and two settings of ``method: auto`` (:mod:`ffsolve.kit.auto`): whether an exact ``auto`` run
+    may be answered by a run that is only within its declared tolerance (default: bitwise runs
+    only), and replay mode (the decisions kept in the job's decisions file, no pilot)."""
 
     repeats: int = 5
     warmup: int = 1
     threads: Optional[int] = None
     min_sample_s: float = 0.0
-    auto_pilot_budget: float = 0.1
+    auto_allow_within_tolerance: bool = False
+    auto_replay: bool = False
 
 
 @dataclass(frozen=True)
@@ -111,6 +113,8 @@ class Candidate:
         tolerance: ``None`` when the output must equal the reference bit for bit; else the
             declared tolerance (and the record then says ``within_tolerance``).
         extra: experiment-specific fields added to the record (model size, checkpoint, ...).
+        prepare: called once, untimed, after the warm-up rounds and before any timed call (an
+            ``auto`` run decides there when no warm-up round called it first).
     """
 
     run: RunSpec | str
@@ -118,6 +122,7 @@ class Candidate:
     traced: Optional[TracedProgram] = None
     tolerance: Optional[Tolerance] = None
     extra: dict = field(default_factory=dict)
+    prepare: Optional[Callable[[], Any]] = None
 
     @property
     def spec(self) -> RunSpec:
@@ -271,7 +276,8 @@ def measure(
     """Time every candidate in this process, repeats interleaved, and check the timed outputs.
 
     Each round runs every candidate once, the order rotated by one each round so no method always
-    follows the same neighbour. ``warmup`` untimed rounds come first (JIT compilation, allocator).
+    follows the same neighbour. ``warmup`` untimed rounds come first (JIT compilation, allocator),
+    then each candidate's ``prepare`` (untimed), if it has one.
     With ``min_sample_s`` > 0, one more untimed call of each candidate after the warm-up (two
     when ``warmup`` is 0, the second one measured) calibrates it (:func:`calibrate`): a program
     faster than ``min_sample_s`` runs several times back to back within each timed repeat, as
@@ -305,6 +311,9 @@ def measure(
     for _ in range(warmup):
         for candidate in candidates:
             sync(output(candidate.program()))
+    for candidate in candidates:
+        if candidate.prepare is not None:
+            candidate.prepare()
     if min_sample_s > 0:
         # Calibrated on a call after the warm-up: the warm-up call itself may be the compile.
         for candidate in candidates:

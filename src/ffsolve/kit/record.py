@@ -132,7 +132,8 @@ SUMMARY_COLUMNS = (
     "sequence_length", "iterations", "network_evaluations", "converged", "stopped_by", "bitwise_equal",
     "within_tolerance", "tolerance_rule", "top5_match_fraction", "max_abs_diff", "wall_time_s",
     "wall_time_spread", "wall_time_iqr_s", "wall_time_min_s", "wall_time_max_s", "timing_repeats",
-    "reference", "timing_session", "batch", "device", "metrics_path",
+    "reference", "timing_session", "batch", "device", "auto_chosen", "auto_first_call_s",
+    "metrics_path",
 )
 
 
@@ -219,6 +220,10 @@ def summary_row(record: Mapping, path: str | os.PathLike) -> dict:
         top5_match_fraction="" if record.get("top5_match_fraction") is None else record["top5_match_fraction"],
         timing_repeats=record["timing"]["repeats"],
         timing_session=record["timing"]["session"],
+        # an auto run: the run it chose, and its first call's time (pilot included) beside the
+        # steady state (wall_time_s)
+        auto_chosen=(record.get("auto") or {}).get("chosen", ""),
+        auto_first_call_s=(record.get("auto") or {}).get("first_call_s", ""),
         metrics_path=str(path),
     )
     return row

@@ -8,7 +8,8 @@ that cannot be bitwise, under the rule their record states). A run that did not 
 by a budget, an early-stop rule or a deadline) is "inexact" in every table, whatever its distance;
 a run stopped by a top-5 rule shows its top-5 agreement with the reference instead of a tolerance.
 Times are medians with their spread: ``± IQR`` from five repeats on, ``[min–max]`` below
-(:func:`time_text`).
+(:func:`time_text`). An ``auto`` run's time is its steady state (the chosen program alone), its
+first call (the pilot included) and its choice beside it (:func:`auto_text`).
 """
 
 from __future__ import annotations
@@ -100,6 +101,26 @@ def time_text(row: Mapping) -> str:
     return f"{median} ± {_fmt(iqr, '.2g')}"
 
 
+def auto_fields(row: Mapping) -> tuple[str, str]:
+    """``(chosen run, first call's seconds)`` of an ``auto`` run (record or summary row), else
+    empty strings."""
+    auto = row.get("auto")
+    if isinstance(auto, Mapping):
+        return str(auto.get("chosen", "")), _fmt(auto.get("first_call_s"), ".4g")
+    return str(_get(row, "auto_chosen")), _fmt(row.get("auto_first_call_s"), ".4g")
+
+
+def auto_text(row: Mapping) -> str:
+    """`` (first call 0.83 s, pilot included; chose jacobi)`` for an ``auto`` run, else ``""``:
+    written beside its steady-state time."""
+    chosen, first = auto_fields(row)
+    if not chosen and not first:
+        return ""
+    parts = [f"first call {first} s, pilot included"] if first else []
+    parts += [f"chose {chosen}"] if chosen else []
+    return f" ({'; '.join(parts)})"
+
+
 def quantity(row: Mapping) -> str:
     """What a run's time measures; ``solve`` unless its record says otherwise."""
     return str(_get(row, "quantity") or "solve")
@@ -139,7 +160,7 @@ def runs_table(records: Sequence[Mapping]) -> str:
         group = baselines_for(base, r)
         lines.append(
             f"| {label(r)} | {r['iterations']} / {r['sequence_length']} | "
-            f"{_fmt(r['network_evaluations'], '.4g')} | {time_text(r)} | "
+            f"{_fmt(r['network_evaluations'], '.4g')} | {time_text(r)}{auto_text(r)} | "
             f"{_fmt(speedup(group.get('sequential'), r), '.2f')} | "
             f"{_fmt(speedup(group.get('sequential_cache'), r), '.2f')} | {_flag(r['bitwise_equal'])} | "
             f"{within_text(r)} | {_flag(r['converged'])} | {str(_get(r, 'stopped_by')).replace('_', ' ')} |"
@@ -196,6 +217,7 @@ def side_by_side(ours: Iterable[Mapping], paper: Iterable[Mapping]) -> list[dict
             "iterations": row["iterations"], "sequence_length": row["sequence_length"],
             "network_evaluations": row["network_evaluations"],
             "time_s": float(row["wall_time_s"]),
+            "auto": auto_text(row),
             "x_sequential": speedup(group.get("sequential"), row),
             "x_cache": speedup(group.get("sequential_cache"), row),
             "bitwise": _flag(row["bitwise_equal"]),
@@ -344,7 +366,9 @@ def speedups_markdown(rows: Sequence[Mapping], headlines: Sequence[Mapping] = ()
         "top-5 agreement with the forward pass instead. Iterations are "
         "parallel steps; network evals count the work in full-network passes. **quantity**: what "
         "was timed (`solve`: one solve of the system); rows are compared only within one quantity, "
-        "and a time-to-top-5 run against the forward pass. Paper: the authors' reported values "
+        "and a time-to-top-5 run against the forward pass. **auto**: its steady-state time (the "
+        "run it chose, alone), its first call (the pilot that chose, included) beside it. "
+        "Paper: the authors' reported values "
         "(Song et al. 2021; hardware not stated) beside our run of the same algorithm with the same "
         "caching; `workflow/resources/paper_numbers.yaml` says how each was obtained.",
         "",
@@ -357,7 +381,7 @@ def speedups_markdown(rows: Sequence[Mapping], headlines: Sequence[Mapping] = ()
         iters = f"{r['iterations']} / {r['sequence_length']}" if r.get("iterations") not in (None, "") else ""
         lines.append(
             f"| {r['experiment']} | {r['dataset']} | {r['quantity']} | {r['label']} | {iters} | "
-            f"{_fmt(r.get('network_evaluations'), '.4g')} | {_fmt(r.get('time_s'), '.4g')} | "
+            f"{_fmt(r.get('network_evaluations'), '.4g')} | {_fmt(r.get('time_s'), '.4g')}{r.get('auto', '')} | "
             f"{_fmt(r.get('x_sequential'), '.2f')} | {_fmt(r.get('x_cache'), '.2f')} | "
             f"{r.get('bitwise', '')} | {r.get('within_tolerance', '')} | {r.get('device', '')} | "
             f"{r.get('paper_method', '')} | "

@@ -67,7 +67,7 @@ from ffsolve.kit import (
     write_json,
     write_runs,
 )
-from ffsolve.kit.auto import AUTO, add_auto
+from ffsolve.kit.auto import AUTO, add_auto, auto_settings
 from ffsolve.kit.harness import TimingSettings
 from ffsolve.kit.seeds import seed_stream, torch_generator
 from ffsolve.runtime import device_description, torch_device
@@ -304,20 +304,32 @@ def candidates(settings: Settings, problem: Problem, device) -> tuple[list[Candi
             k = min(5, reference.shape[-1])
             extra.update(quantity="time_to_top5", top5_patience=settings.top5_patience,
                          stop_rule=TOP5_STOP_RULE.format(k=k, patience=settings.top5_patience))
-        out.append(Candidate(spec, lambda system=system, m=spec.method: solve_batches(system, m, batches),
-                             traced, tolerance=None if top5 else tolerance, extra=extra))
+        if top5:
+            def program(system=system, m=spec.method):
+                return solve_batches(system, m, batches)
+        else:  # auto's pilot may stop it after the step in progress
+            def program(system=system, m=spec.method, deadline=None):
+                return solve_batches(system, m, batches, deadline=deadline)
+        out.append(Candidate(spec, program, traced, tolerance=None if top5 else tolerance, extra=extra))
     return out, reference
 
 
 def measure_runs(settings: Settings, problem: Problem, *, dataset: str, seed: int,
                  timing: TimingSettings, device, metrics: Mapping[str, str],
-                 traces: Mapping[str, str], threads: int | None = None) -> dict:
-    """Every method in one process, timed round-robin; one record and trace per configured run."""
+                 traces: Mapping[str, str], threads: int | None = None,
+                 autotune: str | None = None) -> dict:
+    """Every method in one process, timed round-robin; one record and trace per configured run.
+    ``autotune``: the decisions file of the ``auto`` runs (``None``: kept in memory only)."""
     float32_everywhere()
     found, reference = candidates(settings, problem, device)
-    # auto: the forward pass piloted in full (its output reused when it wins), the others raced.
+    # auto: the forward pass first, in full (its time the others' deadline). The batched steps
+    # are only within the logit tolerance of it, so they answer an exact auto run only where
+    # within-tolerance answers are allowed (timing.auto_allow_within_tolerance).
+    key = {"experiment": "densenet", "dataset": dataset, "label": problem.description,
+           "shapes": sorted({tuple(b.shape) for b in problem.batches}),
+           "dtype": problem.batches[0].dtype, "device": device, "block_sizes": settings.block_sizes}
     found = add_auto(found, [spec for spec in run_specs(settings) if spec.method == AUTO],
-                     pilot_budget=timing.auto_pilot_budget)
+                     settings=auto_settings(timing, autotune), key=key)
     log.info("%s: %s, %d batch(es) of %s; runs %s", dataset, problem.description,
              len(problem.batches), tuple(problem.batches[0].shape), [c.name for c in found])
     measurements = measure(found, repeats=timing.repeats, warmup=timing.warmup,
@@ -356,6 +368,7 @@ def measure_job(job: Job) -> dict:
         metrics=outputs_by_run(job.params.runs, job.output.metrics),
         traces=outputs_by_run(job.params.runs, job.output.traces),
         threads=job.threads,
+        autotune=getattr(job.params, "autotune", None),
     )
 
 

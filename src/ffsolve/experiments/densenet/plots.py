@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ffsolve.kit.tables import auto_text
 from ffsolve.plots import LOG_FLOOR, label, plt
 
 
@@ -126,7 +127,7 @@ def table(runs: Sequence[dict]) -> str:
         rows.append(
             f"| {label(run)} | {quantity} | {run['iterations']} ({run['sequence_length']}) "
             f"| {run['network_evaluations']:.3g} "
-            f"| {run['wall_time_s']:.4g} | {_speed(sequential, run)} "
+            f"| {run['wall_time_s']:.4g}{auto_text(run)} | {_speed(sequential, run)} "
             f"| {_agreement(run, 5)} | {_agreement(run, 1)} "
             f"| {run['max_abs_diff']:.2g} | {_flag(run['bitwise_equal'])} "
             f"| {_within(run)} | {run.get('stable_top5_iteration')} |"

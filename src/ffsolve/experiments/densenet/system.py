@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import time
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -210,11 +211,13 @@ class LayerSystem:
         return state
 
     # -- the methods: each returns a SolveResult whose x is the logits ----------------------------
-    def _result(self, logits, method, iterations, converged, evaluations) -> ffsolve.SolveResult:
+    def _result(self, logits, method, iterations, converged, evaluations,
+                stopped_by=None) -> ffsolve.SolveResult:
         return ffsolve.SolveResult(
             x=logits, iterations=int(iterations), converged=bool(converged), method=method,
             block_size=self.block_size if method in BLOCKED else None, tol=0.0,
             sequence_length=self.length, network_evaluations=float(evaluations),
+            stopped_by=stopped_by,
         )
 
     @torch.no_grad()
@@ -224,21 +227,27 @@ class LayerSystem:
         return self._result(self.model(x), "sequential", self.length, True, 1.0)
 
     @torch.no_grad()
-    def jacobi(self, x: Tensor, max_iters: int | None = None, on_call: OnCall = None):
-        """``ffsolve.solve(method="jacobi")`` on the full map; every call computes all T layers."""
+    def jacobi(self, x: Tensor, max_iters: int | None = None, on_call: OnCall = None,
+               deadline: float | None = None):
+        """``ffsolve.solve(method="jacobi")`` on the full map; every call computes all T layers.
+        ``deadline`` (a ``time.perf_counter()`` value) stops it after the call in progress."""
         stem = self.model.stem(x)
         f = self.jacobi_map(stem)
         if on_call is not None:
             f = _observed(f, on_call)
-        res = ffsolve.solve(f, self.zeros(stem), method="jacobi", tol=0.0, max_iters=max_iters)
+        res = ffsolve.solve(f, self.zeros(stem), method="jacobi", tol=0.0, max_iters=max_iters,
+                            deadline=deadline)
         return self._result(self.readout(stem, res.x), "jacobi", res.iterations, res.converged,
-                            res.network_evaluations)
+                            res.network_evaluations,
+                            "deadline" if res.stopped_by == "deadline" else None)
 
     @torch.no_grad()
-    def gs_jacobi(self, x: Tensor, max_iters: int | None = None, on_call: OnCall = None):
+    def gs_jacobi(self, x: Tensor, max_iters: int | None = None, on_call: OnCall = None,
+                  deadline: float | None = None):
         """Groups of layers in order, Jacobi inside each (one batched call of a group = one step).
 
         ``max_iters`` caps the calls of all groups together; layers not reached stay zero.
+        ``deadline`` (a ``time.perf_counter()`` value) stops it after the call in progress.
         """
         if not self.groups:
             raise ValueError("gs_jacobi needs a LayerSystem built with block_size")
@@ -246,7 +255,7 @@ class LayerSystem:
         sizes = self.spatial(stem)
         state = self.zeros(stem)
         budget = self.length if max_iters is None else max_iters
-        calls, layers_computed, converged = 0, 0, True
+        calls, layers_computed, converged, cut = 0, 0, True, False
         block_input = stem
         features = stem
         for b, groups in enumerate(self.groups):
@@ -261,10 +270,11 @@ class LayerSystem:
                 if on_call is not None:
                     f = _observed(f, _placing(on_call, state, layers, rows))
                 res = ffsolve.solve(f, torch.zeros_like(layers[rows]), method="jacobi", tol=0.0,
-                                    max_iters=budget - calls)
+                                    max_iters=budget - calls, deadline=deadline)
                 calls += res.iterations
                 layers_computed += res.iterations * packed.count
                 converged = converged and res.converged
+                cut = cut or res.stopped_by == "deadline"
                 layers[rows] = res.x
                 prefix = self.concat(prefix, res.x)
             if not converged:
@@ -274,7 +284,8 @@ class LayerSystem:
                 block_input = self.transitions[b](prefix)
         # Finished: the last block's features are at hand. Stopped early: read the iterate out.
         logits = self.model.head(features) if converged else self.readout(stem, state)
-        return self._result(logits, "gs_jacobi", calls, converged, layers_computed / self.length)
+        return self._result(logits, "gs_jacobi", calls, converged, layers_computed / self.length,
+                            "deadline" if cut else None)
 
     @torch.no_grad()
     def jacobi_top5(self, x: Tensor, on_call: OnCall = None) -> ffsolve.SolveResult:
@@ -309,15 +320,16 @@ class LayerSystem:
                 break
         return self._result(logits, "jacobi_top5", calls, converged, calls)
 
-    def run(self, method: str, x: Tensor, max_iters: int | None = None, on_call: OnCall = None):
+    def run(self, method: str, x: Tensor, max_iters: int | None = None, on_call: OnCall = None,
+            deadline: float | None = None):
         if method == "sequential":
             if max_iters is not None or on_call is not None:
                 raise ValueError("the forward pass takes no step budget and no hook")
             return self.sequential(x)
         if method == "jacobi":
-            return self.jacobi(x, max_iters, on_call)
+            return self.jacobi(x, max_iters, on_call, deadline)
         if method == "gs_jacobi":
-            return self.gs_jacobi(x, max_iters, on_call)
+            return self.gs_jacobi(x, max_iters, on_call, deadline)
         if method == "jacobi_top5":
             if max_iters is not None:
                 raise ValueError("jacobi_top5 stops by its top-5 rule (at most T steps); it takes no budget")
@@ -364,16 +376,33 @@ def forward_candidate(model: DenseNet, batches: Sequence[Tensor], *, traced=None
         def traced():
             return traced_batches(system, "sequential", batches)[0], {}
 
-    return Candidate(RunSpec("sequential"), lambda: solve_batches(system, "sequential", batches),
-                     traced, tolerance=None, extra={} if extra is None else extra)
+    def program(deadline=None):  # auto's pilot may stop it between batches
+        return solve_batches(system, "sequential", batches, deadline=deadline)
+
+    return Candidate(RunSpec("sequential"), program, traced, tolerance=None,
+                     extra={} if extra is None else extra)
 
 
 def solve_batches(system: LayerSystem, method: str, batches: Sequence[Tensor],
-                  max_iters: int | None = None) -> ffsolve.SolveResult:
+                  max_iters: int | None = None, deadline: float | None = None) -> ffsolve.SolveResult:
     """``method`` on every input batch in turn (the timed program): logits of all images, and the
-    largest step and network-evaluation counts of any batch (a batch is one solve)."""
-    results = [system.run(method, x, max_iters) if max_iters else system.run(method, x)
-               for x in batches]
+    largest step and network-evaluation counts of any batch (a batch is one solve).
+
+    ``deadline`` (a ``time.perf_counter()`` value; ``auto``'s pilot) stops the program after the
+    step in progress, or between batches: the result then says ``stopped_by="deadline"`` and
+    has not converged (the batches not reached are left out of its logits)."""
+    results = []
+    for x in batches:
+        if deadline is None:
+            results.append(system.run(method, x, max_iters) if max_iters else system.run(method, x))
+            continue
+        results.append(system.run(method, x, max_iters, deadline=deadline) if method != "sequential"
+                       else system.run(method, x))
+        if results[-1].stopped_by == "deadline":
+            break
+        if len(results) < len(batches) and time.perf_counter() >= deadline:
+            results[-1] = dataclasses.replace(results[-1], converged=False, stopped_by="deadline")
+            break
     return _merge(results)
 
 
@@ -400,6 +429,7 @@ def _merge(results: Sequence[ffsolve.SolveResult]) -> ffsolve.SolveResult:
         iterations=max(r.iterations for r in results),
         converged=all(r.converged for r in results),
         network_evaluations=max(r.network_evaluations for r in results),
+        stopped_by="deadline" if any(r.stopped_by == "deadline" for r in results) else first.stopped_by,
     )
 
 

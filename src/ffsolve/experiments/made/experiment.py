@@ -36,7 +36,7 @@ from ffsolve.kit import (
     write_json,
     write_runs,
 )
-from ffsolve.kit.auto import add_auto, loop_pilot, pilot_steps, split_auto
+from ffsolve.kit.auto import add_auto, auto_settings, loop_pilot, pilot_steps, split_auto
 from ffsolve.kit.harness import TimingSettings
 from ffsolve.runtime import device_description, seed_everything, torch_device
 
@@ -113,7 +113,7 @@ class MeasureSettings:
 
 
 def sequential_pilot(model: MADE, noise: torch.Tensor, lam: float):
-    """``auto``'s pilot of the sequential loop: its first 5% of the D steps (one full MADE pass
+    """``auto``'s pilot of the sequential loop: its first 2% of the D steps (one full MADE pass
     each), scaled by D / k."""
     dims = noise.shape[1]
     f = sampling_map(model, noise, lam)
@@ -265,9 +265,10 @@ def snapshot_iterations(every: int, count: int) -> list[int]:
 
 def measure_runs(settings: MeasureSettings, *, checkpoint, dataset: str, seed: int, timing: TimingSettings,
                  metrics: Mapping[str, str], traces: Mapping[str, str], device: str = "auto",
-                 threads: Optional[int] = None) -> dict:
+                 threads: Optional[int] = None, autotune: Optional[str] = None) -> dict:
     """Every configured run in this process on the checkpoint's weights and one seeded noise batch,
-    timed round-robin by the shared harness; one record and trace per run."""
+    timed round-robin by the shared harness; one record and trace per run. ``autotune``: the
+    decisions file of the ``auto`` runs (``None``: kept in memory only)."""
     lam, sample = settings.logit_lambda, settings.sample
     torch_dev = torch_device(device)
     try:
@@ -290,8 +291,12 @@ def measure_runs(settings: MeasureSettings, *, checkpoint, dataset: str, seed: i
         )
     order = {spec.name: i for i, spec in enumerate(specs)}
     runs.sort(key=lambda c: order[c.name])
-    runs = add_auto(runs, autos, baseline_pilot=sequential_pilot(model, noise, lam),
-                    pilot_budget=timing.auto_pilot_budget)
+    # auto: the loop's first 2% of steps predict it; the parallel runs go first under deadlines.
+    key = {"experiment": "made", "dataset": dataset, "shape": noise.shape, "dtype": noise.dtype,
+           "device": noise.device, "hidden_sizes": model.hidden_sizes, "logit_lambda": lam,
+           "tol": sample.tol}
+    runs = add_auto(runs, autos, settings=auto_settings(timing, autotune),
+                    baseline_pilot=sequential_pilot(model, noise, lam), key=key)
     log.info("MADE %s on %s: %d dims, batch %d, runs %s on %s", model.hidden_sizes, dataset, model.nin,
              sample.batch, [c.name for c in runs], torch_dev)
     measurements = measure(runs, repeats=timing.repeats, warmup=timing.warmup,
@@ -312,4 +317,5 @@ def measure_job(job: Job) -> dict:
         traces=outputs_by_run(job.params.runs, job.output.traces),
         device=job.params.device,
         threads=job.threads,
+        autotune=getattr(job.params, "autotune", None),
     )

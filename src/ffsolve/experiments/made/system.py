@@ -60,13 +60,16 @@ def sampling_map(model: MADE, noise: torch.Tensor, lam: float) -> Callable[[torc
 
 def solve_samples(model: MADE, noise: torch.Tensor, lam: float, method: str,
                   block_size: Optional[int] = None, tol: float = 0.0,
-                  recorder: Optional["StreamingTrace"] = None) -> ffsolve.SolveResult:
-    """Sample a batch (one row of ``noise`` per sample) with ``method``, starting from zeros."""
+                  recorder: Optional["StreamingTrace"] = None,
+                  deadline: Optional[float] = None) -> ffsolve.SolveResult:
+    """Sample a batch (one row of ``noise`` per sample) with ``method``, starting from zeros;
+    ``deadline`` (a ``time.perf_counter()`` value) stops it after the step in progress."""
     f = sampling_map(model, noise, lam)
     if recorder is not None:
         f = recorder.wrap(f)
     x0 = torch.zeros_like(noise)
-    result = ffsolve.solve(f, x0, method=method, block_size=block_size, tol=tol, axis=1)
+    result = ffsolve.solve(f, x0, method=method, block_size=block_size, tol=tol, axis=1,
+                           deadline=deadline)
     if recorder is not None:
         recorder.finish(result.x)
     return result
@@ -244,21 +247,29 @@ class CachedSampler:
             cache.addr_(value, self.columns[t])
 
     @torch.no_grad()
-    def run(self, recorder: StreamingTrace | None = None, tol: float = 0.0) -> ffsolve.SolveResult:
+    def run(self, recorder: StreamingTrace | None = None, tol: float = 0.0,
+            deadline: Optional[float] = None) -> ffsolve.SolveResult:
         """Sample from zeros in D steps; ``recorder`` sees the iterate before every step and after
         the last, as it would through ``sequential``'s calls of f. ``tol`` is unused (recorded),
-        as for ``sequential``."""
+        as for ``sequential``. ``deadline`` (a ``time.perf_counter()`` value) stops the loop
+        after the step in progress (``stopped_by="deadline"``, not converged)."""
         x = torch.zeros_like(self.noise)
         cache = self.first_bias.expand(x.shape[0], -1).clone()
+        steps = self.dims
         for t in range(self.dims):
             if recorder is not None:
                 recorder._note(x)
             self.step(x, cache, t)
+            if deadline is not None and t + 1 < self.dims and time.perf_counter() >= deadline:
+                steps = t + 1
+                break
         if recorder is not None:
             recorder.finish(x)
+        cut = steps < self.dims
         return ffsolve.SolveResult(
-            x=x, iterations=self.dims, converged=True, method="sequential_cache", block_size=None,
-            tol=tol, sequence_length=self.dims, network_evaluations=self.network_evaluations(self.dims),
+            x=x, iterations=steps, converged=not cut, method="sequential_cache", block_size=None,
+            tol=tol, sequence_length=self.dims, network_evaluations=self.network_evaluations(steps),
+            stopped_by="deadline" if cut else None,
         )
 
 
@@ -339,15 +350,18 @@ def candidates(model: MADE, noise: torch.Tensor, lam: float, runs: Iterable[RunS
             tolerance = cache_tolerance(model, lam, noise)
             work["cumulative_network_evaluations"] = sampler.cumulative_work()
 
-            def solve(recorder=None, sampler=sampler) -> ffsolve.SolveResult:
-                return sampler.run(recorder, tol=tol)
+            def solve(recorder=None, sampler=sampler, deadline=None) -> ffsolve.SolveResult:
+                return sampler.run(recorder, tol=tol, deadline=deadline)
         else:
-            def solve(recorder=None, spec=spec) -> ffsolve.SolveResult:
-                return solve_samples(model, noise, lam, spec.method, spec.block_size, tol, recorder)
+            def solve(recorder=None, spec=spec, deadline=None) -> ffsolve.SolveResult:
+                return solve_samples(model, noise, lam, spec.method, spec.block_size, tol, recorder,
+                                     deadline)
 
-        def program(solve=solve, last=last) -> ffsolve.SolveResult:
-            result = solve()
-            last["x"] = result.x
+        def program(solve=solve, last=last, deadline=None) -> ffsolve.SolveResult:
+            # deadline: auto's pilot stops a losing run after the step in progress.
+            result = solve(deadline=deadline)
+            if deadline is None or result.stopped_by != "deadline":
+                last["x"] = result.x
             return result
 
         def traced(solve=solve, last=last, program=program, work=work):

@@ -177,8 +177,12 @@ def fit(settings: Settings, train_x: np.ndarray, test_x: np.ndarray, *, dataset:
 # -- measuring ------------------------------------------------------------------------------------
 def measure_runs(settings: Settings, *, dataset: str, seed: int, device: str, timing: TimingSettings,
                  data_path: str, checkpoint_path: str, metrics: Mapping[str, str],
-                 traces: Mapping[str, str], threads: Optional[int] = None) -> dict:
-    """Every configured method in one process on the same weights and noise; one record each."""
+                 traces: Mapping[str, str], threads: Optional[int] = None,
+                 autotune: Optional[str] = None) -> dict:
+    """Every configured method in one process on the same weights and noise; one record each.
+    ``autotune``: the decisions file of the ``auto`` runs (``None``: kept in memory only)."""
+    from ffsolve.kit.auto import auto_settings
+
     import jax
 
     from ffsolve.experiments.pixelcnnpp import mixture
@@ -202,7 +206,11 @@ def measure_runs(settings: Settings, *, dataset: str, seed: int, device: str, ti
                            "nr_logistic_mix": settings.nr_logistic_mix},
                  "checkpoint": str(checkpoint_path)}
         log.info("sampling %d x %s on %s, runs %s", batch, shape, chosen, list(metrics))
-        measurements = measure(measured_candidates(sampler, settings, extra, timing.auto_pilot_budget),
+        key = {"experiment": EXPERIMENT, "dataset": dataset, "shape": noise.value.shape,
+               "dtype": noise.value.dtype, "device": chosen, "model": extra["model"],
+               "tol": settings.tol}
+        measurements = measure(measured_candidates(sampler, settings, extra,
+                                                   auto_settings(timing, autotune), key),
                                repeats=timing.repeats, warmup=timing.warmup,
                                min_sample_s=timing.min_sample_s)
         # Where a run may only be within tolerance, say whether a mixture component flipped.
@@ -220,11 +228,15 @@ def measure_runs(settings: Settings, *, dataset: str, seed: int, device: str, ti
     return write_runs(measurements, context, metrics, traces)
 
 
-def measured_candidates(sampler, settings: Settings, extra: dict, pilot_budget: float = 0.1) -> list:
+def measured_candidates(sampler, settings: Settings, extra: dict, auto=None, key=None) -> list:
     """Every configured run's candidate, each at its own stopping tolerance (frontier runs
-    ``<method>_t<tol>``; the others at ``tol``), then ``auto`` (ffsolve.kit.auto): the strongest
-    sequential loop configured (the per-pixel ``sequential_cache``, else the naive loop) piloted on
-    its first 5% of positions and scaled by T/k, every other exact run raced against it."""
+    ``<method>_t<tol>``; the others at ``tol``), then ``auto`` (ffsolve.kit.auto, with ``auto``
+    its :class:`~ffsolve.kit.auto.AutoSettings` and ``key`` the problem its decision is kept
+    under): the strongest sequential loop configured (the per-pixel ``sequential_cache``, else
+    the naive loop) piloted on its first 2% of positions and scaled by T/k. The cached loop is
+    within a tolerance of ``sequential``, not bitwise: it answers an exact ``auto`` run only
+    where within-tolerance answers are allowed, and otherwise predicts nothing (the parallel
+    runs then go first, each cut by the best time so far, the naive loop last)."""
     from types import SimpleNamespace
 
     import jax.numpy as jnp
@@ -255,7 +267,7 @@ def measured_candidates(sampler, settings: Settings, extra: dict, pilot_budget: 
             return ffsolve.solve(sampler.f, sampler.initial(), method="sequential", max_iters=k,
                                  axis=1)
     pilot = loop_pilot(run_steps, pilot_steps(length), length)
-    return add_auto(out, autos, baseline=baseline, baseline_pilot=pilot, pilot_budget=pilot_budget)
+    return add_auto(out, autos, settings=auto, baseline=baseline, baseline_pilot=pilot, key=key)
 
 
 def _image_shape(path) -> tuple[int, int, int]:
@@ -291,4 +303,5 @@ def measure_job(job: Job) -> dict:
         metrics=outputs_by_run(job.params.runs, job.output.metrics),
         traces=outputs_by_run(job.params.runs, job.output.traces),
         threads=job.threads,
+        autotune=getattr(job.params, "autotune", None),
     )

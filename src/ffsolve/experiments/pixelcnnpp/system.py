@@ -263,9 +263,11 @@ class Sampler:
 
     # -- any method ----------------------------------------------------------------------------
     def run(self, method: str, block_size: Optional[int] = None, tol: float = 0.0,
-            trace: bool = False):
+            trace: bool = False, deadline: Optional[float] = None):
         """Sample with ``method``; returns a :class:`SolveResult` (and, with ``trace``, also the
-        per-iteration arrays: ``(result, arrays)``)."""
+        per-iteration arrays: ``(result, arrays)``). ``deadline`` (a ``time.perf_counter()``
+        value) stops an ``ffsolve.solve`` method after the step in progress; the cached paths,
+        one compiled loop each, run to the end."""
         if method not in METHODS:
             raise ValueError(f"pixelcnnpp method must be one of {list(METHODS)}, got {method!r}")
         if (method in BLOCKED) != (block_size is not None):
@@ -277,7 +279,8 @@ class Sampler:
         if method in CACHED_METHODS:
             return self._cached(method, block_size, tol, trace)
         result = ffsolve.solve(self.f, self.initial(), method=method, block_size=block_size, tol=tol,
-                               axis=1, trace=trace, trace_batch_axis=0 if trace else None)
+                               axis=1, trace=trace, trace_batch_axis=0 if trace else None,
+                               deadline=deadline)
         if not trace:
             return result
         images = np.asarray(result.x).reshape(self.shape)
@@ -558,13 +561,17 @@ def candidates(sampler: Sampler, runs, tol: float, extra: Optional[dict] = None)
     tolerance = sampler.tolerance() if any(s.method in CACHED_METHODS for s in runs) else None
     out = []
     for spec in runs:
-        def program(spec=spec):
-            return sampler.run(spec.method, spec.block_size, tol)
+        cached = spec.method in CACHED_METHODS
+        if cached:  # one compiled loop: no deadline between its steps
+            def program(spec=spec):
+                return sampler.run(spec.method, spec.block_size, tol)
+        else:  # auto's pilot may stop it after the step in progress
+            def program(spec=spec, deadline=None):
+                return sampler.run(spec.method, spec.block_size, tol, deadline=deadline)
 
         def traced(spec=spec):
             return sampler.run(spec.method, spec.block_size, tol, trace=True)
 
-        cached = spec.method in CACHED_METHODS
         loop = "jax.lax.while_loop" if cached else "python loop around jitted f (ffsolve.solve)"
         out.append(Candidate(spec, program, traced, tolerance if cached else None,
                              extra={**(extra or {}), "loop": loop}))

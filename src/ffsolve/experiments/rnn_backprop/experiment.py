@@ -87,8 +87,9 @@ from ffsolve.kit import (
     write_runs,
 )
 from ffsolve.kit.auto import (
-    DEFAULT_PILOT_BUDGET,
+    AutoSettings,
     auto_candidate,
+    auto_settings,
     loop_pilot,
     pilot_steps,
     split_auto,
@@ -145,15 +146,18 @@ def auto_runs(settings: Settings) -> list[RunSpec]:
 
 def with_auto(settings: Settings, cands: list[Candidate], params: RNNParams, data: torch.Tensor,
               order: torch.Tensor, make_candidates: Callable[[], tuple[list[Candidate], dict]],
-              pilot_budget: float = DEFAULT_PILOT_BUDGET):
+              auto: AutoSettings | None = None, key: Mapping | None = None):
     """``cands`` plus the ``auto`` run (kit.auto) over a fresh set of the same candidates (so its
     calls add nothing to the other runs' curves), and a function that, after timing, gives the
-    curves of auto's chosen run as auto's own.
+    curves of auto's chosen run (its timed calls) as auto's own.
 
-    Pilot: BPTT trains the first 5% of the steps, scaled by steps / k (a loop's time is linear
-    in its steps); every other exact run is raced against it. ``jacobi_tol`` stops at a relative
-    tolerance, so it never answers the exact run. The harness calls the auto run once per repeat
-    with no warm-up round, and every candidate was warmed before: no warm-up pilot."""
+    BPTT is the reference and the baseline: its first 2% of the steps, scaled by steps / k,
+    predict it when its output is known; here the pool is fresh, so the first call trains with
+    BPTT first, in full, and every other run that may answer is cut at the best time so far
+    (between SGD steps). ``jacobi_tol`` stops at a relative tolerance, so it never answers the
+    exact run; the scans are only within a tolerance of BPTT, so they answer only where allowed.
+    The harness has no warm-up round here: it calls auto's ``prepare`` (the first call) before
+    timing, and then once per repeat."""
     autos = auto_runs(settings)
     if not autos:
         return cands, lambda logs: None
@@ -161,9 +165,19 @@ def with_auto(settings: Settings, cands: list[Candidate], params: RNNParams, dat
     steps = order.shape[0]
     pilot = loop_pilot(lambda k: train(params, data, order[:k], RunSpec("sequential"), settings)[0],
                        pilot_steps(steps), steps)
-    added = [auto_candidate(pool, run=spec, baseline_pilot=pilot, inexact=("jacobi_tol",), pilot_budget=pilot_budget,
-                            warm_first=False, sync=lambda x: x) for spec in autos]
+    kwargs = {} if auto is None else auto.kwargs()
+    added = [auto_candidate(pool, run=spec, baseline_pilot=pilot, inexact=("jacobi_tol",), sync=lambda x: x,
+                            key=key, **kwargs) for spec in autos]
     autos_by_name = {c.name: c for c in added}
+    for candidate in added:
+        first_call = candidate.prepare
+
+        def prepare(first_call=first_call):
+            first_call()
+            for sink in pool_logs.values():  # the pilot's curves are not the timed calls'
+                sink.clear()
+
+        candidate.prepare = prepare
 
     def curves(logs: dict) -> None:
         for name, candidate in autos_by_name.items():
@@ -299,8 +313,8 @@ def training_order(settings: Settings, count: int, seed: int, dataset: str, devi
 
 
 def train(params: RNNParams, data: torch.Tensor, order: torch.Tensor, spec: RunSpec,
-          settings: Settings, clock: Callable[[], float] = time.perf_counter
-          ) -> tuple[SolveResult, dict[str, np.ndarray]]:
+          settings: Settings, clock: Callable[[], float] = time.perf_counter,
+          deadline: float | None = None) -> tuple[SolveResult, dict[str, np.ndarray]]:
     """SGD from a copy of ``params`` over the batches ``order`` with the backward method ``spec``.
 
     Returns a :class:`SolveResult` whose ``x`` is the trained weights (a dict of the five tensors:
@@ -310,7 +324,9 @@ def train(params: RNNParams, data: torch.Tensor, order: torch.Tensor, spec: RunS
     ``network_evaluations`` the mean adjoint-map passes per backward pass, and ``converged``
     says whether every backward pass met its stopping rule (False as soon as a budget cut one).
     A non-finite loss stops the run with advice. The curves include each backward pass's stop
-    (``stopped_by``, a reason of :data:`ffsolve.kit.record.STOP_REASONS`).
+    (``stopped_by``, a reason of :data:`ffsolve.kit.record.STOP_REASONS`). ``deadline`` (a
+    ``time.perf_counter()`` value; ``auto``'s pilot) stops the training between SGD steps: the
+    result then says ``stopped_by="deadline"`` and has not converged.
     """
     params = params.clone()
     steps = order.shape[0]
@@ -339,11 +355,17 @@ def train(params: RNNParams, data: torch.Tensor, order: torch.Tensor, spec: RunS
         work[step] = result.solve.network_evaluations
         stops.append("exact_prefix" if spec.method in SCANS else stop_reason(result.solve, spec))
         converged = converged and bool(result.solve.converged)
+        if deadline is not None and step + 1 < steps and time.perf_counter() >= deadline:
+            cut = step + 1
+            loss, seconds, iterations, work = loss[:cut], seconds[:cut], iterations[:cut], work[:cut]
+            converged = False
+            break
     solve = SolveResult(
         x={name: getattr(params, name) for name in PARAM_NAMES},
         iterations=int(iterations.max(initial=0)), converged=converged, method=spec.method,
         block_size=spec.block_size, tol=rel, sequence_length=data.shape[1],
-        network_evaluations=float(work.mean()) if steps else 0.0,
+        network_evaluations=float(work.mean()) if len(work) else 0.0,
+        stopped_by="deadline" if len(loss) < steps else None,
     )
     return solve, {"loss": loss, "time_s": seconds, "backward_iterations": iterations,
                    "backward_network_evaluations": work, "stopped_by": np.asarray(stops, dtype=str)}
@@ -436,9 +458,11 @@ def training_candidates(settings: Settings, params: RNNParams, data: torch.Tenso
     for spec in runs(settings):
         logs[spec.name] = []
 
-        def program(spec=spec, sink=logs[spec.name]):
-            result, curves = train(params, data, order, spec, settings)
-            sink.append(curves)
+        def program(spec=spec, sink=logs[spec.name], deadline=None):
+            # deadline: auto's pilot stops a losing run between SGD steps (its curves not kept)
+            result, curves = train(params, data, order, spec, settings, deadline=deadline)
+            if result.stopped_by != "deadline":
+                sink.append(curves)
             return result
 
         extra = {
@@ -463,7 +487,7 @@ def training_candidates(settings: Settings, params: RNNParams, data: torch.Tenso
 
 def measure_training(settings: Settings, *, data: str, dataset: str, seed: int, device: str,
                      metrics: Mapping[str, str], traces: Mapping[str, str], weights: str,
-                     threads: int | None = None, pilot_budget: float = DEFAULT_PILOT_BUDGET) -> dict:
+                     threads: int | None = None, auto: AutoSettings | None = None) -> dict:
     """Every run's training timed in one process; one record and one ``trace.npz`` (the curves)
     per run, and BPTT's trained weights (``weights``, for :func:`convergence_runs`).
 
@@ -492,8 +516,11 @@ def measure_training(settings: Settings, *, data: str, dataset: str, seed: int, 
     errors = autograd_errors(settings, params, first_batch)
     cands, logs = training_candidates(settings, params, sequences, order, scan_tol=scan_tol,
                                       errors=errors)
+    key = {"experiment": "rnn_backprop", "dataset": dataset, "data": sequences.shape,
+           "order": order.shape, "hidden_size": settings.hidden_size, "dtype": settings.dtype,
+           "device": torch_dev, "lr": settings.lr, "jacobi_tol": settings.jacobi_tol}
     cands, auto_curves = with_auto(settings, cands, params, sequences, order, lambda: training_candidates(
-        settings, params, sequences, order, scan_tol=scan_tol, errors=errors), pilot_budget=pilot_budget)
+        settings, params, sequences, order, scan_tol=scan_tol, errors=errors), auto=auto, key=key)
     for spec in specs:
         if spec.name != "sequential" and settings.warmup_steps:
             train(params, sequences, order[:settings.warmup_steps], spec, settings)
@@ -611,7 +638,8 @@ def measure_job(job: Job) -> dict:
         traces=outputs_by_run(job.params.runs, job.output.traces),
         weights=job.output.weights,
         threads=job.threads,
-        pilot_budget=settings_from(TimingSettings, job.params.timing, "timing").auto_pilot_budget,
+        auto=auto_settings(settings_from(TimingSettings, job.params.timing, "timing"),
+                           getattr(job.params, "autotune", None)),
     )
 
 

@@ -228,17 +228,23 @@ def case_arrays(case: Case, settings: MeasureSettings, *, seed: int, checkpoint=
 
 def measure_case(settings: MeasureSettings, *, case: str, seed: int, timing: TimingSettings,
                  metrics: Mapping[str, str], traces: Mapping[str, str], device: str = "auto",
-                 threads: int | None = None, checkpoint=None, data_path=None) -> dict:
-    """Every configured run of one case in this process, timed round-robin; one record per run."""
+                 threads: int | None = None, checkpoint=None, data_path=None,
+                 autotune: str | None = None) -> dict:
+    """Every configured run of one case in this process, timed round-robin; one record per run.
+    ``autotune``: the decisions file of the ``auto`` runs (``None``: kept in memory only)."""
     from ffsolve.experiments.rnn_forward.system import candidates, device_for
+    from ffsolve.kit.auto import auto_settings
 
     spec = parse_case(case, settings.hidden_size)
     weights, inputs, extra, model, targets = case_arrays(spec, settings, seed=seed, checkpoint=checkpoint,
                                                         data_path=data_path)
     dev = device_for(spec.framework, device)
     extra = {"cell": spec.cell, "hidden_size": spec.hidden, "framework": spec.framework, **extra}
+    key = {"experiment": "rnn_forward", "dataset": case, "cell": spec.cell, "framework": spec.framework,
+           "inputs": inputs.shape, "hidden_size": spec.hidden, "dtype": inputs.dtype, "device": dev,
+           "damping": settings.damping}
     runs = candidates(spec, weights, inputs, settings.runs, damping=settings.damping, device=dev, extra=extra,
-                      pilot_budget=timing.auto_pilot_budget)
+                      auto=auto_settings(timing, autotune), key=key)
     log.info("rnn_forward %s: %s cell, T %d, H %d, batch %d, %s on %s; runs %s", case, spec.cell,
              spec.length, spec.hidden, settings.batch, spec.framework, dev, [c.name for c in runs])
     measurements = measure(runs, repeats=timing.repeats, warmup=timing.warmup, min_sample_s=timing.min_sample_s)
@@ -272,4 +278,5 @@ def measure_job(job: Job) -> dict:
         threads=job.threads,
         checkpoint=getattr(job.input, "checkpoint", None),
         data_path=getattr(job.input, "data", None),
+        autotune=getattr(job.params, "autotune", None),
     )

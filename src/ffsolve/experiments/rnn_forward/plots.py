@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ffsolve.kit.tables import speedup, time_text, within_text
+from ffsolve.kit.tables import auto_text, speedup, time_text, within_text
 from ffsolve.plots import LOG_FLOOR, plt
 
 METHOD_COLORS = {
@@ -111,7 +111,7 @@ def markdown_table(runs: Sequence[Mapping], training: Mapping | None = None) -> 
             lines.append(
                 f"| {case} | {r['cell']} | {r['sequence_length']} | {r['hidden_size']} | {r['framework']} | "
                 f"{r['run']} | {r['iterations']} | {r['network_evaluations']:.4g} | "
-                f"{time_text(r)} | "
+                f"{time_text(r)}{auto_text(r)} | "
                 f"{'' if ratio is None else f'{ratio:.2f}'} | {r['max_abs_diff']:.2g} | "
                 f"{'yes' if r['bitwise_equal'] else 'no'} | {within_text(r)} |"
             )
@@ -126,8 +126,9 @@ def markdown_table(runs: Sequence[Mapping], training: Mapping | None = None) -> 
     for r in runs:
         if r.get("auto"):
             a = r["auto"]
-            text += (f"\n{r['dataset']} {r['run']}: chose {a['chosen']} ({a['reason']}); pilot "
-                     f"{a['pilot_fraction']:.2f} of the predicted loop time.\n")
+            text += (f"\n{r['dataset']} {r['run']}: chose {a['chosen']} ({a['reason']}); first call "
+                     f"{a['first_call_s']:.4g} s with the pilot ({a['decided_by']}), steady state "
+                     f"{r['wall_time_s']:.4g} s.\n")
     mnist = [r for r in runs if r.get("bits_per_pixel") is not None]
     if mnist:
         text += ("\n| mnist run | bits per pixel on the batch (from its states) | minus the loop's |\n"

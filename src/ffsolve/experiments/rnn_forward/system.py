@@ -54,13 +54,16 @@ def build_cell(cell: str, weights: Mapping[str, np.ndarray], framework: str, dev
     return cells.gru(*arrays) if cell == "gru" else cells.softplus_rnn(*arrays)
 
 
-def solve_states(cell, s0, inputs, spec: RunSpec, *, damping: float, trace: bool = False) -> ffsolve.SolveResult:
-    """All T states ``(T, batch, H)`` of the recurrence by ``spec``'s method, stopping at its tol."""
+def solve_states(cell, s0, inputs, spec: RunSpec, *, damping: float, trace: bool = False,
+                 deadline: float | None = None) -> ffsolve.SolveResult:
+    """All T states ``(T, batch, H)`` of the recurrence by ``spec``'s method, stopping at its tol
+    (or after the step in progress once ``deadline``, a ``time.perf_counter()`` value, passed)."""
     newton = spec.method in NEWTON_TYPE
     return ffsolve.solve_recurrence(
         cell.step, s0, inputs, method=spec.method, tol=spec.stopping_tol(),
         jacobian=cell if newton else None,  # the cells' analytic Jacobians
         damping=damping if spec.method == "damped_newton" else None, trace=trace,
+        deadline=deadline,
     )
 
 
@@ -100,10 +103,11 @@ def trace_arrays(result, reference: np.ndarray) -> dict[str, np.ndarray]:
 
 def candidates(case: Case, weights: Mapping[str, np.ndarray], inputs: np.ndarray, runs: Sequence[str | RunSpec],
                *, damping: float = 100.0, device=None, extra: dict | None = None,
-               pilot_budget: float = 0.1) -> list[Candidate]:
+               auto=None, key: Mapping[str, Any] | None = None) -> list[Candidate]:
     """One harness candidate per run of ``case``, all on the same cell and inputs (s_0 = 0);
-    ``auto`` runs pilot the loop (PyTorch: its first 5% of steps, scaled; JAX: all of it) and race
-    the other runs."""
+    ``auto`` runs (:mod:`ffsolve.kit.auto`, with ``auto`` its settings and ``key`` the problem
+    its decision is kept under) predict the loop (PyTorch: its first 2% of steps, scaled; JAX:
+    the loop first, in full) and try the other runs under deadlines."""
     cell = build_cell(case.cell, weights, case.framework, device)
     u = to_framework(inputs, case.framework, device)
     s0 = to_framework(np.zeros((inputs.shape[1], case.hidden), np.float32), case.framework, device)
@@ -120,8 +124,8 @@ def candidates(case: Case, weights: Mapping[str, np.ndarray], inputs: np.ndarray
     out = []
     for spec in specs:
 
-        def program(spec=spec) -> ffsolve.SolveResult:
-            return solve_states(cell, s0, u, spec, damping=damping)
+        def program(spec=spec, deadline=None) -> ffsolve.SolveResult:
+            return solve_states(cell, s0, u, spec, damping=damping, deadline=deadline)
 
         def traced(spec=spec):
             result = solve_states(cell, s0, u, spec, damping=damping, trace=True)
@@ -133,16 +137,15 @@ def candidates(case: Case, weights: Mapping[str, np.ndarray], inputs: np.ndarray
 
         run_extra = {**dict(extra or {}), **({"damping": damping} if spec.method == "damped_newton" else {})}
         out.append(Candidate(spec, program, traced, tolerance(spec), extra=run_extra))
-    # auto (ffsolve.kit.auto): the loop piloted, then the parallel methods raced against it; the
-    # fastest that meets the run's accuracy is run. PyTorch's loop costs the same per step, so its
-    # first 5% of the T steps, scaled by T / k, predict it. JAX's loop is one compiled lax.scan
-    # whose fixed cost per call dominates at these sizes: 50 steps scaled by 20 predicted 0.24 s
-    # for a loop that takes 9 ms (and auto then chose newton, 17x slower), so JAX pilots the
-    # whole loop (scale 1; milliseconds).
+    # auto (ffsolve.kit.auto): the fastest run that gives the loop's bits (at tol 0). PyTorch's
+    # loop costs the same per step, so its first 2% of the T steps, scaled by T / k, predict it,
+    # and the parallel methods run first under deadlines, the loop last. JAX's loop is one
+    # compiled lax.scan whose fixed cost per call dominates at these sizes: 50 steps scaled by 20
+    # predicted 0.24 s for a loop that takes 9 ms, so JAX runs the whole loop first (milliseconds).
     length = case.length
     pilot = None if case.framework == "jax" else loop_pilot(
         lambda k: ffsolve.solve_recurrence(cell.step, s0, u[:k], method=SEQUENTIAL), pilot_steps(length), length)
-    return add_auto(out, autos, baseline_pilot=pilot, extra=dict(extra or {}), pilot_budget=pilot_budget)
+    return add_auto(out, autos, settings=auto, baseline_pilot=pilot, extra=dict(extra or {}), key=key)
 
 
 def triangular_map(cell, s0, inputs, framework: str):

@@ -10,7 +10,7 @@ import ffsolve
 from ffsolve.experiments.solver_demo.system import make_map
 from ffsolve.jobs import Job, outputs_by_run
 from ffsolve.kit import Candidate, RunContext, expand_runs, measure, settings_from, write_runs
-from ffsolve.kit.auto import DEFAULT_PILOT_BUDGET, add_auto, loop_pilot, pilot_steps, split_auto
+from ffsolve.kit.auto import AutoSettings, add_auto, auto_settings, loop_pilot, pilot_steps, split_auto
 from ffsolve.kit.harness import TimingSettings
 from ffsolve.runtime import device_description
 
@@ -36,14 +36,16 @@ def runs(settings: Settings) -> list[str]:
     return [r.name for r in expand_runs(settings.methods, settings.block_sizes, blocked=BLOCKED)]
 
 
-def candidates(settings: Settings, seed: int, pilot_budget: float = DEFAULT_PILOT_BUDGET) -> list[Candidate]:
+def candidates(settings: Settings, seed: int, auto: AutoSettings | None = None,
+               dataset: str = "tanh_map") -> list[Candidate]:
     f, x0 = make_map(settings.length, settings.batch, settings.coupling, seed)
     out = []
     specs, autos = split_auto(expand_runs(settings.methods, settings.block_sizes, blocked=BLOCKED))
     for spec in specs:
-        def program(spec=spec, trace=False):
+        def program(spec=spec, trace=False, deadline=None):
             return ffsolve.solve(f, x0, method=spec.method, block_size=spec.block_size,
-                                 tol=settings.tol, trace=trace, trace_batch_axis=1 if trace else None)
+                                 tol=settings.tol, trace=trace, trace_batch_axis=1 if trace else None,
+                                 deadline=deadline)
 
         def traced(program=program):
             result = program(trace=True)
@@ -52,17 +54,22 @@ def candidates(settings: Settings, seed: int, pilot_budget: float = DEFAULT_PILO
                             "change_mean": change.mean(axis=1), "change_std": change.std(axis=1)}
 
         out.append(Candidate(spec, program, traced, extra={"coupling": settings.coupling}))
-    # auto (ffsolve.kit.auto): the loop's first 5% of positions scaled by T/k, the others raced.
+    # auto (ffsolve.kit.auto): the loop's first 2% of positions scaled by T/k predicts it; the
+    # parallel methods run first under deadlines, the loop last, cut by the best time.
     pilot = loop_pilot(lambda k: ffsolve.solve(f, x0, method="sequential", max_iters=k),
                        pilot_steps(settings.length), settings.length)
-    return add_auto(out, autos, baseline_pilot=pilot, pilot_budget=pilot_budget)
+    key = {"experiment": "solver_demo", "dataset": dataset, "shape": x0.shape,
+           "dtype": x0.dtype, "device": "cpu", "coupling": settings.coupling, "tol": settings.tol}
+    return add_auto(out, autos, settings=auto, baseline_pilot=pilot, key=key)
 
 
 def measure_runs(settings: Settings, *, dataset: str, seed: int, timing: TimingSettings,
-                 metrics: Mapping[str, str], traces: Mapping[str, str], threads: int | None = None) -> dict:
-    """Every method in one process, timed round-robin; one record and trace per run."""
-    measurements = measure(candidates(settings, seed, timing.auto_pilot_budget), repeats=timing.repeats, warmup=timing.warmup,
-                           min_sample_s=timing.min_sample_s)
+                 metrics: Mapping[str, str], traces: Mapping[str, str], threads: int | None = None,
+                 autotune: str | None = None) -> dict:
+    """Every method in one process, timed round-robin; one record and trace per run. ``autotune``:
+    the decisions file of the ``auto`` runs (``None``: kept in memory only)."""
+    measurements = measure(candidates(settings, seed, auto_settings(timing, autotune), dataset),
+                           repeats=timing.repeats, warmup=timing.warmup, min_sample_s=timing.min_sample_s)
     context = RunContext("solver_demo", dataset, seed, device_description(None), settings.batch, threads)
     return write_runs(measurements, context, metrics, traces)
 
@@ -78,4 +85,5 @@ def measure_job(job: Job) -> dict:
         metrics=outputs_by_run(job.params.runs, job.output.metrics),
         traces=outputs_by_run(job.params.runs, job.output.traces),
         threads=job.threads,
+        autotune=getattr(job.params, "autotune", None),
     )
