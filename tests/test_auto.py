@@ -223,6 +223,20 @@ def test_a_baseline_slice_orders_the_parallel_candidates_first_and_bounds_them()
     assert base["deadline_s"] is None and outcome.choice.run == "sequential"
 
 
+def test_a_baseline_whose_slice_predicts_a_clear_loss_is_not_run():
+    calls = []
+    sequential, seq_program = slow("sequential", 0.01, calls)    # ~0.12 s
+    jacobi, _ = slow("jacobi", 0.0005, calls)                     # a few ms
+    pilot = loop_pilot(lambda k: seq_program(max_iters=k), 3, LENGTH)
+    reference = sequential.program()
+    calls.clear()
+    outcome = run_pilot([sequential, jacobi], "sequential", baseline_pilot=pilot, reference_result=reference)
+    assert outcome.choice.run == "jacobi" and calls == ["sequential", "jacobi"]  # the slice, then jacobi
+    skipped = {r["run"]: r for r in outcome.records}["sequential"]
+    assert skipped["seconds"] is None and skipped["why"].startswith("not run: its slice predicts")
+    assert "sequential not run: its slice predicts" in outcome.choice.reason
+
+
 def test_a_program_without_a_deadline_runs_to_the_end():
     sequential, _ = slow("sequential", 0.0)
     f, x0 = chain()

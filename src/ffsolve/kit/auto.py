@@ -22,8 +22,9 @@ once and keeps the winner, as cuDNN's benchmark mode and Triton's ``autotune`` d
 * **A cheap prediction orders the candidates**: with a :class:`Pilot` of the baseline (the native
   sequential path: a loop's first k of T steps, 2 % by default, scaled by T/k) the parallel candidates run first,
   each with the deadline ``min(best time so far, SLACK × the predicted baseline time)``, and the
-  baseline runs last as the fallback, cut by the best time; without one, the baseline runs first
-  in full and its time is every later candidate's deadline.
+  baseline runs last as the fallback, cut by the best time (not at all when its prediction is
+  over ``SLACK ×`` the best time); without one, the baseline runs first in full and its time is
+  every later candidate's deadline.
 * **Exact means bitwise** (:func:`eligibility`, :func:`verdict`): an exact ``auto`` run (tol 0) is
   answered only by a run whose output is the reference's (``sequential``'s) bit for bit, checked on
   the pilot's own output. A run that is only within a declared tolerance (a cached sampler, a scan,
@@ -242,6 +243,8 @@ def choose(options: Sequence[Option], baseline: str) -> Choice:
             continue
         if not option.eligible:
             notes.append(f"{option.run} not eligible ({option.why})")
+        elif option.seconds is None and option.why.startswith("not run"):
+            notes.append(f"{option.run} {option.why}")
         elif option.seconds is None:
             notes.append(f"{option.run} stopped at its deadline" + (f" ({option.why})" if option.why else ""))
         else:
@@ -418,6 +421,13 @@ def run_pilot(candidates: Sequence[Candidate], baseline: str, *, reference: str 
     for candidate in _order(candidates, baseline, statics, sliced, first):
         name = candidate.name
         if not statics[name][0]:
+            continue
+        if name == baseline and sliced and best_s is not None and predicted > SLACK * best_s:
+            # Its slice says it loses by more than the slice may be off: not worth its deadline.
+            records.append({"run": name, "eligible": True, "accepts_deadline": accepts_deadline(candidate.program),
+                            "why": (f"not run: its slice predicts {predicted:.4g} s, over {SLACK:g} x the "
+                                    f"best time {best_s:.4g} s"), "deadline_s": None, "seconds": None,
+                            "finished": False, "network_evaluations": None})
             continue
         if name == first or (name == baseline and best_s is None):
             limit = None  # the reference's bits are needed; the fallback runs to the end
