@@ -10,8 +10,9 @@ leading axes folded into one batch axis, ``(T·B, H)``. A plain ``x @ W.T`` then
 T·B rows instead of B, and on CPU the kernel (and so the rounding of each row) depends on the
 number of rows: PyTorch differs in the last bits between 1 row and many, and for large K between
 many and more (measured here: 31 of 147 shapes), XLA for most shapes. The cells compute their
-products with :func:`linear` (each row its own ``(1, K) @ (K, N)`` product, so its bits do not
-depend on how many rows there are) and their elementwise functions through :func:`rowwise`;
+products with :func:`linear` (each time step's B rows their own ``(B, K) @ (K, N)`` product of
+one batched call, as :func:`row_group` tells it) and their
+elementwise functions through :func:`rowwise`;
 that makes the parallel methods' Jacobi fixed point the loop's result bit for bit in PyTorch
 (every shape tried). XLA may still compile the loop's scan differently from the batched call;
 ``solve_recurrence`` then says so (``loop_bitwise``). Write your own ``step`` the same way if you
@@ -21,7 +22,9 @@ want ``tol=0`` to mean bitwise, and check it with :func:`ffsolve.recurrence.chec
 from __future__ import annotations
 
 from collections.abc import Callable
+import contextlib
 import math
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -73,29 +76,55 @@ def _is_torch(a) -> bool:
     return isinstance(a, torch.Tensor)
 
 
+_ROW_GROUP: ContextVar[int | None] = ContextVar("ffsolve_row_group", default=None)
+
+
+@contextlib.contextmanager
+def row_group(rows: int):
+    """Within this block :func:`linear` computes its rows in groups of ``rows``: each group one
+    ``(rows, K) @ (K, N)`` product of one batched call. ``solve_recurrence`` sets it to the
+    batch size B of the user's loop, whose step sees B rows per call and the parallel methods'
+    T·B: every time step is then the same product in both, bit for bit, and far faster than one
+    product per row."""
+    token = _ROW_GROUP.set(int(rows))
+    try:
+        yield
+    finally:
+        _ROW_GROUP.reset(token)
+
+
 def linear(x: Array, weight: Array, bias: Array | None = None) -> Array:
-    """``x @ weight.T + bias`` over ``x (..., K)``, each row (a position of the leading axes) its
-    own ``(1, K) @ (K, N)`` product in one batched call, so that a row's bits do not depend on how
-    many rows there are (a plain product's kernel does; see the module docstring). On CPU this is
-    slower than one matrix product for many rows and large K (measured here: 4x at 16,000 rows,
-    K = N/3 = 128); it is what makes ``tol=0`` bitwise.
+    """``x @ weight.T + bias`` over ``x (..., K)``, computed so that a row's bits do not depend on
+    how many rows there are (a plain product's kernel does; see the module docstring): in one
+    batched call, each group of rows its own product: in PyTorch the groups of :func:`row_group`
+    (``solve_recurrence`` sets it to the loop's batch), or all rows as one group outside it (a
+    call of the user's own loop is one time step); in JAX one row per product (slower on CPU for
+    many rows and large K: 4x at 16,000 rows, K = N/3 = 128, measured here).
     """
     k, n_out = weight.shape[1], weight.shape[0]
     if x.shape[-1] != k:
         raise ValueError(f"linear: input has {x.shape[-1]} features, the weight expects {k}")
     lead = tuple(x.shape[:-1])
     rows = math.prod(lead)
+    group = _ROW_GROUP.get()
+    if group is None:
+        group = rows  # a call outside a solver is one time step of the user's loop: one group
+    # Groups in PyTorch only: XLA simplifies a product whose batch is one group (the loop's) into
+    # a plain one and rounds it differently from the batched call; one row per product kept
+    # more shapes bitwise there (measured here).
+    group = group if group and rows % group == 0 and _is_torch(x) else 1
+    n = rows // group
     if _is_torch(x):
         import torch
 
-        y = torch.bmm(x.reshape(rows, 1, k), weight.t().expand(rows, k, n_out)).reshape(
+        y = torch.bmm(x.reshape(n, group, k), weight.t().expand(n, k, n_out)).reshape(
             *lead, n_out)
     else:
         import jax.numpy as jnp
         from jax import lax
 
-        x3 = jnp.reshape(x, (rows, 1, k))
-        wt = jnp.broadcast_to(jnp.transpose(weight), (rows, k, n_out))
+        x3 = jnp.reshape(x, (n, group, k))
+        wt = jnp.broadcast_to(jnp.transpose(weight), (n, k, n_out))
         y = lax.dot_general(x3, wt, (((2,), (1,)), ((0,), (0,)))).reshape(lead + (n_out,))
     return y if bias is None else y + bias
 

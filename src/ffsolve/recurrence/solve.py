@@ -666,7 +666,7 @@ def solve_recurrence(step: Callable, s0, inputs: Array, method: str = "jacobi", 
     max_iters = length if max_iters is None else int(max_iters)
     if method == "damped_newton" and damping is None:
         damping = DEFAULT_DAMPING
-    problem = _Problem(framework, layout, step, layout.flat_step(step), layout.flat(s0), u, method,
+    problem = _Problem(framework, layout, step, _grouped(layout, step), layout.flat(s0), u, method,
                        float(tol), max_iters, jacobian, damping, length, deadline, check_loop)
     # The loop's first step under the caller's own grad mode: it tells whether gradients are
     # wanted (s0, inputs or the step's parameters require them).
@@ -682,6 +682,22 @@ def solve_recurrence(step: Callable, s0, inputs: Array, method: str = "jacobi", 
     x = res.x if time_axis == 0 else _moveaxis(res.x, 0, 1)
     res.x = layout.unflat(x)
     return res
+
+
+def _grouped(layout: StateLayout, step: Callable) -> Callable:
+    """The flat step, called with :func:`cells.row_group` set to the loop's rows per time step,
+    so that the built-in cells compute every time step as the loop does (see ``cells.linear``)."""
+    return _in_row_groups(layout.flat_step(step), max(math.prod(layout.batch), 1))
+
+
+def _in_row_groups(fn: Callable, rows: int) -> Callable:
+    from ffsolve.recurrence.cells import row_group
+
+    def grouped(s, u):
+        with row_group(rows):
+            return fn(s, u)
+
+    return grouped
 
 
 def _has_jacobian(cell) -> bool:
@@ -789,6 +805,7 @@ class _Problem:
                 jac_cost = float(hidden)
             else:
                 given, jac_cost, take_diagonal = _given_jacobian(self.jacobian, which)
+                given = _in_row_groups(given, max(math.prod(self.layout.batch), 1))
         if self.framework != "jax":
             step = _folded(self.flat_step)
             jac = None
@@ -1001,7 +1018,7 @@ def check_step(step: Callable, s0, inputs: Array, *, time_axis: int = 0) -> Step
     framework, layout = _check(step, s0, inputs, "sequential", 0.0, None, None, time_axis)
     step = getattr(step, "step", step)
     u = inputs if time_axis == 0 else _moveaxis(inputs, 1, 0)
-    flat_step = layout.flat_step(step)
+    flat_step = _grouped(layout, step)
     o = _ops(framework)
     with _context(framework):
         problem = _Problem(framework, layout, step, flat_step, layout.flat(s0), u, "sequential", 0.0,
