@@ -30,6 +30,7 @@ from ffsolve.experiments.densenet.model import (
 )
 from ffsolve.experiments.densenet.system import (
     CONTRACT_MODEL,
+    LOGIT_FACTOR,
     UNIT_ROUNDOFF,
     LayerSystem,
     Top5Patience,
@@ -283,7 +284,7 @@ def test_tolerance_is_the_forward_pass_float32_error_against_float64(tiny, batch
     tolerance = logit_tolerance(tiny, [batch])
     exact = copy.deepcopy(tiny).double()(batch.double())
     error = float((tiny(batch).double() - exact).abs().max())
-    assert error > 0 and tolerance.atol == pytest.approx(4 * error) and tolerance.rtol == 0.0
+    assert error > 0 and tolerance.atol == pytest.approx(LOGIT_FACTOR * error) and tolerance.rtol == 0.0
     assert UNIT_ROUNDOFF == 2.0 ** -24 and "float64" in tolerance.why and "logits" in tolerance.why
     # a float64 model: the float32 error scaled by the units' ratio
     assert logit_tolerance(copy.deepcopy(tiny).double(), [batch.double()]).atol == pytest.approx(

@@ -438,7 +438,7 @@ def _merge(results: Sequence[ffsolve.SolveResult]) -> ffsolve.SolveResult:
 # ------------------------------------------------------------------------------------------------
 
 
-LOGIT_FACTOR = 4.0  # each float32 path assumed within 2e of the exact logits
+LOGIT_FACTOR = 10.0  # each float32 path assumed within 5e of the exact logits
 UNIT_ROUNDOFF = EPS32 / 2  # u = 2^-24 for round-to-nearest float32
 
 
@@ -464,10 +464,12 @@ def logit_tolerance(model: DenseNet, batches: Sequence[Tensor], factor: float = 
     float32 forward pass's own rounding error e = max |logits32 − logits64| over every image and
     class. The batched step computes the same logits in float32 from the same weights, summing in
     another order (other shapes, zero-padded weights, grouped convolutions, folded batch norm);
-    assuming each path within 2 e of the exact logits (its own error may exceed the forward
-    pass's: measured, 1.2 e on the embedded default), the triangle inequality gives
+    assuming each path within 5 e of the exact logits (its own error may exceed the forward
+    pass's: the batched paths' difference from the forward pass reached 1.2 e on the embedded
+    default and 4.2 e on the test suite's tiny model, so 2 e per path was too few), the triangle
+    inequality gives
 
-        |logits_batched − logits_forward| <= 4 e.
+        |logits_batched − logits_forward| <= 10 e.
 
     e is floored at one rounding of the largest logit (u · max|logit|). For a float64 model, the
     float32 error of the same network is scaled by the units' ratio (2^-29). Costs one forward
@@ -487,8 +489,8 @@ def logit_tolerance(model: DenseNet, batches: Sequence[Tensor], factor: float = 
         "last bits. Derived from the forward pass's own float32 error against a float64 copy of "
         f"the model on the same {exact.shape[0]} images: e = max|logits32 - logits64| = "
         f"{error:.3g} (floored at u·max|logit| = {floor:.3g}), times {factor:g}: each float32 path "
-        "assumed within 2e of the exact logits, so they differ by at most 4e (triangle "
-        "inequality). TF32 is off on GPUs so the float32 arithmetic is the one measured"
+        f"assumed within {factor / 2:g}e of the exact logits, so they differ by at most "
+        f"{factor:g}e (triangle inequality). TF32 is off on GPUs so the float32 arithmetic is the one measured"
         + ("" if dtype == torch.float32 else f"; e scaled by u/u32 = {unit / UNIT_ROUNDOFF:.3g}")
     )
     return Tolerance(atol=atol, rtol=0.0, why=why)
