@@ -5,6 +5,8 @@
     # two runs of the same config: iterations and bitwise flags must agree; speedups (each a
     # ratio of two times from one process) are compared run by run
     .venv/bin/python benchmarks/dag_report.py compare <workdir A> <workdir B> [--spread 0.15]
+    # what every auto run chose, its steady state and first call against the best eligible run
+    .venv/bin/python benchmarks/dag_report.py auto <workdir>
 
 Exits non-zero when the two runs disagree on iterations or bitwise flags, or when a speedup moved
 by more than ``--spread`` (relative).
@@ -19,7 +21,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from ffsolve.kit.record import read_summary
-from ffsolve.kit.tables import baselines_by_group, baselines_for, speedup
+from ffsolve.kit.tables import auto_markdown, auto_rows, baselines_by_group, baselines_for, speedup
 
 
 def rule_rows(workdir: Path) -> list[dict]:
@@ -88,9 +90,14 @@ def main(argv=None) -> int:
     cmp.add_argument("a", type=Path)
     cmp.add_argument("b", type=Path)
     cmp.add_argument("--spread", type=float, default=0.15)
+    auto = sub.add_parser("auto", help="the auto runs of one run against the best eligible runs")
+    auto.add_argument("workdir", type=Path)
     args = parser.parse_args(argv)
     if args.command == "rules":
         print_rules(args.workdir)
+        return 0
+    if args.command == "auto":
+        print(auto_markdown(auto_rows(read_summary(args.workdir / "results" / "summary.csv"))))
         return 0
     return compare(args.a, args.b, args.spread)
 

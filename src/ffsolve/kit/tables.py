@@ -121,6 +121,46 @@ def auto_text(row: Mapping) -> str:
     return f" ({'; '.join(parts)})"
 
 
+def auto_rows(rows: Iterable[Mapping]) -> list[dict]:
+    """Per ``auto`` run: what it chose, and its steady-state and first-call times against the
+    best eligible run of its experiment, dataset and quantity (the fastest run timed in the same
+    session that converged and is bitwise: the runs an exact ``auto`` may answer with)."""
+    rows = list(rows)
+    out = []
+    for row in rows:
+        if row.get("method") != "auto":
+            continue
+        chosen, first = auto_fields(row)
+        group = [r for r in rows if r is not row and r.get("method") != "auto"
+                 and (r.get("experiment"), r.get("dataset"), quantity(r))
+                 == (row.get("experiment"), row.get("dataset"), quantity(row))
+                 and _session(r) == _session(row) and converged(r)
+                 and _flag(_get(r, "bitwise_equal")) == "yes"]
+        if not group:
+            continue
+        best = min(group, key=lambda r: float(r["wall_time_s"]))
+        best_s, steady_s = float(best["wall_time_s"]), float(row["wall_time_s"])
+        out.append({"experiment": row.get("experiment"), "dataset": row.get("dataset"),
+                    "chosen": chosen, "best": best.get("run"), "best_s": best_s,
+                    "steady_s": steady_s, "steady_ratio": steady_s / best_s,
+                    "first_call_s": float(first) if first else None,
+                    "first_ratio": float(first) / best_s if first else None})
+    return out
+
+
+def auto_markdown(rows: Sequence[Mapping]) -> str:
+    """The ``auto`` table: chosen run, steady state and first call as multiples of the best."""
+    lines = ["| experiment | dataset | auto chose | best eligible run (s) | auto steady state "
+             "(s, × best) | auto first call (s, × best) |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        first = "" if r["first_call_s"] is None else \
+            f"{r['first_call_s']:.4g} ({r['first_ratio']:.2f}×)"
+        lines.append(f"| {r['experiment']} | {r['dataset']} | {r['chosen']} | {r['best']} "
+                     f"({r['best_s']:.4g}) | {r['steady_s']:.4g} ({r['steady_ratio']:.2f}×) | "
+                     f"{first} |")
+    return "\n".join(lines) + "\n"
+
+
 def quantity(row: Mapping) -> str:
     """What a run's time measures; ``solve`` unless its record says otherwise."""
     return str(_get(row, "quantity") or "solve")
