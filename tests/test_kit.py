@@ -620,3 +620,22 @@ def test_writes_are_atomic_and_refuse_nan(tmp_path):
     write_npz(tmp_path / "t.npz", {"a": [1, 2]})
     assert list(np.load(tmp_path / "t.npz")["a"]) == [1, 2]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["t.npz"]  # no torn or temporary file
+
+
+def test_the_auto_table_compares_with_the_best_bitwise_run_of_the_same_session():
+    from ffsolve.kit.tables import auto_markdown, auto_rows
+
+    def row(run, method, seconds, bitwise="True", converged="True", session="s1", **extra):
+        return {"experiment": "made", "dataset": "mnist", "run": run, "method": method,
+                "wall_time_s": str(seconds), "bitwise_equal": bitwise, "converged": converged,
+                "timing_session": session, **extra}
+
+    rows = [row("sequential", "sequential", 1.0), row("jacobi", "jacobi", 0.1),
+            row("cache", "sequential_cache", 0.05, bitwise="False"),  # within tolerance only
+            row("jacobi_k2", "jacobi", 0.01, converged="False"),  # truncated
+            row("other", "jacobi", 0.001, session="s2"),  # another process
+            row("auto", "auto", 0.11, auto_chosen="jacobi", auto_first_call_s="0.3")]
+    [entry] = auto_rows(rows)
+    assert entry["best"] == "jacobi" and entry["chosen"] == "jacobi"
+    assert entry["steady_ratio"] == pytest.approx(1.1) and entry["first_ratio"] == pytest.approx(3.0)
+    assert "| made | mnist | jacobi | jacobi (0.1) | 0.11 (1.10×) | 0.3 (3.00×) |" in auto_markdown([entry])
