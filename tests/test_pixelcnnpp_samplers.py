@@ -222,7 +222,12 @@ def test_auto_takes_the_strongest_sequential_loop_as_its_baseline(grey, methods,
     tried = [p["run"] for p in record["pilots"] if p["seconds"] is not None]
     assert record["baseline"] == baseline and record["chosen"] in methods and result.converged
     if baseline == "sequential_cache" and allow:
-        assert tried[-1] == baseline and record["predicted_baseline_s"] > 0
+        assert record["predicted_baseline_s"] > 0
+        pilot = {p["run"]: p for p in record["pilots"]}[baseline]
+        # It runs last, unless its slice already predicts a loss to a faster finished run (the
+        # machine decides which: the order and the skip are what is checked, not the winner).
+        assert tried[-1] == baseline or (
+            pilot["seconds"] is None and pilot["why"].startswith("not run: its slice predicts"))
     elif baseline == "sequential_cache":
         assert baseline not in tried and record["chosen"] != baseline
         assert record["predicted_baseline_s"] is None
