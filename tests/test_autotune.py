@@ -61,8 +61,15 @@ def test_an_exact_request_never_takes_a_faster_answer_that_is_not_bitwise():
     assert res.method != "native" and torch.equal(res.x, reference)
     assert res.autotune["candidates"]["native"]["eligible"] is False
     loose = autotune.solve_auto(f, x0, extra={"native": lambda: nudged}, key="nudged-allowed",
-                                allow_within_tolerance=True, tol=1e-5)
+                                allow_within_tolerance=1e-5)
     assert loose.autotune["candidates"]["native"]["eligible"] is True
+    tight = autotune.solve_auto(f, x0, extra={"native": lambda: nudged}, key="nudged-tight",
+                                allow_within_tolerance=1e-7)
+    assert tight.autotune["candidates"]["native"]["eligible"] is False
+    with pytest.raises(ValueError, match="allow_within_tolerance must be a max-abs distance"):
+        autotune.solve_auto(f, x0, allow_within_tolerance=True)
+    with pytest.raises(ValueError, match="must include 'sequential'"):
+        autotune.solve_auto(f, x0, candidates=("jacobi", "gs_jacobi"))
 
 
 def test_recurrences_too_and_a_users_own_loop_can_win():

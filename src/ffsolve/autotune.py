@@ -18,8 +18,9 @@ later call with that key runs the winner alone.
   (number of candidates) × (2 × the best time) plus compiles. ``sequential`` runs first: it is the
   reference every answer is checked against. The user's own candidates cannot be interrupted.
 * **Exact means bitwise**: at ``tol=0`` a candidate answers only if its result equals the
-  sequential result bit for bit (``allow_within_tolerance=True`` admits a converged result
-  within ``tolerance`` of it instead). At ``tol > 0`` a candidate answers if it converged.
+  sequential result bit for bit (``allow_within_tolerance=atol`` > 0 admits a converged result
+  within max-abs ``atol`` of it instead). At ``tol > 0`` a candidate answers if it converged
+  (every candidate runs with the same stopping rule).
 * **Decisions persist**: in memory, and in a JSON file when one is configured
   (:func:`configure`, or the ``FFSOLVE_AUTOTUNE_FILE`` environment variable); a later process
   reads it. ``replay=True`` pilots nothing: a key without a decision is an error naming it.
@@ -194,18 +195,20 @@ def _sync(x) -> None:
             torch.cuda.synchronize(a.device)
 
 
-def _agrees(result_x, reference, tol: float, allow: bool, converged: bool) -> bool:
+def _agrees(result_x, reference, tol: float, allow: float, converged: bool) -> bool:
     got, want = _host(result_x), _host(reference)
     if len(got) != len(want) or any(g.shape != w.shape for g, w in zip(got, want)):
         return False
-    if tol == 0 and not allow:
-        return all(np.array_equal(g, w) for g, w in zip(got, want))
-    return converged and all(np.allclose(g, w, rtol=0, atol=max(tol, 1e-12) * 10)
-                             for g, w in zip(got, want))
+    if tol > 0:
+        return converged
+    if all(np.array_equal(g, w) for g, w in zip(got, want)):
+        return True
+    return converged and allow > 0 and all(np.allclose(g, w, rtol=0, atol=allow)
+                                           for g, w in zip(got, want))
 
 
 def _pilot(run: Callable[[str, float | None], Any], names: list[str], extra: Mapping,
-           tol: float, allow: bool) -> tuple[str, dict, Any, float]:
+           tol: float, allow: float) -> tuple[str, dict, Any, float]:
     """Time every candidate under the best time so far; returns (winner, report, its result,
     the pilot's work in full passes)."""
     report: dict[str, dict] = {}
@@ -233,21 +236,23 @@ def _pilot(run: Callable[[str, float | None], Any], names: list[str], extra: Map
         elif name == "sequential":
             eligible = True
         else:
-            eligible = finished and _agrees(x, reference, tol, allow, converged) and (
-                getattr(res, "loop_bitwise", True) is not False or allow or tol > 0)
+            eligible = finished and _agrees(x, reference, tol, allow, converged)
         report[name] = {"time_s": elapsed if finished else None, "eligible": bool(eligible)}
         if eligible and (best_time is None or elapsed < best_time):
             best_name, best_time, best_result = name, elapsed, res
     return best_name, report, best_result, work
 
 
-def _decide(solver: str, fn, key: str, run, names, extra, tol, allow):
-    decision = _lookup(key)
+def _decide(solver: str, fn, key: str, run, names, extra, tol, allow: float):
+    if "sequential" not in names:
+        raise ValueError(f"autotune candidates must include 'sequential' (the reference every "
+                         f"answer is checked against), got {list(names)}")
+    if isinstance(allow, bool) or not isinstance(allow, (int, float)) or not allow >= 0:
+        raise ValueError(f"allow_within_tolerance must be a max-abs distance >= 0 (0: bitwise "
+                         f"only), got {allow!r}")
+    decision = lookup(key)  # in replay mode a missing key is an error naming it
     if decision is not None and decision["method"] in set(names) | set(extra or {}):
         return decision, None, 0.0, 0.0
-    if _SETTINGS.replay:
-        raise LookupError(f"autotune replay: no decision for the key {key}; run once without "
-                          "replay (ffsolve.autotune.configure(path)) to make one")
     start = time.perf_counter()
     name, report, result, work = _pilot(run, list(names), extra or {}, tol, allow)
     first_call = time.perf_counter() - start
@@ -275,7 +280,7 @@ def _finish(res, decision, piloted: bool, first_call_s: float, work: float):
 
 def solve_auto(f, x0, *, block_size=None, tol: float = 0.0, max_iters=None, axis: int = 0,
                candidates=SOLVE_CANDIDATES, extra: Mapping[str, Callable] | None = None,
-               allow_within_tolerance: bool = False, key: str | None = None):
+               allow_within_tolerance: float = 0.0, key: str | None = None):
     """``ffsolve.solve(f, x0, method="auto", ...)``: see the module docstring."""
     from ffsolve.solvers.core import SolveResult, get_solver, solve
 
@@ -304,7 +309,7 @@ def solve_recurrence_auto(step, s0, inputs, *, tol: float = 0.0, max_iters=None,
                           damping=None, time_axis: int = 0, check_loop: bool = True,
                           candidates=RECURRENCE_CANDIDATES,
                           extra: Mapping[str, Callable] | None = None,
-                          allow_within_tolerance: bool = False, key: str | None = None):
+                          allow_within_tolerance: float = 0.0, key: str | None = None):
     """``ffsolve.solve_recurrence(step, s0, inputs, method="auto", ...)``."""
     import warnings
 

@@ -628,7 +628,9 @@ def solve_recurrence(step: Callable, s0, inputs: Array, method: str = "jacobi", 
             :func:`ffsolve.solve`), or ``"auto"`` (:mod:`ffsolve.autotune`).
         tol: stop once max |x_new − x| <= tol; 0 means exact (see ``check_loop``).
         max_iters: the most parallel steps (default and at most useful: T).
-        jacobian: for the Newton types. ``None``/``"autodiff"``: forward mode; a
+        jacobian: for the Newton types. ``None``: the analytic Jacobians of a
+            :class:`~ffsolve.recurrence.cells.Cell` passed as ``step``, else forward-mode
+            autodiff; ``"autodiff"``: forward mode always; a
             :class:`~ffsolve.recurrence.cells.Cell` (or any object with ``full``/``jacobian`` and
             ``diagonal``), a mapping ``{"full": fn, "diagonal": fn}``, or a callable giving the
             full Jacobian. A given Jacobian is called on the folded ``(N, H)`` rows; for a tuple
@@ -745,8 +747,15 @@ class _Problem:
 
     def first_step(self, s0_user):
         """The loop's first step, on the user's own state: a step of the wrong shape or return
-        type fails here with a clear message."""
-        out = self.layout.state_of(self.user_step(s0_user, self.u[0]))
+        type fails here with a clear message. In JAX only its shapes are evaluated
+        (``jax.eval_shape``): an eager step would cost more than the trace."""
+        if self.framework == "jax":
+            import jax
+
+            out = jax.eval_shape(lambda s, u: self.layout.state_of(self.user_step(s, u)),
+                                 s0_user, self.u[0])
+        else:
+            out = self.layout.state_of(self.user_step(s0_user, self.u[0]))
         for got, want in zip(self.layout.leaves(out), self.layout.leaves(s0_user)):
             if tuple(got.shape) != tuple(want.shape):
                 raise ValueError(f"step returned states of shape {tuple(got.shape)} for s0 "
