@@ -184,6 +184,18 @@ def _shape_of(name: str, a, shape: tuple) -> None:
         raise ValueError(f"{name} must have shape {shape}, got {tuple(a.shape)}")
 
 
+def _gated_sizes(gates: int, weight_ih, weight_hh, bias_ih, bias_hh) -> tuple[int, int]:
+    """(H, D) of a gated cell in ``torch.nn``'s layout (``gates`` blocks of H rows), checked."""
+    rows, d = weight_ih.shape
+    if rows % gates:
+        raise ValueError(f"weight_ih must have {gates}H rows, got {rows}")
+    h = rows // gates
+    _shape_of("weight_hh", weight_hh, (gates * h, h))
+    _shape_of("bias_ih", bias_ih, (gates * h,))
+    _shape_of("bias_hh", bias_hh, (gates * h,))
+    return h, d
+
+
 # ------------------------------------------------------------------------------------------ GRU
 
 
@@ -203,13 +215,7 @@ def gru(weight_ih: Array, weight_hh: Array, bias_ih: Array, bias_hh: Array) -> C
     3H(D + H): counted as ``full_cost = 1 + 4H / (3(D + H))`` passes; the diagonal needs only the
     gates: ``diagonal_cost = 1``.
     """
-    three_h, d = weight_ih.shape
-    if three_h % 3:
-        raise ValueError(f"weight_ih must have 3H rows, got {three_h}")
-    h = three_h // 3
-    _shape_of("weight_hh", weight_hh, (3 * h, h))
-    _shape_of("bias_ih", bias_ih, (3 * h,))
-    _shape_of("bias_hh", bias_hh, (3 * h,))
+    h, d = _gated_sizes(3, weight_ih, weight_hh, bias_ih, bias_hh)
     ops = _Ops(weight_hh)
     w_hr, w_hz, w_hn = weight_hh[:h], weight_hh[h:2 * h], weight_hh[2 * h:]
     d_hr, d_hz, d_hn = ops.diag(w_hr), ops.diag(w_hz), ops.diag(w_hn)
@@ -296,13 +302,7 @@ def lstm(weight_ih: Array, weight_hh: Array, bias_ih: Array, bias_hh: Array) -> 
     step's 4H(D + H): ``full_cost = 1 + H/(D + H)``; the diagonal needs only the gates:
     ``diagonal_cost = 1``.
     """
-    four_h, d = weight_ih.shape
-    if four_h % 4:
-        raise ValueError(f"weight_ih must have 4H rows, got {four_h}")
-    h = four_h // 4
-    _shape_of("weight_hh", weight_hh, (4 * h, h))
-    _shape_of("bias_ih", bias_ih, (4 * h,))
-    _shape_of("bias_hh", bias_hh, (4 * h,))
+    h, d = _gated_sizes(4, weight_ih, weight_hh, bias_ih, bias_hh)
     ops = _Ops(weight_hh)
     w_hi, w_hf, w_hg, w_ho = (weight_hh[k * h:(k + 1) * h] for k in range(4))
     d_hi, d_hf, d_hg, d_ho = (ops.diag(w) for w in (w_hi, w_hf, w_hg, w_ho))

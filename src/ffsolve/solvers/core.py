@@ -298,13 +298,14 @@ class Tracker:
         """The caller's deadline has passed (checked between calls of f)."""
         return self.deadline is not None and time.perf_counter() >= self.deadline
 
-    def final(self, x: Array, y: Array, final_positions: int, axis: int) -> None:
-        """Note the largest change of ``f``'s output ``y`` against ``x`` at the first
-        ``final_positions`` positions, which the triangular argument says are final."""
+    def final(self, diff: Array, final_positions: int, axis: int) -> None:
+        """Note the largest change ``diff`` (``f``'s output minus its input, over the whole
+        array or a prefix of it) at the first ``final_positions`` positions, which the
+        triangular argument says are final."""
         if final_positions <= 0:
             return
         prefix = arrays.index_along(axis, len(self.shape), slice(0, final_positions))
-        self.violation = max(self.violation, arrays.max_abs(self.xp, y[prefix] - x[prefix]))
+        self.violation = max(self.violation, arrays.max_abs(self.xp, diff[prefix]))
 
     def start(self, x0: Array) -> None:
         if self.recording:
