@@ -68,6 +68,8 @@ def test_an_exact_request_never_takes_a_faster_answer_that_is_not_bitwise():
     assert tight.autotune["candidates"]["native"]["eligible"] is False
     with pytest.raises(ValueError, match="allow_within_tolerance must be a max-abs distance"):
         autotune.solve_auto(f, x0, allow_within_tolerance=True)
+    with pytest.raises(ValueError, match="takes no trace or deadline"):
+        ffsolve.solve(f, x0, "auto", trace=True)
     with pytest.raises(ValueError, match="must include 'sequential'"):
         autotune.solve_auto(f, x0, candidates=("jacobi", "gs_jacobi"))
 

@@ -655,6 +655,9 @@ def solve_recurrence(step: Callable, s0, inputs: Array, method: str = "jacobi", 
     if method == "auto":
         from ffsolve import autotune
 
+        if trace or deadline is not None:
+            raise ValueError("method='auto' takes no trace or deadline (it times the methods "
+                             "itself); trace the method it chose (result.method) instead")
         return autotune.solve_recurrence_auto(
             step, s0, inputs, tol=tol, max_iters=max_iters, jacobian=jacobian, damping=damping,
             time_axis=time_axis, check_loop=check_loop)

@@ -189,6 +189,9 @@ def solve(
     if method == "auto":
         from ffsolve import autotune
 
+        if trace or trace_batch_axis is not None or deadline is not None:
+            raise ValueError("method='auto' takes no trace or deadline (it times the methods "
+                             "itself); trace the method it chose (result.method) instead")
         return autotune.solve_auto(f, x0, block_size=block_size, tol=tol, max_iters=max_iters,
                                    axis=axis)
     solver = get_solver(method)
