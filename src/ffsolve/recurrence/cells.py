@@ -98,8 +98,8 @@ def linear(x: Array, weight: Array, bias: Array | None = None) -> Array:
     how many rows there are (a plain product's kernel does; see the module docstring): in one
     batched call, each group of rows its own product: in PyTorch the groups of :func:`row_group`
     (``solve_recurrence`` sets it to the loop's batch), or all rows as one group outside it (a
-    call of the user's own loop is one time step); in JAX one row per product (slower on CPU for
-    many rows and large K: 4x at 16,000 rows, K = N/3 = 128, measured here).
+    call of the user's own loop is one time step); in JAX one row per product (slower on CPU than
+    one matrix product for many rows and large K).
     """
     k, n_out = weight.shape[1], weight.shape[0]
     if x.shape[-1] != k:
