@@ -5,6 +5,7 @@ Solving" (ICML 2021). The public entry point is :func:`ffsolve.solve`; Markov re
 s_t = step(s_{t−1}, u_t) also have :func:`ffsolve.solve_recurrence` (Newton-type methods).
 """
 
+from ffsolve.deadline import Deadline
 from ffsolve.recurrence import (
     NotBitwiseWarning,
     RecurrenceResult,
@@ -26,6 +27,7 @@ from ffsolve.solvers import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "Deadline",
     "NotBitwiseWarning",
     "NotTriangularWarning",
     "RecurrenceResult",

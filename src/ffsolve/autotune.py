@@ -44,6 +44,8 @@ from typing import Any
 
 import numpy as np
 
+from ffsolve.deadline import Deadline
+
 SOLVE_CANDIDATES = ("sequential", "jacobi", "gs_jacobi", "jacobi_gs")
 RECURRENCE_CANDIDATES = ("sequential", "jacobi", "newton", "quasi_newton")
 
@@ -219,9 +221,15 @@ def _pilot(run: Callable[[str, float | None], Any], names: list[str], extra: Map
         budget = best_time
         # A warm-up (compiles, allocations) under the deadline, then the timed run under it;
         # only the timed run's stop by the deadline means the candidate lost.
-        for _attempt in ("warm-up", "timed"):
+        for attempt in ("warm-up", "timed"):
             start = time.perf_counter()
-            res = run(name, None if budget is None else start + budget)
+            if budget is None:
+                deadline = None
+            elif attempt == "warm-up":  # compiles count here: a hard stop, no projection
+                deadline = start + budget
+            else:  # the projection may stop a run that is going to lose (ffsolve.deadline)
+                deadline = Deadline(at=start + budget, beat=budget, start=start)
+            res = run(name, deadline)
             _sync(getattr(res, "x", res))
             elapsed = time.perf_counter() - start
             work += float(getattr(res, "network_evaluations", 1.0) or 0.0)

@@ -58,6 +58,7 @@ from typing import Any
 
 import jsonschema
 
+from ffsolve.deadline import MARGIN, Deadline
 from ffsolve.kit.harness import Candidate, bitwise_equal, max_abs_diff, to_numpy_leaves
 from ffsolve.kit.runs import RunSpec, is_sequential_baseline, parse_run_name
 from ffsolve.timing import synchronize
@@ -399,14 +400,22 @@ def run_pilot(candidates: Sequence[Candidate], baseline: str, *, reference: str 
                   "network_evaluations": None}
         records.append(record)
         begin = clock()
-        out = candidate.program(deadline=begin + limit) if accepts and limit is not None else candidate.program()
+        if accepts and limit is not None:
+            # The hard stop is the limit; the projection may stop a run that is going to lose.
+            out = candidate.program(deadline=Deadline(at=begin + limit, beat=limit, start=begin))
+        else:
+            out = candidate.program()
         sync(output(out))
         seconds = clock() - begin
         work += _work(out)
         record.update(seconds=seconds, network_evaluations=_work(out))
         if stopped_by_deadline(out):
             what = "the best time so far" if best_s is not None else f"{SLACK:g} x the predicted {baseline}"
-            record["why"] = f"{why}; stopped at its deadline of {limit:.4g} s ({what})"
+            if seconds < limit:
+                record["why"] = (f"{why}; stopped after {seconds:.4g} s: its settled prefix "
+                                 f"projected over {MARGIN:g} x its deadline of {limit:.4g} s ({what})")
+            else:
+                record["why"] = f"{why}; stopped at its deadline of {limit:.4g} s ({what})"
             return
         record["finished"] = True
         if name == reference and ref_leaves is None and run_tol == 0 and bool(getattr(out, "converged", True)):

@@ -65,7 +65,6 @@ from __future__ import annotations
 import functools
 import math
 import numbers
-import time
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
@@ -74,6 +73,7 @@ from typing import Any
 
 import numpy as np
 
+from ffsolve.deadline import Deadline, as_deadline
 from ffsolve.recurrence import scan as scans
 from ffsolve.recurrence.state import StateLayout, describe
 from ffsolve.solvers.core import SolveResult, SolveTrace
@@ -166,6 +166,9 @@ class _TorchOps:
     def max_abs(self, a):
         return a.abs().max()
 
+    def time_max_abs(self, a):
+        return a.abs().reshape(a.shape[0], -1).amax(1)
+
     def any_false(self, c):
         return ~c.all()
 
@@ -229,6 +232,9 @@ class _JaxOps:
     def max_abs(self, a):
         return self.jnp.max(self.jnp.abs(a))
 
+    def time_max_abs(self, a):
+        return self.jnp.max(self.jnp.abs(a).reshape(a.shape[0], -1), axis=1)
+
     def any_false(self, c):
         return ~self.jnp.all(c)
 
@@ -266,6 +272,9 @@ class _NumpyOps:
 
     def max_abs(self, a):
         return np.max(np.abs(a))
+
+    def time_max_abs(self, a):
+        return np.max(np.abs(a).reshape(a.shape[0], -1), axis=1)
 
     def any_false(self, c):
         return not bool(np.all(c))
@@ -318,11 +327,12 @@ def _folded(fn: Callable) -> Callable:
 def _iteration(o, step, jac, kind, s0, u, x, e, gain, kappa):
     """One parallel step of ``kind`` from iterate ``x`` (time-major ``(T, *batch, H)``).
 
-    Returns (x_new, change, fell_back)."""
+    Returns (x_new, change, change per time step, fell_back)."""
     prev = o.prev(s0, x)
     f = step(prev, u)
     if kind == "jacobi":
-        return f, o.max_abs(f - x), False
+        per_step = o.time_max_abs(f - x)
+        return f, per_step.max(), per_step, False
     r = f - x
     if kind == "quasi_newton":
         delta = o.scan(scans.affine_diagonal, (jac(prev, u), r))[1]
@@ -354,7 +364,17 @@ def _iteration(o, step, jac, kind, s0, u, x, e, gain, kappa):
     x_new = o.where(finite, x_new, f)
     # The exact prefix: f is exact at positions <= e, so those take f's bits.
     x_new = o.where(o.time_mask(x_new, e), f, x_new)
-    return x_new, o.max_abs(x_new - x), fell_back
+    per_step = o.time_max_abs(x_new - x)
+    return x_new, per_step.max(), per_step, fell_back
+
+
+def _settled(per_step, tol: float, exact: int, length: int) -> float:
+    """The fraction of the T steps known final after a parallel step: those before the first
+    step whose state still changed by more than ``tol`` (the next one is computed from a final
+    state), and never fewer than the count bound ``exact``."""
+    moving = np.flatnonzero(np.asarray(per_step) > tol)
+    first = int(moving[0]) if moving.size else length
+    return max(first, exact) / length
 
 
 # ------------------------------------------------------------------- JAX: no stale programs
@@ -608,7 +628,8 @@ def _refuse_gradients(framework, layout, s0, inputs, first_out) -> None:
 def solve_recurrence(step: Callable, s0, inputs: Array, method: str = "jacobi", *,
                      tol: float = 0.0, max_iters: int | None = None, jacobian=None,
                      damping: float | None = None, time_axis: int = 0, trace: bool = False,
-                     check_loop: bool = True, deadline: float | None = None) -> RecurrenceResult:
+                     check_loop: bool = True,
+                     deadline: float | Deadline | None = None) -> RecurrenceResult:
     """The states s_1..s_T of s_t = step(s_{t−1}, u_t), by the named method.
 
     Args:
@@ -644,8 +665,9 @@ def solve_recurrence(step: Callable, s0, inputs: Array, method: str = "jacobi", 
         check_loop: at ``tol=0``, probe whether the parallel result is the loop's bit for bit
             (a few one-time-step calls, or in JAX short runs of the loop, compared with the
             result); sets ``loop_bitwise`` and warns (:class:`NotBitwiseWarning`) when it is not.
-        deadline: a ``time.perf_counter()`` value; the solver stops after the step that passes
-            it (``stopped_by="deadline"``, ``converged=False``).
+        deadline: a ``time.perf_counter()`` value, or an :class:`ffsolve.Deadline` (which may
+            also stop a run projected to lose); the solver stops after the step that passes it
+            (``stopped_by="deadline"``, ``converged=False``).
 
     Returns:
         A :class:`RecurrenceResult`; ``x`` has shape ``(T, *batch, H)`` (a tuple state: the same
@@ -672,7 +694,8 @@ def solve_recurrence(step: Callable, s0, inputs: Array, method: str = "jacobi", 
     if method == "damped_newton" and damping is None:
         damping = DEFAULT_DAMPING
     problem = _Problem(framework, layout, step, _grouped(layout, step), layout.flat(s0), u, method,
-                       float(tol), max_iters, jacobian, damping, length, deadline, check_loop)
+                       float(tol), max_iters, jacobian, damping, length, as_deadline(deadline),
+                       check_loop)
     # The loop's first step under the caller's own grad mode: it tells whether gradients are
     # wanted (s0, inputs or the step's parameters require them).
     _refuse_gradients(framework, layout, s0, inputs, problem.first_step(s0))
@@ -745,7 +768,7 @@ class _Problem:
     jacobian: Any
     damping: float | None
     length: int
-    deadline: float | None
+    deadline: Deadline | None
     check_loop: bool
 
     def first_step(self, s0_user):
@@ -778,8 +801,8 @@ class _Problem:
         for t in range(self.length):
             s = self.flat_step(s, self.u[t])
             rows.append(s)
-            if self.deadline is not None and time.perf_counter() >= self.deadline \
-                    and t + 1 < self.length:
+            if self.deadline is not None and t + 1 < self.length \
+                    and self.deadline.passed((t + 1) / self.length):
                 rows += [self._zeros_like(s)] * (self.length - t - 1)
                 return self._stack(rows), t + 1, True
         return self._stack(rows), self.length, False
@@ -899,7 +922,7 @@ class _Problem:
         change = math.inf
         stopped_by = "max_iters"
         while iterations < self.max_iters:
-            x_new, change, fell_back = run(kind, x, exact)
+            x_new, change, per_step, fell_back = run(kind, x, exact)
             change = float(change)
             iterations += 1
             exact = min(exact + 1, length)
@@ -919,7 +942,8 @@ class _Problem:
             if exact >= length:
                 stopped_by = "exact_prefix"
                 break
-            if self.deadline is not None and time.perf_counter() >= self.deadline:
+            if self.deadline is not None and self.deadline.passed(
+                    _settled(per_step, tol, exact, length) if self.deadline.projects else None):
                 stopped_by = "deadline"
                 break
             if kind != "jacobi" and (change == 0 or change >= previous_change):

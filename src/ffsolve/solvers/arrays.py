@@ -57,6 +57,18 @@ def max_abs(xp, a: Array) -> float:
     return float(xp.max(xp.abs(a)))
 
 
+def first_moving(xp, diff: Array, axis: int, tol: float) -> int:
+    """The first position along ``axis`` where |diff| exceeds ``tol`` anywhere (the length along
+    ``axis`` when none does): the end of a solve's settled prefix."""
+    length = diff.shape[axis]
+    if array_api_compat.size(diff) == 0:
+        return length
+    other = tuple(i for i in range(diff.ndim) if i != axis)
+    per_position = xp.max(xp.abs(diff), axis=other) if other else xp.abs(diff)
+    moving = to_numpy(per_position) > tol
+    return int(moving.argmax()) if moving.any() else length
+
+
 def to_numpy(a: Array):
     """A host NumPy copy of ``a`` (for traces and iterates kept for plots)."""
     import numpy as np

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import math
 import numbers
-import time
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 import numpy as np
 
+from ffsolve.deadline import Deadline, as_deadline
 from ffsolve.solvers import arrays
 
 Array = Any
@@ -137,7 +137,7 @@ def solve(
     *,
     trace: bool = False,
     trace_batch_axis: Optional[int] = None,
-    deadline: Optional[float] = None,
+    deadline: Optional[float | Deadline] = None,
 ) -> SolveResult:
     """Find the fixed point x = f(x) of a triangular map ``f`` by the named method.
 
@@ -162,8 +162,9 @@ def solve(
         trace: record a :class:`SolveTrace` (keeps every iterate on the host: for plots, not for
             timing).
         trace_batch_axis: with ``trace``, report norms per item along this axis of ``x0``.
-        deadline: a ``time.perf_counter()`` value; the method stops after the call of ``f``
-            that passes it (``stopped_by="deadline"``, ``converged=False``).
+        deadline: a ``time.perf_counter()`` value, or an :class:`ffsolve.Deadline` (which may
+            also stop a run projected to lose, from its settled prefix); the method stops after
+            the call of ``f`` that passes it (``stopped_by="deadline"``, ``converged=False``).
 
     "Exact" here means: the result equals ``sequential``'s, the map called on the whole array
     once per position, bit for bit. Every method checks the triangular argument as it goes:
@@ -220,10 +221,8 @@ def solve(
         trace_batch_axis = _check_axis(trace_batch_axis, x0.ndim, "trace_batch_axis")
         if trace_batch_axis == axis:
             raise ValueError("trace_batch_axis must differ from axis")
-    if deadline is not None and (isinstance(deadline, bool) or not isinstance(
-            deadline, numbers.Real)):
-        raise ValueError(f"deadline must be a time.perf_counter() value, got {deadline!r}")
-    tracker = Tracker(xp, f, tuple(x0.shape), trace, trace_batch_axis, deadline)
+    tracker = Tracker(xp, f, tuple(x0.shape), trace, trace_batch_axis, as_deadline(deadline))
+    tracker.axis = axis
     res = solver(
         f=tracker,
         x0=x0,
@@ -261,9 +260,10 @@ class Tracker:
     """Wraps ``f``: counts calls, checks the output shape, and records the trace on request."""
 
     def __init__(self, xp, f, shape, trace: bool, batch_axis: Optional[int],
-                 deadline: Optional[float] = None):
+                 deadline: Optional[Deadline] = None):
         self.xp, self.f, self.shape = xp, f, shape
         self.deadline = deadline
+        self.axis: Optional[int] = None  # set by solve(): the positions' axis
         self.calls = 0
         self.violation = 0.0
         self.recording = trace
@@ -297,9 +297,19 @@ class Tracker:
                     "and the solvers write into their iterate in place. Call it under "
                     "torch.no_grad() (or detach the parameters) for a forward solve.")
 
-    def expired(self) -> bool:
-        """The caller's deadline has passed (checked between calls of f)."""
-        return self.deadline is not None and time.perf_counter() >= self.deadline
+    def expired(self, settled: Optional[int] = None) -> bool:
+        """The caller's deadline has passed (checked between calls of f); ``settled``: the
+        positions known final, for a deadline that projects (:attr:`projects`)."""
+        if self.deadline is None:
+            return False
+        length = self.shape[self.axis] if self.axis is not None else None
+        fraction = None if settled is None or not length else settled / length
+        return self.deadline.passed(fraction)
+
+    @property
+    def projects(self) -> bool:
+        """Whether the deadline wants the settled prefix (the methods compute it only then)."""
+        return self.deadline is not None and self.deadline.projects
 
     def final(self, diff: Array, final_positions: int, axis: int) -> None:
         """Note the largest change ``diff`` (``f``'s output minus its input, over the whole

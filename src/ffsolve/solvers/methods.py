@@ -28,7 +28,7 @@ def sequential(f: Tracker, x0, *, block_size, tol, max_iters, axis, xp):
         at_t = arrays.index_along(axis, x.ndim, slice(t, t + 1))
         x = arrays.write(x, at_t, f(x)[at_t])
         f.record(x)
-        if f.expired() and t + 1 < length:
+        if t + 1 < length and f.expired(t + 1):
             stopped_by = "deadline"
             break
     return f.result(
@@ -58,7 +58,7 @@ def jacobi(f: Tracker, x0, *, block_size, tol, max_iters, axis, xp):
         # sequential" for an f whose output is laid out unlike its input (e.g. after a permute).
         x = arrays.write(x, everything, y)
         f.record(x)
-        stopped_by = _stop(change, tol, exact, length, f)
+        stopped_by = _stop(change, tol, exact, length, f, diff, axis, xp)
         if stopped_by:
             break
     return f.result(
@@ -70,13 +70,15 @@ def jacobi(f: Tracker, x0, *, block_size, tol, max_iters, axis, xp):
 _CONVERGED = ("fixed_point", "tolerance", "exact_prefix")
 
 
-def _stop(change, tol, exact, length, f) -> str | None:
-    """What stops the run after this call, if anything."""
+def _stop(change, tol, exact, length, f, diff, axis, xp) -> str | None:
+    """What stops the run after this call, if anything (``diff``: this call's change, for the
+    settled prefix a projecting deadline asks for)."""
     if change <= tol:
         return "fixed_point" if change == 0 else "tolerance"
     if exact >= length:
         return "exact_prefix"
-    if f.expired():
+    settled = max(exact, arrays.first_moving(xp, diff, axis, tol)) if f.projects else None
+    if f.expired(settled):
         return "deadline"
     return None
 
@@ -125,7 +127,8 @@ def gs_jacobi(f: Tracker, x0, *, block_size, tol, max_iters, axis, xp):
                 )
                 x = arrays.write(x, following, y[following])
         f.record(x)
-        cut = f.expired()
+        # Blocks before ``start`` are final; inside the active block, the count bound.
+        cut = f.expired(max(start, exact) if f.projects else None)
     done = start >= length
     return f.result(
         x, converged=done, method="gs_jacobi", block_size=block_size, tol=tol,
@@ -164,7 +167,7 @@ def jacobi_gs(f: Tracker, x0, *, block_size, tol, max_iters, axis, xp):
         exact += 1
         step = (step + 1) % block_size
         f.record(x)
-        stopped_by = _stop(residual, tol, exact, length, f)
+        stopped_by = _stop(residual, tol, exact, length, f, diff, axis, xp)
         if stopped_by:
             break
     return f.result(

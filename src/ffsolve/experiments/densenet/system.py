@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import time
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -48,6 +47,7 @@ import torch
 from torch import Tensor
 
 import ffsolve
+from ffsolve.deadline import hard_part, passed
 from ffsolve.experiments.densenet.model import (
     DenseNet,
     PackedLayers,
@@ -392,15 +392,16 @@ def solve_batches(system: LayerSystem, method: str, batches: Sequence[Tensor],
     step in progress, or between batches: the result then says ``stopped_by="deadline"`` and
     has not converged (the batches not reached are left out of its logits)."""
     results = []
+    inside = hard_part(deadline)  # a batch's own progress is not the program's: no projection
     for x in batches:
         if deadline is None:
             results.append(system.run(method, x, max_iters) if max_iters else system.run(method, x))
             continue
-        results.append(system.run(method, x, max_iters, deadline=deadline) if method != "sequential"
+        results.append(system.run(method, x, max_iters, deadline=inside) if method != "sequential"
                        else system.run(method, x))
         if results[-1].stopped_by == "deadline":
             break
-        if len(results) < len(batches) and time.perf_counter() >= deadline:
+        if len(results) < len(batches) and passed(deadline, len(results) / len(batches)):
             results[-1] = dataclasses.replace(results[-1], converged=False, stopped_by="deadline")
             break
     return _merge(results)

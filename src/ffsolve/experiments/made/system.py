@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 import ffsolve
+from ffsolve.deadline import passed
 from ffsolve.experiments.made.density import logit_bounds
 from ffsolve.experiments.made.model import LOG_SCALE_MAX, LOG_SCALE_MIN, MADE
 from ffsolve.kit import Candidate, RunSpec, Tolerance, expand_runs
@@ -260,7 +261,7 @@ class CachedSampler:
             if recorder is not None:
                 recorder._note(x)
             self.step(x, cache, t)
-            if deadline is not None and t + 1 < self.dims and time.perf_counter() >= deadline:
+            if t + 1 < self.dims and passed(deadline, (t + 1) / self.dims):
                 steps = t + 1
                 break
         if recorder is not None:

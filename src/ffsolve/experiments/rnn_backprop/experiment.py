@@ -54,6 +54,7 @@ import torch
 import torch.nn.functional as F
 
 import ffsolve
+from ffsolve.deadline import passed
 from ffsolve.data import Dataset, load_prepared
 from ffsolve.experiments.rnn_backprop import BLOCKED, BUDGETED
 from ffsolve.experiments.rnn_backprop.model import (
@@ -355,7 +356,7 @@ def train(params: RNNParams, data: torch.Tensor, order: torch.Tensor, spec: RunS
         work[step] = result.solve.network_evaluations
         stops.append("exact_prefix" if spec.method in SCANS else stop_reason(result.solve, spec))
         converged = converged and bool(result.solve.converged)
-        if deadline is not None and step + 1 < steps and time.perf_counter() >= deadline:
+        if step + 1 < steps and passed(deadline, (step + 1) / steps):
             cut = step + 1
             loss, seconds, iterations, work = loss[:cut], seconds[:cut], iterations[:cut], work[:cut]
             converged = False

@@ -1,0 +1,120 @@
+"""Cooperative deadlines (``ffsolve.Deadline``): the hard stop, and the projection that stops a
+run going to lose from its settled prefix without stopping one going to win."""
+
+import time
+
+import numpy as np
+import pytest
+import torch
+
+import ffsolve
+from ffsolve.deadline import Deadline, as_deadline, hard_part, passed
+
+
+def started(seconds_ago: float, **kw) -> Deadline:
+    return Deadline(start=time.perf_counter() - seconds_ago, **kw)
+
+
+def test_projection_rules():
+    # Watched for 0.5 s of a 1 s beat, a quarter settled: projected 2 s > 1.5 x 1 s -> stop.
+    assert started(0.5, beat=1.0).passed(0.25)
+    # Half settled: projected 1 s, under the margin -> go on.
+    assert not started(0.5, beat=1.0).passed(0.5)
+    # Before observe x beat nothing is projected, however little has settled.
+    assert not started(0.1, beat=1.0).passed(0.0)
+    # Nothing settled once watched: projected forever.
+    assert started(0.3, beat=1.0).passed(0.0)
+    # Without the settled fraction only the hard stop counts.
+    assert not started(0.5, beat=1.0).passed(None)
+    assert started(0.0, at=time.perf_counter() - 1).passed(None)
+    # No beat: a plain hard stop, whatever is settled.
+    assert not started(5.0, at=time.perf_counter() + 60).passed(0.0)
+
+
+def test_bad_deadlines_are_refused_with_the_field_named():
+    with pytest.raises(ValueError, match="beat"):
+        Deadline(beat=0.0)
+    with pytest.raises(ValueError, match="margin"):
+        Deadline(beat=1.0, margin=0.5)
+    with pytest.raises(ValueError, match="at"):
+        Deadline(at="soon")
+    with pytest.raises(ValueError, match="deadline must be"):
+        as_deadline("soon")
+    with pytest.raises(ValueError, match="deadline must be"):
+        ffsolve.solve(lambda x: x, np.zeros(4), "jacobi", deadline=True)
+
+
+def test_helpers_take_numbers_and_none():
+    assert not passed(None, 0.0)
+    assert passed(time.perf_counter() - 1)
+    assert hard_part(None) is None and hard_part(Deadline(beat=1.0)) is None
+    hard = hard_part(Deadline(at=5.0, beat=1.0))
+    assert hard.at == 5.0 and not hard.projects
+
+
+def slow_chain(length: int, pause: float):
+    """x_t = x_{t-1} + 1 from x_0 = 1: Jacobi's front advances one position per call."""
+    def f(x):
+        time.sleep(pause)
+        y = torch.empty_like(x)
+        y[0] = 1.0
+        y[1:] = x[:-1] + 1.0
+        return y
+    return f
+
+
+def test_solve_stops_a_run_projected_to_lose_before_its_hard_stop():
+    length, pause = 200, 0.002
+    begin = time.perf_counter()
+    res = ffsolve.solve(slow_chain(length, pause), torch.zeros(length), "jacobi",
+                        deadline=Deadline(at=begin + 10.0, beat=0.05, start=begin))
+    assert res.stopped_by == "deadline" and not res.converged
+    # It would need ~200 calls (0.4 s); the beat is 0.05 s: stopped soon after 0.25 x 0.05 s,
+    # far before the hard stop of 10 s.
+    assert res.iterations < length // 4
+
+
+def test_solve_lets_a_run_projected_to_win_finish():
+    # Jacobi's front advances 16 positions per call: 5 calls of 10 ms settle all 64, well inside
+    # the 0.1 s beat, and every projection on the way says so.
+    length, stride = 64, 16
+    target = torch.arange(length, dtype=torch.float32)
+
+    def f(x):
+        time.sleep(0.01)
+        y = target.clone()
+        shifted = torch.zeros_like(x)
+        shifted[stride:] = x[:-stride] - target[:-stride]  # reads only earlier positions
+        return y + shifted
+
+    begin = time.perf_counter()
+    res = ffsolve.solve(f, torch.full((length,), 5.0), "jacobi",
+                        deadline=Deadline(at=begin + 10.0, beat=0.1, start=begin))
+    assert res.converged and torch.equal(res.x, target)
+
+
+@pytest.mark.parametrize("method", ["jacobi", "gs_jacobi", "jacobi_gs", "sequential"])
+def test_every_solve_method_reports_its_settled_prefix(method):
+    # A beat so small that only a run settling everything on its first check survives: every
+    # method stops, before the hard stop, and says so.
+    length = 100
+    begin = time.perf_counter()
+    res = ffsolve.solve(slow_chain(length, 0.001), torch.zeros(length), method,
+                        deadline=Deadline(at=begin + 10.0, beat=1e-3, start=begin))
+    assert res.stopped_by == "deadline" and res.iterations < length
+
+
+@pytest.mark.parametrize("method", ["jacobi", "newton", "quasi_newton", "sequential"])
+def test_solve_recurrence_projects_too(method):
+    length = 400
+
+    def step(s, u):
+        time.sleep(2e-4)
+        return torch.tanh(2.5 * s + u)
+
+    inputs = torch.randn(length, 1, 1, generator=torch.Generator().manual_seed(0))
+    begin = time.perf_counter()
+    res = ffsolve.solve_recurrence(step, torch.zeros(1, 1), inputs, method,
+                                   deadline=Deadline(at=begin + 30.0, beat=1e-3, start=begin))
+    assert res.stopped_by == "deadline" and not res.converged
+    assert time.perf_counter() - begin < 30.0
