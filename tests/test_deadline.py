@@ -118,3 +118,48 @@ def test_solve_recurrence_projects_too(method):
                                    deadline=Deadline(at=begin + 30.0, beat=1e-3, start=begin))
     assert res.stopped_by == "deadline" and not res.converged
     assert time.perf_counter() - begin < 30.0
+
+
+def test_progress_reads_the_rate_of_a_falling_change():
+    from ffsolve.deadline import progress
+
+    # Nothing settled, the change falls 10x a step from 1 towards a floor of 1e-6: after two
+    # steps five more are needed, so two of seven are done.
+    assert progress(0.0, [1.0, 0.1], 1e-6) == pytest.approx(2 / 7)
+    assert progress(0.5, [1.0, 0.1], 1e-6) == 0.5  # the settled fraction when it is further
+    assert progress(0.1, [1.0, 1.0], 1e-6) == 0.1  # a change that does not fall says nothing
+    assert progress(0.1, [1.0, 1e-7], 1e-6) == 1.0  # at the floor: done
+    assert progress(0.1, [1.0], 1e-6) == 0.1  # one step has no rate
+    # The faster of the last two rates: 10x then 2x -> 10x.
+    assert progress(0.0, [10.0, 1.0, 0.5], 5e-6) == pytest.approx(3 / (3 + 5))
+
+
+def contractive_step(pause: float):
+    weights = torch.randn(8, 8, generator=torch.Generator().manual_seed(1)) * 0.3 / 8 ** 0.5
+
+    def step(s, u):
+        time.sleep(pause)
+        return torch.tanh(s @ weights.T + u)
+    return step
+
+
+@pytest.mark.parametrize("method", ["jacobi", "quasi_newton"])
+def test_a_contractive_recurrence_going_to_win_is_not_stopped(method):
+    # Its error shrinks everywhere at once: almost nothing settles until the last steps, so the
+    # settled prefix alone would project it far behind; the falling change says it will finish.
+    import warnings
+
+    step = contractive_step(1e-3)
+    inputs = torch.randn(1000, 1, 8, generator=torch.Generator().manual_seed(0))
+    s0 = torch.zeros(1, 8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ffsolve.NotBitwiseWarning)
+        ffsolve.solve_recurrence(step, s0, inputs, method)  # warm-up
+        begin = time.perf_counter()
+        full = ffsolve.solve_recurrence(step, s0, inputs, method)
+        seconds = time.perf_counter() - begin
+        assert full.iterations > 5
+        begin = time.perf_counter()
+        res = ffsolve.solve_recurrence(step, s0, inputs, method, deadline=Deadline(
+            at=begin + 10 * seconds, beat=1.3 * seconds, start=begin))
+    assert res.converged and torch.equal(res.x, full.x)

@@ -3,13 +3,14 @@
 Every solver takes ``deadline=``: a ``time.perf_counter()`` value, or a :class:`Deadline`. The
 solvers check it between their steps, with the fraction of the positions they already know final
 (the *settled prefix*: positions before the first one that still changed, which the triangular
-argument makes final), so nothing is interrupted from outside: it works in any thread, notebook
+argument makes final; where every step's change is known, also the steps its change still needs
+at its recent rate: :func:`progress`), so nothing is interrupted from outside: it works in any thread, notebook
 and OS, and leaves the caller's timers and signal handlers alone.
 
 A :class:`Deadline` can also stop a run that is *going to* lose: an autotuner that already has a
 winner of ``beat`` seconds need not watch a slower candidate use all of them. After observing a
-run for ``observe × beat`` seconds, it extrapolates the settled fraction linearly (elapsed /
-settled) and stops the run once that projection is over ``margin × beat``. Jacobi-type fronts
+run for ``observe × beat`` seconds and at least two steps, it extrapolates the progress
+linearly (elapsed / progress) and stops the run once that projection is over ``margin × beat``. Jacobi-type fronts
 advance about linearly, so a run projected at over ``margin`` times the winner rarely finishes
 first; one whose progress comes late (a Newton method that settles everything in its last steps)
 can be stopped although it would have won. That is the price of a first call that costs
@@ -22,9 +23,10 @@ from __future__ import annotations
 import math
 import numbers
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-OBSERVE = 0.25
+OBSERVE = 0.15
 """Default: the fraction of ``beat`` a run is watched before its projection may stop it."""
 MARGIN = 1.5
 """Default: a run is stopped once its projected time is over this multiple of ``beat``."""
@@ -73,6 +75,40 @@ class Deadline:
         if elapsed < self.observe * self.beat:
             return False
         return settled <= 0 or elapsed / settled > self.margin * self.beat
+
+
+_EPS = {"float64": 2.0 ** -52, "float16": 2.0 ** -10, "bfloat16": 2.0 ** -7}
+
+
+def eps_of(dtype) -> float:
+    """The machine epsilon of a floating dtype of NumPy, PyTorch or JAX (float32's unless it is
+    one of float64, float16, bfloat16)."""
+    return _EPS.get(str(dtype).removeprefix("torch."), 2.0 ** -23)
+
+
+def progress(settled: float, changes: Sequence[float] = (), floor: float | None = None) -> float:
+    """A run's progress in [0, 1] for :meth:`Deadline.passed` (its projected time is elapsed /
+    progress): the settled fraction, or, where every step's change is known (``changes``, one per
+    step so far, of an iteration that updates every position), k / (k + the steps still needed
+    for the change to fall to ``floor`` at its recent rate), whichever is further.
+
+    A contractive iteration whose error shrinks everywhere at once settles almost nothing until
+    its last steps, but its change falls at a steady rate on a log scale; the rate is the faster
+    of the last two steps' (a projection errs towards letting a run go on). ``floor``: the
+    tolerance, or at tol 0 the last bits (eps × the first change)."""
+    k = len(changes)
+    if k < 2 or floor is None or not floor > 0:
+        return settled
+    last = changes[-1]
+    if last <= floor:
+        return max(settled, 1.0)
+    tail = list(changes[-3:])
+    rates = [math.log(a / b) for a, b in zip(tail[:-1], tail[1:]) if a > 0 and b > 0]
+    rate = max(rates, default=0.0)
+    if not rate > 0:
+        return settled
+    remaining = math.log(last / floor) / rate
+    return max(settled, k / (k + remaining))
 
 
 def as_deadline(value) -> Deadline | None:

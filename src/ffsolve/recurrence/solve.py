@@ -73,7 +73,7 @@ from typing import Any
 
 import numpy as np
 
-from ffsolve.deadline import Deadline, as_deadline
+from ffsolve.deadline import Deadline, as_deadline, eps_of, progress
 from ffsolve.recurrence import scan as scans
 from ffsolve.recurrence.state import StateLayout, describe
 from ffsolve.solvers.core import SolveResult, SolveTrace
@@ -368,13 +368,6 @@ def _iteration(o, step, jac, kind, s0, u, x, e, gain, kappa):
     return x_new, per_step.max(), per_step, fell_back
 
 
-def _settled(per_step, tol: float, exact: int, length: int) -> float:
-    """The fraction of the T steps known final after a parallel step: those before the first
-    step whose state still changed by more than ``tol`` (the next one is computed from a final
-    state), and never fewer than the count bound ``exact``."""
-    moving = np.flatnonzero(np.asarray(per_step) > tol)
-    first = int(moving[0]) if moving.size else length
-    return max(first, exact) / length
 
 
 # ------------------------------------------------------------------- JAX: no stale programs
@@ -920,6 +913,7 @@ class _Problem:
         work, exact = 0.0, 0
         previous_change = math.inf
         change = math.inf
+        changes: list[float] = []  # each step's, for a projecting deadline
         stopped_by = "max_iters"
         while iterations < self.max_iters:
             x_new, change, per_step, fell_back = run(kind, x, exact)
@@ -942,8 +936,10 @@ class _Problem:
             if exact >= length:
                 stopped_by = "exact_prefix"
                 break
+            changes.append(change)
             if self.deadline is not None and self.deadline.passed(
-                    _settled(per_step, tol, exact, length) if self.deadline.projects else None):
+                    self._progress(per_step, exact, changes)
+                    if self.deadline.projects and iterations >= 2 else None):
                 stopped_by = "deadline"
                 break
             if kind != "jacobi" and (change == 0 or change >= previous_change):
@@ -960,6 +956,16 @@ class _Problem:
         if converged and tol == 0 and self.check_loop and recorder is None:
             res.loop_bitwise, res.loop_max_diff, res.loop_note = self.probe(x)
         return res
+
+    def _progress(self, per_step, exact: int, changes: list[float]) -> float:
+        """For a projecting deadline (:func:`ffsolve.deadline.progress`): the fraction of the T
+        steps known final (those before the first whose state still changed by more than tol,
+        never fewer than the count bound ``exact``), or the steps the change still needs."""
+        host = per_step.cpu() if hasattr(per_step, "cpu") else per_step  # a torch GPU tensor
+        moving = np.flatnonzero(np.asarray(host) > self.tol)
+        settled = max(int(moving[0]) if moving.size else self.length, exact) / self.length
+        floor = self.tol if self.tol > 0 else eps_of(self.s0.dtype) * changes[0]
+        return progress(settled, changes, floor)
 
     # -- is it the loop's result?
 

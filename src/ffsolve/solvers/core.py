@@ -16,7 +16,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from ffsolve.deadline import Deadline, as_deadline
+from ffsolve.deadline import Deadline, as_deadline, eps_of, progress
 from ffsolve.solvers import arrays
 
 Array = Any
@@ -222,7 +222,7 @@ def solve(
         if trace_batch_axis == axis:
             raise ValueError("trace_batch_axis must differ from axis")
     tracker = Tracker(xp, f, tuple(x0.shape), trace, trace_batch_axis, as_deadline(deadline))
-    tracker.axis = axis
+    tracker.axis, tracker.tol, tracker.dtype = axis, tol, x0.dtype
     res = solver(
         f=tracker,
         x0=x0,
@@ -263,7 +263,9 @@ class Tracker:
                  deadline: Optional[Deadline] = None):
         self.xp, self.f, self.shape = xp, f, shape
         self.deadline = deadline
-        self.axis: Optional[int] = None  # set by solve(): the positions' axis
+        self.axis: Optional[int] = None  # set by solve(): the positions' axis, tol and dtype
+        self.tol, self.dtype = 0.0, None
+        self.changes: list[float] = []  # each call's change, for a projecting deadline
         self.calls = 0
         self.violation = 0.0
         self.recording = trace
@@ -297,14 +299,21 @@ class Tracker:
                     "and the solvers write into their iterate in place. Call it under "
                     "torch.no_grad() (or detach the parameters) for a forward solve.")
 
-    def expired(self, settled: Optional[int] = None) -> bool:
-        """The caller's deadline has passed (checked between calls of f); ``settled``: the
-        positions known final, for a deadline that projects (:attr:`projects`)."""
+    def expired(self, settled: Optional[int] = None, change: Optional[float] = None) -> bool:
+        """The caller's deadline has passed (checked between calls of f). For a deadline that
+        projects (:attr:`projects`): ``settled``, the positions known final, and ``change``, this
+        call's change over every position (methods that update them all); from the second call
+        on (one call says nothing about the rate)."""
         if self.deadline is None:
             return False
+        if change is not None:
+            self.changes.append(float(change))
         length = self.shape[self.axis] if self.axis is not None else None
-        fraction = None if settled is None or not length else settled / length
-        return self.deadline.passed(fraction)
+        if settled is None or not length or self.calls < 2:
+            return self.deadline.passed(None)
+        floor = self.tol if self.tol > 0 else eps_of(self.dtype) * (self.changes[0] if self.changes else 0.0)
+        changes = self.changes if change is not None else ()
+        return self.deadline.passed(progress(settled / length, changes, floor))
 
     @property
     def projects(self) -> bool:

@@ -78,7 +78,7 @@ def _stop(change, tol, exact, length, f, diff, axis, xp) -> str | None:
     if exact >= length:
         return "exact_prefix"
     settled = max(exact, arrays.first_moving(xp, diff, axis, tol)) if f.projects else None
-    if f.expired(settled):
+    if f.expired(settled, change):
         return "deadline"
     return None
 
