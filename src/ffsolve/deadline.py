@@ -86,6 +86,16 @@ def eps_of(dtype) -> float:
     return _EPS.get(str(dtype).removeprefix("torch."), 2.0 ** -23)
 
 
+LAST_BITS = 8
+"""At tol 0 a change within this many ulps of the first change's size is "the last bits"."""
+
+
+def last_bits(dtype, first_change: float) -> float:
+    """The floor of a tol-0 change for :func:`progress`: :data:`LAST_BITS` × eps × the first
+    step's change (about the states' size: the iterations start from zeros)."""
+    return LAST_BITS * eps_of(dtype) * first_change
+
+
 def progress(settled: float, changes: Sequence[float] = (), floor: float | None = None) -> float:
     """A run's progress in [0, 1] for :meth:`Deadline.passed` (its projected time is elapsed /
     progress): the settled fraction, or, where every step's change is known (``changes``, one per
@@ -95,7 +105,8 @@ def progress(settled: float, changes: Sequence[float] = (), floor: float | None 
     A contractive iteration whose error shrinks everywhere at once settles almost nothing until
     its last steps, but its change falls at a steady rate on a log scale; the rate is the faster
     of the last two steps' (a projection errs towards letting a run go on). ``floor``: the
-    tolerance, or at tol 0 the last bits (eps × the first change)."""
+    tolerance, or at tol 0 the last bits (:func:`last_bits`). Callers keep the largest progress
+    seen: the last bits flip for a few steps before they settle, with no rate to read."""
     k = len(changes)
     if k < 2 or floor is None or not floor > 0:
         return settled

@@ -73,7 +73,7 @@ from typing import Any
 
 import numpy as np
 
-from ffsolve.deadline import Deadline, as_deadline, eps_of, progress
+from ffsolve.deadline import Deadline, as_deadline, last_bits, progress
 from ffsolve.recurrence import scan as scans
 from ffsolve.recurrence.state import StateLayout, describe
 from ffsolve.solvers.core import SolveResult, SolveTrace
@@ -914,6 +914,7 @@ class _Problem:
         previous_change = math.inf
         change = math.inf
         changes: list[float] = []  # each step's, for a projecting deadline
+        done = 0.0  # the largest progress seen (ffsolve.deadline.progress)
         stopped_by = "max_iters"
         while iterations < self.max_iters:
             x_new, change, per_step, fell_back = run(kind, x, exact)
@@ -937,9 +938,10 @@ class _Problem:
                 stopped_by = "exact_prefix"
                 break
             changes.append(change)
+            if self.deadline is not None and self.deadline.projects and iterations >= 2:
+                done = max(done, self._progress(per_step, exact, changes))
             if self.deadline is not None and self.deadline.passed(
-                    self._progress(per_step, exact, changes)
-                    if self.deadline.projects and iterations >= 2 else None):
+                    done if self.deadline.projects and iterations >= 2 else None):
                 stopped_by = "deadline"
                 break
             if kind != "jacobi" and (change == 0 or change >= previous_change):
@@ -964,7 +966,7 @@ class _Problem:
         host = per_step.cpu() if hasattr(per_step, "cpu") else per_step  # a torch GPU tensor
         moving = np.flatnonzero(np.asarray(host) > self.tol)
         settled = max(int(moving[0]) if moving.size else self.length, exact) / self.length
-        floor = self.tol if self.tol > 0 else eps_of(self.s0.dtype) * changes[0]
+        floor = self.tol if self.tol > 0 else last_bits(self.s0.dtype, changes[0])
         return progress(settled, changes, floor)
 
     # -- is it the loop's result?

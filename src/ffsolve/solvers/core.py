@@ -16,7 +16,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from ffsolve.deadline import Deadline, as_deadline, eps_of, progress
+from ffsolve.deadline import Deadline, as_deadline, last_bits, progress
 from ffsolve.solvers import arrays
 
 Array = Any
@@ -266,6 +266,7 @@ class Tracker:
         self.axis: Optional[int] = None  # set by solve(): the positions' axis, tol and dtype
         self.tol, self.dtype = 0.0, None
         self.changes: list[float] = []  # each call's change, for a projecting deadline
+        self.progress = 0.0  # the largest seen (ffsolve.deadline.progress)
         self.calls = 0
         self.violation = 0.0
         self.recording = trace
@@ -311,9 +312,10 @@ class Tracker:
         length = self.shape[self.axis] if self.axis is not None else None
         if settled is None or not length or self.calls < 2:
             return self.deadline.passed(None)
-        floor = self.tol if self.tol > 0 else eps_of(self.dtype) * (self.changes[0] if self.changes else 0.0)
+        floor = self.tol if self.tol > 0 else last_bits(self.dtype, self.changes[0] if self.changes else 0.0)
         changes = self.changes if change is not None else ()
-        return self.deadline.passed(progress(settled / length, changes, floor))
+        self.progress = max(self.progress, progress(settled / length, changes, floor))
+        return self.deadline.passed(self.progress)
 
     @property
     def projects(self) -> bool:
