@@ -21,7 +21,7 @@ def test_projection_rules():
     # Half settled: projected 1 s, under the margin -> go on.
     assert not started(0.5, beat=1.0).passed(0.5)
     # Before observe x beat nothing is projected, however little has settled.
-    assert not started(0.1, beat=1.0).passed(0.0)
+    assert not started(0.05, beat=1.0).passed(0.0)
     # Nothing settled once watched: projected forever.
     assert started(0.3, beat=1.0).passed(0.0)
     # Without the settled fraction only the hard stop counts.
@@ -123,15 +123,17 @@ def test_solve_recurrence_projects_too(method):
 def test_progress_reads_the_rate_of_a_falling_change():
     from ffsolve.deadline import progress
 
+    from ffsolve.deadline import TO_LAST_BITS as share
+
     # Nothing settled, the change falls 10x a step from 1 towards a floor of 1e-6: after two
-    # steps five more are needed, so two of seven are done.
-    assert progress(0.0, [1.0, 0.1], 1e-6) == pytest.approx(2 / 7)
-    assert progress(0.5, [1.0, 0.1], 1e-6) == 0.5  # the settled fraction when it is further
+    # steps five more are needed to reach the last bits, so two of seven of that share are done.
+    assert progress(0.0, [1.0, 0.1], 1e-6) == pytest.approx(share * 2 / 7)
+    assert progress(0.9, [1.0, 0.1], 1e-6) == 0.9  # the settled fraction when it is further
     assert progress(0.1, [1.0, 1.0], 1e-6) == 0.1  # a change that does not fall says nothing
-    assert progress(0.1, [1.0, 1e-7], 1e-6) == 1.0  # at the floor: done
+    assert progress(0.1, [1.0, 1e-7], 1e-6) == share  # at the floor: the share is done
     assert progress(0.1, [1.0], 1e-6) == 0.1  # one step has no rate
     # The faster of the last two rates: 10x then 2x -> 10x.
-    assert progress(0.0, [10.0, 1.0, 0.5], 5e-6) == pytest.approx(3 / (3 + 5))
+    assert progress(0.0, [10.0, 1.0, 0.5], 5e-6) == pytest.approx(share * 3 / (3 + 5))
 
 
 def contractive_step(pause: float):

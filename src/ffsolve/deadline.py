@@ -26,7 +26,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-OBSERVE = 0.15
+OBSERVE = 0.1
 """Default: the fraction of ``beat`` a run is watched before its projection may stop it."""
 MARGIN = 1.5
 """Default: a run is stopped once its projected time is over this multiple of ``beat``."""
@@ -96,11 +96,19 @@ def last_bits(dtype, first_change: float) -> float:
     return LAST_BITS * eps_of(dtype) * first_change
 
 
+TO_LAST_BITS = 0.5
+"""The share of a run taken to bring its change down to ``floor``: the steps after it (the last
+bits flipping, or Jacobi steps polishing after a Newton-type method stalls) are not read from the
+rate. Measured on the default rnn_forward cases they took 35 % (GRU, T = 1,000, Jacobi) to 70 %
+(the trained GRU, quasi-Newton) of the steps; the settled prefix tracks them."""
+
+
 def progress(settled: float, changes: Sequence[float] = (), floor: float | None = None) -> float:
     """A run's progress in [0, 1] for :meth:`Deadline.passed` (its projected time is elapsed /
     progress): the settled fraction, or, where every step's change is known (``changes``, one per
-    step so far, of an iteration that updates every position), k / (k + the steps still needed
-    for the change to fall to ``floor`` at its recent rate), whichever is further.
+    step so far, of an iteration that updates every position), :data:`TO_LAST_BITS` × k / (k +
+    the steps still needed for the change to fall to ``floor`` at its recent rate), whichever is
+    further.
 
     A contractive iteration whose error shrinks everywhere at once settles almost nothing until
     its last steps, but its change falls at a steady rate on a log scale; the rate is the faster
@@ -112,14 +120,14 @@ def progress(settled: float, changes: Sequence[float] = (), floor: float | None 
         return settled
     last = changes[-1]
     if last <= floor:
-        return max(settled, 1.0)
+        return max(settled, TO_LAST_BITS)
     tail = list(changes[-3:])
     rates = [math.log(a / b) for a, b in zip(tail[:-1], tail[1:]) if a > 0 and b > 0]
     rate = max(rates, default=0.0)
     if not rate > 0:
         return settled
     remaining = math.log(last / floor) / rate
-    return max(settled, k / (k + remaining))
+    return max(settled, TO_LAST_BITS * k / (k + remaining))
 
 
 def as_deadline(value) -> Deadline | None:
