@@ -9,7 +9,7 @@ and OS, and leaves the caller's timers and signal handlers alone.
 
 A :class:`Deadline` can also stop a run that is *going to* lose: an autotuner that already has a
 winner of ``beat`` seconds need not watch a slower candidate use all of them. After observing a
-run for ``observe × beat`` seconds and at least two steps, it extrapolates the progress
+run for ``observe × beat`` seconds and at least :data:`MIN_STEPS` steps, it extrapolates the progress
 linearly (elapsed / progress) and stops the run once that projection is over ``margin × beat``. Jacobi-type fronts
 advance about linearly, so a run projected at over ``margin`` times the winner rarely finishes
 first; one whose progress comes late (a Newton method that settles everything in its last steps)
@@ -28,6 +28,9 @@ from dataclasses import dataclass, field
 
 OBSERVE = 0.1
 """Default: the fraction of ``beat`` a run is watched before its projection may stop it."""
+MIN_STEPS = 3
+"""Steps a run takes before its progress is projected: a contraction's first step changes the
+states by nearly as much as its start (its rate shows from the second on)."""
 MARGIN = 1.5
 """Default: a run is stopped once its projected time is over this multiple of ``beat``."""
 

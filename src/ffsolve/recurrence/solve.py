@@ -73,7 +73,7 @@ from typing import Any
 
 import numpy as np
 
-from ffsolve.deadline import Deadline, as_deadline, last_bits, progress
+from ffsolve.deadline import MIN_STEPS, Deadline, as_deadline, last_bits, progress
 from ffsolve.recurrence import scan as scans
 from ffsolve.recurrence.state import StateLayout, describe
 from ffsolve.solvers.core import SolveResult, SolveTrace
@@ -938,10 +938,10 @@ class _Problem:
                 stopped_by = "exact_prefix"
                 break
             changes.append(change)
-            if self.deadline is not None and self.deadline.projects and iterations >= 2:
+            if self.deadline is not None and self.deadline.projects and iterations >= MIN_STEPS:
                 done = max(done, self._progress(per_step, exact, changes))
             if self.deadline is not None and self.deadline.passed(
-                    done if self.deadline.projects and iterations >= 2 else None):
+                    done if self.deadline.projects and iterations >= MIN_STEPS else None):
                 stopped_by = "deadline"
                 break
             if kind != "jacobi" and (change == 0 or change >= previous_change):

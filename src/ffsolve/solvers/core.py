@@ -16,7 +16,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from ffsolve.deadline import Deadline, as_deadline, last_bits, progress
+from ffsolve.deadline import MIN_STEPS, Deadline, as_deadline, last_bits, progress
 from ffsolve.solvers import arrays
 
 Array = Any
@@ -303,14 +303,14 @@ class Tracker:
     def expired(self, settled: Optional[int] = None, change: Optional[float] = None) -> bool:
         """The caller's deadline has passed (checked between calls of f). For a deadline that
         projects (:attr:`projects`): ``settled``, the positions known final, and ``change``, this
-        call's change over every position (methods that update them all); from the second call
-        on (one call says nothing about the rate)."""
+        call's change over every position (methods that update them all); projected
+        from :data:`~ffsolve.deadline.MIN_STEPS` calls on."""
         if self.deadline is None:
             return False
         if change is not None:
             self.changes.append(float(change))
         length = self.shape[self.axis] if self.axis is not None else None
-        if settled is None or not length or self.calls < 2:
+        if settled is None or not length or self.calls < MIN_STEPS:
             return self.deadline.passed(None)
         floor = self.tol if self.tol > 0 else last_bits(self.dtype, self.changes[0] if self.changes else 0.0)
         changes = self.changes if change is not None else ()
