@@ -165,3 +165,12 @@ def test_a_contractive_recurrence_going_to_win_is_not_stopped(method):
         res = ffsolve.solve_recurrence(step, s0, inputs, method, deadline=Deadline(
             at=begin + 10 * seconds, beat=1.5 * seconds, start=begin))
     assert res.converged and torch.equal(res.x, full.x)
+
+
+def test_projections_are_asked_for_at_most_every_quarter_of_the_watch():
+    # A fast step must not pay for the settled prefix (a reduction) on every call.
+    deadline = started(1.0, beat=1.0)  # watched for 1 s > observe x beat = 0.1 s
+    assert deadline.due()
+    assert not deadline.due()  # the next is due 0.025 s later
+    assert not started(0.05, beat=1.0).due()  # not watched long enough yet
+    assert not Deadline(at=time.perf_counter() + 5).due()  # nothing to project

@@ -46,6 +46,7 @@ class Deadline:
     start: float = field(default_factory=time.perf_counter)
     observe: float = OBSERVE
     margin: float = MARGIN
+    _next: list = field(default_factory=lambda: [-math.inf], init=False, repr=False, compare=False)
 
     def __post_init__(self):
         for name in ("at", "beat"):
@@ -65,6 +66,18 @@ class Deadline:
     def projects(self) -> bool:
         """Whether :meth:`passed` uses the settled fraction (solvers compute it only then)."""
         return self.beat is not None
+
+    def due(self) -> bool:
+        """Whether a solver should compute its progress for :meth:`passed` now: the run has been
+        watched for ``observe × beat``, and no projection was asked for in the last quarter of
+        that (the settled prefix costs a reduction; a fast step should not pay it every time)."""
+        if self.beat is None:
+            return False
+        now = time.perf_counter()
+        if now - self.start < self.observe * self.beat or now < self._next[0]:
+            return False
+        self._next[0] = now + self.observe * self.beat / 4
+        return True
 
     def passed(self, settled: float | None = None) -> bool:
         """Should the run stop after the step in progress? ``settled``: the fraction of the

@@ -938,10 +938,10 @@ class _Problem:
                 stopped_by = "exact_prefix"
                 break
             changes.append(change)
-            if self.deadline is not None and self.deadline.projects and iterations >= MIN_STEPS:
-                done = max(done, self._progress(per_step, exact, changes))
-            if self.deadline is not None and self.deadline.passed(
-                    done if self.deadline.projects and iterations >= MIN_STEPS else None):
+            projected = None
+            if self.deadline is not None and iterations >= MIN_STEPS and self.deadline.due():
+                projected = done = max(done, self._progress(per_step, exact, changes))
+            if self.deadline is not None and self.deadline.passed(projected):
                 stopped_by = "deadline"
                 break
             if kind != "jacobi" and (change == 0 or change >= previous_change):

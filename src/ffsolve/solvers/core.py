@@ -300,27 +300,24 @@ class Tracker:
                     "and the solvers write into their iterate in place. Call it under "
                     "torch.no_grad() (or detach the parameters) for a forward solve.")
 
-    def expired(self, settled: Optional[int] = None, change: Optional[float] = None) -> bool:
+    def expired(self, settled=None, change: Optional[float] = None) -> bool:
         """The caller's deadline has passed (checked between calls of f). For a deadline that
-        projects (:attr:`projects`): ``settled``, the positions known final, and ``change``, this
-        call's change over every position (methods that update them all); projected
-        from :data:`~ffsolve.deadline.MIN_STEPS` calls on."""
+        projects (:attr:`projects`): ``settled``, the positions known final (or a function that
+        computes them, called only when a projection is due), and ``change``, this call's change
+        over every position (methods that update them all); projected from
+        :data:`~ffsolve.deadline.MIN_STEPS` calls on."""
         if self.deadline is None:
             return False
         if change is not None:
             self.changes.append(float(change))
         length = self.shape[self.axis] if self.axis is not None else None
-        if settled is None or not length or self.calls < MIN_STEPS:
+        if settled is None or not length or self.calls < MIN_STEPS or not self.deadline.due():
             return self.deadline.passed(None)
+        settled = settled() if callable(settled) else settled
         floor = self.tol if self.tol > 0 else last_bits(self.dtype, self.changes[0] if self.changes else 0.0)
         changes = self.changes if change is not None else ()
         self.progress = max(self.progress, progress(settled / length, changes, floor))
         return self.deadline.passed(self.progress)
-
-    @property
-    def projects(self) -> bool:
-        """Whether the deadline wants the settled prefix (the methods compute it only then)."""
-        return self.deadline is not None and self.deadline.projects
 
     def final(self, diff: Array, final_positions: int, axis: int) -> None:
         """Note the largest change ``diff`` (``f``'s output minus its input, over the whole

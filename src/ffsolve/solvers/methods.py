@@ -77,8 +77,7 @@ def _stop(change, tol, exact, length, f, diff, axis, xp) -> str | None:
         return "fixed_point" if change == 0 else "tolerance"
     if exact >= length:
         return "exact_prefix"
-    settled = max(exact, arrays.first_moving(xp, diff, axis, tol)) if f.projects else None
-    if f.expired(settled, change):
+    if f.expired(lambda: max(exact, arrays.first_moving(xp, diff, axis, tol)), change):
         return "deadline"
     return None
 
@@ -128,7 +127,7 @@ def gs_jacobi(f: Tracker, x0, *, block_size, tol, max_iters, axis, xp):
                 x = arrays.write(x, following, y[following])
         f.record(x)
         # Blocks before ``start`` are final; inside the active block, the count bound.
-        cut = f.expired(max(start, exact) if f.projects else None)
+        cut = f.expired(max(start, exact))
     done = start >= length
     return f.result(
         x, converged=done, method="gs_jacobi", block_size=block_size, tol=tol,
