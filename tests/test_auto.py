@@ -136,6 +136,19 @@ def test_a_loop_pilot_extrapolates_by_the_step_count():
     assert pilot_steps(784) == 16 and pilot_steps(10) == 2 and pilot_steps(1) == 1
     with pytest.raises(ValueError, match="scale must be a positive"):
         Pilot(lambda: None, 0.0)
+    assert pilot_steps(1000) == 20 and pilot_steps(150) == 4  # even: 3 rounds up
+
+
+def test_a_loop_pilot_separates_a_calls_fixed_cost_from_its_steps():
+    # t(k) = 0.2 s + k x 0.01 s: 10 steps take 0.3 s, 20 take 0.4 s; 1,000 steps take 10.2 s,
+    # where scaling the 20 steps' time by 50 would say 20 s.
+    seconds = {10: 0.3, 20: 0.4}
+    pilot = loop_pilot(lambda k: k, steps=20, length=1000)
+    predicted, outs = pilot.predict(lambda program: (seconds[program()], program()))
+    assert predicted == pytest.approx(10.2) and outs == [10, 20]
+    # Noise that makes the longer slice no slower: the plain scaling.
+    predicted, _ = pilot.predict(lambda program: (0.4, program()))
+    assert predicted == pytest.approx(50 * 0.4)
 
 
 def test_a_program_takes_a_deadline_only_by_name():

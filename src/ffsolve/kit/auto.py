@@ -274,29 +274,54 @@ class Pilot:
     program: Callable[[], Any]
     scale: float
     what: str = ""
+    half: Callable[[], Any] | None = None
+    """The same reduced problem at half the size (a loop's first k/2 steps): with it the
+    prediction separates a call's fixed cost o from the per-step cost c (t_k = o + k c), which
+    ``scale ×`` would multiply with the steps (it overestimated a 1,000-step GRU loop by 21 %)."""
 
     def __post_init__(self):
         if not (self.scale > 0 and math.isfinite(self.scale)):
             raise ValueError(f"a pilot's scale must be a positive finite number, got {self.scale!r}")
 
+    def predict(self, timed: Callable[[Callable[[], Any]], tuple[float, Any]]) -> tuple[float, list]:
+        """(the predicted seconds, the outputs it ran); ``timed(program)`` -> (seconds, output)."""
+        outs = []
+        short = None
+        if self.half is not None:
+            short, out = timed(self.half)
+            outs.append(out)
+        full, out = timed(self.program)
+        outs.append(out)
+        if short is None or not full > short:
+            return self.scale * full, outs
+        per_step_times_k = 2.0 * (full - short)  # k c
+        fixed = max(0.0, full - per_step_times_k)  # o
+        return max(full, fixed + self.scale * per_step_times_k), outs
+
 
 def loop_pilot(run_steps: Callable[[int], Any], steps: int, length: int, what: str = "") -> Pilot:
-    """The first ``steps`` of a ``length``-step loop, extrapolated by ``length / steps``.
+    """The first ``steps`` of a ``length``-step loop, extrapolated to ``length`` steps.
 
     ``run_steps(k)`` runs the loop's first ``k`` steps (e.g. ``ffsolve.solve(f, x0, "sequential",
-    max_iters=k)``): each step of a sequential loop costs the same, so its full time is
-    ``(T / k)`` times that of ``k`` steps.
+    max_iters=k)``): each step of a sequential loop costs the same, so its full time is a call's
+    fixed cost plus T times a step's, both read from ``steps / 2`` and ``steps`` steps (an odd
+    ``steps``: ``(T / k)`` times that of ``k`` steps).
     """
     steps = max(1, min(int(steps), int(length)))
+    half = steps // 2 if steps >= 2 and steps % 2 == 0 else None
     return Pilot(lambda: run_steps(steps), length / steps,
-                 what or f"first {steps} of {length} steps, scaled by {length / steps:.4g}")
+                 what or (f"first {steps // 2} and {steps} of {length} steps: a call's fixed cost "
+                          f"plus {length} x the per-step cost" if half else
+                          f"first {steps} of {length} steps, scaled by {length / steps:.4g}"),
+                 half=(lambda: run_steps(half)) if half else None)
 
 
 def pilot_steps(length: int, fraction: float = 0.02, minimum: int = 2) -> int:
     """How many steps a loop pilot takes: ``fraction`` of ``length``, at least ``minimum`` (the
     slice is part of the first call's cost; it only bounds the candidates tried before any
     finished, with :data:`SLACK` to spare)."""
-    return max(1, min(int(length), max(int(minimum), round(fraction * length))))
+    steps = max(1, min(int(length), max(int(minimum), round(fraction * length))))
+    return steps + 1 if steps % 2 and steps < length else steps  # even: its half is a second point
 
 
 def accepts_deadline(program: Callable) -> bool:
@@ -379,11 +404,14 @@ def run_pilot(candidates: Sequence[Candidate], baseline: str, *, reference: str 
     # The slice predicts the baseline; pointless when the baseline runs first in full anyway, or
     # cannot answer (its time then bounds nothing).
     if baseline_pilot is not None and first != baseline and statics[baseline][0]:
-        begin = clock()
-        out = baseline_pilot.program()
-        sync(output(out))
-        predicted = baseline_pilot.scale * (clock() - begin)
-        work += _work(out)
+        def timed(program):
+            begin = clock()
+            out = program()
+            sync(output(out))
+            return clock() - begin, out
+
+        predicted, outs = baseline_pilot.predict(timed)
+        work += sum(_work(out) for out in outs)
         bound = SLACK * predicted
     sliced = predicted is not None
     records: list[dict] = []
