@@ -145,7 +145,7 @@ def test_a_loop_pilot_separates_a_calls_fixed_cost_from_its_steps():
     seconds = {10: 0.3, 20: 0.4}
     pilot = loop_pilot(lambda k: k, steps=20, length=1000)
     predicted, outs = pilot.predict(lambda program: (seconds[program()], program()))
-    assert predicted == pytest.approx(10.2) and outs == [10, 20]
+    assert predicted == pytest.approx(10.2) and outs == [20, 10]
     # Noise that makes the longer slice no slower: the plain scaling.
     predicted, _ = pilot.predict(lambda program: (0.4, program()))
     assert predicted == pytest.approx(50 * 0.4)

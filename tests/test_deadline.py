@@ -16,8 +16,8 @@ def started(seconds_ago: float, **kw) -> Deadline:
 
 
 def test_projection_rules():
-    # Watched for 0.5 s of a 1 s beat, a quarter settled: projected 2 s > 1.5 x 1 s -> stop.
-    assert started(0.5, beat=1.0).passed(0.25)
+    # Watched for 0.5 s of a 1 s beat, a fifth settled: projected 2.5 s > 2 x 1 s -> stop.
+    assert started(0.5, beat=1.0).passed(0.2)
     # Half settled: projected 1 s, under the margin -> go on.
     assert not started(0.5, beat=1.0).passed(0.5)
     # Before observe x beat nothing is projected, however little has settled.

@@ -1,21 +1,23 @@
 """Cooperative deadlines: when a solver should stop after the step in progress.
 
 Every solver takes ``deadline=``: a ``time.perf_counter()`` value, or a :class:`Deadline`. The
-solvers check it between their steps, with the fraction of the positions they already know final
-(the *settled prefix*: positions before the first one that still changed, which the triangular
-argument makes final; where every step's change is known, also the steps its change still needs
-at its recent rate: :func:`progress`), so nothing is interrupted from outside: it works in any thread, notebook
-and OS, and leaves the caller's timers and signal handlers alone.
+solvers check it between their steps, so nothing is interrupted from outside: it works in any
+thread, notebook and OS, and leaves the caller's timers and signal handlers alone.
 
 A :class:`Deadline` can also stop a run that is *going to* lose: an autotuner that already has a
-winner of ``beat`` seconds need not watch a slower candidate use all of them. After observing a
-run for ``observe × beat`` seconds and at least :data:`MIN_STEPS` steps, it extrapolates the progress
-linearly (elapsed / progress) and stops the run once that projection is over ``margin × beat``. Jacobi-type fronts
-advance about linearly, so a run projected at over ``margin`` times the winner rarely finishes
-first; one whose progress comes late (a Newton method that settles everything in its last steps)
-can be stopped although it would have won. That is the price of a first call that costs
-``1 + observe × (candidates − 1)`` best times instead of ``candidates`` best times, and why
-``margin`` leaves room.
+winner of ``beat`` seconds need not watch a slower candidate use all of them. The solvers report
+their progress (:func:`progress`): the *settled prefix* (positions before the first one that
+still changed, final by the triangular argument) or, for iterations that update every position,
+how far the change has fallen towards the last bits at its recent rate, whichever is further.
+After watching a run for ``observe × beat`` seconds and :data:`MIN_STEPS` steps, the deadline
+extrapolates linearly (elapsed / progress) and stops the run once that is over ``margin × beat``.
+
+So a run stopped this way would have taken over ``margin`` times the winner unless its progress
+was underestimated by more than that factor; one whose progress comes late and all at once (a
+Newton method that settles everything in its last steps) can be stopped although it would have
+won. That is the price of a first call that costs about ``1 + observe × (candidates − 1)`` best
+times instead of ``candidates`` best times where the losers lose by more than ``margin``.
+Candidates within ``margin`` of the winner still run to their hard stop.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ OBSERVE = 0.1
 MIN_STEPS = 3
 """Steps a run takes before its progress is projected: a contraction's first step changes the
 states by nearly as much as its start (its rate shows from the second on)."""
-MARGIN = 1.5
+MARGIN = 2.0
 """Default: a run is stopped once its projected time is over this multiple of ``beat``."""
 
 
@@ -116,7 +118,9 @@ TO_LAST_BITS = 0.5
 """The share of a run taken to bring its change down to ``floor``: the steps after it (the last
 bits flipping, or Jacobi steps polishing after a Newton-type method stalls) are not read from the
 rate. Measured on the default rnn_forward cases they took 35 % (GRU, T = 1,000, Jacobi) to 70 %
-(the trained GRU, quasi-Newton) of the steps; the settled prefix tracks them."""
+(the trained GRU, quasi-Newton) of the steps; the settled prefix tracks them. With the default
+:data:`MARGIN` of 2 = 1 / TO_LAST_BITS, a run whose change has reached the last bits is never
+stopped before its hard stop (its projection, elapsed / 0.5, is at most 2 × its elapsed time)."""
 
 
 def progress(settled: float, changes: Sequence[float] = (), floor: float | None = None) -> float:
