@@ -11,12 +11,15 @@ later call with that key runs the winner alone.
   ``jacobi_gs`` at block ⌈√T⌉; ``solve_recurrence``: ``sequential``, ``jacobi``, ``newton``,
   ``quasi_newton``; plus any of the user's own (``extra={"name": fn}``, ``fn()`` returning the
   solution: a compiled loop, a cached sampler, ``torch.nn.GRU``).
-* **Deadlines are cooperative**: each candidate runs with a deadline (the best time so far),
-  checked by the solvers between their steps. No signals, so it works in threads, notebooks and
-  on any OS, and leaves the caller's timers alone. A candidate that passes the deadline stops
-  after its current step and loses; so every win is found, and the first call costs about
-  (number of candidates) × (2 × the best time) plus compiles. ``sequential`` runs first: it is the
-  reference every answer is checked against. The user's own candidates cannot be interrupted.
+* **Deadlines are cooperative**: each candidate runs with a deadline, checked by the solvers
+  between their steps. No signals, so it works in threads, notebooks and on any OS, and leaves
+  the caller's timers alone. Its warm-up (compiles) runs under a hard stop at the best time so
+  far; its timed run under an :class:`ffsolve.Deadline` that also stops it once its progress
+  projects it at over twice the best time (:mod:`ffsolve.deadline`). A candidate stopped either
+  way loses; so every win is found unless a run's progress comes late and all at once, and the
+  first call costs about (number of candidates) × (2 × the best time) plus compiles at most, less
+  where candidates lose by more than 2×. ``sequential`` runs first: it is the reference every
+  answer is checked against. The user's own candidates cannot be interrupted.
 * **Exact means bitwise**: at ``tol=0`` a candidate answers only if its result equals the
   sequential result bit for bit (``allow_within_tolerance=atol`` > 0 admits a converged result
   within max-abs ``atol`` of it instead). At ``tol > 0`` a candidate answers if it converged

@@ -13,14 +13,19 @@ once and keeps the winner, as cuDNN's benchmark mode and Triton's ``autotune`` d
   (:data:`AUTO_SCHEMA`) gives the first call's time, pilot included (``first_call_s``), and its
   work (``first_call_network_evaluations``: every program it ran) apart from the steady state.
 * **Cooperative deadlines, no signals.** A candidate's program may take a ``deadline`` keyword
-  (a ``time.perf_counter()`` value; ``ffsolve.solve`` and ``ffsolve.solve_recurrence`` take one,
-  and the experiments thread it through their programs and loops): the pilot passes the best time
-  so far, and the program stops after the step in progress (``stopped_by="deadline"``) and loses.
-  So any win is found, and the first call costs about (number of candidates) × the best time.
-  Programs that take no deadline run to completion. Nothing is interrupted from outside: it works
-  in any thread, on any OS, and leaves the caller's timers and signal handlers alone.
+  (``ffsolve.solve`` and ``ffsolve.solve_recurrence`` take one, and the experiments thread it
+  through their programs and loops): the pilot passes an :class:`ffsolve.Deadline`, a hard stop
+  at the best time so far and a projection that stops a run going to lose by more than
+  :data:`ffsolve.deadline.MARGIN` × that time once it has been watched for a tenth of it (its
+  progress: the settled prefix, or the fall of its change; :mod:`ffsolve.deadline`). The program
+  stops after the step in progress (``stopped_by="deadline"``) and loses. So any win is found
+  unless a run's progress comes late and all at once, a loser by more than the margin costs about
+  a tenth of the best time, and one within it the best time. Programs that take no deadline run
+  to completion. Nothing is interrupted from outside: it works in any thread, on any OS, and
+  leaves the caller's timers and signal handlers alone.
 * **A cheap prediction orders the candidates**: with a :class:`Pilot` of the baseline (the native
-  sequential path: a loop's first k of T steps, 2 % by default, scaled by T/k) the parallel candidates run first,
+  sequential path: a loop's first k and k/2 of T steps, k = 2 % of T by default: a call's fixed
+  cost plus T times a step's) the parallel candidates run first,
   each with the deadline ``min(best time so far, SLACK × the predicted baseline time)``, and the
   baseline runs last as the fallback, cut by the best time (not at all when its prediction is
   over ``SLACK ×`` the best time); without one, the baseline runs first in full and its time is
