@@ -286,6 +286,15 @@ def device_name(env: dict) -> dict:
         return {"device": "unknown", "cuda": False, "error": str(e)}
 
 
+def _version(dist: str) -> str | None:
+    from importlib import metadata
+
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
 # ---- the table --------------------------------------------------------------------------------
 
 NAME_KEYS = ("run", "method")
@@ -337,7 +346,8 @@ def part_table(records: dict) -> list[str]:
 def markdown(result: dict) -> str:
     lines = [f"# GPU benchmark ({'smoke, ' if result['smoke'] else ''}{result['device']})", "",
              f"{result['started']}, total {result['seconds']:.0f} s; python {result['python']}, "
-             f"torch {result.get('torch', '?')}. Ratios: the baseline's time / the run's, within a group.",
+             f"torch {result.get('torch', '?')}, jax {result.get('jax', '?')}. "
+             "Ratios: the baseline's time / the run's, within a group.",
              "", "| part | status | exit | seconds | cap (s) |", "|---|---|---|---|---|"]
     for name, p in result["parts"].items():
         lines.append(f"| {name} | {p['status']}{': ' + p['reason'] if p.get('reason') else ''} | "
@@ -410,7 +420,8 @@ def main(argv=None) -> int:
         args.out.mkdir(parents=True, exist_ok=True)
         result = {"device": probe.get("device"), "torch": probe.get("torch"), "smoke": args.smoke,
                   "python": sys.version.split()[0], "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-                  "work_dir": str(work), "budget_s": args.budget_s, "parts": {}}
+                  "jax": _version("jax"), "argv": sys.argv[1:], "work_dir": str(work),
+                  "budget_s": args.budget_s, "parts": {}}
         logs = []
         for part in parts:
             entry = {"command": [Path(part.command()[0]).name] + part.command()[1:], "cap_s": part.cap_s}
@@ -418,7 +429,8 @@ def main(argv=None) -> int:
             if part.name == "pixelcnnpp_sample" and not part.skip:
                 ckpt = Path(part.args[part.args.index("--checkpoint") + 1])
                 if not ckpt.is_file():
-                    part.skip = f"no checkpoint at {ckpt} (pixelcnnpp_train: {result['parts']['pixelcnnpp_train']['status']})"
+                    trained = result["parts"]["pixelcnnpp_train"]["status"]
+                    part.skip = f"no checkpoint at {ckpt} (pixelcnnpp_train: {trained})"
             if not part.skip and left < 10:
                 part.skip = f"budget spent ({left:.0f} s left of --budget-s {args.budget_s:.0f})"
             if part.skip:
