@@ -2,7 +2,7 @@
 
 import _ffsolve_path  # noqa: F401  (first: threads, and src/ importable under conda)
 from ffsolve.jobs import run_snakemake_job
-from ffsolve.kit.tables import write_speedups
+from ffsolve.plots import write_speedups
 
 run_snakemake_job(
     snakemake,  # noqa: F821 - injected by Snakemake's script:

@@ -639,3 +639,18 @@ def test_the_auto_table_compares_with_the_best_bitwise_run_of_the_same_session()
     assert entry["best"] == "jacobi" and entry["chosen"] == "jacobi"
     assert entry["steady_ratio"] == pytest.approx(1.1) and entry["first_ratio"] == pytest.approx(3.0)
     assert "| made | mnist | jacobi | jacobi (0.1) | 0.11 (1.10×) | 0.3 (3.00×) |" in auto_markdown([entry])
+
+
+def test_speedups_figure_has_one_panel_per_experiment_and_names_tolerances():
+    from ffsolve.plots import speedups_figure
+
+    def row(experiment, run, label, x, method="jacobi"):
+        return {"experiment": experiment, "dataset": "mnist", "method": method, "run": run,
+                "label": label, "x_sequential": x}
+
+    fig = speedups_figure([row("made", "jacobi_t1e-04", "jacobi", 2.0), row("made", "jacobi", "jacobi", 3.0),
+                           row("densenet", "jacobi", "jacobi", 0.5),
+                           row("densenet", "sequential", "sequential", 1.0, method="sequential")])
+    assert [ax.get_title(loc="left") for ax in fig.axes] == ["densenet", "made"]
+    assert [t.get_text() for t in fig.axes[1].get_yticklabels()] == ["mnist · jacobi, tol 0.0001",
+                                                                      "mnist · jacobi"]

@@ -22,6 +22,7 @@ from ffsolve.solvers import (
     get_solver,
     register_solver,
     solve,
+    uses_blocks,
 )
 
 __version__ = "0.1.0"
@@ -42,4 +43,5 @@ __all__ = [
     "register_solver",
     "solve",
     "solve_recurrence",
+    "uses_blocks",
 ]

@@ -98,53 +98,9 @@ def frontier_panels(rows: Iterable[Mapping]) -> list[Panel]:
     return panels
 
 
-def _x(point: Point) -> float:
+def plotted_diff(point: Point) -> float:
+    """Where a point sits on the figure's log axis (bitwise ones at :data:`DIFF_FLOOR`)."""
     return max(point.max_abs_diff, DIFF_FLOOR)
-
-
-def frontier_figure(panels: Sequence[Panel]):
-    """Parallel steps (left) and wall time (right) against max |diff| from sequential, one row of
-    axes per experiment and dataset, one line per method; tolerances written at the points."""
-    import matplotlib.pyplot as plt
-
-    from ffsolve.plots import LOG_FLOOR  # noqa: F401  (matplotlib set up for files)
-
-    if not panels:
-        fig, ax = plt.subplots(figsize=(6, 2))
-        ax.axis("off")
-        ax.text(0.5, 0.5, "no frontier runs configured (frontier_tols of made, pixelcnnpp, rnn_forward)",
-                ha="center", va="center")
-        return fig
-    fig, axes = plt.subplots(len(panels), 2, figsize=(11, 3.6 * len(panels)), squeeze=False,
-                             constrained_layout=True)
-    for (by_steps, by_time), panel in zip(axes, panels):
-        for index, (line, points) in enumerate(panel.lines.items()):
-            color = f"C{index % 10}"
-            xs = [_x(p) for p in points]
-            for ax, ys in ((by_steps, [p.iterations for p in points]), (by_time, [p.wall_time_s for p in points])):
-                ax.plot(xs, ys, marker="o", color=color, label=line)
-                for k, (point, x, y) in enumerate(zip(points, xs, ys)):
-                    text = "exact" if point.tol == 0 else f"tol {point.tol:g}"
-                    # alternate above and below: points at one difference (bitwise ones) stay legible
-                    ax.annotate(text, (x, y), textcoords="offset points", xytext=(4, 4 if k % 2 == 0 else -9),
-                                fontsize=6, color=color)
-        by_steps.axhline(panel.sequence_length, color="k", linestyle="--", linewidth=0.8,
-                         label=f"sequential: T = {panel.sequence_length}")
-        if panel.sequential_s is not None:
-            by_time.axhline(panel.sequential_s, color="k", linestyle="--", linewidth=0.8,
-                            label=f"sequential: {panel.sequential_s:.3g} s")
-        for ax in (by_steps, by_time):
-            ax.set_xscale("log")
-            ax.set_yscale("log")
-            ax.grid(alpha=0.3, which="both")
-            ax.set_xlabel(f"max |x - sequential| (bitwise equal drawn at {DIFF_FLOOR:g})")
-        by_steps.set_ylabel("parallel steps")
-        by_time.set_ylabel("wall time (s, median, one timing session)")
-        by_steps.set_title(f"{panel.experiment} / {panel.dataset}: steps")
-        by_time.set_title(f"{panel.experiment} / {panel.dataset}: time")
-        by_steps.legend(fontsize="x-small")
-        by_time.legend(fontsize="x-small")
-    return fig
 
 
 def frontier_markdown(panels: Sequence[Panel]) -> str:
@@ -158,16 +114,3 @@ def frontier_markdown(panels: Sequence[Panel]) -> str:
                              f"{p.max_abs_diff:.3g} | {'yes' if p.bitwise_equal else 'no'} | "
                              f"{p.iterations} / {panel.sequence_length} | {p.wall_time_s:.4g} |")
     return "\n".join(lines) + "\n"
-
-
-def write_frontier(summary_csv: str, *figure_out: str) -> list[Panel]:
-    """The ``frontier`` rule: the figure(s) from ``results/summary.csv``."""
-    import logging
-
-    from ffsolve.kit.record import read_summary
-    from ffsolve.plots import save
-
-    panels = frontier_panels(read_summary(summary_csv))
-    logging.getLogger(__name__).info("frontier:\n%s", frontier_markdown(panels))
-    save(frontier_figure(panels), *figure_out)
-    return panels

@@ -430,37 +430,3 @@ def speedups_markdown(rows: Sequence[Mapping], headlines: Sequence[Mapping] = ()
             f"{r.get('paper_note', '')} |"
         )
     return "\n".join(lines) + "\n"
-
-
-def speedups_figure(rows: Sequence[Mapping]):
-    """Speedup over plain sequential, ours beside the paper's, per experiment/dataset/run."""
-    from ffsolve import plots  # noqa: F401 - selects the Agg backend
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    shown = [r for r in rows if r["method"] != "sequential"
-             and (r.get("x_sequential") or r.get("paper_x_sequential"))]
-    labels = [f"{r['experiment']}/{r['dataset']}\n{r['label']}" for r in shown]
-    fig, ax = plt.subplots(figsize=(max(6, 0.55 * len(shown) + 2), 4.5), constrained_layout=True)
-    x = np.arange(len(shown))
-    ax.bar(x - 0.2, [r.get("x_sequential") or 0 for r in shown], width=0.4, label="ours (measured)")
-    ax.bar(x + 0.2, [r.get("paper_x_sequential") or 0 for r in shown], width=0.4, label="paper (reported)")
-    ax.axhline(1.0, color="black", linewidth=0.8)
-    ax.set_xticks(x, labels, rotation=70, fontsize=7)
-    ax.set_ylabel("speedup over sequential (×)")
-    ax.set_yscale("log")
-    ax.legend()
-    return fig
-
-
-def write_speedups(summary_csv: str, paper_yaml: str, markdown_out: str, *figure_out: str) -> list[dict]:
-    """The ``speedups`` rule: ``figures/speedups.md`` and its figure from ``results/summary.csv``."""
-    from ffsolve.kit.io import write_text
-    from ffsolve.kit.record import read_summary
-    from ffsolve.plots import save
-
-    ours, paper = read_summary(summary_csv), load_paper(paper_yaml)
-    rows = side_by_side(ours, paper.runs)
-    write_text(markdown_out, speedups_markdown(rows, headline_rows(ours, paper.headlines)))
-    save(speedups_figure(rows), *figure_out)
-    return rows

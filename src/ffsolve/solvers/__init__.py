@@ -9,6 +9,7 @@ from ffsolve.solvers.core import (
     get_solver,
     register_solver,
     solve,
+    uses_blocks,
 )
 
 __all__ = [
@@ -19,4 +20,5 @@ __all__ = [
     "get_solver",
     "register_solver",
     "solve",
+    "uses_blocks",
 ]

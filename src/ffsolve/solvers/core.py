@@ -122,6 +122,13 @@ def get_solver(name: str) -> Solver:
         ) from None
 
 
+def uses_blocks(name: str) -> bool:
+    """Whether the registered method ``name`` takes a ``block_size`` (``gs_jacobi``,
+    ``jacobi_gs``, and any registered with ``uses_blocks=True``); False for any other name,
+    an experiment's own run names included."""
+    return name in _USES_BLOCKS
+
+
 def available_methods() -> list[str]:
     return sorted(_SOLVERS)
 

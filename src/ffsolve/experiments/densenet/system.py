@@ -574,7 +574,7 @@ def contract_candidates():
     """
     from ffsolve.kit import Candidate, RunSpec
     from ffsolve.kit.seeds import torch_generator
-    from ffsolve.solvers.core import _USES_BLOCKS
+    from ffsolve.solvers import uses_blocks
 
     torch.manual_seed(0)
     model = randomised_batch_norm(DenseNet(**CONTRACT_MODEL), seed=0)
@@ -595,7 +595,7 @@ def contract_candidates():
     for method in ffsolve.available_methods():
         if method == "jacobi":
             continue  # the workflow's jacobi above is exactly this
-        spec = (RunSpec(method, 4) if method in _USES_BLOCKS
+        spec = (RunSpec(method, 4) if uses_blocks(method)
                 else RunSpec(method, budget=whole.length))
 
         def program(method=method, spec=spec, trace=False):

@@ -395,7 +395,7 @@ def contract_candidates() -> list[Candidate]:
     ``ffsolve.solve`` run calls the full forward, so each must equal sequential bit for bit (no
     tolerance); ``sequential_cache`` sums in another order and is held to :func:`cache_tolerance`."""
     from ffsolve.kit.seeds import seed_stream, torch_generator
-    from ffsolve.solvers.core import _USES_BLOCKS
+    from ffsolve.solvers import uses_blocks
 
     nin, lam = 20, 1e-6
     with torch.random.fork_rng(devices=[]):
@@ -407,7 +407,7 @@ def contract_candidates() -> list[Candidate]:
     noise = logistic_noise(3, nin, seed_stream(7, "made", "contract", "sample_noise"))
     runs = []
     for method in ffsolve.available_methods():
-        runs.extend([RunSpec(method, 5), RunSpec(method, 6)] if method in _USES_BLOCKS else [RunSpec(method)])
+        runs.extend([RunSpec(method, 5), RunSpec(method, 6)] if uses_blocks(method) else [RunSpec(method)])
     runs.extend(RunSpec(method) for method in CACHED_METHODS)
     return candidates(model, noise, lam, runs, snapshots=(0, 2), keep=2)
 

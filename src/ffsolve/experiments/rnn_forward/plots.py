@@ -89,8 +89,8 @@ def convergence_figure(runs: Sequence[Mapping], title: str = "RNN evaluation by 
 def frontier_figure(runs: Sequence[Mapping]):
     """Per case: parallel steps and wall-clock time of every run against the largest absolute
     difference of its result from the loop's, one line per method across its tolerances: the
-    shared frontier figure (:mod:`ffsolve.kit.frontier`) drawn from this experiment's records."""
-    from ffsolve.kit.frontier import frontier_figure as shared_figure
+    shared frontier figure (:func:`ffsolve.plots.frontier_figure`) drawn from this experiment's records."""
+    from ffsolve.plots import frontier_figure as shared_figure
     from ffsolve.kit.frontier import frontier_panels
 
     return shared_figure(frontier_panels(runs))

@@ -168,7 +168,7 @@ def triangular_candidates(case: Case, weights: Mapping[str, np.ndarray], inputs:
                           block_size: int) -> list[Candidate]:
     """Every method of ``ffsolve.available_methods()`` on :func:`triangular_map` (blocked methods
     at ``block_size``); each call of f evaluates the step at all T positions."""
-    from ffsolve.solvers.core import _USES_BLOCKS
+    from ffsolve.solvers import uses_blocks
 
     cell = build_cell(case.cell, weights, case.framework)
     u = to_framework(inputs, case.framework)
@@ -177,7 +177,7 @@ def triangular_candidates(case: Case, weights: Mapping[str, np.ndarray], inputs:
     x0 = to_framework(np.zeros((case.length, inputs.shape[1], case.hidden), np.float32), case.framework)
     out = []
     for method in ffsolve.available_methods():
-        spec = RunSpec(method, block_size if method in _USES_BLOCKS else None)
+        spec = RunSpec(method, block_size if uses_blocks(method) else None)
 
         def program(spec=spec, trace=False):
             return ffsolve.solve(f, x0, method=spec.method, block_size=spec.block_size, trace=trace)

@@ -31,12 +31,12 @@ def contract_candidates():
     each with a traced twin."""
     import ffsolve
     from ffsolve.kit import Candidate, RunSpec
-    from ffsolve.solvers.core import _USES_BLOCKS
+    from ffsolve.solvers import uses_blocks
 
     f, x0 = make_map(23, 3, 1.5, seed=7)
     out = []
     for method in ffsolve.available_methods():
-        spec = RunSpec(method, 5 if method in _USES_BLOCKS else None)
+        spec = RunSpec(method, 5 if uses_blocks(method) else None)
 
         def program(spec=spec, trace=False):
             return ffsolve.solve(f, x0, method=spec.method, block_size=spec.block_size, trace=trace)
