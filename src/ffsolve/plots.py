@@ -115,12 +115,9 @@ def _tol_note(run) -> str:
     """", tol 1e-04" for a run that stops at a tolerance, "" for an exact one."""
     from ffsolve.kit.runs import parse_run_name
 
-    if not run:
+    if not run:  # a paper-only row
         return ""
-    try:
-        spec = parse_run_name(run)
-    except ValueError:  # a paper-only row or an experiment's own run name: no tolerance in it
-        return ""
+    spec = parse_run_name(run)
     return f", tol {spec.tol:g}" if spec.tol else ""
 
 
