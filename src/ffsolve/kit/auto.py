@@ -14,15 +14,15 @@ once and keeps the winner, as cuDNN's benchmark mode and Triton's ``autotune`` d
   work (``first_call_network_evaluations``: every program it ran) apart from the steady state.
 * **Cooperative deadlines, no signals.** A candidate's program may take a ``deadline`` keyword
   (``ffsolve.solve`` and ``ffsolve.solve_recurrence`` take one, and the experiments thread it
-  through their programs and loops): the pilot passes an :class:`ffsolve.Deadline`, a hard stop
-  at the best time so far and a projection that stops a run going to lose by more than
+  through their programs and loops): the pilot passes an :class:`ffsolve.Deadline`, a hard stop at
+  the best time so far and a projection that stops a run going to lose by more than
   :data:`ffsolve.deadline.MARGIN` × that time once it has been watched for a tenth of it (its
   progress: the settled prefix, or the fall of its change; :mod:`ffsolve.deadline`). The program
   stops after the step in progress (``stopped_by="deadline"``) and loses. So any win is found
-  unless a run's progress comes late and all at once, a loser by more than the margin costs about
-  a tenth of the best time, and one within it the best time. Programs that take no deadline run
-  to completion. Nothing is interrupted from outside: it works in any thread, on any OS, and
-  leaves the caller's timers and signal handlers alone.
+  unless a run's progress comes late and all at once, a loser by more than the margin may cost as
+  little as a tenth of the best time, and one within it (or at its last bits) the best time.
+  Programs that take no deadline run to completion. Nothing is interrupted from outside: it works
+  in any thread, on any OS, and leaves the caller's timers and signal handlers alone.
 * **A cheap prediction orders the candidates**: with a :class:`Pilot` of the baseline (the native
   sequential path: a loop's first k and k/2 of T steps, k = 2 % of T by default: a call's fixed
   cost plus T times a step's) the parallel candidates run first,
@@ -389,8 +389,9 @@ def run_pilot(candidates: Sequence[Candidate], baseline: str, *, reference: str 
     """Time the candidates under cooperative deadlines and choose (see the module docstring).
 
     ``reference_result``: the reference's complete output when the caller has it; else, at tol
-    0, the reference runs first, in full (every answer is checked against its bits). Deadlines
-    are ``time.perf_counter()`` values.
+    0, the reference runs first, in full (every answer is checked against its bits). The
+    candidates' deadlines are :class:`ffsolve.Deadline`\ s (a hard stop at a ``time.perf_counter()``
+    value and a projection).
     """
     clock = time.perf_counter
     by_name = {c.name: c for c in candidates}
@@ -446,8 +447,8 @@ def run_pilot(candidates: Sequence[Candidate], baseline: str, *, reference: str 
         if stopped_by_deadline(out):
             what = "the best time so far" if best_s is not None else f"{SLACK:g} x the predicted {baseline}"
             if seconds < limit:
-                record["why"] = (f"{why}; stopped after {seconds:.4g} s: its settled prefix "
-                                 f"projected over {MARGIN:g} x its deadline of {limit:.4g} s ({what})")
+                record["why"] = (f"{why}; stopped after {seconds:.4g} s: its progress projected "
+                                 f"it at over {MARGIN:g} x its deadline of {limit:.4g} s ({what})")
             else:
                 record["why"] = f"{why}; stopped at its deadline of {limit:.4g} s ({what})"
             return

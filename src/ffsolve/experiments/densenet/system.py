@@ -230,7 +230,8 @@ class LayerSystem:
     def jacobi(self, x: Tensor, max_iters: int | None = None, on_call: OnCall = None,
                deadline: float | None = None):
         """``ffsolve.solve(method="jacobi")`` on the full map; every call computes all T layers.
-        ``deadline`` (a ``time.perf_counter()`` value) stops it after the call in progress."""
+        ``deadline`` (a ``time.perf_counter()`` value or an ``ffsolve.Deadline``) stops it after
+        the call in progress."""
         stem = self.model.stem(x)
         f = self.jacobi_map(stem)
         if on_call is not None:
@@ -247,7 +248,8 @@ class LayerSystem:
         """Groups of layers in order, Jacobi inside each (one batched call of a group = one step).
 
         ``max_iters`` caps the calls of all groups together; layers not reached stay zero.
-        ``deadline`` (a ``time.perf_counter()`` value) stops it after the call in progress.
+        ``deadline`` (a ``time.perf_counter()`` value or an ``ffsolve.Deadline``) stops it after
+        the call in progress.
         """
         if not self.groups:
             raise ValueError("gs_jacobi needs a LayerSystem built with block_size")
@@ -388,9 +390,10 @@ def solve_batches(system: LayerSystem, method: str, batches: Sequence[Tensor],
     """``method`` on every input batch in turn (the timed program): logits of all images, and the
     largest step and network-evaluation counts of any batch (a batch is one solve).
 
-    ``deadline`` (a ``time.perf_counter()`` value; ``auto``'s pilot) stops the program after the
-    step in progress, or between batches: the result then says ``stopped_by="deadline"`` and
-    has not converged (the batches not reached are left out of its logits)."""
+    ``deadline`` (a ``time.perf_counter()`` value or an ``ffsolve.Deadline``; ``auto``'s pilot)
+    stops the program after the step in progress, or between batches: the result then says
+    ``stopped_by="deadline"`` and has not converged (the batches not reached are left out of its
+    logits)."""
     results = []
     inside = hard_part(deadline)  # a batch's own progress is not the program's: no projection
     for x in batches:

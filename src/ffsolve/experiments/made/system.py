@@ -64,7 +64,8 @@ def solve_samples(model: MADE, noise: torch.Tensor, lam: float, method: str,
                   recorder: Optional["StreamingTrace"] = None,
                   deadline: Optional[float] = None) -> ffsolve.SolveResult:
     """Sample a batch (one row of ``noise`` per sample) with ``method``, starting from zeros;
-    ``deadline`` (a ``time.perf_counter()`` value) stops it after the step in progress."""
+    ``deadline`` (a ``time.perf_counter()`` value or an ``ffsolve.Deadline``) stops it after the
+    step in progress."""
     f = sampling_map(model, noise, lam)
     if recorder is not None:
         f = recorder.wrap(f)
@@ -252,8 +253,9 @@ class CachedSampler:
             deadline: Optional[float] = None) -> ffsolve.SolveResult:
         """Sample from zeros in D steps; ``recorder`` sees the iterate before every step and after
         the last, as it would through ``sequential``'s calls of f. ``tol`` is unused (recorded),
-        as for ``sequential``. ``deadline`` (a ``time.perf_counter()`` value) stops the loop
-        after the step in progress (``stopped_by="deadline"``, not converged)."""
+        as for ``sequential``. ``deadline`` (a ``time.perf_counter()`` value or an
+        ``ffsolve.Deadline``) stops the loop after the step in progress (``stopped_by="deadline"``,
+        not converged)."""
         x = torch.zeros_like(self.noise)
         cache = self.first_bias.expand(x.shape[0], -1).clone()
         steps = self.dims

@@ -326,8 +326,8 @@ def train(params: RNNParams, data: torch.Tensor, order: torch.Tensor, spec: RunS
     says whether every backward pass met its stopping rule (False as soon as a budget cut one).
     A non-finite loss stops the run with advice. The curves include each backward pass's stop
     (``stopped_by``, a reason of :data:`ffsolve.kit.record.STOP_REASONS`). ``deadline`` (a
-    ``time.perf_counter()`` value; ``auto``'s pilot) stops the training between SGD steps: the
-    result then says ``stopped_by="deadline"`` and has not converged.
+    ``time.perf_counter()`` value or an ``ffsolve.Deadline``; ``auto``'s pilot) stops the training
+    between SGD steps: the result then says ``stopped_by="deadline"`` and has not converged.
     """
     params = params.clone()
     steps = order.shape[0]

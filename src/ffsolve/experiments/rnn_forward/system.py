@@ -57,7 +57,8 @@ def build_cell(cell: str, weights: Mapping[str, np.ndarray], framework: str, dev
 def solve_states(cell, s0, inputs, spec: RunSpec, *, damping: float, trace: bool = False,
                  deadline: float | None = None) -> ffsolve.SolveResult:
     """All T states ``(T, batch, H)`` of the recurrence by ``spec``'s method, stopping at its tol
-    (or after the step in progress once ``deadline``, a ``time.perf_counter()`` value, passed)."""
+    (or after the step in progress once ``deadline``, a ``time.perf_counter()`` value or an
+    ``ffsolve.Deadline``, passed)."""
     newton = spec.method in NEWTON_TYPE
     return ffsolve.solve_recurrence(
         cell.step, s0, inputs, method=spec.method, tol=spec.stopping_tol(),
