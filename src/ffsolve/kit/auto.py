@@ -389,8 +389,8 @@ def run_pilot(candidates: Sequence[Candidate], baseline: str, *, reference: str 
     """Time the candidates under cooperative deadlines and choose (see the module docstring).
 
     ``reference_result``: the reference's complete output when the caller has it; else, at tol
-    0, the reference runs first, in full (every answer is checked against its bits). The
-    candidates' deadlines are :class:`ffsolve.Deadline`\ s (a hard stop at a ``time.perf_counter()``
+    0, the reference runs first, in full (every answer is checked against its bits). Each
+    candidate's deadline is an :class:`ffsolve.Deadline` (a hard stop at a ``time.perf_counter()``
     value and a projection).
     """
     clock = time.perf_counter
