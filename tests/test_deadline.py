@@ -131,6 +131,11 @@ def test_progress_reads_the_rate_of_a_falling_change():
     assert progress(0.9, [1.0, 0.1], 1e-6) == 0.9  # the settled fraction when it is further
     assert progress(0.1, [1.0, 1.0], 1e-6) == 0.1  # a change that does not fall says nothing
     assert progress(0.1, [1.0, 1e-7], 1e-6) == share  # at the floor: the share is done
+    # Past it, the run is projected to take as many steps again as it took to get there: the
+    # progress grows with every step, up to 1 (then only the hard stop applies).
+    assert progress(0.1, [1.0, 1e-7, 2e-7], 1e-6) == pytest.approx(share * 3 / 2)
+    assert progress(0.1, [1.0, 1e-3, 1e-7, 2e-7, 1e-7], 1e-6) == pytest.approx(share * 5 / 3)
+    assert progress(0.1, [1.0, 1e-7, 2e-7, 1e-7, 1e-7, 1e-7], 1e-6) == 1.0
     assert progress(0.1, [1.0], 1e-6) == 0.1  # one step has no rate
     # The faster of the last two rates: 10x then 2x -> 10x.
     assert progress(0.0, [10.0, 1.0, 0.5], 5e-6) == pytest.approx(share * 3 / (3 + 5))

@@ -8,16 +8,18 @@ A :class:`Deadline` can also stop a run that is *going to* lose: an autotuner th
 winner of ``beat`` seconds need not watch a slower candidate use all of them. The solvers report
 their progress (:func:`progress`): the *settled prefix* (positions before the first one that
 still changed, final by the triangular argument) or, for iterations that update every position,
-how far the change has fallen towards the last bits at its recent rate, whichever is further.
-After watching a run for ``observe × beat`` seconds and :data:`MIN_STEPS` steps, the deadline
-extrapolates linearly (elapsed / progress) and stops the run once that is over ``margin × beat``.
+how far the change has fallen towards the last bits at its recent rate (and, once there, how
+many steps that took), whichever is further. After watching a run for ``observe × beat`` seconds
+and :data:`MIN_STEPS` steps, the deadline extrapolates linearly (elapsed / progress) and stops
+the run once that is over ``margin × beat``.
 
 So a run stopped this way would have taken over ``margin`` times the winner unless its progress
-was underestimated by more than that factor; one whose progress comes late and all at once (a
-Newton method that settles everything in its last steps) can be stopped although it would have
-won. That is the price of a first call that costs about ``1 + observe × (candidates − 1)`` best
-times instead of ``candidates`` best times where the losers lose by more than ``margin``.
-Candidates within ``margin`` of the winner still run to their hard stop.
+was underestimated by more than that factor (:data:`MARGIN` says how the default was chosen); one
+whose progress comes late and all at once (a Newton method whose first steps barely move) can be
+stopped although it would have won. That is the price of a first call that costs about
+``1 + observe × (candidates − 1)`` best times instead of ``candidates`` best times where the
+losers lose by more than ``margin``. Candidates within ``margin`` of the winner still run to their
+hard stop.
 """
 
 from __future__ import annotations
@@ -33,8 +35,14 @@ OBSERVE = 0.1
 MIN_STEPS = 3
 """Steps a run takes before its progress is projected: a contraction's first step changes the
 states by nearly as much as its start (its rate shows from the second on)."""
-MARGIN = 2.0
-"""Default: a run is stopped once its projected time is over this multiple of ``beat``."""
+MARGIN = 1.5
+"""Default: a run is stopped once its projected time is over this multiple of ``beat``. Above the
+largest overestimate (projected / true time, from a tenth of the run on) that
+``benchmarks/last_bits_share.py`` measures on the default rnn_forward cases after a run's opening
+(its steps before the change first falls to a tenth), so a run it stops would not have beaten
+``beat``. In the opening a Newton method whose first steps barely move is overestimated by more
+(the trained GRU's Newton, 111 steps in all, at its third step): there the projection can stop a
+run that would have won."""
 
 
 @dataclass(frozen=True)
@@ -115,34 +123,36 @@ def last_bits(dtype, first_change: float) -> float:
 
 
 TO_LAST_BITS = 0.5
-"""The share of a run taken as done once its change is down to ``floor``; the steps after it (the
-last bits flipping, or Jacobi steps polishing after a Newton-type method stalls) are not read
-from the rate. ``benchmarks/last_bits_share.py`` measures it on the default rnn_forward cases:
-Jacobi reaches the last bits after 50 % (GRU, T = 1,000) and 67 % (the trained GRU) of its
-steps, Newton and quasi-Newton after 7–23 %. So for Jacobi the projection is about right, and
-for the Newton types it errs towards letting them run: with the default :data:`MARGIN` of
-2 = 1 / TO_LAST_BITS, a run whose change has reached the last bits is never stopped before its
-hard stop (its projection, elapsed / 0.5, is at most 2 × its elapsed time)."""
+"""The share of a run taken as done when its change first reaches ``floor``; the steps after it
+(the last bits flipping, or Jacobi steps polishing after a Newton-type method stalls) are
+projected as that many again (:func:`progress`). ``benchmarks/last_bits_share.py`` measures it on
+the default rnn_forward cases: by time, Jacobi and the Newton types reach the last bits after
+about a third to two thirds of their run (by steps the Newton types after far fewer: their
+steps before it are the dear ones)."""
 
 
 def progress(settled: float, changes: Sequence[float] = (), floor: float | None = None) -> float:
     """A run's progress in [0, 1] for :meth:`Deadline.passed` (its projected time is elapsed /
     progress): the settled fraction, or, where every step's change is known (``changes``, one per
-    step so far, of an iteration that updates every position), :data:`TO_LAST_BITS` × k / (k +
-    the steps still needed for the change to fall to ``floor`` at its recent rate), whichever is
-    further.
+    step so far, of an iteration that updates every position), whichever is further of that and
+
+    * before the change first falls to ``floor``: :data:`TO_LAST_BITS` × k / (k + the steps still
+      needed for it to fall there at its recent rate);
+    * from the step k₀ at which it first fell there: :data:`TO_LAST_BITS` × k / k₀ (the run is
+      projected to take k₀ / TO_LAST_BITS steps; at or past that, 1: only the hard stop applies).
 
     A contractive iteration whose error shrinks everywhere at once settles almost nothing until
     its last steps, but its change falls at a steady rate on a log scale; the rate is the faster
     of the last two steps' (a projection errs towards letting a run go on). ``floor``: the
     tolerance, or at tol 0 the last bits (:func:`last_bits`). Callers keep the largest progress
-    seen: the last bits flip for a few steps before they settle, with no rate to read."""
+    seen."""
     k = len(changes)
     if k < 2 or floor is None or not floor > 0:
         return settled
+    reached = next((i + 1 for i, change in enumerate(changes) if change <= floor), None)
+    if reached is not None:
+        return max(settled, min(1.0, TO_LAST_BITS * k / reached))
     last = changes[-1]
-    if last <= floor:
-        return max(settled, TO_LAST_BITS)
     tail = list(changes[-3:])
     rates = [math.log(a / b) for a, b in zip(tail[:-1], tail[1:]) if a > 0 and b > 0]
     rate = max(rates, default=0.0)

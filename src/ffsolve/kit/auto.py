@@ -20,7 +20,7 @@ once and keeps the winner, as cuDNN's benchmark mode and Triton's ``autotune`` d
   progress: the settled prefix, or the fall of its change; :mod:`ffsolve.deadline`). The program
   stops after the step in progress (``stopped_by="deadline"``) and loses. So any win is found
   unless a run's progress comes late and all at once, a loser by more than the margin may cost as
-  little as a tenth of the best time, and one within it (or at its last bits) the best time.
+  little as a tenth of the best time, and one within it the best time.
   Programs that take no deadline run to completion. Nothing is interrupted from outside: it works
   in any thread, on any OS, and leaves the caller's timers and signal handlers alone.
 * **A cheap prediction orders the candidates**: with a :class:`Pilot` of the baseline (the native
