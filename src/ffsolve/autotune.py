@@ -14,12 +14,15 @@ later call with that key runs the winner alone.
 * **Deadlines are cooperative**: each candidate runs with a deadline, checked by the solvers
   between their steps. No signals, so it works in threads, notebooks and on any OS, and leaves
   the caller's timers alone. Its warm-up (compiles) runs under a hard stop at the best time so
-  far; its timed run under an :class:`ffsolve.Deadline` that also stops it once its progress
-  projects it at over twice the best time (:mod:`ffsolve.deadline`). A candidate stopped either
-  way loses; so every win is found unless a run's progress comes late and all at once, and the
-  first call costs about (number of candidates) × (2 × the best time) plus compiles at most, less
-  where candidates lose by more than 2×. ``sequential`` runs first: it is the reference every
-  answer is checked against. The user's own candidates cannot be interrupted.
+  far / (1 + :data:`ffsolve.deadline.TIE`) (a candidate that cannot beat the best by more than
+  the tie would not change the choice); its timed run under an :class:`ffsolve.Deadline` with
+  that hard stop, which also stops it once its progress projects it at over
+  :data:`ffsolve.deadline.MARGIN` × the best time (:mod:`ffsolve.deadline`). A candidate stopped
+  either way loses; so every win by more than the tie is found unless a run's progress comes late
+  and all at once, and the first call costs at most about (number of candidates) × the best time
+  plus compiles, less where candidates lose by more than the margin. ``sequential`` runs first:
+  it is the reference every answer is checked against. The user's own candidates cannot be
+  interrupted.
 * **Exact means bitwise**: at ``tol=0`` a candidate answers only if its result equals the
   sequential result bit for bit (``allow_within_tolerance=atol`` > 0 admits a converged result
   within max-abs ``atol`` of it instead). At ``tol > 0`` a candidate answers if it converged
@@ -47,7 +50,7 @@ from typing import Any
 
 import numpy as np
 
-from ffsolve.deadline import Deadline
+from ffsolve.deadline import TIE, Deadline
 
 SOLVE_CANDIDATES = ("sequential", "jacobi", "gs_jacobi", "jacobi_gs")
 RECURRENCE_CANDIDATES = ("sequential", "jacobi", "newton", "quasi_newton")
@@ -221,7 +224,7 @@ def _pilot(run: Callable[[str, float | None], Any], names: list[str], extra: Map
     work = 0.0
     reference = None
     for name in names + [n for n in extra if n not in names]:
-        budget = best_time
+        budget = None if best_time is None else best_time / (1 + TIE)
         # A warm-up (compiles, allocations) under the deadline, then the timed run under it;
         # only the timed run's stop by the deadline means the candidate lost.
         for attempt in ("warm-up", "timed"):

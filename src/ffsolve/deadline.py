@@ -44,6 +44,12 @@ largest overestimate (projected / true time, from a tenth of the run on) that
 (the trained GRU's Newton, 111 steps in all, at its third step): there the projection can stop a
 run that would have won."""
 
+TIE = 0.1
+"""The autotuners' tie: a candidate must beat the best time so far by more than this share to
+change the choice, so their hard stop is the best time / (1 + TIE). The steady state then stays
+within TIE of every candidate stopped there (the promise of ``method="auto"``), and candidates
+that tie with the winner cost under one best time each instead of one."""
+
 
 @dataclass(frozen=True)
 class Deadline:

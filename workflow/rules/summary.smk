@@ -36,6 +36,30 @@ rule speedups:
         "../../scripts/speedups.py"
 
 
+# Every measured number on one page, stamped with the commit, date, machine and config
+# (ffsolve.results_page); a copy from a clean run of the default is committed as docs/results.md.
+register_targets(figures=["results/results.md"])
+
+
+rule results_page:
+    input:
+        summary="results/summary.csv",
+        paper="workflow/resources/paper_numbers.yaml",
+    output:
+        page="results/results.md",
+        stamp="results/stamp.json",
+    params:
+        config=config,
+        configfiles=[str(path) for path in workflow.configfiles],
+    log:
+        "logs/results_page.log",
+    threads: 1
+    conda:
+        ENVS["notebook"]
+    script:
+        "../../scripts/results_page.py"
+
+
 # The speed/error frontier of the runs at a stopping tolerance (frontier_tols): steps and time
 # against the largest difference from the sequential result (ffsolve.kit.frontier).
 register_targets(figures=["figures/frontier.png", "figures/frontier.pdf"])

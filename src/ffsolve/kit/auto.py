@@ -15,7 +15,8 @@ once and keeps the winner, as cuDNN's benchmark mode and Triton's ``autotune`` d
 * **Cooperative deadlines, no signals.** A candidate's program may take a ``deadline`` keyword
   (``ffsolve.solve`` and ``ffsolve.solve_recurrence`` take one, and the experiments thread it
   through their programs and loops): the pilot passes an :class:`ffsolve.Deadline`, a hard stop at
-  the best time so far and a projection that stops a run going to lose by more than
+  the best time so far / (1 + :data:`ffsolve.deadline.TIE`) (a run that cannot beat the best by
+  more than the tie would not change the choice) and a projection that stops a run going to lose by more than
   :data:`ffsolve.deadline.MARGIN` × that time once it has been watched for a tenth of it (its
   progress: the settled prefix, or the fall of its change; :mod:`ffsolve.deadline`). The program
   stops after the step in progress (``stopped_by="deadline"``) and loses. So any win is found
@@ -26,9 +27,9 @@ once and keeps the winner, as cuDNN's benchmark mode and Triton's ``autotune`` d
 * **A cheap prediction orders the candidates**: with a :class:`Pilot` of the baseline (the native
   sequential path: a loop's first k and k/2 of T steps, k = 2 % of T by default: a call's fixed
   cost plus T times a step's) the parallel candidates run first,
-  each with the deadline ``min(best time so far, SLACK × the predicted baseline time)``, and the
-  baseline runs last as the fallback, cut by the best time (not at all when its prediction is
-  over ``SLACK ×`` the best time); without one, the baseline runs first in full and its time is
+  each with the deadline ``min(best time so far / (1 + TIE), SLACK × the predicted baseline
+  time)``, and the baseline runs last as the fallback, cut the same way (not at all when its
+  prediction is over ``SLACK ×`` the best time / (1 + TIE)); without one, the baseline runs first in full and its time is
   every later candidate's deadline.
 * **Exact means bitwise** (:func:`eligibility`, :func:`verdict`): an exact ``auto`` run (tol 0) is
   answered only by a run whose output is the reference's (``sequential``'s) bit for bit, checked on
@@ -63,7 +64,7 @@ from typing import Any
 
 import jsonschema
 
-from ffsolve.deadline import MARGIN, Deadline
+from ffsolve.deadline import MARGIN, TIE, Deadline
 from ffsolve.kit.harness import Candidate, bitwise_equal, max_abs_diff, to_numpy_leaves
 from ffsolve.kit.runs import RunSpec, is_sequential_baseline, parse_run_name
 from ffsolve.timing import synchronize
@@ -445,7 +446,8 @@ def run_pilot(candidates: Sequence[Candidate], baseline: str, *, reference: str 
         work += _work(out)
         record.update(seconds=seconds, network_evaluations=_work(out))
         if stopped_by_deadline(out):
-            what = "the best time so far" if best_s is not None else f"{SLACK:g} x the predicted {baseline}"
+            what = (f"the best time so far / {1 + TIE:g}" if best_s is not None
+                    else f"{SLACK:g} x the predicted {baseline}")
             if seconds < limit:
                 record["why"] = (f"{why}; stopped after {seconds:.4g} s: its progress projected "
                                  f"it at over {MARGIN:g} x its deadline of {limit:.4g} s ({what})")
@@ -466,17 +468,18 @@ def run_pilot(candidates: Sequence[Candidate], baseline: str, *, reference: str 
         name = candidate.name
         if not statics[name][0]:
             continue
-        if name == baseline and sliced and best_s is not None and predicted > SLACK * best_s:
-            # Its slice says it loses by more than the slice may be off: not worth its deadline.
+        if name == baseline and sliced and best_s is not None and predicted > SLACK * best_s / (1 + TIE):
+            # Its slice says it does not beat the best by more than the tie, even if the slice is
+            # off by SLACK: not worth its deadline.
             records.append({"run": name, "eligible": True, "accepts_deadline": accepts_deadline(candidate.program),
                             "why": (f"not run: its slice predicts {predicted:.4g} s, over {SLACK:g} x the "
-                                    f"best time {best_s:.4g} s"), "deadline_s": None, "seconds": None,
-                            "finished": False, "network_evaluations": None})
+                                    f"best time {best_s:.4g} s / {1 + TIE:g}"), "deadline_s": None,
+                            "seconds": None, "finished": False, "network_evaluations": None})
             continue
         if name == first or (name == baseline and best_s is None):
             limit = None  # the reference's bits are needed; the fallback runs to the end
         else:
-            limit = best_s if best_s is not None else bound
+            limit = best_s / (1 + TIE) if best_s is not None else bound
         attempt(candidate, limit)
     if best_s is None:  # every candidate was cut by the prediction: the reference to the end
         attempt(by_name[reference], None)

@@ -26,18 +26,21 @@ from ffsolve.kit.runs import is_sequential_baseline
 BASELINES = ("sequential", "sequential_cache")
 
 
-def _get(row: Mapping, key: str, default=""):
+def field_of(row: Mapping, key: str, default=""):
     value = row.get(key, default)
     return default if value is None else value
 
 
 def label(record: Mapping) -> str:
-    """``gs_jacobi (block 16)``, ``jacobi (≤ 10 steps)``, ``jacobi``."""
+    """``gs_jacobi (block 16)``, ``jacobi (≤ 10 steps)``, ``jacobi (tol 1e-4)``, ``jacobi``: a
+    run stopped at a tolerance names it."""
     parts = []
-    if _get(record, "block_size") != "":
+    if field_of(record, "block_size") != "":
         parts.append(f"block {record['block_size']}")
-    if _get(record, "budget") != "":
+    if field_of(record, "budget") != "":
         parts.append(f"≤ {record['budget']} steps")
+    if float(field_of(record, "tol", 0) or 0) > 0:
+        parts.append(f"tol {float(record['tol']):.0e}".replace("e-0", "e-"))
     return record["method"] + (f" ({', '.join(parts)})" if parts else "")
 
 
@@ -45,7 +48,7 @@ def _session(row: Mapping) -> str:
     timing = row.get("timing")
     if isinstance(timing, Mapping):
         return str(timing.get("session", ""))
-    return str(_get(row, "timing_session"))
+    return str(field_of(row, "timing_session"))
 
 
 def speedup(baseline: Mapping, row: Mapping) -> Optional[float]:
@@ -56,31 +59,31 @@ def speedup(baseline: Mapping, row: Mapping) -> Optional[float]:
     return base / time if time > 0 else None
 
 
-def _flag(value) -> str:
+def yes_no(value) -> str:
     if value in ("", None):
         return ""
     return "yes" if str(value).lower() == "true" else "no"
 
 
-def _fmt(value, spec: str) -> str:
+def number_text(value, spec: str) -> str:
     return "" if value in (None, "") else format(float(value), spec)
 
 
 def converged(row: Mapping) -> bool:
     """Whether a run (record or summary row) converged; a row that does not say counts as converged."""
-    return _flag(_get(row, "converged")) != "no"
+    return yes_no(field_of(row, "converged")) != "no"
 
 
 def top5_text(row: Mapping) -> str:
     """A top-5-stopped run's accuracy measure, e.g. ``top-5 = reference for 98 % of images``."""
-    fraction = _get(row, "top5_match_fraction")
+    fraction = field_of(row, "top5_match_fraction")
     return "" if fraction == "" else f"top-5 = reference for {100 * float(fraction):.0f} % of images"
 
 
 def within_text(row: Mapping) -> str:
     """The ``within tol.`` cell: ``inexact`` for a run that did not converge, else its
     within-tolerance flag; a top-5 run's agreement beside it."""
-    parts = ["inexact"] if not converged(row) else [_flag(_get(row, "within_tolerance"))]
+    parts = ["inexact"] if not converged(row) else [yes_no(field_of(row, "within_tolerance"))]
     parts.append(top5_text(row))
     return "; ".join(part for part in parts if part)
 
@@ -93,12 +96,12 @@ def time_text(row: Mapping) -> str:
         spread, iqr, low, high = (timing.get("spread", "iqr"), timing.get("iqr_s"),
                                   timing.get("min_s"), timing.get("max_s"))
     else:
-        spread, iqr, low, high = (_get(row, "wall_time_spread") or "iqr", _get(row, "wall_time_iqr_s"),
-                                  _get(row, "wall_time_min_s"), _get(row, "wall_time_max_s"))
-    median = _fmt(row.get("wall_time_s"), ".4g")
+        spread, iqr, low, high = (field_of(row, "wall_time_spread") or "iqr", field_of(row, "wall_time_iqr_s"),
+                                  field_of(row, "wall_time_min_s"), field_of(row, "wall_time_max_s"))
+    median = number_text(row.get("wall_time_s"), ".4g")
     if spread == "min-max":
-        return f"{median} [{_fmt(low, '.4g')}–{_fmt(high, '.4g')}]"
-    return f"{median} ± {_fmt(iqr, '.2g')}"
+        return f"{median} [{number_text(low, '.4g')}–{number_text(high, '.4g')}]"
+    return f"{median} ± {number_text(iqr, '.2g')}"
 
 
 def auto_fields(row: Mapping) -> tuple[str, str]:
@@ -106,8 +109,8 @@ def auto_fields(row: Mapping) -> tuple[str, str]:
     empty strings."""
     auto = row.get("auto")
     if isinstance(auto, Mapping):
-        return str(auto.get("chosen", "")), _fmt(auto.get("first_call_s"), ".4g")
-    return str(_get(row, "auto_chosen")), _fmt(row.get("auto_first_call_s"), ".4g")
+        return str(auto.get("chosen", "")), number_text(auto.get("first_call_s"), ".4g")
+    return str(field_of(row, "auto_chosen")), number_text(row.get("auto_first_call_s"), ".4g")
 
 
 def auto_text(row: Mapping) -> str:
@@ -124,7 +127,7 @@ def auto_text(row: Mapping) -> str:
 def auto_rows(rows: Iterable[Mapping]) -> list[dict]:
     """Per ``auto`` run: what it chose, and its steady-state and first-call times against the
     best eligible run of its experiment, dataset and quantity (the fastest run timed in the same
-    session that converged and is bitwise: the runs an exact ``auto`` may answer with)."""
+    session that converged at tol 0 and is bitwise: the runs an exact ``auto`` may answer with)."""
     rows = list(rows)
     out = []
     for row in rows:
@@ -135,7 +138,8 @@ def auto_rows(rows: Iterable[Mapping]) -> list[dict]:
                  and (r.get("experiment"), r.get("dataset"), quantity(r))
                  == (row.get("experiment"), row.get("dataset"), quantity(row))
                  and _session(r) == _session(row) and converged(r)
-                 and _flag(_get(r, "bitwise_equal")) == "yes"]
+                 and yes_no(field_of(r, "bitwise_equal")) == "yes"
+                 and not float(field_of(r, "tol", 0) or 0) > 0]  # an exact auto never takes these
         if not group:
             continue
         best = min(group, key=lambda r: float(r["wall_time_s"]))
@@ -163,14 +167,14 @@ def auto_markdown(rows: Sequence[Mapping]) -> str:
 
 def quantity(row: Mapping) -> str:
     """What a run's time measures; ``solve`` unless its record says otherwise."""
-    return str(_get(row, "quantity") or "solve")
+    return str(field_of(row, "quantity") or "solve")
 
 
 def baselines_by_group(rows: Iterable[Mapping]) -> dict[tuple, dict[str, Mapping]]:
     """Sequential baselines keyed by ``(experiment, dataset, quantity)``."""
     groups: dict[tuple, dict[str, Mapping]] = defaultdict(dict)
     for row in rows:
-        if row["method"] in BASELINES and _get(row, "budget") == "" and _get(row, "block_size") == "":
+        if row["method"] in BASELINES and field_of(row, "budget") == "" and field_of(row, "block_size") == "":
             groups[(row["experiment"], row["dataset"], quantity(row))][row["method"]] = row
     return groups
 
@@ -200,10 +204,10 @@ def runs_table(records: Sequence[Mapping]) -> str:
         group = baselines_for(base, r)
         lines.append(
             f"| {label(r)} | {r['iterations']} / {r['sequence_length']} | "
-            f"{_fmt(r['network_evaluations'], '.4g')} | {time_text(r)}{auto_text(r)} | "
-            f"{_fmt(speedup(group.get('sequential'), r), '.2f')} | "
-            f"{_fmt(speedup(group.get('sequential_cache'), r), '.2f')} | {_flag(r['bitwise_equal'])} | "
-            f"{within_text(r)} | {_flag(r['converged'])} | {str(_get(r, 'stopped_by')).replace('_', ' ')} |"
+            f"{number_text(r['network_evaluations'], '.4g')} | {time_text(r)}{auto_text(r)} | "
+            f"{number_text(speedup(group.get('sequential'), r), '.2f')} | "
+            f"{number_text(speedup(group.get('sequential_cache'), r), '.2f')} | {yes_no(r['bitwise_equal'])} | "
+            f"{within_text(r)} | {yes_no(r['converged'])} | {str(field_of(r, 'stopped_by')).replace('_', ' ')} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -260,7 +264,7 @@ def side_by_side(ours: Iterable[Mapping], paper: Iterable[Mapping]) -> list[dict
             "auto": auto_text(row),
             "x_sequential": speedup(group.get("sequential"), row),
             "x_cache": speedup(group.get("sequential_cache"), row),
-            "bitwise": _flag(row["bitwise_equal"]),
+            "bitwise": yes_no(row["bitwise_equal"]),
             "within_tolerance": within_text(row),
             "device": row["device"],
         }
@@ -270,10 +274,10 @@ def side_by_side(ours: Iterable[Mapping], paper: Iterable[Mapping]) -> list[dict
         time = float(row["time_s"])
         cols = {
             "paper_method": row["method"],
-            "paper_iterations": _get(row, "iterations"), "paper_time_s": time,
+            "paper_iterations": field_of(row, "iterations"), "paper_time_s": time,
             "paper_x_sequential": base["sequential"] / time if "sequential" in base else None,
             "paper_x_cache": base["sequential_cache"] / time if "sequential_cache" in base else None,
-            "paper_note": _get(row, "how"),
+            "paper_note": field_of(row, "how"),
         }
         only = set(row.get("ours_runs") or ())
         matches = [k for k in merged if k[:4] == key and (not only or k[4] in only)]
@@ -290,16 +294,16 @@ def side_by_side(ours: Iterable[Mapping], paper: Iterable[Mapping]) -> list[dict
                                                   r["run"]))
 
 
-def _exactness(row: Mapping) -> int:
+def exactness_level(row: Mapping) -> int:
     """2 bitwise, 1 within its declared tolerance, 0 neither (and any run that did not converge)."""
     if not converged(row):
         return 0
-    if _flag(row.get("bitwise_equal")) == "yes":
+    if yes_no(row.get("bitwise_equal")) == "yes":
         return 2
-    return 1 if _flag(_get(row, "within_tolerance")) == "yes" else 0
+    return 1 if yes_no(field_of(row, "within_tolerance")) == "yes" else 0
 
 
-def _exactness_text(row: Mapping, exactness: int) -> str:
+def exactness_text(row: Mapping, exactness: int) -> str:
     """``bitwise``, ``within tol.`` or ``inexact``; a top-5 run by its top-5 agreement (beside
     ``inexact`` when it was cut short, alone when it ran to the end)."""
     word, top5 = ("bitwise", "within tol.", "inexact")[2 - exactness], top5_text(row)
@@ -340,10 +344,10 @@ def headline_rows(ours: Iterable[Mapping], headlines: Iterable[Mapping]) -> list
         for r in runs:
             if is_sequential_baseline(r["method"]) or r["method"] == "auto":
                 continue  # the baselines (sequential_band_cache too) and auto's pick
-            if what == "solve" and (_flag(r.get("converged")) == "no" or float(_get(r, "tol", 0) or 0) > 0):
+            if what == "solve" and (yes_no(r.get("converged")) == "no" or float(field_of(r, "tol", 0) or 0) > 0):
                 # a run stopped at tol > 0 may happen to be bitwise here; it is not guaranteed to be
                 continue
-            exactness = _exactness(r)
+            exactness = exactness_level(r)
             if what == "solve" and exactness == 0:
                 continue
             strongest = strongest_baseline(baselines_for(base, r), r)
@@ -357,7 +361,7 @@ def headline_rows(ours: Iterable[Mapping], headlines: Iterable[Mapping]) -> list
             row.update(run=label(best), x_strongest=ratio, strongest=strongest["method"],
                        x_sequential=speedup(baselines_for(base, best).get("sequential"), best),
                        iterations=f"{best['iterations']} / {best['sequence_length']}",
-                       exactness=_exactness_text(best, exactness))
+                       exactness=exactness_text(best, exactness))
         else:
             row.update(run="no parallel run", x_strongest=None, x_sequential=None, strongest="",
                        iterations="", exactness="")
@@ -380,11 +384,11 @@ def headline_markdown(rows: Sequence[Mapping]) -> str:
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        ratio = _fmt(r.get("x_strongest"), ".2f")
+        ratio = number_text(r.get("x_strongest"), ".2f")
         ratio = f"{ratio} (vs {r['strongest']})" if ratio else ""
         lines.append(
             f"| {r['experiment']} | {r['dataset']} | {r['quantity']} | {r['run']} | {ratio} | "
-            f"{_fmt(r.get('x_sequential'), '.2f')} | {r['iterations']} | {r['exactness']} | {r['paper']} | {r['paper_how']} |"
+            f"{number_text(r.get('x_sequential'), '.2f')} | {r['iterations']} | {r['exactness']} | {r['paper']} | {r['paper_how']} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -421,12 +425,12 @@ def speedups_markdown(rows: Sequence[Mapping], headlines: Sequence[Mapping] = ()
         iters = f"{r['iterations']} / {r['sequence_length']}" if r.get("iterations") not in (None, "") else ""
         lines.append(
             f"| {r['experiment']} | {r['dataset']} | {r['quantity']} | {r['label']} | {iters} | "
-            f"{_fmt(r.get('network_evaluations'), '.4g')} | {_fmt(r.get('time_s'), '.4g')}{r.get('auto', '')} | "
-            f"{_fmt(r.get('x_sequential'), '.2f')} | {_fmt(r.get('x_cache'), '.2f')} | "
+            f"{number_text(r.get('network_evaluations'), '.4g')} | {number_text(r.get('time_s'), '.4g')}{r.get('auto', '')} | "
+            f"{number_text(r.get('x_sequential'), '.2f')} | {number_text(r.get('x_cache'), '.2f')} | "
             f"{r.get('bitwise', '')} | {r.get('within_tolerance', '')} | {r.get('device', '')} | "
             f"{r.get('paper_method', '')} | "
-            f"{r.get('paper_iterations', '')} | {_fmt(r.get('paper_time_s'), '.4g')} | "
-            f"{_fmt(r.get('paper_x_sequential'), '.2f')} | {_fmt(r.get('paper_x_cache'), '.2f')} | "
+            f"{r.get('paper_iterations', '')} | {number_text(r.get('paper_time_s'), '.4g')} | "
+            f"{number_text(r.get('paper_x_sequential'), '.2f')} | {number_text(r.get('paper_x_cache'), '.2f')} | "
             f"{r.get('paper_note', '')} |"
         )
     return "\n".join(lines) + "\n"

@@ -1,0 +1,64 @@
+"""The results page is generated, stamped, and the committed copy is what the generator makes."""
+
+import json
+
+import pytest
+
+from ffsolve import results_page
+from ffsolve.kit.record import SUMMARY_COLUMNS
+
+PAPER = "workflow/resources/paper_numbers.yaml"
+
+
+def _row(run, method, seconds, **extra):
+    row = {column: "" for column in SUMMARY_COLUMNS}
+    row.update(experiment="solver_demo", dataset="tanh_map", run=run, method=method,
+               quantity="solve", tol="0.0", sequence_length="64", iterations="64",
+               network_evaluations="1", converged="True", stopped_by="fixed_point",
+               bitwise_equal="True", wall_time_s=str(seconds), wall_time_spread="min-max",
+               wall_time_min_s=str(seconds), wall_time_max_s=str(seconds), timing_repeats="3",
+               reference="sequential", timing_session="s1", device="cpu:test x2",
+               metrics_path=f"results/solver_demo/tanh_map/{run}/metrics.json")
+    row.update({k: str(v) for k, v in extra.items()})
+    return row
+
+
+STAMP = {"commit": "0123456789ab (clean checkout)", "date": "2026-12-07 10:00 UTC",
+         "machine": "a test CPU, 2 cores", "devices": ["cpu:test x2"],
+         "config_files": ["config/config.yaml"], "config_sha256": "feedfacecafebeef",
+         "command": "snakemake --cores all figures"}
+
+
+def test_the_page_names_each_runs_tolerance_and_its_stamp(repo_root):
+    rows = [_row("sequential", "sequential", 0.5),
+            _row("jacobi", "jacobi", 0.1, iterations=20, network_evaluations=20),
+            _row("jacobi_t1e-04", "jacobi", 0.05, tol=1e-4, iterations=9, network_evaluations=9,
+                 stopped_by="tolerance", bitwise_equal="False"),
+            _row("gs_jacobi_b8", "gs_jacobi", 0.2, block_size=8, bitwise_equal="False",
+                 within_tolerance="True", tolerance_rule="|x - ref| <= 1e-6")]
+    text = results_page.page(rows, repo_root / PAPER, STAMP)
+    for value in STAMP.values():
+        assert (value[0] if isinstance(value, list) else value) in text
+    lines = {line.split(" | ")[0].lstrip("| "): line for line in text.splitlines()
+             if line.startswith("| ") and "tanh_map" not in line}
+    assert "5.00 (vs sequential)" in lines["jacobi"] and "| bitwise |" in lines["jacobi"]
+    # A run stopped at a tolerance says so in its name and is never "within tolerance".
+    assert "inexact (stopped at tol 0.0001)" in lines["jacobi (tol 1e-4)"]
+    assert "within tol.: |x - ref| <= 1e-6" in lines["gs_jacobi (block 8)"]
+    # The headline takes the exact run, not the faster one stopped at a tolerance.
+    headline = next(line for line in text.splitlines() if line.startswith("| solver_demo | tanh_map"))
+    assert "| jacobi |" in headline and "5.00" in headline
+
+
+def test_the_stamp_says_where_the_records_came_from(tmp_path, repo_root):
+    stamp = results_page.make_stamp([_row("sequential", "sequential", 0.5)], {"seed": 1},
+                                    ["config/config.yaml", "config/paper.yaml"], root=repo_root)
+    assert set(stamp) == set(results_page.STAMP_KEYS)
+    assert stamp["devices"] == ["cpu:test x2"]
+    assert stamp["command"] == "snakemake --cores all --configfile config/paper.yaml -- figures"
+    assert "not a git checkout" in results_page.commit_of(tmp_path)
+    other = results_page.make_stamp([], {"seed": 2}, ["config/config.yaml"], root=repo_root)
+    assert other["config_sha256"] != stamp["config_sha256"]
+    (tmp_path / "stamp.json").write_text(json.dumps({"commit": "x"}))
+    with pytest.raises(ValueError, match="lacks"):
+        results_page.read_stamp(tmp_path / "stamp.json")
