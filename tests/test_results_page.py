@@ -62,3 +62,27 @@ def test_the_stamp_says_where_the_records_came_from(tmp_path, repo_root):
     (tmp_path / "stamp.json").write_text(json.dumps({"commit": "x"}))
     with pytest.raises(ValueError, match="lacks"):
         results_page.read_stamp(tmp_path / "stamp.json")
+
+
+def _gpu_records(smoke=False):
+    run = {"experiment": "made", "dataset": "mnist", "run": "jacobi", "method": "jacobi",
+           "iterations": 31, "wall_time_s": 0.002, "bitwise_equal": True}
+    base = dict(run, run="sequential", method="sequential", iterations=784, wall_time_s=0.3)
+    return {"device": "NVIDIA H100 80GB HBM3", "started": "2026-12-07 12:00:00 UTC", "smoke": smoke,
+            "python": "3.12", "seconds": 400.0, "budget_s": 465.0, "ok": True,
+            "parts": {"made": {"command": ["python", "benchmarks/made_benchmark.py", "--device", "cuda"],
+                               "cap_s": 60.0, "status": "ok", "exit_status": 0, "seconds": 30.0,
+                               "records": {"made.json": {"runs": [base, run]}}}}}
+
+
+def test_a_gpu_record_set_gets_its_own_section_with_the_card_named(tmp_path, repo_root):
+    rows = [_row("sequential", "sequential", 0.5)]
+    without = results_page.page(rows, repo_root / PAPER, STAMP)
+    assert "No GPU record set is published" in without
+    text = results_page.page(rows, repo_root / PAPER, STAMP, gpu=_gpu_records())
+    assert "## On a GPU: NVIDIA H100 80GB HBM3" in text
+    assert "`python benchmarks/made_benchmark.py --device cuda`" in text
+    assert "| 150.00×" in text  # the part's ratio: 0.3 s / 0.002 s, within its own group
+    (tmp_path / "smoke.json").write_text(json.dumps(_gpu_records(smoke=True)))
+    with pytest.raises(ValueError, match="smoke"):
+        results_page.read_gpu(tmp_path / "smoke.json")

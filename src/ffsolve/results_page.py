@@ -10,6 +10,9 @@ test regenerates the page from them: the page cannot be edited by hand.
 
     python -m ffsolve.results_page --publish docs      # after a clean run: copy page and inputs
     python -m ffsolve.results_page --check docs        # the committed page is the generator's
+
+A GPU run's record set (``scripts/gpu_benchmark.sh``'s ``gpu_benchmark.json``) is published
+beside them with ``--gpu``, and the page gives it its own section with the card named.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Mapping, Optional, Sequence
 
+from ffsolve.gpu_records import markdown
 from ffsolve.kit.io import write_text
 from ffsolve.kit.record import read_summary
 from ffsolve.kit.tables import (auto_markdown, auto_rows, auto_text, baselines_by_group,
@@ -37,6 +41,8 @@ from ffsolve.kit.tables import (auto_markdown, auto_rows, auto_text, baselines_b
 STAMP_KEYS = ("commit", "date", "machine", "devices", "config_files", "config_sha256", "command")
 PUBLISHED = ("results.md", "results/summary.csv", "results/stamp.json")
 """The committed copy under a folder (``docs``): the page, and the inputs it was made from."""
+GPU_RECORDS = "results/gpu_benchmark.json"
+"""Beside them, when a GPU run was published: ``scripts/gpu_benchmark.sh``'s record set."""
 
 
 # -- the stamp
@@ -188,9 +194,24 @@ def _paper_markdown(runs: Sequence[Mapping]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _gpu_markdown(gpu: Mapping, name: str) -> str:
+    """The GPU record set's section: the card, when and how each part ran, its tables."""
+    lines = [f"## On a GPU: {gpu['device']}", "",
+             f"From `{name}`: `scripts/gpu_benchmark.sh` (one call of `benchmarks/gpu_benchmark.py`), "
+             f"started {gpu['started']}. Its sizes are the paper's, not the CPU default's above, so "
+             "its rows are compared only with each other. The parts ran as:", ""]
+    for part, entry in gpu["parts"].items():
+        command = " ".join(str(word) for word in entry.get("command", []))
+        lines.append(f"- {part}: `{command}`" if command else f"- {part}: {entry.get('status')}")
+    body = markdown(gpu, level=2).split("\n", 1)[1]  # its own title is this section's
+    return "\n".join(lines) + "\n" + body
+
+
 def page(rows: Sequence[Mapping], paper_yaml: str | os.PathLike, stamp: Mapping,
-         records: str = "results/summary.csv") -> str:
-    """The results page (Markdown) of summary rows ``rows``, named ``records`` on the page."""
+         records: str = "results/summary.csv", gpu: Optional[Mapping] = None,
+         gpu_name: str = GPU_RECORDS) -> str:
+    """The results page (Markdown) of summary rows ``rows``, named ``records`` on the page; with a
+    GPU record set (``gpu``, ``gpu_benchmark.json``'s content), its section at the end."""
     paper = load_paper(paper_yaml)
     groups = baselines_by_group(rows)
     by_experiment: dict[str, list[Mapping]] = defaultdict(list)
@@ -224,6 +245,13 @@ def page(rows: Sequence[Mapping], paper_yaml: str | os.PathLike, stamp: Mapping,
         if theirs:
             parts += [f"The original's runs ({experiment}; Song et al. 2021, hardware not stated; "
                       "`workflow/resources/paper_numbers.yaml`):", "", _paper_markdown(theirs)]
+    if gpu is not None:
+        parts += [_gpu_markdown(gpu, gpu_name)]
+    else:
+        parts += ["## On a GPU", "", "No GPU record set is published with this page: "
+                  "`scripts/gpu_benchmark.sh` makes one (`docs/measuring.md`), "
+                  "`python -m ffsolve.results_page --publish docs --gpu <its gpu_benchmark.json>` "
+                  "adds it here."]
     return "\n".join(parts).rstrip() + "\n"
 
 
@@ -249,20 +277,40 @@ def published_inputs(folder: str | os.PathLike) -> tuple[Path, Path, Path]:
     return tuple(folder / name for name in PUBLISHED)  # type: ignore[return-value]
 
 
+def read_gpu(path: str | os.PathLike) -> dict:
+    """A GPU record set; a smoke run's (tiny sizes on a CPU) is refused: not results."""
+    with open(path) as handle:
+        gpu = json.load(handle)
+    missing = [key for key in ("device", "started", "smoke", "parts") if key not in gpu]
+    if missing:
+        raise ValueError(f"{path}: not a gpu_benchmark.json (it lacks {missing})")
+    if gpu["smoke"]:
+        raise ValueError(f"{path}: a smoke run (tiny sizes, CPU) is a test of the script, not "
+                         "results: publish a full run's gpu_benchmark.json")
+    return gpu
+
+
 def regenerate(folder: str | os.PathLike, paper_yaml: str | os.PathLike) -> str:
     """The page the generator makes from the inputs committed under ``folder``."""
     page_path, summary, stamp = published_inputs(folder)
-    records = f"{Path(folder).name}/{PUBLISHED[1]}"
-    return page(read_summary(summary), paper_yaml, read_stamp(stamp), records=records)
+    name = Path(folder).name
+    gpu_path = Path(folder) / GPU_RECORDS
+    gpu = read_gpu(gpu_path) if gpu_path.exists() else None
+    return page(read_summary(summary), paper_yaml, read_stamp(stamp),
+                records=f"{name}/{PUBLISHED[1]}", gpu=gpu, gpu_name=f"{name}/{GPU_RECORDS}")
 
 
-def publish(results: str | os.PathLike, folder: str | os.PathLike, paper_yaml: str) -> Path:
-    """Copy a run's summary and stamp under ``folder`` and write its page there."""
+def publish(results: str | os.PathLike, folder: str | os.PathLike, paper_yaml: str,
+            gpu: Optional[str | os.PathLike] = None) -> Path:
+    """Copy a run's summary and stamp (and a GPU record set) under ``folder``, write its page."""
     results = Path(results)
     page_path, summary, stamp = published_inputs(folder)
     summary.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(results / "summary.csv", summary)
     shutil.copyfile(results / "stamp.json", stamp)
+    if gpu is not None:
+        read_gpu(gpu)
+        shutil.copyfile(gpu, Path(folder) / GPU_RECORDS)
     write_text(page_path, regenerate(folder, paper_yaml))
     return page_path
 
@@ -274,13 +322,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     action = parser.add_mutually_exclusive_group(required=True)
     action.add_argument("--publish", metavar="FOLDER", help="copy the run's page and inputs here")
     action.add_argument("--check", metavar="FOLDER", help="is FOLDER's page the generator's?")
+    parser.add_argument("--gpu", help="with --publish: a full run's gpu_benchmark.json to add")
     args = parser.parse_args(argv)
     if args.publish:
         for need in ("summary.csv", "stamp.json"):
             if not (Path(args.results) / need).exists():
                 parser.error(f"{args.results}/{need} is missing: run the workflow's results_page "
                              "rule first (.venv/bin/snakemake --cores all figures)")
-        print(publish(args.results, args.publish, args.paper))
+        print(publish(args.results, args.publish, args.paper, args.gpu))
         return 0
     page_path = published_inputs(args.check)[0]
     if page_path.read_text() != regenerate(args.check, args.paper):
