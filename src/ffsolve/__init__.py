@@ -2,7 +2,8 @@
 
 Reimplements Song et al., "Accelerating Feedforward Computation via Parallel Nonlinear Equation
 Solving" (ICML 2021). The public entry point is :func:`ffsolve.solve`; Markov recurrences
-s_t = step(s_{t−1}, u_t) also have :func:`ffsolve.solve_recurrence` (Newton-type methods).
+s_t = step(s_{t−1}, u_t) also have :func:`ffsolve.solve_recurrence` (Newton-type methods;
+differentiable in PyTorch).
 """
 
 from ffsolve.deadline import Deadline
@@ -10,6 +11,7 @@ from ffsolve.recurrence import (
     NotBitwiseWarning,
     RecurrenceResult,
     StepCheck,
+    available_recurrence_backwards,
     available_recurrence_methods,
     check_step,
     solve_recurrence,
@@ -38,6 +40,7 @@ __all__ = [
     "SolveTrace",
     "__version__",
     "available_methods",
+    "available_recurrence_backwards",
     "available_recurrence_methods",
     "get_solver",
     "register_solver",

@@ -2,10 +2,12 @@
 
 :func:`solve_recurrence` (also ``ffsolve.solve_recurrence``) with methods ``sequential``,
 ``jacobi``, ``newton`` (DEER), ``quasi_newton`` (quasi-DEER) and ``damped_newton`` (ELK-style);
-built-in cells (GRU, LSTM, softplus RNN) with analytic Jacobians in :mod:`ffsolve.recurrence.cells`.
+built-in cells (GRU, LSTM, softplus RNN) with analytic Jacobians in :mod:`ffsolve.recurrence.cells`;
+gradients through it (PyTorch; ``backward`` among :data:`BACKWARDS`) in :mod:`ffsolve.recurrence.grad`.
 """
 
-from ffsolve.recurrence import cells
+from ffsolve.recurrence import cells, grad
+from ffsolve.recurrence.grad import BACKWARDS, available_recurrence_backwards
 from ffsolve.recurrence.solve import (
     DEFAULT_DAMPING,
     METHODS,
@@ -19,14 +21,17 @@ from ffsolve.recurrence.solve import (
 )
 
 __all__ = [
+    "BACKWARDS",
     "DEFAULT_DAMPING",
     "METHODS",
     "NotBitwiseWarning",
     "RecurrenceResult",
     "RecurrenceTrace",
     "StepCheck",
+    "available_recurrence_backwards",
     "available_recurrence_methods",
     "cells",
     "check_step",
+    "grad",
     "solve_recurrence",
 ]

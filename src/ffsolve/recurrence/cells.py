@@ -45,6 +45,9 @@ class Cell:
         full_cost, diagonal_cost: the work of one Jacobian evaluation over the sequence, in full
             passes of ``step`` (the unit of ``network_evaluations``), derived per cell below.
         name: ``"gru"``, ``"lstm"`` or ``"softplus_rnn"``.
+        parameters: the weight arrays the cell was built from, in its constructor's order:
+            in PyTorch, :func:`ffsolve.solve_recurrence` propagates gradients to those that
+            require grad (see its ``params`` argument).
     """
 
     step: Callable
@@ -55,6 +58,7 @@ class Cell:
     full_cost: float
     diagonal_cost: float
     name: str
+    parameters: tuple = ()
 
     def __call__(self, s_prev, u):
         return self.step(s_prev, u)
@@ -247,7 +251,8 @@ def gru(weight_ih: Array, weight_hh: Array, bias_ih: Array, bias_hh: Array) -> C
         z, a_n, a_r, a_z = scales(s, u)
         return z + a_n * d_hn + a_r * d_hr + a_z * d_hz
 
-    return Cell(step, jacobian, diagonal, h, d, 1.0 + 4.0 * h / (3.0 * (d + h)), 1.0, "gru")
+    return Cell(step, jacobian, diagonal, h, d, 1.0 + 4.0 * h / (3.0 * (d + h)), 1.0, "gru",
+                (weight_ih, weight_hh, bias_ih, bias_hh))
 
 
 # -------------------------------------------------------------------------------- softplus RNN
@@ -279,7 +284,7 @@ def softplus_rnn(W: Array, U: Array, b: Array) -> Cell:
     def diagonal(s, u):
         return ops.sigmoid(pre(s, u)) * w_diag
 
-    return Cell(step, jacobian, diagonal, h, d, 1.0 + h / (h + d), 1.0, "softplus_rnn")
+    return Cell(step, jacobian, diagonal, h, d, 1.0 + h / (h + d), 1.0, "softplus_rnn", (W, U, b))
 
 
 # ------------------------------------------------------------------------------------------ LSTM
@@ -340,7 +345,8 @@ def lstm(weight_ih: Array, weight_hh: Array, bias_ih: Array, bias_hh: Array) -> 
         dc_dh = a_f * d_hf + a_i * d_hi + a_g * d_hg
         return ops.cat([a_o * d_ho + k * dc_dh, f], -1)
 
-    return Cell(step, jacobian, diagonal, h, d, 1.0 + h / (d + h), 1.0, "lstm")
+    return Cell(step, jacobian, diagonal, h, d, 1.0 + h / (d + h), 1.0, "lstm",
+                (weight_ih, weight_hh, bias_ih, bias_hh))
 
 
 # ----------------------------------------------------------------------------- random weights

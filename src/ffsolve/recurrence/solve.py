@@ -42,6 +42,11 @@ Guarantees, for every method:
   :class:`NotBitwiseWarning` names the cause and the remedy when it is not.
   :func:`check_step` compares every position before a solve.
 
+Gradients (PyTorch only): the result takes part in autograd; the backward pass solves the
+adjoint recurrence by ``backward="loop"``, ``"jacobi"`` or ``"scan"`` and takes one batched
+vector–Jacobian product (:mod:`ffsolve.recurrence.grad`; ``params`` names the tensors a step
+closes over).
+
 Counting: ``iterations`` are parallel steps (one batched ``step`` call, plus for the Newton
 types one Jacobian and one scan). ``network_evaluations`` is work in full passes of ``step``
 over the sequence: ``sequential`` computes each position once (1.0); a Jacobi iteration is 1;
@@ -393,6 +398,12 @@ def _trace(fn: Callable, *examples) -> _Traced:
     import jax
 
     closed = jax.make_jaxpr(fn)(*examples)
+    if any(isinstance(c, jax.core.Tracer) for c in closed.consts):
+        raise TypeError(
+            "solve_recurrence is not differentiable in JAX (no custom_vjp yet) and cannot run "
+            "under jax.jit, jax.grad or jax.vmap: the step closes over traced values (weights "
+            "being differentiated or traced). Call it on concrete arrays; gradients through "
+            "solve_recurrence are PyTorch-only.")
     jaxpr = closed.jaxpr
     out_single = len(jaxpr.outvars) == 1
 
@@ -595,24 +606,50 @@ def _check(step, s0, inputs, method, tol, max_iters, damping, time_axis):
     return framework, layout
 
 
-def _refuse_gradients(framework, layout, s0, inputs, first_out) -> None:
-    """Gradients are not propagated yet: say so instead of dropping them silently."""
-    arrays = layout.leaves(s0) + [inputs] + layout.leaves(first_out)
+def _torch_grad_enabled() -> bool:
+    import torch
+
+    return torch.is_grad_enabled()
+
+
+def _wants_gradients(framework, layout, problem, s0, inputs, declared) -> bool:
+    """Whether the result must carry gradients (PyTorch: grad mode on and s0, inputs or a
+    declared parameter requires grad). Refuses, instead of dropping them silently, gradients the
+    solver cannot give: tensors requiring grad that the step closes over without declaring them
+    (PyTorch), and any differentiation or tracing in JAX. Runs the loop's first step (a step of
+    the wrong shape or type fails there with a clear message)."""
+    if framework != "torch" or not _torch_grad_enabled():
+        problem.first_step(s0)
     if framework == "torch":
         import torch
 
-        if torch.is_grad_enabled() and any(a.requires_grad for a in arrays):
+        from ffsolve.recurrence.grad import undeclared_leaves
+
+        if not torch.is_grad_enabled():
+            return False
+        with torch.enable_grad():  # one step from detached s0 and inputs: what else it reads
+            detached = layout.unflat(layout.flat(s0).detach())
+            out = problem.first_step(detached, problem.u[0].detach())
+        hidden = undeclared_leaves(layout.leaves(out), declared)
+        if hidden:
+            shapes = ", ".join(str(tuple(a.shape)) for a in hidden[:4])
             raise RuntimeError(
-                "solve_recurrence does not propagate gradients yet: s0, inputs or the step's "
-                "parameters require grad, and the result would silently carry none. Call it "
+                "solve_recurrence does not propagate gradients yet to tensors the step closes "
+                f"over without declaring them: the step reads {len(hidden)} tensor(s) that "
+                f"require grad (shapes {shapes}) and are not among its parameters. Name them: "
+                "params=[...] (an nn.Module step or a built-in Cell declares its own), or call it "
                 "under torch.no_grad() (or detach them) for a forward solve.")
-    elif framework == "jax":
+        arrays = layout.leaves(s0) + [inputs] + list(declared)
+        return any(a.requires_grad for a in arrays)
+    if framework == "jax":
         import jax
 
-        if any(isinstance(a, jax.core.Tracer) for a in arrays):
+        if any(isinstance(a, jax.core.Tracer) for a in layout.leaves(s0) + [inputs]):
             raise TypeError(
                 "solve_recurrence cannot run under jax.jit, jax.grad or jax.vmap yet (it steers "
-                "its iterations from Python); call it on concrete arrays.")
+                "its iterations from Python, and in JAX it has no custom_vjp: it is not "
+                "differentiable); call it on concrete arrays. Gradients are PyTorch-only.")
+    return False
 
 
 # ------------------------------------------------------------------------------------ solve
@@ -622,7 +659,8 @@ def solve_recurrence(step: Callable, s0, inputs: Array, method: str = "jacobi", 
                      tol: float = 0.0, max_iters: int | None = None, jacobian=None,
                      damping: float | None = None, time_axis: int = 0, trace: bool = False,
                      check_loop: bool = True,
-                     deadline: float | Deadline | None = None) -> RecurrenceResult:
+                     deadline: float | Deadline | None = None, params=None,
+                     backward: str = "loop") -> RecurrenceResult:
     """The states s_1..s_T of s_t = step(s_{t−1}, u_t), by the named method.
 
     Args:
@@ -661,15 +699,49 @@ def solve_recurrence(step: Callable, s0, inputs: Array, method: str = "jacobi", 
         deadline: a ``time.perf_counter()`` value, or an :class:`ffsolve.Deadline` (which may
             also stop a run projected to lose); the solver stops after the step that passes it
             (``stopped_by="deadline"``, ``converged=False``).
+        params: PyTorch: the tensors ``step`` closes over whose gradients you want (any
+            iterable of tensors: ``params=[W, U]``, ``params=cell.parameters()`` for a wrapped
+            ``torch.nn.GRUCell``). Default: the parameters of an ``nn.Module`` step, or a
+            built-in :class:`~ffsolve.recurrence.cells.Cell`'s weights (``Cell.parameters``),
+            else none. A step that reads other tensors requiring grad is refused with a
+            message (their gradients would be lost), never run.
+        backward: how the backward pass solves the adjoint recurrence
+            λ_T = g_T, λ_t = g_t + J_{t+1}ᵀ λ_{t+1} (g_t = ∂L/∂s_t, J_{t+1} = ∂step/∂s at
+            (s_t, u_{t+1})): ``"loop"`` (default; the reversed loop, BPTT, one step call per
+            time step), ``"jacobi"`` (Jacobi iteration on the adjoint system, all time steps
+            per batched vector–Jacobian product, until an iteration changes nothing: exact, at
+            most T iterations) or ``"scan"`` (a parallel associative scan over the transposed
+            full Jacobians: a Cell's analytic ones or ``jacobian=``, else forward-mode
+            autodiff; exact arithmetic, reassociated). Then one batched vector–Jacobian product
+            of ``step`` over all (s_{t−1}, u_t) gives the gradients of ``inputs``, ``s0`` and
+            ``params``. See :mod:`ffsolve.recurrence.grad`.
+
+    Gradients (PyTorch): when grad mode is on and ``s0``, ``inputs`` or a parameter requires
+    grad, ``x`` is attached to autograd (a ``torch.autograd.Function``); the forward solve itself
+    runs without recording a graph, whatever the method. The gradients are those of the
+    recurrence at the returned trajectory: the exact ones at ``tol=0`` (with ``"loop"`` or
+    ``"jacobi"`` and a bit-stable step, such as a built-in cell, ∂L/∂s0 and ∂L/∂inputs are those
+    of autograd through the loop that stacks its states, bit for bit; the parameters' are within
+    rounding, their T per-step parts summed in another order). Not twice differentiable. JAX:
+    not differentiable (no ``custom_vjp`` yet); differentiating or tracing it raises a
+    ``TypeError`` that says so. ``method="auto"`` differentiates with the defaults.
 
     Returns:
         A :class:`RecurrenceResult`; ``x`` has shape ``(T, *batch, H)`` (a tuple state: the same
         structure, each leaf with the time axis) and the type, dtype and device of ``s0``;
         ``iterations <= T`` always.
     """
+    from ffsolve.recurrence.grad import BACKWARDS
+
+    if backward not in BACKWARDS:
+        raise ValueError(f"backward must be one of {list(BACKWARDS)}, got {backward!r}")
     if method == "auto":
         from ffsolve import autotune
 
+        if params is not None or backward != "loop":
+            raise ValueError("method='auto' takes no params or backward: it differentiates with "
+                             "backward='loop' and the parameters of a Cell or nn.Module step; "
+                             "for others pick the method (result.method) and pass it")
         if trace or deadline is not None:
             raise ValueError("method='auto' takes no trace or deadline (it times the methods "
                              "itself); trace the method it chose (result.method) instead")
@@ -677,6 +749,9 @@ def solve_recurrence(step: Callable, s0, inputs: Array, method: str = "jacobi", 
             step, s0, inputs, tol=tol, max_iters=max_iters, jacobian=jacobian, damping=damping,
             time_axis=time_axis, check_loop=check_loop)
     framework, layout = _check(step, s0, inputs, method, tol, max_iters, damping, time_axis)
+    if params is not None and framework != "torch":
+        raise ValueError(f"params= names the tensors a PyTorch step closes over; gradients "
+                         f"through solve_recurrence are PyTorch-only, got {framework} arrays")
     cell = step
     step = getattr(step, "step", step)  # a Cell: its step function
     if jacobian is None and method in NEWTON_TYPES and _has_jacobian(cell):
@@ -689,20 +764,49 @@ def solve_recurrence(step: Callable, s0, inputs: Array, method: str = "jacobi", 
     problem = _Problem(framework, layout, step, _grouped(layout, step), layout.flat(s0), u, method,
                        float(tol), max_iters, jacobian, damping, length, as_deadline(deadline),
                        check_loop)
-    # The loop's first step under the caller's own grad mode: it tells whether gradients are
-    # wanted (s0, inputs or the step's parameters require them).
-    _refuse_gradients(framework, layout, s0, inputs, problem.first_step(s0))
-    res = problem.solve(None)
-    if trace:
-        traced = problem.solve(_Recorder(res.x, length))
-        traced.loop_bitwise, traced.loop_max_diff, traced.loop_note = (
-            res.loop_bitwise, res.loop_max_diff, res.loop_note)
-        res = traced
+    declared = ()
+    if framework == "torch":
+        from ffsolve.recurrence.grad import parameters_of
+
+        declared = parameters_of(cell, params)
+
+    def forward():
+        res = problem.solve(None)
+        if trace:
+            traced = problem.solve(_Recorder(res.x, length))
+            traced.loop_bitwise, traced.loop_max_diff, traced.loop_note = (
+                res.loop_bitwise, res.loop_max_diff, res.loop_note)
+            res = traced
+        return res
+
+    if _wants_gradients(framework, layout, problem, s0, inputs, declared):
+        from ffsolve.recurrence.grad import differentiable_solve
+
+        res = differentiable_solve(
+            forward, flat_step=problem.flat_step,
+            jacobian=_backward_jacobian(backward, framework, problem.flat_step, layout, jacobian,
+                                        cell),
+            backward=backward, s0=problem.s0, u=u, params=declared)
+    else:
+        res = forward()
     if res.loop_bitwise is False:
         warnings.warn(NotBitwiseWarning(res.loop_note), stacklevel=2)
     x = res.x if time_axis == 0 else _moveaxis(res.x, 0, 1)
     res.x = layout.unflat(x)
     return res
+
+
+def _backward_jacobian(backward, framework, flat_step, layout, jacobian, cell):
+    """The full state Jacobians ``(T, *batch, H, H)`` for ``backward="scan"``: the given
+    ``jacobian`` or a Cell's analytic one, else forward-mode autodiff; ``None`` for the others."""
+    if backward != "scan":
+        return None
+    if jacobian is None and _has_jacobian(cell):
+        jacobian = cell
+    if _is_autodiff(jacobian):
+        return _autodiff(framework, flat_step, "full")
+    given = _given_jacobian(jacobian, "full")[0]
+    return _folded(_in_row_groups(given, max(math.prod(layout.batch), 1)))
 
 
 def _grouped(layout: StateLayout, step: Callable) -> Callable:
@@ -764,17 +868,18 @@ class _Problem:
     deadline: Deadline | None
     check_loop: bool
 
-    def first_step(self, s0_user):
+    def first_step(self, s0_user, u0=None):
         """The loop's first step, on the user's own state: a step of the wrong shape or return
         type fails here with a clear message. In JAX only its shapes are evaluated
         (``jax.eval_shape``): an eager step would cost more than the trace."""
+        u0 = self.u[0] if u0 is None else u0
         if self.framework == "jax":
             import jax
 
             out = jax.eval_shape(lambda s, u: self.layout.state_of(self.user_step(s, u)),
-                                 s0_user, self.u[0])
+                                 s0_user, u0)
         else:
-            out = self.layout.state_of(self.user_step(s0_user, self.u[0]))
+            out = self.layout.state_of(self.user_step(s0_user, u0))
         for got, want in zip(self.layout.leaves(out), self.layout.leaves(s0_user)):
             if tuple(got.shape) != tuple(want.shape):
                 raise ValueError(f"step returned states of shape {tuple(got.shape)} for s0 "
