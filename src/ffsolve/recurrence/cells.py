@@ -210,7 +210,9 @@ def gru(weight_ih: Array, weight_hh: Array, bias_ih: Array, bias_hh: Array) -> C
         n = tanh(W_in u + b_in + r ⊙ (W_hn h + b_hn)),   h' = (1 − z) ⊙ n + z ⊙ h.
 
     ``weight_ih (3H, D)``, ``weight_hh (3H, H)``, ``bias_ih (3H,)``, ``bias_hh (3H,)``: pass
-    ``gru.weight_ih_l0`` etc. of a trained ``nn.GRU`` (detached), or JAX arrays of the same layout.
+    ``gru.weight_ih_l0`` etc. of a trained ``nn.GRU`` (as they are to train through
+    ``solve_recurrence``, which then finds them in :attr:`Cell.parameters`; detached, or under
+    ``torch.no_grad()``, for a forward solve), or JAX arrays of the same layout.
 
     Analytic Jacobian (rows scaled by vectors):
     ∂h'/∂h = diag(z) + diag((1−z)(1−n²) r) W_hn + diag((1−z)(1−n²)(W_hn h + b_hn) r(1−r)) W_hr
