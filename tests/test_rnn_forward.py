@@ -125,7 +125,26 @@ def test_every_framework_covers_every_recurrence_method():
     groups = system.contract_candidates()
     for framework_group in ("gru_T32_H4", "gru_T32_H4_jax"):
         methods = {c.spec.method for c in groups[framework_group]}
-        assert methods == set(ffsolve.available_recurrence_methods()), framework_group
+        assert methods == set(ffsolve.available_recurrence_methods()) | {system.NATIVE}, framework_group
+
+
+@pytest.mark.parametrize("name", ["gru_T32_H4", "gru_T32_H4_jax", "softplus_T24_H4"])
+def test_the_native_kernel_is_the_loop_within_its_derived_tolerance(name):
+    """sequential_native (torch.nn.GRU, a jitted lax.scan, or a plain loop) gives the loop's states
+    within a tolerance derived from float32 against float64, and that tolerance rejects states
+    one time step off."""
+    from ffsolve.experiments.rnn_forward.cases import random_case_arrays
+    from ffsolve.kit.harness import to_numpy_leaves
+
+    case = parse_case(name)
+    weights, inputs = random_case_arrays(case, batch=3, input_size=3, seed=7)
+    loop, native = system.candidates(case, weights, inputs, ["sequential", system.NATIVE])
+    want = to_numpy_leaves(loop.program().x)[0]
+    got = to_numpy_leaves(native.program().x)[0]
+    assert native.tolerance is not None and native.tolerance.holds([got], [want])
+    assert native.tolerance.atol < 1e-4  # about float32 rounding, not a loose bound
+    shifted = np.concatenate([np.zeros_like(got[:1]), got[:-1]])  # one step late
+    assert not native.tolerance.holds([shifted], [want])
 
 
 @pytest.fixture(scope="module")

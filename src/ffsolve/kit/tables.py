@@ -23,7 +23,7 @@ import yaml
 
 from ffsolve.kit.runs import is_sequential_baseline
 
-BASELINES = ("sequential", "sequential_cache")
+BASELINES = ("sequential", "sequential_cache", "sequential_native")
 
 
 def field_of(row: Mapping, key: str, default=""):

@@ -26,6 +26,14 @@ from ffsolve.kit import Candidate, RunSpec, Tolerance, parse_run_name
 from ffsolve.kit.harness import to_numpy_leaves
 
 NEWTON_TYPE = ("newton", "quasi_newton", "damped_newton")
+NATIVE = "sequential_native"
+"""The framework's own sequential kernel, the loop a user without ffsolve already has:
+``torch.nn.GRU`` (PyTorch's fused kernel) on the cell's weights (another cell: the plain Python
+loop over its step), or in JAX the step under one jitted ``lax.scan``. A sequential baseline beside the library's loop: every ratio against the
+stronger of the two names it."""
+NATIVE_FACTOR = 4.0
+"""The native kernel's tolerance is this multiple of the larger float32 error against float64
+(:func:`native_tolerance`)."""
 
 
 def device_for(framework: str, choice: str = "auto"):
@@ -66,6 +74,112 @@ def solve_states(cell, s0, inputs, spec: RunSpec, *, damping: float, trace: bool
         damping=damping if spec.method == "damped_newton" else None, trace=trace,
         deadline=deadline,
     )
+
+
+def native_loop(case: Case, weights: Mapping[str, np.ndarray], device=None):
+    """:data:`NATIVE` for ``case``: a function ``(s0, u) -> states (T, batch, H)``. PyTorch has a
+    fused kernel for the GRU only; for another cell it is the plain Python loop over the step (a
+    user's loop, the same work as ``sequential``)."""
+    if case.framework == "torch" and case.cell != "gru":
+        # PyTorch fuses the GRU only: for another cell a user's loop is the plain one.
+        import torch
+
+        cell = build_cell(case.cell, weights, "torch", device)
+
+        def plain(s0, u):
+            with torch.no_grad():
+                states, s = [], s0
+                for u_t in u:
+                    s = cell.step(s, u_t)
+                    states.append(s)
+                return torch.stack(states)
+
+        return plain
+    if case.framework == "torch":
+        import torch
+
+        w_ih, w_hh, b_ih, b_hh = (torch.from_numpy(np.ascontiguousarray(weights[name]))
+                                  for name in WEIGHT_NAMES["gru"])
+        gru = torch.nn.GRU(w_ih.shape[1], w_hh.shape[1])
+        with torch.no_grad():
+            for name, value in zip(("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"),
+                                   (w_ih, w_hh, b_ih, b_hh)):
+                getattr(gru, name).copy_(value)
+        gru = gru.to(device or "cpu").eval().requires_grad_(False)
+
+        def run(s0, u):
+            with torch.no_grad():
+                return gru(u, s0[None])[0]
+
+        return run
+    import jax
+
+    cell = build_cell(case.cell, weights, "jax", device)
+
+    @jax.jit
+    def run(s0, u):
+        def body(s, u_t):
+            s = cell.step(s, u_t)
+            return s, s
+
+        return jax.lax.scan(body, s0, u)[1]
+
+    return run
+
+
+def native_tolerance(case: Case, weights: Mapping[str, np.ndarray], inputs: np.ndarray,
+                     native: np.ndarray, loop: np.ndarray, factor: float = NATIVE_FACTOR) -> Tolerance:
+    """How close :data:`NATIVE` must come to the loop: the larger of the two float32 paths' errors
+    against the loop in float64 (the library's cell on float64 weights and inputs, in PyTorch),
+    e, times ``factor``: each within 2 e of the exact states, so they differ by at most 4 e
+    (triangle inequality). e is floored at one rounding of a state (|s| <= 1 for a GRU)."""
+    import torch
+
+    from ffsolve.recurrence import cells
+
+    arrays = [torch.from_numpy(np.asarray(weights[name], np.float64)) for name in WEIGHT_NAMES[case.cell]]
+    cell64 = cells.gru(*arrays) if case.cell == "gru" else cells.softplus_rnn(*arrays)
+    u64 = torch.from_numpy(np.asarray(inputs, np.float64))
+    exact = ffsolve.solve_recurrence(cell64.step, torch.zeros(u64.shape[1], case.hidden, dtype=torch.float64),
+                                     u64, method=SEQUENTIAL).x.numpy()
+    error = max(float(np.max(np.abs(np.asarray(x, np.float64) - exact), initial=0.0)) for x in (native, loop))
+    floor = float(np.finfo(np.float32).eps) / 2
+    kernel = ("one jitted lax.scan" if case.framework == "jax" else "torch.nn.GRU, a fused kernel"
+              if case.cell == "gru" else "the plain loop over the step")
+    why = (f"{NATIVE} ({kernel}) "
+           "computes the same recurrence in float32 but may sum each gate's products in another "
+           "order than the library's loop, so bit-for-bit equality cannot be promised. Derived from "
+           f"the float32 states' own error against the loop in float64 ({u64.shape[1]} sequences of "
+           f"{u64.shape[0]} steps): e = max over both paths of max|x32 - x64| = {error:.3g} (floored "
+           f"at one rounding, {floor:.3g}), times {factor:g}: each within 2e of the exact states, so "
+           "they differ by at most 4e (triangle inequality)")
+    return Tolerance(atol=factor * max(error, floor), rtol=0.0, why=why)
+
+
+def _native_candidate(case: Case, weights, inputs, s0, u, reference, device, extra) -> Candidate:
+    run = native_loop(case, weights, device)
+
+    def program() -> ffsolve.SolveResult:
+        x = run(s0, u)
+        return ffsolve.SolveResult(x=x, iterations=case.length, converged=True, method=NATIVE,
+                                   block_size=None, tol=0.0, sequence_length=case.length,
+                                   network_evaluations=1.0, stopped_by="sequential")
+
+    def traced():
+        result = program()
+        x = to_numpy_leaves(result.x)[0]
+        start = float(np.max(np.abs(reference()), initial=0.0))  # the iterate starts at zeros
+        return result, {
+            "error_max": np.asarray([start, _max_abs(x, reference())]),
+            "error_to_final": np.asarray([float(np.max(np.abs(x), initial=0.0)), 0.0]),
+            "change_max": np.asarray([float(np.max(np.abs(x), initial=0.0))]),
+            "sequence_length": np.asarray(case.length),
+            "hidden_size": np.asarray(case.hidden),
+        }
+
+    native = to_numpy_leaves(run(s0, u))[0]  # also compiles JAX's scan before any timing
+    return Candidate(RunSpec(NATIVE), program, traced,
+                     native_tolerance(case, weights, inputs, native, reference()), extra=dict(extra or {}))
 
 
 def tolerance(spec: RunSpec) -> Tolerance | None:
@@ -124,6 +238,9 @@ def candidates(case: Case, weights: Mapping[str, np.ndarray], inputs: np.ndarray
     specs, autos = split_auto([run if isinstance(run, RunSpec) else parse_run_name(run) for run in runs])
     out = []
     for spec in specs:
+        if spec.method == NATIVE:
+            out.append(_native_candidate(case, weights, inputs, s0, u, reference, device, extra))
+            continue
 
         def program(spec=spec, deadline=None) -> ffsolve.SolveResult:
             return solve_states(cell, s0, u, spec, damping=damping, deadline=deadline)
@@ -200,7 +317,8 @@ def contract_candidates() -> dict[str, list[Candidate]]:
     a random GRU (T 32, H 4, batch 3) with every recurrence method through :func:`candidates`
     (what the workflow times) in PyTorch and in JAX on the same weights and inputs, the same GRU
     written as a triangular map with every method of ``ffsolve.solve`` (blocked ones at a block
-    size that does not divide T), and a random softplus RNN (T 24, H 4, batch 2) with every
+    size that does not divide T), the framework's own kernel (:data:`NATIVE`) beside the GRU's
+    runs, and a random softplus RNN (T 24, H 4, batch 2) with every
     recurrence method in PyTorch. (JAX compiles every method once; a second JAX cell would double
     that time for no new code path.)"""
     from ffsolve.experiments.rnn_forward.cases import parse_case, random_case_arrays
@@ -210,7 +328,7 @@ def contract_candidates() -> dict[str, list[Candidate]]:
     for name, batch in (("gru_T32_H4", 3), ("gru_T32_H4_jax", 3), ("softplus_T24_H4", 2)):
         case = parse_case(name)
         weights, inputs = random_case_arrays(case, batch=batch, input_size=3, seed=7)
-        groups[name] = candidates(case, weights, inputs, methods)
+        groups[name] = candidates(case, weights, inputs, methods + [NATIVE])
         if name == "gru_T32_H4":
             groups[f"{name}/triangular"] = triangular_candidates(case, weights, inputs, block_size=7)
     return groups
