@@ -36,7 +36,7 @@ from ffsolve.kit.record import read_summary
 from ffsolve.kit.tables import (auto_markdown, auto_rows, auto_text, baselines_by_group,
                                 baselines_for, converged, exactness_level, exactness_text,
                                 field_of, headline_markdown, headline_rows, label, load_paper,
-                                number_text, quantity, speedup, strongest_baseline, time_text)
+                                number_text, quantity, ratio_text, speedup, strongest_baseline, time_text)
 
 STAMP_KEYS = ("commit", "date", "machine", "devices", "config_files", "config_sha256", "command")
 PUBLISHED = ("results.md", "results/summary.csv", "results/stamp.json")
@@ -171,11 +171,11 @@ def _runs_markdown(rows: Sequence[Mapping], groups) -> str:
         group = baselines_for(groups, r)
         strongest = strongest_baseline(group, r)
         ratio = speedup(strongest, r) if strongest and strongest is not r else None
-        versus = f"{number_text(ratio, '.2f')} (vs {strongest['method']})" if ratio is not None else ""
+        versus = f"{ratio_text(ratio)} (vs {strongest['method']})" if ratio is not None else ""
         lines.append(
             f"| {label(r)} | {quantity(r)} | {r['iterations']} / {r['sequence_length']} | "
             f"{number_text(r['network_evaluations'], '.4g')} | {time_text(r)}{auto_text(r)} | {versus} | "
-            f"{number_text(speedup(group.get('sequential'), r), '.2f')} | {_exactness_cell(r)} |")
+            f"{ratio_text(speedup(group.get('sequential'), r))} | {_exactness_cell(r)} |")
     return "\n".join(lines) + "\n"
 
 
