@@ -1,8 +1,10 @@
-"""Gradients through ffsolve.solve_recurrence (PyTorch): the adjoint recurrence, three ways.
+"""Gradients through ffsolve.solve_recurrence: the adjoint recurrence, three ways.
 
 Every forward method × every backward method, for the built-in cells (softplus RNN, GRU, LSTM with
 its (h, c) state), an nn.Module step and a user's plain callable with ``params=``, batch 1 and 3,
-in float64, against autograd through the plain Python loop ``for t: s = step(s, u[t])``.
+in float64, against autograd through the plain Python loop ``for t: s = step(s, u[t])``; in JAX
+(a custom_vjp under an eager jax.grad) the same against jax.grad through the loop, within the
+tolerance.
 
 What is bitwise and why (the summation order is the same):
 * ∂L/∂s0 and ∂L/∂u with ``backward="loop"`` or ``"jacobi"`` for the built-in cells (bit-stable
@@ -19,6 +21,7 @@ Within :func:`tolerance` (the summation order differs):
 
 import math
 import warnings
+from collections import OrderedDict
 
 import numpy as np
 import pytest
@@ -26,6 +29,7 @@ import torch
 
 import ffsolve
 from ffsolve.recurrence import cells, grad, solve_recurrence
+from ffsolve.recurrence import solve as solve_module
 
 T, H, D = 12, 4, 3
 FORWARDS = ("sequential", "jacobi", "newton", "quasi_newton", "damped_newton")
@@ -243,7 +247,7 @@ def test_undeclared_weights_are_refused_and_declared_ones_work():
         assert not solve_recurrence(step, s0, u).x.requires_grad
 
 
-def test_what_is_not_differentiable_says_so():
+def test_what_cannot_be_differentiated_says_so():
     g = torch.Generator().manual_seed(5)
     cell = cells.softplus_rnn(*_weights("softplus", g))
     s0, u = torch.zeros(1, H, dtype=torch.float64), torch.randn(T, 1, D, dtype=torch.float64)
@@ -257,11 +261,102 @@ def test_what_is_not_differentiable_says_so():
     jnp = jax.numpy
     w = jnp.asarray(np.eye(H) * 0.5)
     s0_j, u_j = jnp.zeros((1, H)), jnp.ones((T, 1, H))
-    with pytest.raises(TypeError, match="not differentiable in JAX"):
-        jax.grad(lambda w: solve_recurrence(lambda s, x: jnp.tanh(s @ w.T + x), s0_j, u_j)
-                 .x.sum())(w)
-    with pytest.raises(TypeError, match="no custom_vjp"):
-        jax.grad(lambda s0: solve_recurrence(lambda s, x: jnp.tanh(s + x), s0, u_j).x.sum())(s0_j)
+
+    def solved(w):
+        return solve_recurrence(lambda s, x: jnp.tanh(s @ w.T + x), s0_j, u_j).x
+
+    with pytest.raises(TypeError, match="cannot run under jax.jit or jax.vmap"):
+        jax.jit(jax.grad(lambda w: solved(w).sum()))(w)
+    with pytest.raises(TypeError, match="cannot run under jax.jit or jax.vmap"):
+        jax.vmap(solved)(jnp.stack([w, w]))
+
+
+# ------------------------------------------------------------------------------------- JAX
+
+JAX_KINDS = {"softplus": 3, "gru": 1, "lstm": 3, "callable": 1}  # kind: batch
+
+
+def _jax_case(kind, batch, jnp, seed=0):
+    """(make_step(weights) -> step, weights, s0, u) in float64 JAX arrays."""
+    g = torch.Generator().manual_seed(seed)
+    if kind == "callable":
+        weights = (torch.randn(H, H, generator=g, dtype=torch.float64) * 0.4 / math.sqrt(H),
+                   torch.randn(H, D, generator=g, dtype=torch.float64))
+
+        def make(w, v):
+            return lambda s, x: jnp.tanh(s @ w.T + x @ v.T)
+    else:
+        weights = _weights(kind, g)
+        make = {"softplus": cells.softplus_rnn, "gru": cells.gru, "lstm": cells.lstm}[kind]
+    weights = tuple(jnp.asarray(w.detach().numpy()) for w in weights)
+    s0 = jnp.asarray(torch.randn(batch, H, generator=g, dtype=torch.float64).numpy())
+    if kind == "lstm":
+        s0 = (s0, jnp.asarray(torch.randn(batch, H, generator=g, dtype=torch.float64).numpy()))
+    u = jnp.asarray(torch.randn(T, batch, D, generator=g, dtype=torch.float64).numpy())
+    return make, weights, s0, u
+
+
+def _jax_loss(x, jnp):
+    states = list(x) if isinstance(x, tuple) else [x]
+    rng = np.random.default_rng(5)
+    return sum((jnp.asarray(rng.standard_normal(s.shape)) * s).sum() + 0.5 * (s * s).sum()
+               for s in states)
+
+
+@pytest.mark.parametrize("kind", list(JAX_KINDS))
+def test_jax_gradients_equal_jax_grad_through_the_loop(kind, monkeypatch):
+    """JAX: jax.grad through solve_recurrence (a custom_vjp) against jax.grad through the Python
+    loop, float64, within :func:`tolerance` (XLA fuses the batched and one-step programs
+    differently, so no bitwise claim). The softplus cell runs every forward × backward pair and a
+    deliberately wrong backward; the others each backward once (compiling dominates here)."""
+    jax = pytest.importorskip("jax")
+    jnp = jax.numpy
+    with jax.enable_x64(True), warnings.catch_warnings():
+        warnings.simplefilter("ignore", ffsolve.NotBitwiseWarning)
+        make, weights, s0, u = _jax_case(kind, JAX_KINDS[kind], jnp)
+
+        def loop(s0, u, weights):
+            step, s, states = make(*weights), s0, []
+            for t in range(T):
+                s = step(s, u[t])
+                states.append(s)
+            if isinstance(s0, tuple):
+                return _jax_loss(tuple(jnp.stack([st[k] for st in states]) for k in range(2)),
+                                 jnp)
+            return _jax_loss(jnp.stack(states), jnp)
+
+        def solved(method, backward):
+            def loss(s0, u, weights):
+                return _jax_loss(solve_recurrence(make(*weights), s0, u, method,
+                                                  backward=backward).x, jnp)
+
+            return jax.grad(loss, argnums=(0, 1, 2))(s0, u, weights)
+
+        reference = jax.tree_util.tree_leaves(jax.grad(loop, argnums=(0, 1, 2))(s0, u, weights))
+        if kind == "softplus":
+            pairs = [(m, b) for m in FORWARDS for b in BACKWARDS]
+        else:
+            pairs = [("sequential", "loop"), ("newton", "jacobi"), ("quasi_newton", "scan")]
+        for method, backward in pairs:
+            got = jax.tree_util.tree_leaves(solved(method, backward))
+            for a, b in zip(got, reference):
+                ref = torch.from_numpy(np.array(b))
+                diff = float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
+                assert diff <= tolerance(ref), (method, backward, diff)
+        if kind == "softplus":
+            right = grad._jax_adjoint
+
+            def dropped(backward, g, right=right, **kw):
+                return right(backward, g, **kw).at[T // 2].set(g[T // 2])
+
+            monkeypatch.setattr(grad, "_jax_adjoint", dropped)
+            # compiled backward programs are cached: compile the wrong one afresh
+            monkeypatch.setattr(solve_module, "_PROGRAMS", OrderedDict())
+            for backward in BACKWARDS:
+                wrong = jax.tree_util.tree_leaves(solved("jacobi", backward))
+                assert any(float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
+                           > tolerance(torch.from_numpy(np.array(b)))
+                           for a, b in zip(wrong, reference)), backward
 
 
 def test_the_public_api():

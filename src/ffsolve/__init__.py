@@ -3,7 +3,7 @@
 Reimplements Song et al., "Accelerating Feedforward Computation via Parallel Nonlinear Equation
 Solving" (ICML 2021). The public entry point is :func:`ffsolve.solve`; Markov recurrences
 s_t = step(s_{t−1}, u_t) also have :func:`ffsolve.solve_recurrence` (Newton-type methods;
-differentiable in PyTorch).
+differentiable in PyTorch and JAX).
 """
 
 from ffsolve.deadline import Deadline

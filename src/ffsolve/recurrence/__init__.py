@@ -3,7 +3,8 @@
 :func:`solve_recurrence` (also ``ffsolve.solve_recurrence``) with methods ``sequential``,
 ``jacobi``, ``newton`` (DEER), ``quasi_newton`` (quasi-DEER) and ``damped_newton`` (ELK-style);
 built-in cells (GRU, LSTM, softplus RNN) with analytic Jacobians in :mod:`ffsolve.recurrence.cells`;
-gradients through it (PyTorch; ``backward`` among :data:`BACKWARDS`) in :mod:`ffsolve.recurrence.grad`.
+gradients through it (PyTorch, eager JAX; ``backward`` among :data:`BACKWARDS`) in
+:mod:`ffsolve.recurrence.grad`.
 """
 
 from ffsolve.recurrence import cells, grad

@@ -1,4 +1,4 @@
-"""Gradients through :func:`ffsolve.solve_recurrence` (PyTorch): the adjoint recurrence.
+"""Gradients through :func:`ffsolve.solve_recurrence` (PyTorch and JAX): the adjoint recurrence.
 
 The forward solve returns s_1..s_T. For a loss L with g_t = ∂L/∂s_t (the cotangent of the result),
 the adjoints λ_t = dL/ds_t (through every later state) satisfy, backwards in time,
@@ -23,10 +23,16 @@ a linear recurrence in the transposed Jacobians, solved by the caller's ``backwa
 Then one batched vector–Jacobian product of ``step`` over all (s_{t−1}, u_t) pairs at once, with
 cotangents λ, gives every gradient: ∂L/∂u_t (row t), ∂L/∂s_0 (row 1's state part) and the
 parameters' (summed over all rows by autograd).
+
+PyTorch: :func:`differentiable_solve`, a ``torch.autograd.Function``; the parameters are the
+tensors the caller declares (:func:`parameters_of`). JAX: :func:`jax_differentiable_solve`, a
+``jax.custom_vjp`` whose differentiable arguments are s0, the inputs and the floating-point
+arrays the step closes over (found by tracing it); its backward is one compiled program.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -229,3 +235,172 @@ def differentiable_solve(solve: Callable, *, flat_step: Callable, jacobian: Call
     res = box[-1]
     res.x = x
     return res
+
+
+# ------------------------------------------------------------------------ JAX: custom_vjp
+
+
+def jax_differentiable_solve(forward_with: Callable, *, flat_step: Callable, s0, u,
+                             backward: str, jacobian=None):
+    """The JAX counterpart of :func:`differentiable_solve`: a ``jax.custom_vjp`` function of
+    (s0, inputs, the floating-point arrays the step closes over).
+
+    The step (and a given Jacobian) is traced once at the loop's shape ``(*batch, H)`` and once at
+    the batched rows ``(T·B, H)``; the arrays it closes over (the weights a ``jax.grad`` traces)
+    become explicit arguments. The forward solve is steered from Python, so it runs only on
+    concrete values: under an eager ``jax.grad``/``jax.vjp`` it does (custom_vjp hands the forward
+    rule concrete arrays); under ``jax.jit`` or ``jax.vmap`` it raises a ``TypeError``.
+
+    ``forward_with(step, jacobian, s0, u)``: the no-grad solve with that flat step and Jacobian
+    (a mapping or ``None``), returning a RecurrenceResult with the flat time-major ``x``.
+    ``jacobian``: ``None`` or ``(fn, cost, which, take_diagonal)`` for the Newton types.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    from ffsolve.recurrence.solve import _program, _trace
+
+    shape = (u.shape[0],) + tuple(s0.shape)
+    hidden, inputs = s0.shape[-1], u.shape[-1]
+    n = math.prod(shape[:-1])
+    loop_s = jax.ShapeDtypeStruct(tuple(s0.shape), s0.dtype)
+    loop_u = jax.ShapeDtypeStruct(tuple(u.shape[1:]), u.dtype)
+    rows_s = jax.ShapeDtypeStruct((n, hidden), s0.dtype)
+    rows_u = jax.ShapeDtypeStruct((n, inputs), u.dtype)
+    traced = {"loop": _trace(flat_step, loop_s, loop_u, allow_tracers=True),
+              "rows": _trace(flat_step, rows_s, rows_u, allow_tracers=True)}
+    if jacobian is not None:
+        traced["jac"] = _trace(jacobian[0], rows_s, rows_u, allow_tracers=True)
+    # Every array the traces close over becomes an argument: the floating-point ones (one per
+    # distinct array) differentiable, the others (integer tables, masks) not.
+    floats, others, index, where = [], [], {}, {}
+    for name, t in traced.items():
+        spots = []
+        for c in t.consts:
+            if hasattr(c, "dtype") and jnp.issubdtype(c.dtype, jnp.inexact):
+                if id(c) not in index:
+                    index[id(c)] = len(floats)
+                    floats.append(c)
+                spots.append((0, index[id(c)]))
+            else:
+                spots.append((1, len(others)))
+                others.append(c)
+        where[name] = tuple(spots)
+
+    def pure(name):
+        t, spots = traced[name], where[name]
+
+        def fn(cs, fx, s, x):
+            return t.fn([(cs, fx)[kind][i] for kind, i in spots], s, x)
+
+        return fn
+
+    loop_fn, rows_fn = pure("loop"), pure("rows")
+    jac_fn = pure("jac") if jacobian is not None else None
+    fixed = tuple(others)
+
+    def step_with(cs):
+        def step(s, x):
+            if tuple(s.shape) == (n, hidden):
+                return rows_fn(cs, fixed, s, x)
+            if tuple(s.shape) == tuple(s0.shape):
+                return loop_fn(cs, fixed, s, x)
+            raise ValueError(f"internal: the traced step was called on shape {tuple(s.shape)}")
+
+        return step
+
+    def jacobian_with(cs):
+        if jac_fn is None:
+            return None
+        _, cost, which, take_diagonal = jacobian
+        key = "full" if take_diagonal else which
+        return {key: lambda s, x: jac_fn(cs, fixed, s, x), f"{key}_cost": cost}
+
+    box: list = []
+
+    def solve(s0_, u_, cs):
+        if any(isinstance(a, jax.core.Tracer) for a in (s0_, u_, *cs)):
+            raise TypeError(
+                "solve_recurrence cannot run under jax.jit or jax.vmap (it steers its iterations "
+                "from Python); call it on concrete arrays. It is differentiable by an eager "
+                "jax.grad / jax.vjp (a custom_vjp), not inside jax.jit.")
+        res = forward_with(step_with(cs), jacobian_with(cs), s0_, u_)
+        box.append(res)
+        return res.x
+
+    @jax.custom_vjp
+    def run(s0_, u_, cs):
+        return solve(s0_, u_, cs)
+
+    def fwd(s0_, u_, cs):
+        x = solve(s0_, u_, cs)
+        return x, (s0_, u_, cs, x)
+
+    # The backward pass, one compiled program per traced step, backward and shape (weights and
+    # tables are its arguments, so a cached program is never stale).
+    key = ("adjoint", backward, traced["loop"].key, traced["rows"].key, where["loop"],
+           where["rows"], shape, inputs)
+
+    def build():
+        def program(s0_, u_, cs, fx, x, g):
+            prev = jnp.concatenate([s0_[None], x[:-1]], 0)
+            rows, u_rows = prev.reshape(n, hidden), u_.reshape(n, inputs)
+            lam = _jax_adjoint(backward, g, loop_fn=lambda p, x_: loop_fn(cs, fx, p, x_),
+                               rows_fn=lambda p, x_: rows_fn(cs, fx, p, x_), prev=prev, u=u_,
+                               rows=rows, u_rows=u_rows)
+            _, vjp_all = jax.vjp(lambda p, x_, c: rows_fn(c, fx, p, x_), rows, u_rows, cs)
+            d_rows, d_u, d_cs = vjp_all(lam.reshape(n, hidden))
+            return d_rows.reshape(shape)[0], d_u.reshape(u_.shape), d_cs
+
+        return jax.jit(program)
+
+    def bwd(saved, g):
+        s0_, u_, cs, x = saved
+        return _program(key, build)(s0_, u_, cs, fixed, x, g)
+
+    run.defvjp(fwd, bwd)
+    x = run(s0, u, tuple(floats))
+    res = box[-1]
+    res.x = x
+    return res
+
+
+def _jax_adjoint(backward, g, *, loop_fn, rows_fn, prev, u, rows, u_rows):
+    """λ in JAX, traceable, as :func:`adjoint`: ``loop`` a reversed ``lax.scan`` of one-step
+    VJPs on the loop's shapes; ``jacobi`` a ``lax.while_loop`` of batched VJPs until an iteration
+    changes nothing (at most T); ``scan`` ``lax.associative_scan`` over the transposed full
+    Jacobians, by forward-mode autodiff of the step on all rows."""
+    import jax
+    import jax.numpy as jnp
+
+    from ffsolve.recurrence.solve import _row_jacobian
+
+    length, shape = g.shape[0], g.shape
+    if backward == "loop":
+        def body(lam_next, row):
+            g_i, p, x = row
+            _, vjp = jax.vjp(lambda p_: loop_fn(p_, x), p)
+            lam = g_i + vjp(lam_next)[0]
+            return lam, lam
+
+        _, lams = jax.lax.scan(body, g[-1], (g[:-1], prev[1:], u[1:]), reverse=True)
+        return jnp.concatenate([lams, g[-1:]], 0)
+    if backward == "jacobi":
+        _, vjp_prev = jax.vjp(lambda p: rows_fn(p, u_rows), rows)
+        first = jnp.concatenate([jnp.zeros_like(g[:1]), g[:-1]], 0)
+
+        def iterate(state):
+            k, lam, _ = state
+            new = first + vjp_prev(lam.reshape(rows.shape))[0].reshape(shape)
+            new = jnp.concatenate([new[1:], g[-1:]], 0)
+            return k + 1, new, jnp.all(new == lam)
+
+        def going(state):
+            k, _, done = state
+            return (k < length) & ~done
+
+        return jax.lax.while_loop(going, iterate, (0, g, jnp.asarray(False)))[1]
+    jac = _row_jacobian("jax", rows_fn, "full")(rows, u_rows).reshape(shape + (shape[-1],))
+    a = jnp.swapaxes(jac, -1, -2)[::-1]
+    a = jnp.concatenate([jnp.zeros_like(a[:1]), a[:-1]], 0)
+    return jax.lax.associative_scan(scans.affine_full, (a, g[::-1]))[1][::-1]

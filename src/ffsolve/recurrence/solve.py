@@ -42,10 +42,10 @@ Guarantees, for every method:
   :class:`NotBitwiseWarning` names the cause and the remedy when it is not.
   :func:`check_step` compares every position before a solve.
 
-Gradients (PyTorch only): the result takes part in autograd; the backward pass solves the
-adjoint recurrence by ``backward="loop"``, ``"jacobi"`` or ``"scan"`` and takes one batched
-vector–Jacobian product (:mod:`ffsolve.recurrence.grad`; ``params`` names the tensors a step
-closes over).
+Gradients: the result takes part in PyTorch's autograd (a ``torch.autograd.Function``) and in
+an eager ``jax.grad`` (a ``jax.custom_vjp``); the backward pass solves the adjoint recurrence by
+``backward="loop"``, ``"jacobi"`` or ``"scan"`` and takes one batched vector–Jacobian product
+(:mod:`ffsolve.recurrence.grad`; in PyTorch ``params`` names the tensors a step closes over).
 
 Counting: ``iterations`` are parallel steps (one batched ``step`` call, plus for the Newton
 types one Jacobian and one scan). ``network_evaluations`` is work in full passes of ``step``
@@ -67,6 +67,7 @@ forward-mode Jacobian well).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import numbers
@@ -394,16 +395,14 @@ class _Traced:
     fn: Callable  # fn(consts, *args) -> the traced function's output
 
 
-def _trace(fn: Callable, *examples) -> _Traced:
+def _trace(fn: Callable, *examples, allow_tracers: bool = False) -> _Traced:
     import jax
 
     closed = jax.make_jaxpr(fn)(*examples)
-    if any(isinstance(c, jax.core.Tracer) for c in closed.consts):
+    if not allow_tracers and any(isinstance(c, jax.core.Tracer) for c in closed.consts):
         raise TypeError(
-            "solve_recurrence is not differentiable in JAX (no custom_vjp yet) and cannot run "
-            "under jax.jit, jax.grad or jax.vmap: the step closes over traced values (weights "
-            "being differentiated or traced). Call it on concrete arrays; gradients through "
-            "solve_recurrence are PyTorch-only.")
+            "internal: a step closing over traced values reached a compiled program (the "
+            "differentiable path should have taken it); please report it.")
     jaxpr = closed.jaxpr
     out_single = len(jaxpr.outvars) == 1
 
@@ -616,8 +615,8 @@ def _wants_gradients(framework, layout, problem, s0, inputs, declared) -> bool:
     """Whether the result must carry gradients (PyTorch: grad mode on and s0, inputs or a
     declared parameter requires grad). Refuses, instead of dropping them silently, gradients the
     solver cannot give: tensors requiring grad that the step closes over without declaring them
-    (PyTorch), and any differentiation or tracing in JAX. Runs the loop's first step (a step of
-    the wrong shape or type fails there with a clear message)."""
+    (PyTorch). JAX: whether s0, inputs or the arrays the step closes over are traced. Runs the
+    loop's first step (a step of the wrong shape or type fails there with a clear message)."""
     if framework != "torch" or not _torch_grad_enabled():
         problem.first_step(s0)
     if framework == "torch":
@@ -644,11 +643,10 @@ def _wants_gradients(framework, layout, problem, s0, inputs, declared) -> bool:
     if framework == "jax":
         import jax
 
-        if any(isinstance(a, jax.core.Tracer) for a in layout.leaves(s0) + [inputs]):
-            raise TypeError(
-                "solve_recurrence cannot run under jax.jit, jax.grad or jax.vmap yet (it steers "
-                "its iterations from Python, and in JAX it has no custom_vjp: it is not "
-                "differentiable); call it on concrete arrays. Gradients are PyTorch-only.")
+        # Traced inputs or weights: the custom_vjp path, which runs under an eager jax.grad and
+        # raises a TypeError under jax.jit or jax.vmap.
+        return bool(getattr(problem, "traced_closure", False)) or any(
+            isinstance(a, jax.core.Tracer) for a in layout.leaves(s0) + [inputs])
     return False
 
 
@@ -699,7 +697,7 @@ def solve_recurrence(step: Callable, s0, inputs: Array, method: str = "jacobi", 
         deadline: a ``time.perf_counter()`` value, or an :class:`ffsolve.Deadline` (which may
             also stop a run projected to lose); the solver stops after the step that passes it
             (``stopped_by="deadline"``, ``converged=False``).
-        params: PyTorch: the tensors ``step`` closes over whose gradients you want (any
+        params: PyTorch only: the tensors ``step`` closes over whose gradients you want (any
             iterable of tensors: ``params=[W, U]``, ``params=cell.parameters()`` for a wrapped
             ``torch.nn.GRUCell``). Default: the parameters of an ``nn.Module`` step, or a
             built-in :class:`~ffsolve.recurrence.cells.Cell`'s weights (``Cell.parameters``),
@@ -722,9 +720,15 @@ def solve_recurrence(step: Callable, s0, inputs: Array, method: str = "jacobi", 
     recurrence at the returned trajectory: the exact ones at ``tol=0`` (with ``"loop"`` or
     ``"jacobi"`` and a bit-stable step, such as a built-in cell, ∂L/∂s0 and ∂L/∂inputs are those
     of autograd through the loop that stacks its states, bit for bit; the parameters' are within
-    rounding, their T per-step parts summed in another order). Not twice differentiable. JAX:
-    not differentiable (no ``custom_vjp`` yet); differentiating or tracing it raises a
-    ``TypeError`` that says so. ``method="auto"`` differentiates with the defaults.
+    rounding, their T per-step parts summed in another order). Not twice differentiable.
+    ``method="auto"`` differentiates with the defaults.
+
+    Gradients (JAX): under an eager ``jax.grad``/``jax.vjp`` the solver is a ``jax.custom_vjp``
+    of s0, inputs and the floating-point arrays the step closes over (found by tracing the step:
+    no ``params`` needed), with the same ``backward`` choices (``"scan"`` with forward-mode
+    autodiff Jacobians) compiled into one backward program; equal to ``jax.grad`` through the
+    loop within rounding. The forward solve is steered from Python, so under ``jax.jit`` or
+    ``jax.vmap`` it raises a ``TypeError``.
 
     Returns:
         A :class:`RecurrenceResult`; ``x`` has shape ``(T, *batch, H)`` (a tuple state: the same
@@ -750,8 +754,9 @@ def solve_recurrence(step: Callable, s0, inputs: Array, method: str = "jacobi", 
             time_axis=time_axis, check_loop=check_loop)
     framework, layout = _check(step, s0, inputs, method, tol, max_iters, damping, time_axis)
     if params is not None and framework != "torch":
-        raise ValueError(f"params= names the tensors a PyTorch step closes over; gradients "
-                         f"through solve_recurrence are PyTorch-only, got {framework} arrays")
+        raise ValueError(f"params= names the tensors a PyTorch step closes over (PyTorch-only: in "
+                         f"JAX jax.grad finds the arrays a step closes over by tracing it), got "
+                         f"{framework} arrays")
     cell = step
     step = getattr(step, "step", step)  # a Cell: its step function
     if jacobian is None and method in NEWTON_TYPES and _has_jacobian(cell):
@@ -770,25 +775,42 @@ def solve_recurrence(step: Callable, s0, inputs: Array, method: str = "jacobi", 
 
         declared = parameters_of(cell, params)
 
-    def forward():
-        res = problem.solve(None)
+    def forward_with(the_problem):
+        res = the_problem.solve(None)
         if trace:
-            traced = problem.solve(_Recorder(res.x, length))
+            traced = the_problem.solve(_Recorder(res.x, length))
             traced.loop_bitwise, traced.loop_max_diff, traced.loop_note = (
                 res.loop_bitwise, res.loop_max_diff, res.loop_note)
             res = traced
         return res
 
-    if _wants_gradients(framework, layout, problem, s0, inputs, declared):
+    if not _wants_gradients(framework, layout, problem, s0, inputs, declared):
+        res = forward_with(problem)
+    elif framework == "torch":
         from ffsolve.recurrence.grad import differentiable_solve
 
         res = differentiable_solve(
-            forward, flat_step=problem.flat_step,
+            lambda: forward_with(problem), flat_step=problem.flat_step,
             jacobian=_backward_jacobian(backward, framework, problem.flat_step, layout, jacobian,
                                         cell),
             backward=backward, s0=problem.s0, u=u, params=declared)
     else:
-        res = forward()
+        from ffsolve.recurrence.grad import jax_differentiable_solve
+
+        given = None
+        if method in NEWTON_TYPES and not _is_autodiff(jacobian):
+            which = "diagonal" if method == "quasi_newton" else "full"
+            fn, cost, take_diagonal = _given_jacobian(jacobian, which)
+            given = (_in_row_groups(fn, max(math.prod(layout.batch), 1)), cost, which,
+                     take_diagonal)
+
+        def jax_forward(flat_step, given_jacobian, s0_, u_):
+            return forward_with(dataclasses.replace(
+                problem, flat_step=flat_step, s0=s0_, u=u_,
+                jacobian=given_jacobian if given_jacobian is not None else problem.jacobian))
+
+        res = jax_differentiable_solve(jax_forward, flat_step=problem.flat_step, s0=problem.s0,
+                                       u=u, backward=backward, jacobian=given)
     if res.loop_bitwise is False:
         warnings.warn(NotBitwiseWarning(res.loop_note), stacklevel=2)
     x = res.x if time_axis == 0 else _moveaxis(res.x, 0, 1)
@@ -876,8 +898,11 @@ class _Problem:
         if self.framework == "jax":
             import jax
 
-            out = jax.eval_shape(lambda s, u: self.layout.state_of(self.user_step(s, u)),
-                                 s0_user, u0)
+            closed, out = jax.make_jaxpr(
+                lambda s, u: self.layout.state_of(self.user_step(s, u)), return_shape=True)(
+                    s0_user, u0)
+            # Arrays the step closes over that a jax.grad (or jit, vmap) is tracing.
+            self.traced_closure = any(isinstance(c, jax.core.Tracer) for c in closed.consts)
         else:
             out = self.layout.state_of(self.user_step(s0_user, u0))
         for got, want in zip(self.layout.leaves(out), self.layout.leaves(s0_user)):
