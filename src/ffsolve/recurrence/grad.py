@@ -321,9 +321,9 @@ def jax_differentiable_solve(forward_with: Callable, *, flat_step: Callable, s0,
     def solve(s0_, u_, cs):
         if any(isinstance(a, jax.core.Tracer) for a in (s0_, u_, *cs)):
             raise TypeError(
-                "solve_recurrence cannot run under jax.jit or jax.vmap (it steers its iterations "
-                "from Python); call it on concrete arrays. It is differentiable by an eager "
-                "jax.grad / jax.vjp (a custom_vjp), not inside jax.jit.")
+                "solve_recurrence cannot run under jax.jit or jax.vmap, nor inside a second "
+                "derivative (it steers its iterations from Python); call it on concrete arrays. "
+                "It is differentiable once by an eager jax.grad / jax.vjp (a custom_vjp).")
         res = forward_with(step_with(cs), jacobian_with(cs), s0_, u_)
         box.append(res)
         return res.x
