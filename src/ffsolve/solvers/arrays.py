@@ -57,6 +57,22 @@ def max_abs(xp, a: Array) -> float:
     return float(xp.max(xp.abs(a)))
 
 
+def prefix_max_abs(xp, diff: Array, count: int, axis: int) -> float:
+    """max |diff| over the first ``count`` positions along ``axis`` (0.0 when ``count`` <= 0).
+
+    JAX compiles every eager op once per shape: slicing a prefix whose length changes every step
+    compiled thousands of programs in one PixelCNN++ solve. There the reduction runs over the
+    whole array (one shape) to a per-position vector, and the prefix is taken on the host."""
+    if count <= 0 or array_api_compat.size(diff) == 0:
+        return 0.0
+    if not is_jax(diff):
+        prefix = tuple(slice(0, count) if i == axis else slice(None) for i in range(diff.ndim))
+        return max_abs(xp, diff[prefix])
+    other = tuple(i for i in range(diff.ndim) if i != axis)
+    per_position = to_numpy(xp.max(xp.abs(diff), axis=other) if other else xp.abs(diff))
+    return float(per_position[:count].max())
+
+
 def first_moving(xp, diff: Array, axis: int, tol: float) -> int:
     """The first position along ``axis`` where |diff| exceeds ``tol`` anywhere (the length along
     ``axis`` when none does): the end of a solve's settled prefix."""

@@ -330,10 +330,7 @@ class Tracker:
         """Note the largest change ``diff`` (``f``'s output minus its input, over the whole
         array or a prefix of it) at the first ``final_positions`` positions, which the
         triangular argument says are final."""
-        if final_positions <= 0:
-            return
-        prefix = arrays.index_along(axis, len(self.shape), slice(0, final_positions))
-        self.violation = max(self.violation, arrays.max_abs(self.xp, diff[prefix]))
+        self.violation = max(self.violation, arrays.prefix_max_abs(self.xp, diff, final_positions, axis))
 
     def start(self, x0: Array) -> None:
         if self.recording:
