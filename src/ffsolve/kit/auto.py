@@ -27,8 +27,8 @@ once and keeps the winner, as cuDNN's benchmark mode and Triton's ``autotune`` d
 * **A cheap prediction orders the candidates**: with a :class:`Pilot` of the baseline (the native
   sequential path: a loop's first k and k/2 of T steps, k = 2 % of T by default: a call's fixed
   cost plus T times a step's) the parallel candidates run first,
-  each with the deadline ``min(best time so far / (1 + TIE), SLACK × the predicted baseline
-  time)``, and the baseline runs last as the fallback, cut the same way (not at all when its
+  each with the deadline ``min(best time so far, SLACK × the predicted baseline time) / (1 +
+  TIE)``, and the baseline runs last as the fallback, cut the same way (not at all when its
   prediction is over ``SLACK ×`` the best time / (1 + TIE)); without one, the baseline runs first in full and its time is
   every later candidate's deadline.
 * **Exact means bitwise** (:func:`eligibility`, :func:`verdict`): an exact ``auto`` run (tol 0) is
@@ -420,7 +420,7 @@ def run_pilot(candidates: Sequence[Candidate], baseline: str, *, reference: str 
 
         predicted, outs = baseline_pilot.predict(timed)
         work += sum(_work(out) for out in outs)
-        bound = SLACK * predicted
+        bound = SLACK * predicted / (1 + TIE)  # must beat it by more than the tie
     sliced = predicted is not None
     records: list[dict] = []
     results: dict[str, Any] = {}
@@ -447,7 +447,7 @@ def run_pilot(candidates: Sequence[Candidate], baseline: str, *, reference: str 
         record.update(seconds=seconds, network_evaluations=_work(out))
         if stopped_by_deadline(out):
             what = (f"the best time so far / {1 + TIE:g}" if best_s is not None
-                    else f"{SLACK:g} x the predicted {baseline}")
+                    else f"{SLACK:g} x the predicted {baseline} / {1 + TIE:g}")
             if seconds < limit:
                 record["why"] = (f"{why}; stopped after {seconds:.4g} s: its progress projected "
                                  f"it at over {MARGIN:g} x its deadline of {limit:.4g} s ({what})")
