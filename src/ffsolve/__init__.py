@@ -1,7 +1,8 @@
 """ffsolve: feedforward computation as a triangular system, solved in parallel.
 
 Reimplements Song et al., "Accelerating Feedforward Computation via Parallel Nonlinear Equation
-Solving" (ICML 2021). The public entry point is :func:`ffsolve.solve`; Markov recurrences
+Solving" (ICML 2021). The public entry point is :func:`ffsolve.solve` (differentiable in
+PyTorch by the implicit-function argument, :mod:`ffsolve.solvers.grad`); Markov recurrences
 s_t = step(s_{t−1}, u_t) also have :func:`ffsolve.solve_recurrence` (Newton-type methods;
 differentiable in PyTorch and JAX).
 """
@@ -20,6 +21,7 @@ from ffsolve.solvers import (
     NotTriangularWarning,
     SolveResult,
     SolveTrace,
+    available_backwards,
     available_methods,
     get_solver,
     register_solver,
@@ -39,6 +41,7 @@ __all__ = [
     "SolveResult",
     "SolveTrace",
     "__version__",
+    "available_backwards",
     "available_methods",
     "available_recurrence_backwards",
     "available_recurrence_methods",

@@ -11,11 +11,13 @@ from ffsolve.solvers.core import (
     solve,
     uses_blocks,
 )
+from ffsolve.solvers.grad import available_backwards
 
 __all__ = [
     "NotTriangularWarning",
     "SolveResult",
     "SolveTrace",
+    "available_backwards",
     "available_methods",
     "get_solver",
     "register_solver",

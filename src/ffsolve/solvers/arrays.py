@@ -28,6 +28,10 @@ def is_jax(x: Array) -> bool:
     return array_api_compat.is_jax_array(x)
 
 
+def is_torch(x: Array) -> bool:
+    return array_api_compat.is_torch_array(x)
+
+
 def index_along(axis: int, ndim: int, index: slice) -> tuple:
     """A tuple index that applies ``index`` along ``axis`` and takes everything elsewhere."""
     return (slice(None),) * axis + (index,) + (slice(None),) * (ndim - axis - 1)

@@ -145,6 +145,8 @@ def solve(
     trace: bool = False,
     trace_batch_axis: Optional[int] = None,
     deadline: Optional[float | Deadline] = None,
+    params=None,
+    backward: str = "sequential",
 ) -> SolveResult:
     """Find the fixed point x = f(x) of a triangular map ``f`` by the named method.
 
@@ -172,6 +174,18 @@ def solve(
         deadline: a ``time.perf_counter()`` value, or an :class:`ffsolve.Deadline` (which may
             also stop a run projected to lose, from its settled prefix); the method stops after
             the call of ``f`` that passes it (``stopped_by="deadline"``, ``converged=False``).
+        params: PyTorch only: the tensors ``f`` closes over whose gradients you want (any
+            iterable of tensors: ``params=[W, b]``, ``params=model.parameters()``). Default: the
+            parameters of an ``nn.Module`` f, else none. An f that reads other tensors requiring
+            grad is refused with a message (their gradients would be lost), never run.
+        backward: how the backward pass solves the adjoint system λ = g + J_xᵀ λ
+            (g = ∂L/∂x*, J_x = ∂f/∂x at x*, strictly triangular): ``"sequential"`` (default;
+            backward substitution, the reversed sequential sweep: T − 1 vector–Jacobian
+            products of f, one position's cotangent each) or ``"jacobi"`` (Jacobi iteration on
+            the adjoint system, one product for every position at once per iteration, until an
+            iteration changes nothing: exact, at most T − 1 iterations). Then one
+            vector–Jacobian product of f at x* gives the parameters' gradients. See
+            :mod:`ffsolve.solvers.grad` (:func:`ffsolve.available_backwards`).
 
     "Exact" here means: the result equals ``sequential``'s, the map called on the whole array
     once per position, bit for bit. Every method checks the triangular argument as it goes:
@@ -179,8 +193,16 @@ def solve(
     triangular along ``axis`` (a forgotten causal shift, the wrong axis), and the result says so
     (``causality_violation`` > 0, ``converged=False``, a :class:`NotTriangularWarning`).
 
-    Gradients are not propagated yet: a PyTorch ``f`` whose output requires grad is refused
-    with a message (call ``solve`` under ``torch.no_grad()``).
+    Gradients (PyTorch): when grad mode is on and a parameter (or ``x0``) requires grad, ``x``
+    is attached to autograd (a ``torch.autograd.Function``) by the implicit-function argument:
+    the forward solve records no graph, whatever the method; the backward solves the adjoint
+    system by ``backward`` at the returned x. At ``tol=0`` these are the exact gradients of the
+    fixed point (with ``"sequential"``, the adjoint λ is that of autograd through the plain
+    sequential evaluation bit for bit; the parameters' gradients are within rounding, their T
+    per-position parts summed in another order). ``x0`` gets a zero gradient: the fixed point
+    does not depend on the initial guess. Not twice differentiable; ``method="auto"``
+    differentiates with the defaults. JAX and NumPy: no gradients (JAX arrays under
+    ``jax.grad`` are refused with a ``TypeError``).
 
     Returns:
         A :class:`SolveResult`. Whatever the method, ``iterations <= T`` and, with ``tol=0`` and
@@ -200,8 +222,15 @@ def solve(
         if trace or trace_batch_axis is not None or deadline is not None:
             raise ValueError("method='auto' takes no trace or deadline (it times the methods "
                              "itself); trace the method it chose (result.method) instead")
+        if params is not None or backward != "sequential":
+            raise ValueError("method='auto' takes no params or backward: it differentiates with "
+                             "backward='sequential' and the parameters of an nn.Module f; for "
+                             "others pick the method (result.method) and pass it")
         return autotune.solve_auto(f, x0, block_size=block_size, tol=tol, max_iters=max_iters,
                                    axis=axis)
+    from ffsolve.solvers import grad
+
+    grad.check_backward(backward)
     solver = get_solver(method)
     xp = arrays.namespace(x0)
     _refuse_tracers(x0)
@@ -228,17 +257,36 @@ def solve(
         trace_batch_axis = _check_axis(trace_batch_axis, x0.ndim, "trace_batch_axis")
         if trace_batch_axis == axis:
             raise ValueError("trace_batch_axis must differ from axis")
-    tracker = Tracker(xp, f, tuple(x0.shape), trace, trace_batch_axis, as_deadline(deadline))
-    tracker.axis, tracker.tol, tracker.dtype = axis, tol, x0.dtype
-    res = solver(
-        f=tracker,
-        x0=x0,
-        block_size=block_size,
-        tol=tol,
-        max_iters=max_iters,
-        axis=axis,
-        xp=xp,
-    )
+    torch_x0 = arrays.is_torch(x0)
+    if params is not None and not torch_x0:
+        raise ValueError(f"params= names the tensors a PyTorch f closes over (PyTorch-only), got "
+                         f"{type(x0).__module__.split('.')[0]} arrays")
+    declared = ()
+    if torch_x0:
+        from ffsolve.recurrence.grad import parameters_of
+
+        declared = parameters_of(f, params)
+
+    def run() -> SolveResult:
+        tracker = Tracker(xp, f, tuple(x0.shape), trace, trace_batch_axis, as_deadline(deadline))
+        tracker.axis, tracker.tol, tracker.dtype = axis, tol, x0.dtype
+        tracker.declared = declared
+        return solver(
+            f=tracker,
+            x0=x0,
+            block_size=block_size,
+            tol=tol,
+            max_iters=max_iters,
+            axis=axis,
+            xp=xp,
+        )
+
+    if torch_x0 and grad.wants_gradients(x0, declared):
+        grad.refuse_undeclared(f, x0, declared)
+        res = grad.differentiable_solve(run, f=f, x0=x0, params=declared, backward=backward,
+                                        axis=axis)
+    else:
+        res = run()
     if res.causality_violation > 0:
         res.converged = False
         warnings.warn(NotTriangularWarning(
@@ -260,7 +308,8 @@ def _refuse_tracers(x0) -> None:
 
         if isinstance(x0, jax.core.Tracer):
             raise TypeError("ffsolve.solve cannot run under jax.jit, jax.grad or jax.vmap yet "
-                            "(it steers its iterations from Python); call it on concrete arrays")
+                            "(it steers its iterations from Python; gradients through it are "
+                            "PyTorch-only for now); call it on concrete arrays")
 
 
 class Tracker:
@@ -280,6 +329,7 @@ class Tracker:
         self.batch_axis = batch_axis
         self.changes: list = []
         self.iterates: list[np.ndarray] = []
+        self.declared: tuple = ()  # PyTorch: the parameters solve() was told f closes over
 
     def __call__(self, x: Array) -> Array:
         y = self.f(x)
@@ -302,10 +352,13 @@ class Tracker:
             import torch
 
             if torch.is_grad_enabled():
-                raise RuntimeError(
-                    "ffsolve.solve does not propagate gradients yet: f's output requires grad "
-                    "and the solvers write into their iterate in place. Call it under "
-                    "torch.no_grad() (or detach the parameters) for a forward solve.")
+                # Only reached when no declared parameter requires grad (else the solve runs
+                # inside ffsolve.solvers.grad's autograd.Function, without a graph).
+                from ffsolve.recurrence.grad import undeclared_leaves
+                from ffsolve.solvers.grad import undeclared_message
+
+                raise RuntimeError(undeclared_message(undeclared_leaves([y], self.declared)
+                                                      or [y]))
 
     def expired(self, settled=None, change: Optional[float] = None) -> bool:
         """The caller's deadline has passed (checked between calls of f). For a deadline that

@@ -1,0 +1,181 @@
+"""Gradients through :func:`ffsolve.solve`: the adjoint of a triangular system.
+
+The forward solve returns the fixed point x* = f(x*; θ) of a triangular map (output position t
+reads only input positions < t along ``axis``). For a loss L with cotangent g = ∂L/∂x*, the
+implicit-function theorem gives the adjoint λ = dL/dx* (through every later position) as the
+solution of
+
+    λ = g + J_xᵀ λ,        J_x = ∂f/∂x at x*,
+
+and dL/dθ = λᵀ ∂f/∂θ at x*: one vector–Jacobian product of ``f``. J_x is strictly triangular
+along ``axis`` (position s of f's output reads inputs < s only), so Jᵀ is nilpotent and the
+adjoint system is solved exactly, with no tolerance, by the caller's ``backward``:
+
+* ``"sequential"`` (the default): backward substitution, the reversed sequential sweep. For
+  s = T−1 … 1, one vector–Jacobian product of f (on one graph of f at x*, retained) with the
+  cotangent λ_s at position s alone adds output s's part to λ at every earlier position; λ_s is
+  final when its turn comes. T − 1 products, the mirror of the forward ``sequential`` method, and
+  the products (and order of sums) that autograd through the plain sequential evaluation forms.
+* ``"jacobi"``: Jacobi iteration on the adjoint system, λ ← g + Jᵀλ, one product per iteration
+  for every position at once. The exact suffix grows by one position per iteration, so it is
+  exact after at most T − 1 iterations; it stops as soon as an iteration changes nothing.
+
+The initial guess x0 gets no gradient (a zero one in PyTorch, where it takes part): the fixed
+point does not depend on it. Parameters are the tensors ``f`` closes over, as for
+:func:`ffsolve.solve_recurrence` (``params=``; by default an ``nn.Module`` f's parameters), found
+and checked by the same helpers (:func:`ffsolve.recurrence.grad.parameters_of`,
+:func:`~ffsolve.recurrence.grad.undeclared_leaves`).
+
+PyTorch: :func:`differentiable_solve`, a ``torch.autograd.Function``, differentiable once (a
+backward asked to record a graph, ``create_graph=True``, raises).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from ffsolve.solvers import arrays
+
+BACKWARDS = ("sequential", "jacobi")
+
+
+def available_backwards() -> list[str]:
+    """The ``backward`` names :func:`ffsolve.solve` accepts (its gradients' adjoint solvers)."""
+    return list(BACKWARDS)
+
+
+def check_backward(backward) -> str:
+    if backward not in BACKWARDS:
+        raise ValueError(f"backward must be one of {list(BACKWARDS)}, got {backward!r}")
+    return backward
+
+
+# ------------------------------------------------------------------------- the adjoint solve
+
+
+def adjoint(backward: str, g, *, vjp: Callable, axis: int):
+    """λ, shaped like ``g``, solving λ = g + Jᵀλ for a strictly triangular J along ``axis``.
+
+    ``vjp(c, first)``: first + Jᵀc (``first`` enters autograd's sum before f's own uses of its
+    input, the order in which autograd through the sequential evaluation adds the part that
+    reaches a position directly to the parts that reach it through f; see
+    :func:`differentiable_solve`).
+    """
+    import torch
+
+    length = g.shape[axis]
+    if backward == "sequential":
+        lam = g.clone()
+        for s in range(length - 1, 0, -1):  # λ_s is final here; position 0 feeds no one
+            at = arrays.index_along(axis, g.ndim, slice(s, s + 1))
+            c = torch.zeros_like(g)
+            c[at] = lam[at]
+            lam = vjp(c, lam)
+        return lam
+    lam = g
+    for _ in range(length - 1):  # after k iterations the last k + 1 positions are exact
+        new = vjp(lam, g)
+        done = bool((new == lam).all())
+        lam = new
+        if done:
+            break
+    return lam
+
+
+# --------------------------------------------------------------------- autograd.Function
+
+
+def undeclared_message(hidden) -> str:
+    shapes = ", ".join(str(tuple(a.shape)) for a in hidden[:4])
+    return ("ffsolve.solve does not propagate gradients yet to tensors f closes over without "
+            f"declaring them: f reads {len(hidden)} tensor(s) that require grad (shapes {shapes}) "
+            "and are not among its parameters. Name them: params=[...] (an nn.Module f declares "
+            "its own), or call it under torch.no_grad() (or detach them) for a forward solve.")
+
+
+def refuse_undeclared(f, x0, declared) -> None:
+    """One call of ``f`` on the detached ``x0`` with grad on: refuse (``RuntimeError``) tensors
+    requiring grad that f reads other than through ``declared``, whose gradients would be lost."""
+    import torch
+
+    from ffsolve.recurrence.grad import undeclared_leaves
+
+    with torch.enable_grad():
+        y = f(x0.detach())
+    if isinstance(y, torch.Tensor):
+        hidden = undeclared_leaves([y], declared)
+        if hidden:
+            raise RuntimeError(undeclared_message(hidden))
+
+
+def wants_gradients(x0, declared) -> bool:
+    """PyTorch with grad mode on and x0 or a declared parameter requiring grad."""
+    import torch
+
+    return torch.is_grad_enabled() and (
+        x0.requires_grad or any(p.requires_grad for p in declared))
+
+
+def differentiable_solve(run: Callable, *, f: Callable, x0, params: tuple, backward: str,
+                         axis: int):
+    """Run ``run()`` (the no-grad forward solve, returning a SolveResult) inside a
+    ``torch.autograd.Function`` whose backward solves the adjoint system by ``backward`` and
+    takes one vector–Jacobian product of ``f`` at x* for the parameters; x0 gets zeros.
+    Returns the result with ``x`` attached to the autograd graph."""
+    import torch
+
+    box: list = []
+
+    class _Solve(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x0_, *params_):
+            with torch.no_grad():
+                res = run()
+            box.append(res)
+            ctx.save_for_backward(res.x)
+            return res.x
+
+        @staticmethod
+        def backward(ctx, g):
+            if torch.is_grad_enabled():  # create_graph=True: autograd wants a graph of this pass
+                raise RuntimeError(
+                    "ffsolve.solve is differentiable once: its backward pass (the adjoint solve) "
+                    "records no graph, so it cannot give second derivatives (create_graph=True, "
+                    "a Hessian or a gradient penalty through it)")
+            (x,) = ctx.saved_tensors
+            need_x0, *need_params = ctx.needs_input_grad
+            wanted = [p for p, need in zip(params, need_params) if need]
+            grad_x0 = torch.zeros_like(x) if need_x0 else None
+            grads = []
+            if wanted:
+                with torch.enable_grad():
+                    xin = x.detach().requires_grad_(True)
+                    y = f(xin)
+                    # made after y: autograd adds ``first`` before f's own parts at x (the order
+                    # of autograd through the sequential evaluation, whose copy is made after f)
+                    alias = xin.view_as(xin)
+
+                def vjp(c, first):
+                    got = torch.autograd.grad([alias, y], xin, [first, c], retain_graph=True,
+                                              allow_unused=True)[0]
+                    return first.clone() if got is None else got
+
+                if y.requires_grad:
+                    lam = adjoint(backward, g.contiguous(), vjp=vjp, axis=axis)
+                    # retain_graph: f may close over tensors computed outside it (a weight's
+                    # view) whose graph a later backward of the caller's may still need.
+                    grads = list(torch.autograd.grad(y, wanted, lam, allow_unused=True,
+                                                     retain_graph=True))
+            rest = iter(grads)
+            grad_params = []
+            for p, need in zip(params, need_params):
+                got = next(rest, None) if need else None
+                if need and got is None:
+                    got = torch.zeros_like(p)
+                grad_params.append(got)
+            return (grad_x0, *grad_params)
+
+    x = _Solve.apply(x0, *params)
+    res = box[-1]
+    res.x = x
+    return res
