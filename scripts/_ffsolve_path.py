@@ -23,7 +23,8 @@ if _job is not None:
     _timing = getattr(_job.params, "timing", None) or {}
     _wanted = _timing.get("threads") if hasattr(_timing, "get") else None
     _threads = min(int(_wanted), int(_job.threads)) if _wanted else int(_job.threads)
-    for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+    # NPROC: the size of JAX's CPU intra-op pool (ffsolve.runtime.THREAD_VARIABLES).
+    for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NPROC"):
         os.environ[_var] = str(_threads)
 
 try:

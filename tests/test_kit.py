@@ -309,6 +309,7 @@ def test_records_validate_and_gather_into_the_summary(tmp_path):
     assert records["jacobi"]["network_evaluations"] == records["jacobi"]["iterations"]
     on_disk = json.loads(paths["jacobi"].read_text())
     validate_record(on_disk)
+    assert on_disk["threads"] == 1
     assert np.load(tmp_path / "jacobi" / "trace.npz")["iterations"] == on_disk["iterations"]
     assert gather_summary(list(paths.values()), tmp_path / "summary.csv") == 3
     rows = {r["run"]: r for r in read_summary(tmp_path / "summary.csv")}
@@ -326,7 +327,8 @@ def valid_record(**changes):
         "tolerance": None, "within_tolerance": None, "wall_time_s": 1.0,
         "timing": {"median_s": 1.0, "iqr_s": None, "min_s": 1.0, "max_s": 1.0, "spread": "min-max",
                    "repeats": 1, "warmup": 0, "times_s": [1.0], "session": "abc"},
-        "batch": 1, "device": "cpu", "seed": 0, "versions": {}, "reference": "sequential",
+        "batch": 1, "device": "cpu", "seed": 0, "threads": 1, "versions": {},
+        "reference": "sequential",
     }
     record.update(changes)
     return record
@@ -363,6 +365,10 @@ def test_a_record_missing_a_field_is_refused_naming_it():
     record = valid_record()
     del record["stopped_by"]
     with pytest.raises(RecordError, match="'stopped_by' is a required property"):
+        validate_record(record)
+    record = valid_record()
+    del record["threads"]  # every record states the compute threads it ran with
+    with pytest.raises(RecordError, match="'threads' is a required property"):
         validate_record(record)
 
 

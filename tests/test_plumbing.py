@@ -1,6 +1,7 @@
 """Run plumbing shared by every experiment: seeds, devices, threads, timing, results, jobs."""
 
 import logging
+import os
 from types import SimpleNamespace
 
 import numpy as np
@@ -39,6 +40,28 @@ def test_cuda_without_gpu_is_an_error_not_a_fallback():
         runtime.torch_device("cuda")
     with pytest.raises(RuntimeError, match="device: cuda"):
         runtime.jax_device("cuda")
+
+
+@pytest.fixture
+def thread_state(monkeypatch):
+    """No thread settings in the environment; torch's and every BLAS/OpenMP pool's counts put back."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    for var in (*runtime.THREAD_VARIABLES, "XLA_FLAGS"):
+        monkeypatch.setenv(var, "")
+    torch_before = torch.get_num_threads()
+    pools = {pool["prefix"]: pool["num_threads"] for pool in threadpool_info()}
+    yield
+    torch.set_num_threads(torch_before)
+    threadpool_limits(pools)
+
+
+def test_limit_threads_sets_every_pool_and_reports_the_count_in_force(thread_state):
+    # JAX's CPU backend sizes its intra-op pool from NPROC (else every core of the machine), so a
+    # job that holds fewer cores than the machine has must set it for the record to be true.
+    assert runtime.limit_threads(2) == 2 == torch.get_num_threads() == runtime.threads_in_use()
+    assert all(os.environ[var] == "2" for var in runtime.THREAD_VARIABLES)
+    assert "--xla_cpu_multi_thread_eigen=true" in os.environ["XLA_FLAGS"]
 
 
 def test_limit_threads_sets_torch_and_refuses_nonsense(monkeypatch):
@@ -116,3 +139,12 @@ def test_timed_jobs_compute_on_the_threads_the_timing_settings_name(tmp_path):
     assert compute_threads(smk(2, {"repeats": 5, "threads": None})) == 2  # null: every core held
     assert compute_threads(smk(2, {"threads": 8})) == 2                  # never more than it holds
     assert compute_threads(SimpleNamespace(threads=3, params=SimpleNamespace())) == 3
+
+
+def test_a_timed_job_with_threads_null_computes_on_every_core_it_holds(tmp_path, thread_state):
+    # timing.threads: null resolves to the cores the job holds, and job.threads (what the records
+    # state) is the count in force, not the setting.
+    smk = fake_snakemake(tmp_path, threads=2)
+    smk.params = SimpleNamespace(timing={"repeats": 3, "threads": None})
+    seen = run_snakemake_job(smk, lambda job: (job.threads, torch.get_num_threads(), os.environ["NPROC"]))
+    assert seen == (2, 2, "2")

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import os
 import random
+import sys
 
 import numpy as np
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
+# What limit_threads sets to the thread count: OpenMP (PyTorch), MKL, OpenBLAS, and NPROC, the size
+# of JAX's CPU intra-op pool (XLA reads it when the backend starts; unset, every core).
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NPROC")
 
 
 def limit_threads(threads: int) -> int:
@@ -15,11 +19,14 @@ def limit_threads(threads: int) -> int:
 
     Snakemake hands each job ``threads``; a job that ignores it oversubscribes the cores of the
     others. The OpenMP variables only reach libraries that have not started their pools yet, so
-    this also tells an already-imported PyTorch directly.
+    this also tells an already-imported PyTorch directly. JAX's CPU backend reads ``NPROC`` (the
+    size of its intra-op pool; otherwise every core of the machine) and ``XLA_FLAGS`` when it
+    starts, on the first computation: call this before any. Returns the thread count in force
+    (PyTorch's, where PyTorch is installed), which is what a record states.
     """
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise ValueError(f"threads must be a positive integer, got {threads!r}")
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+    for var in THREAD_VARIABLES:
         os.environ[var] = str(threads)
     # Busy-waiting OpenMP threads make small products jump around in ~4 ms steps on 2 cores.
     os.environ.setdefault("OMP_WAIT_POLICY", "passive")
@@ -37,7 +44,22 @@ def limit_threads(threads: int) -> int:
     except ImportError:
         return threads
     torch.set_num_threads(threads)
-    return threads
+    return int(torch.get_num_threads())
+
+
+def threads_in_use() -> int:
+    """The compute threads of this process: PyTorch's count where PyTorch is loaded, else the
+    count :func:`limit_threads` set (``NPROC``), else every core this process may run on (what
+    JAX's CPU backend then uses)."""
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        return int(torch.get_num_threads())
+    nproc = os.environ.get("NPROC", "")
+    if nproc.isdigit() and int(nproc) > 0:
+        return int(nproc)
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def seed_everything(seed: int) -> None:

@@ -41,6 +41,7 @@ import numpy as np
 from ffsolve.kit.io import write_npz
 from ffsolve.kit.record import STOP_REASONS, write_metrics
 from ffsolve.kit.runs import RunSpec, is_sequential_baseline, parse_run_name
+from ffsolve.runtime import threads_in_use
 from ffsolve.solvers.core import SolveResult
 from ffsolve.timing import Timing, synchronize, timing_from
 
@@ -166,7 +167,9 @@ class Measurement:
 
 @dataclass(frozen=True)
 class RunContext:
-    """What every record of one :func:`measure` call shares."""
+    """What every record of one :func:`measure` call shares. ``threads``: the compute threads of
+    the job (``ffsolve.jobs`` passes the count it set; ``None``: the count in force,
+    :func:`ffsolve.runtime.threads_in_use`)."""
 
     experiment: str
     dataset: str
@@ -416,7 +419,9 @@ def record(measurement: Measurement, context: RunContext) -> dict:
         "batch": int(context.batch),
         "device": context.device,
         "seed": int(context.seed),
-        **({"threads": int(context.threads)} if context.threads else {}),
+        # The threads the job computed with (ffsolve.jobs set them before any work); a caller
+        # outside a job that names none gets the count in force in this process.
+        "threads": int(context.threads) if context.threads else threads_in_use(),
         "reference": context.reference,
     }
 

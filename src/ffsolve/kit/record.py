@@ -65,7 +65,7 @@ METRICS_SCHEMA = {
         "experiment", "dataset", "run", "method", "block_size", "tol", "sequence_length",
         "iterations", "network_evaluations", "converged", "stopped_by", "bitwise_equal", "max_abs_diff",
         "tolerance", "within_tolerance", "wall_time_s", "timing", "batch", "device", "seed",
-        "versions", "reference",
+        "threads", "versions", "reference",
     ],
     "properties": {
         "experiment": _NAME,
