@@ -15,7 +15,6 @@ import os
 import sys
 from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "passive")
 _job = getattr(sys.modules.get("__main__"), "snakemake", None)
 if _job is not None:
     # Timed jobs hold every core but may compute on fewer (params.timing.threads); the same rule
@@ -26,6 +25,8 @@ if _job is not None:
     # NPROC: the size of JAX's CPU intra-op pool (ffsolve.runtime.THREAD_VARIABLES).
     for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NPROC"):
         os.environ[_var] = str(_threads)
+    if _threads == 1:  # the rule of ffsolve.runtime.limit_threads (passive workers at 2 threads
+        os.environ.setdefault("OMP_WAIT_POLICY", "passive")  # made small products 27x slower)
 
 try:
     import ffsolve  # noqa: F401

@@ -28,8 +28,13 @@ def limit_threads(threads: int) -> int:
         raise ValueError(f"threads must be a positive integer, got {threads!r}")
     for var in THREAD_VARIABLES:
         os.environ[var] = str(threads)
-    # Busy-waiting OpenMP threads make small products jump around in ~4 ms steps on 2 cores.
-    os.environ.setdefault("OMP_WAIT_POLICY", "passive")
+    # One thread: OpenMP's idle workers would only busy-wait beside it (small products then
+    # jumped around in ~4 ms steps on 2 cores). Several: passive workers sleep between the
+    # operations a step is made of, and waking them dominated small ones (benchmarks/threads_ab.py:
+    # a 128 x 128 matrix-vector product took 27 times as long at 2 threads as at 1), so they keep
+    # OpenMP's default, and an inherited setting is left alone.
+    if threads == 1:
+        os.environ.setdefault("OMP_WAIT_POLICY", "passive")
     flag = f"--xla_cpu_multi_thread_eigen={'true' if threads > 1 else 'false'}"
     xla_flags = os.environ.get("XLA_FLAGS", "")
     if "xla_cpu_multi_thread_eigen" not in xla_flags:
