@@ -1,6 +1,8 @@
 """The results page is generated, stamped, and the committed copy is what the generator makes."""
 
+import csv
 import json
+import shutil
 
 import pytest
 
@@ -62,6 +64,35 @@ def test_the_stamp_says_where_the_records_came_from(tmp_path, repo_root):
     (tmp_path / "stamp.json").write_text(json.dumps({"commit": "x"}))
     with pytest.raises(ValueError, match="lacks"):
         results_page.read_stamp(tmp_path / "stamp.json")
+
+
+def test_the_committed_page_is_the_generators_from_the_records_it_names(repo_root):
+    page, summary, stamp = results_page.published_inputs(repo_root / "docs")
+    assert page.read_text() == results_page.regenerate(repo_root / "docs", repo_root / PAPER), (
+        "docs/results.md is not what ffsolve.results_page makes from docs/results/: regenerate "
+        "it with python -m ffsolve.results_page --publish docs after a clean run of the default")
+    recorded = json.loads(stamp.read_text())
+    assert recorded["commit"].endswith("(clean checkout)"), "publish a clean checkout's run"
+    assert recorded["command"] == "snakemake --cores all figures", "publish the embedded default"
+    with open(summary, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    experiments = {row["experiment"] for row in rows}
+    assert {"made", "densenet", "pixelcnnpp", "rnn_backprop", "rnn_forward", "solver_demo"} <= experiments
+    for row in rows:  # every record is on the page
+        assert f"## {row['experiment']}" in page.read_text()
+
+
+def test_a_hand_edit_of_the_committed_page_is_caught(tmp_path, repo_root, capsys):
+    copy = tmp_path / "docs"
+    shutil.copytree(repo_root / "docs", copy)
+    assert results_page.main(["--check", str(copy), "--paper", str(repo_root / PAPER)]) == 0
+    page = copy / "results.md"
+    text = page.read_text()
+    edited = text.replace("| bitwise |", "| within tol. |", 1)
+    assert edited != text
+    page.write_text(edited)
+    assert results_page.main(["--check", str(copy), "--paper", str(repo_root / PAPER)]) == 1
+    assert "--publish" in capsys.readouterr().err
 
 
 def _gpu_records(smoke=False):
