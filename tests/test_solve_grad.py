@@ -22,6 +22,7 @@ Within :func:`tolerance` (the summation order differs):
 
 import math
 import warnings
+from collections import OrderedDict
 
 import numpy as np
 import pytest
@@ -224,15 +225,107 @@ def test_what_cannot_be_differentiated_says_so():
     assert ffsolve.available_backwards() == list(BACKWARDS)
 
 
-def test_jax_gradients_are_refused_with_a_message():
+# ------------------------------------------------------------------------------------- JAX
+
+
+def _jax_case(kind, jnp):
+    """(make(weights) -> f, weights, x0, axis) in float64 JAX arrays: the same two maps."""
+    f, _, wrt, x0, axis = _case(kind)
+    weights = tuple(jnp.asarray(w.detach().numpy()) for w in wrt)
+    if kind == "function":
+        def make(w, b, z):
+            return lambda x: jnp.tanh(jnp.tril(w, -1) @ x + b) + z
+    else:
+        m1, m2, noise = (jnp.asarray(a.numpy()) for a in (f.m1, f.m2, f.z))
+
+        def make(w1, b1, w_mu, w_alpha, b_mu):
+            def sample(x):
+                h = jnp.tanh(x @ (w1 * m1).T + b1)
+                return h @ (w_mu * m2).T + b_mu + jnp.exp(h @ (w_alpha * m2).T) * noise
+
+            return sample
+    return make, weights, jnp.asarray(x0.numpy()), axis
+
+
+def test_jax_gradients_equal_jax_grad_through_the_sequential_evaluation(monkeypatch):
+    """JAX: jax.grad through solve (a custom_vjp of the arrays f closes over) against jax.grad
+    through the sequential evaluation, float64, within :func:`tolerance` (the backward is one
+    compiled program, which XLA may fuse unlike the eager reference: no bitwise claim). Every
+    forward × backward pair on the plain function, each backward on the MADE-like map, x0's
+    gradient zero, and a deliberately wrong backward fails the tolerance."""
     jax = pytest.importorskip("jax")
     jnp = jax.numpy
+    with jax.enable_x64(True):
+        for kind in ("function", "made"):
+            make, weights, x0, axis = _jax_case(kind, jnp)
+            c = jnp.asarray(np.random.default_rng(7).standard_normal(tuple(x0.shape)))
 
-    def loss(x0):
-        return ffsolve.solve(lambda x: jnp.concatenate([x[:1] * 0, x[:-1] + 1]), x0).x.sum()
+            def loss_of(x, c=c):
+                return (c * x).sum() + 0.5 * (x * x).sum()
 
-    with pytest.raises(TypeError, match="cannot run under jax.jit, jax.grad or jax.vmap"):
-        jax.grad(loss)(jnp.zeros(4))
+            def evaluation(weights, make=make, x0=x0, axis=axis, loss_of=loss_of):
+                f, x = make(*weights), x0
+                for t in range(x0.shape[axis]):
+                    at = index_along(axis, x.ndim, slice(t, t + 1))
+                    x = x.at[at].set(f(x)[at])
+                return loss_of(x)
+
+            def solved(method, backward, make=make, x0=x0, axis=axis, loss_of=loss_of):
+                block = BLOCK if ffsolve.uses_blocks(method) else None
+
+                def loss(weights, x0):
+                    return loss_of(ffsolve.solve(make(*weights), x0, method, block_size=block,
+                                                 axis=axis, backward=backward).x)
+
+                return jax.grad(loss, argnums=(0, 1))(weights, x0)
+
+            reference = jax.grad(evaluation)(weights)
+            pairs = ([(m, b) for m in FORWARDS for b in BACKWARDS] if kind == "function"
+                     else [("jacobi_gs", "sequential"), ("gs_jacobi", "jacobi")])
+            for method, backward in pairs:
+                got, got_x0 = solved(method, backward)
+                assert not np.any(np.asarray(got_x0))
+                for a, b in zip(got, reference):
+                    diff = float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
+                    assert diff <= tolerance(torch.from_numpy(np.array(b))), (
+                        kind, method, backward, diff)
+        right = solve_grad._jax_adjoint
+
+        def dropped(backward, g, vjp_x, axis, right=right):
+            at = index_along(axis, g.ndim, slice(T // 2, T // 2 + 1))
+            return right(backward, g, vjp_x, axis).at[at].set(g[at])
+
+        monkeypatch.setattr(solve_grad, "_jax_adjoint", dropped)
+        # compiled backward programs are cached: compile the wrong one afresh
+        from ffsolve.recurrence import solve as recurrence_solve
+
+        monkeypatch.setattr(recurrence_solve, "_PROGRAMS", OrderedDict())
+        for backward in BACKWARDS:
+            wrong = solved("jacobi", backward)[0]
+            assert any(float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
+                       > tolerance(torch.from_numpy(np.array(b)))
+                       for a, b in zip(wrong, reference)), backward
+
+
+def test_jax_transformations_that_cannot_work_say_so():
+    jax = pytest.importorskip("jax")
+    jnp = jax.numpy
+    w = jnp.asarray(np.eye(T) * 0.5)
+
+    def solved(w, x0=jnp.zeros((T, B))):
+        return ffsolve.solve(lambda x: jnp.tanh(jnp.tril(w, -1) @ x) + 1, x0).x
+
+    message = "cannot run under jax.jit or jax.vmap, nor inside a second derivative"
+    with pytest.raises(TypeError, match=message):
+        jax.jit(jax.grad(lambda w: solved(w).sum()))(w)
+    with pytest.raises(TypeError, match=message):
+        jax.jit(lambda x0: solved(w, x0))(jnp.zeros((T, B)))
+    with pytest.raises(TypeError, match=message):
+        jax.vmap(solved)(jnp.stack([w, w]))
+    with pytest.raises(TypeError, match=message):
+        jax.grad(lambda w: jax.grad(lambda v: solved(v).sum())(w).sum())(w)
+    with pytest.raises(ValueError, match="PyTorch-only"):
+        ffsolve.solve(lambda x: x, jnp.zeros(3), params=[w])
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert loss(jnp.zeros(4)) == 6.0
+        assert solved(w).shape == (T, B)  # without a transformation: the plain solve

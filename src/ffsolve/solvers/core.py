@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import sys
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
@@ -201,8 +202,14 @@ def solve(
     sequential evaluation bit for bit; the parameters' gradients are within rounding, their T
     per-position parts summed in another order). ``x0`` gets a zero gradient: the fixed point
     does not depend on the initial guess. Not twice differentiable; ``method="auto"``
-    differentiates with the defaults. JAX and NumPy: no gradients (JAX arrays under
-    ``jax.grad`` are refused with a ``TypeError``).
+    differentiates with the defaults.
+
+    Gradients (JAX): under an eager ``jax.grad``/``jax.vjp`` the solver is a ``jax.custom_vjp``
+    of ``x0`` (zero cotangent) and the floating-point arrays ``f`` closes over (found by
+    tracing f: no ``params`` needed), with the same ``backward`` choices compiled into one
+    backward program; equal to ``jax.grad`` through the sequential evaluation within rounding.
+    The forward solve is steered from Python, so under ``jax.jit`` or ``jax.vmap`` (around the
+    solve or its gradient) it raises a ``TypeError``. NumPy: no gradients.
 
     Returns:
         A :class:`SolveResult`. Whatever the method, ``iterations <= T`` and, with ``tol=0`` and
@@ -233,7 +240,6 @@ def solve(
     grad.check_backward(backward)
     solver = get_solver(method)
     xp = arrays.namespace(x0)
-    _refuse_tracers(x0)
     if x0.ndim < 1:
         raise ValueError("x0 must have at least one dimension (the positions to solve for)")
     axis = _check_axis(axis, x0.ndim, "axis")
@@ -267,7 +273,7 @@ def solve(
 
         declared = parameters_of(f, params)
 
-    def run() -> SolveResult:
+    def run(f=f, x0=x0) -> SolveResult:
         tracker = Tracker(xp, f, tuple(x0.shape), trace, trace_batch_axis, as_deadline(deadline))
         tracker.axis, tracker.tol, tracker.dtype = axis, tol, x0.dtype
         tracker.declared = declared
@@ -285,6 +291,17 @@ def solve(
         grad.refuse_undeclared(f, x0, declared)
         res = grad.differentiable_solve(run, f=f, x0=x0, params=declared, backward=backward,
                                         axis=axis)
+    elif arrays.is_jax(x0):
+        # Traced x0 or traced arrays in f's closure (a jax.grad, jit or vmap): the custom_vjp
+        # path, which runs under an eager jax.grad and raises a TypeError under jit or vmap.
+        res = None
+        if not _is_tracer(x0):
+            try:
+                res = run()
+            except grad.TracedClosure:
+                pass
+        if res is None:
+            res = grad.jax_differentiable_solve(run, f=f, x0=x0, backward=backward, axis=axis)
     else:
         res = run()
     if res.causality_violation > 0:
@@ -302,14 +319,12 @@ class NotTriangularWarning(UserWarning):
     """``f`` changed a position that the triangular argument had made final."""
 
 
-def _refuse_tracers(x0) -> None:
+def _is_tracer(x0) -> bool:
     if arrays.is_jax(x0):
         import jax
 
-        if isinstance(x0, jax.core.Tracer):
-            raise TypeError("ffsolve.solve cannot run under jax.jit, jax.grad or jax.vmap yet "
-                            "(it steers its iterations from Python; gradients through it are "
-                            "PyTorch-only for now); call it on concrete arrays")
+        return isinstance(x0, jax.core.Tracer)
+    return False
 
 
 class Tracker:
@@ -348,6 +363,11 @@ class Tracker:
             raise ValueError(f"f returned a {type(y).__name__} of {len(y)} items; ffsolve.solve "
                              "needs f to return one array shaped like x0 (for a recurrence with "
                              "a tuple state use ffsolve.solve_recurrence)")
+        jax = sys.modules.get("jax")
+        if jax is not None and isinstance(y, jax.core.Tracer):
+            from ffsolve.solvers.grad import TracedClosure
+
+            raise TracedClosure()  # x is concrete: f reads arrays a jax transformation traces
         if getattr(y, "requires_grad", False):
             import torch
 

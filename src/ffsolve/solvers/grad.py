@@ -27,7 +27,11 @@ and checked by the same helpers (:func:`ffsolve.recurrence.grad.parameters_of`,
 :func:`~ffsolve.recurrence.grad.undeclared_leaves`).
 
 PyTorch: :func:`differentiable_solve`, a ``torch.autograd.Function``, differentiable once (a
-backward asked to record a graph, ``create_graph=True``, raises).
+backward asked to record a graph, ``create_graph=True``, raises). JAX:
+:func:`jax_differentiable_solve`, a ``jax.custom_vjp`` whose differentiable arguments are x0 and
+the floating-point arrays f closes over (found by tracing it, as the recurrence solver does); it
+runs under an eager ``jax.grad`` and raises a ``TypeError`` under ``jax.jit``/``jax.vmap`` or a
+second derivative. NumPy: no gradients.
 """
 
 from __future__ import annotations
@@ -179,3 +183,116 @@ def differentiable_solve(run: Callable, *, f: Callable, x0, params: tuple, backw
     res = box[-1]
     res.x = x
     return res
+
+
+# ------------------------------------------------------------------------ JAX: custom_vjp
+
+
+class TracedClosure(Exception):
+    """Internal: a JAX f returned a tracer for a concrete x0 (it closes over arrays a jax.grad,
+    jit or vmap is tracing); :func:`ffsolve.solve` then takes the custom_vjp path."""
+
+
+def jax_differentiable_solve(run: Callable, *, f: Callable, x0, backward: str, axis: int):
+    """The JAX counterpart of :func:`differentiable_solve`: a ``jax.custom_vjp`` function of
+    (x0, the floating-point arrays ``f`` closes over), found by tracing f at x0's shape (the
+    helpers :func:`ffsolve.recurrence.solve._trace` and ``_program`` of the recurrence solver).
+
+    The forward solve is steered from Python, so it runs only on concrete values: under an eager
+    ``jax.grad``/``jax.vjp`` it does (custom_vjp hands the forward rule concrete arrays); under
+    ``jax.jit`` or ``jax.vmap``, or inside a second derivative, it raises a ``TypeError``. The
+    backward is one compiled program per traced f, backward method and shape (the weights are
+    its arguments, so a cached program is never stale): ``"sequential"`` a ``lax.fori_loop`` of
+    one-position vector–Jacobian products, ``"jacobi"`` a ``lax.while_loop`` until an iteration
+    changes nothing (at most T − 1). x0's cotangent is zero.
+
+    ``run(f, x0)``: the forward solve with that map, returning a SolveResult.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    from ffsolve.recurrence.solve import _program, _trace
+
+    traced = _trace(f, jax.ShapeDtypeStruct(tuple(x0.shape), x0.dtype), allow_tracers=True)
+    floats, others, spots = [], [], []
+    for c in traced.consts:
+        if hasattr(c, "dtype") and jnp.issubdtype(c.dtype, jnp.inexact):
+            spots.append((0, len(floats)))
+            floats.append(c)
+        else:
+            spots.append((1, len(others)))
+            others.append(c)
+    fixed, spots = tuple(others), tuple(spots)
+
+    def pure(cs, fx, x):
+        return traced.fn([(cs, fx)[kind][i] for kind, i in spots], x)
+
+    box: list = []
+
+    def forward(x0_, cs):
+        if any(isinstance(a, jax.core.Tracer) for a in (x0_, *cs, *fixed)):
+            raise TypeError(
+                "ffsolve.solve cannot run under jax.jit or jax.vmap, nor inside a second "
+                "derivative (it steers its iterations from Python); call it on concrete arrays. "
+                "It is differentiable once by an eager jax.grad / jax.vjp (a custom_vjp).")
+        res = run(lambda x: pure(cs, fixed, x), x0_)
+        box.append(res)
+        return res.x
+
+    @jax.custom_vjp
+    def solved(x0_, cs):
+        return forward(x0_, cs)
+
+    def fwd(x0_, cs):
+        x = forward(x0_, cs)
+        return x, (cs, x)
+
+    key = ("solve_adjoint", backward, traced.key, spots, tuple(x0.shape), str(x0.dtype), axis)
+
+    def build():
+        def program(cs, fx, x, g):
+            _, vjp = jax.vjp(lambda x_, c: pure(c, fx, x_), x, cs)
+            lam = _jax_adjoint(backward, g, lambda c: vjp(c)[0], axis)
+            return vjp(lam)[1]
+
+        return jax.jit(program)
+
+    def bwd(saved, g):
+        cs, x = saved
+        return jnp.zeros_like(x), _program(key, build)(cs, fixed, x, g)
+
+    solved.defvjp(fwd, bwd)
+    x = solved(x0, tuple(floats))
+    res = box[-1]
+    res.x = x
+    return res
+
+
+def _jax_adjoint(backward, g, vjp_x, axis):
+    """λ in JAX, traceable, as :func:`adjoint`: ``sequential`` a ``lax.fori_loop`` over
+    s = T−1 … 1, each a vector–Jacobian product with the cotangent at position s alone;
+    ``jacobi`` a ``lax.while_loop`` of λ ← g + Jᵀλ until an iteration changes nothing."""
+    import jax
+    import jax.numpy as jnp
+
+    length = g.shape[axis]
+    shape = [1] * g.ndim
+    shape[axis] = length
+    position = jnp.arange(length).reshape(shape)
+    if backward == "sequential":
+        def sweep(i, lam):
+            s = length - 1 - i
+            return lam + vjp_x(jnp.where(position == s, lam, jnp.zeros_like(lam)))
+
+        return jax.lax.fori_loop(0, length - 1, sweep, g)
+
+    def iterate(state):
+        k, lam, _ = state
+        new = g + vjp_x(lam)
+        return k + 1, new, jnp.all(new == lam)
+
+    def going(state):
+        k, _, done = state
+        return (k < length - 1) & ~done
+
+    return jax.lax.while_loop(going, iterate, (0, g, jnp.asarray(False)))[1]
