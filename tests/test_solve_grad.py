@@ -329,3 +329,12 @@ def test_jax_transformations_that_cannot_work_say_so():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert solved(w).shape == (T, B)  # without a transformation: the plain solve
+
+
+def test_auto_differentiates_a_module():
+    _, reference = _reference("made", seed=6)
+    f, _, wrt, x0, axis = _case("made", seed=6)
+    res = ffsolve.solve(f, x0, "auto", axis=axis)  # the module's parameters, backward sequential
+    got = torch.autograd.grad(_loss(res.x), wrt)
+    for a, b in zip(got, reference):
+        assert float((a - b).abs().max()) <= tolerance(b), res.method
