@@ -338,3 +338,22 @@ def test_auto_differentiates_a_module():
     got = torch.autograd.grad(_loss(res.x), wrt)
     for a, b in zip(got, reference):
         assert float((a - b).abs().max()) <= tolerance(b), res.method
+
+
+def test_the_sequential_adjoint_is_bitwise_when_f_reads_x_twice():
+    """Autograd through the evaluation adds, at x, the copy's part first and then f's two uses'
+    parts; the sweep's ``first`` enters the same sum first (grad.differentiable_solve's alias)."""
+    g = torch.Generator().manual_seed(2)
+    w, v = ((torch.randn(T, T, generator=g, dtype=torch.float64) / math.sqrt(T)).requires_grad_()
+            for _ in range(2))
+    z = torch.randn(T, B, generator=g, dtype=torch.float64, requires_grad=True)
+
+    def f(x):
+        return torch.tanh(torch.tril(w, -1) @ x) + 0.3 * torch.sin(torch.tril(v, -1) @ x) + z
+
+    x0 = torch.zeros(T, B, dtype=torch.float64)
+    reference = torch.autograd.grad(_loss(sequential_reference(f, x0, 0)), z)[0]
+    for method in FORWARDS:
+        block = BLOCK if ffsolve.uses_blocks(method) else None
+        res = ffsolve.solve(f, x0, method, block_size=block, params=[w, v, z])
+        assert torch.equal(torch.autograd.grad(_loss(res.x), z)[0], reference), method
