@@ -109,15 +109,15 @@ def parse_args(argv=None):
 
 def config_settings(args):
     """The rnn_backprop settings of ``--config`` (validated; ``--repeats-override`` applied)."""
-    import yaml
     from snakemake.utils import validate
 
     from ffsolve.experiments.rnn_backprop import experiment as rnn
     from ffsolve.kit import settings_from
-    from ffsolve.workflow_config import dataset_settings
+    from ffsolve.workflow_config import dataset_settings, merged_config
 
     repo = Path(__file__).resolve().parents[1]
-    section = yaml.safe_load(Path(args.config).read_text())["rnn_backprop"]
+    # merged over config/config.yaml, as the workflow does (it sets every key; the schema has no defaults)
+    section = merged_config(Path(args.config).resolve(), repo)["rnn_backprop"]
     validate(section, schema=str(repo / "workflow" / "schemas" / "rnn_backprop.schema.yaml"))
     values = dataset_settings(section, "mnist")
     if args.repeats_override:

@@ -98,21 +98,52 @@ def test_wrong_type_is_refused_before_any_job(workdir):
     assert not (workdir / "results").exists()
 
 
-def test_schemas_give_every_key_a_type_default_and_description(repo_root):
+def _schemas(repo_root):
+    for schema_path in sorted((repo_root / "workflow" / "schemas").glob("*.schema.yaml")):
+        yield schema_path.name, yaml.safe_load(schema_path.read_text())
+
+
+def test_schemas_give_every_key_a_type_and_description_and_no_default(repo_root):
     def walk(schema, path):
         for key, spec in schema.get("properties", {}).items():
             where = f"{path}{key}"
             if "$ref" in spec:  # a shared definition, checked where it is defined ($defs)
                 continue
             assert "description" in spec, f"{where} has no description"
-            assert "default" in spec or "$ref" in spec, f"{where} has no default"
+            assert {"type", "oneOf", "anyOf"} & set(spec), f"{where} has no type"
             if spec.get("type") == "object" and "properties" in spec:
                 assert spec.get("additionalProperties") is False, f"{where} allows unknown keys"
                 walk(spec, f"{where}.")
 
-    for schema_path in (repo_root / "workflow" / "schemas").glob("*.schema.yaml"):
-        schema = yaml.safe_load(schema_path.read_text())
-        assert schema.get("additionalProperties") is False, f"{schema_path.name} allows unknown keys"
-        walk(schema, f"{schema_path.name}:")
-        for name, definition in schema.get("$defs", {}).items():
-            walk(definition, f"{schema_path.name}:$defs.{name}.")
+    def defaults(node, path):
+        if isinstance(node, dict):
+            found = [path] if "default" in node else []
+            return found + [d for k, v in node.items() for d in defaults(v, f"{path}/{k}")]
+        if isinstance(node, list):
+            return [d for i, v in enumerate(node) for d in defaults(v, f"{path}/{i}")]
+        return []
+
+    for name, schema in _schemas(repo_root):
+        assert schema.get("additionalProperties") is False, f"{name} allows unknown keys"
+        walk(schema, f"{name}:")
+        for def_name, definition in schema.get("$defs", {}).items():
+            walk(definition, f"{name}:$defs.{def_name}.")
+        # config/config.yaml is the one set of defaults; a schema default would compete with it
+        assert defaults(schema, name) == [], f"schema defaults (set the value in config/config.yaml): {defaults(schema, name)}"
+
+
+def test_the_shipped_config_sets_every_schema_key(repo_root):
+    default = yaml.safe_load((repo_root / "config" / "config.yaml").read_text())
+    rows = config_docs.key_rows(config_docs.load_schema("config", repo_root), root=repo_root)
+    assert len(rows) > 100
+    missing = [key for key, *_ in rows if config_docs.value_at(default, key) is config_docs.MISSING]
+    assert missing == [], f"keys the schemas know but config/config.yaml does not set: {missing}"
+
+
+def test_config_readme_shows_the_values_runs_use(repo_root):
+    text = (repo_root / "config" / "README.md").read_text()
+    # the embedded default's own value, and paper.yaml's where it differs (merged over the default)
+    assert "| `pixelcnnpp.train.steps` | integer | `150` | `20000` |" in text
+    assert "| `timing.repeats` | integer | `3` | `10` |" in text
+    assert "| `seed` | integer | `1234` |  |" in text
+    assert "(missing)" not in text

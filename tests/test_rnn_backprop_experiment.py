@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import yaml
 from snakemake.utils import validate
 
 from ffsolve.data import Dataset, save_prepared
@@ -23,7 +22,7 @@ from ffsolve.experiments.rnn_backprop import plots as rnn_plots
 from ffsolve.experiments.rnn_backprop.model import RNNParams, load_params
 from ffsolve.kit import RunSpec, SettingsError, read_metrics, settings_from, validate_record
 from ffsolve.plots import save
-from ffsolve.workflow_config import dataset_settings
+from ffsolve.workflow_config import dataset_settings, merged_config
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = REPO / "workflow" / "schemas" / "rnn_backprop.schema.yaml"
@@ -108,8 +107,9 @@ def test_schema_refuses_unknown_and_mistyped_keys():
 
 def test_every_config_gives_valid_typed_settings():
     for name in ("config/config.yaml", "config/paper.yaml", "tests/e2e/config.yaml"):
-        section = yaml.safe_load((REPO / name).read_text())["rnn_backprop"]
-        validate(section, schema=str(SCHEMA))  # fills the defaults
+        # as the workflow sees it: merged over config/config.yaml, which sets every key
+        section = merged_config(name, REPO)["rnn_backprop"]
+        validate(section, schema=str(SCHEMA))
         for dataset in section["datasets"]:
             settings = settings_from(rnn.Settings, dataset_settings(section, dataset), "rnn_backprop")
             assert "sequential" in settings.methods, name

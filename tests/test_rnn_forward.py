@@ -3,6 +3,7 @@ baselines, and a tiny measured case whose records validate and whose exact runs 
 bit for bit; the figures draw from them."""
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -48,12 +49,12 @@ def test_case_names_parse_and_bad_names_name_the_key():
             parse_case(bad)
 
 
-def test_schema_default_cases_and_pattern_agree_with_the_parser():
+def test_configured_cases_and_the_schema_pattern_agree_with_the_parser():
     schema = yaml.safe_load((REPO / "workflow/schemas/rnn_forward.schema.yaml").read_text())
-    for name in schema["properties"]["datasets"]["default"]:
-        parse_case(name)
-    for cfg in ("config/config.yaml", "config/paper.yaml"):
-        for name in yaml.safe_load((REPO / cfg).read_text())["rnn_forward"]["datasets"]:
+    pattern = schema["properties"]["datasets"]["items"]["pattern"]
+    for cfg in ("config/config.yaml", "config/paper.yaml", "tests/e2e/config.yaml"):
+        for name in yaml.safe_load((REPO / cfg).read_text()).get("rnn_forward", {}).get("datasets", []):
+            assert re.match(pattern, name), name
             parse_case(name)
 
 

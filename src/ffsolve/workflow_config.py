@@ -9,8 +9,10 @@ calls these.
 * ``dataset_settings``: every experiment section has the same layout — ``datasets``, ``methods``,
   ``block_sizes``, shared settings, and ``per_dataset.<dataset>`` overriding any of them for one
   dataset. The settings one dataset's jobs see are the shared ones with its overrides merged in.
+* ``merged_config``: a config file merged over ``config/config.yaml``, the one set of defaults
+  (the schemas hold none), as Snakemake merges a ``--configfile`` over the Snakefile's.
 * ``override_schema``: the schema a ``per_dataset`` entry is checked against — the section's own,
-  without defaults (so an override names only what it changes) and without the layout keys,
+  without ``required`` (so an override names only what it changes) and without the layout keys,
   methods and block sizes (the runs are the same for every dataset).
 """
 
@@ -86,7 +88,7 @@ def coerce_to_schema(value: Any, schema: Mapping, root: Mapping | None = None) -
 
 
 def override_schema(section_schema: Mapping) -> dict:
-    """The schema of one ``per_dataset`` entry: the section's settings, no defaults, no layout keys."""
+    """The schema of one ``per_dataset`` entry: the section's settings, nothing required, no layout keys."""
     schema = _strip(copy.deepcopy(dict(section_schema)))
     schema["properties"] = {
         key: sub for key, sub in schema.get("properties", {}).items() if key not in SHARED_ONLY
@@ -113,6 +115,19 @@ def deep_merge(base: Mapping, override: Mapping) -> dict:
         else:
             out[key] = copy.deepcopy(value)
     return out
+
+
+def merged_config(configfile=None, root=".") -> dict:
+    """A config file as the workflow sees it before validation: ``config/config.yaml`` (which sets
+    every key; the schemas hold no defaults) with ``configfile`` merged over it, as Snakemake
+    merges a ``--configfile`` over the Snakefile's. None: config/config.yaml alone."""
+    from pathlib import Path
+
+    base = yaml.safe_load((Path(root) / "config" / "config.yaml").read_text())
+    if configfile is None:
+        return base
+    path = Path(configfile) if Path(configfile).is_absolute() else Path(root) / configfile
+    return deep_merge(base, yaml.safe_load(path.read_text()) or {})
 
 
 def dataset_settings(section: Mapping, dataset: str) -> dict:

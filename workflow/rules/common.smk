@@ -41,8 +41,9 @@ validate(config, schema="../schemas/config.schema.yaml")
 
 
 def validate_section(name):
-    """Check config[name] against workflow/schemas/<name>.schema.yaml, fill its defaults, and
-    check each per_dataset.<dataset> override against the same settings (no defaults there)."""
+    """Check config[name] against workflow/schemas/<name>.schema.yaml and each
+    per_dataset.<dataset> override against the same settings. The schemas hold no defaults: every
+    key comes from config/config.yaml, with the --configfile and --config values merged over it."""
     schema_path = SCHEMAS / f"{name}.schema.yaml"
     if not schema_path.exists():
         if config[name]:
