@@ -122,7 +122,8 @@ def test_removing_one_metrics_file_reruns_only_what_depends_on_it(first, tmp_pat
     finally:
         removed.write_bytes(kept)
     assert jobs.get("made_measure") == 1
-    assert set(jobs) <= {"made_measure", "made_figure", "summary", "speedups", "frontier", "all"}, jobs
+    assert set(jobs) <= {"made_measure", "made_figure", "summary", "speedups", "frontier",
+                         "results_page", "all"}, jobs
 
 
 def test_changed_parameter_reruns_the_affected_rules(first):
