@@ -23,7 +23,6 @@ from ffsolve.experiments.rnn_backprop.model import (
 )
 from ffsolve.experiments.rnn_backprop.system import (
     AdjointSystem,
-    _odd_even,
     adjoint_system,
     backward,
     bptt,
@@ -33,6 +32,7 @@ from ffsolve.experiments.rnn_backprop.system import (
     solve_adjoints,
 )
 from ffsolve.kit import RunSpec
+from ffsolve.recurrence import linear
 
 HIDDEN = 12
 T = 64
@@ -143,7 +143,7 @@ def test_scans_solve_the_affine_recursion_for_any_length(length):
         result = solve_adjoints(system, RunSpec(name))
         torch.testing.assert_close(result.x.flip(0), expected, rtol=1e-10, atol=1e-12)
         assert result.iterations == scan_steps(length, name)
-    u, _, _ = _odd_even(system.step_matrices(), system.c)
+    u, _, _ = linear.odd_even(system.step_matrices(), system.c)
     torch.testing.assert_close(u, expected, rtol=1e-10, atol=1e-12)
 
 

@@ -14,9 +14,9 @@ a linear recurrence in the transposed Jacobians, solved by the caller's ``backwa
   batched vector–Jacobian product per iteration, on one retained graph of the batched step).
   The exact suffix grows by at least one per iteration, so it reaches the fixed point in at most T
   iterations; it stops when an iteration changes nothing (exact: no tolerance);
-* ``"scan"``: the same linear recurrence by a parallel associative scan over affine maps
-  (:func:`ffsolve.recurrence.scan.torch_scan` with :func:`~ffsolve.recurrence.scan.affine_full`,
-  the combine the ``newton`` forward method uses) on the reversed time axis, with the full
+* ``"scan"``: the same linear recurrence by a parallel scan over affine maps on the reversed
+  time axis (PyTorch: the odd-even reduction of :mod:`ffsolve.recurrence.linear`, which the
+  ``rnn_backprop`` experiment's scans use too; JAX: ``lax.associative_scan``), with the full
   Jacobians Jᵀ from the step's analytic ``jacobian`` (a Cell, or ``jacobian=``) or forward-mode
   autodiff. Exact arithmetic, reassociated sums: equal to the loop within rounding.
 
@@ -36,6 +36,7 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from ffsolve.recurrence import linear
 from ffsolve.recurrence import scan as scans
 
 BACKWARDS = ("loop", "jacobi", "scan")
@@ -138,14 +139,15 @@ def adjoint(backward: str, g, *, batched_vjp: Callable, step_vjp: Callable,
                 break
             lam = new
         return new
-    # scan: μ_k = λ[T−1−k] = g[T−1−k] + J_{T−k}ᵀ μ_{k−1} (μ_{−1} = 0), affine maps (A_k, b_k).
-    # jacobians()[i] = J_{i+1}; flipped, row k is J_{T−k}, so A_k = J_{T−k}ᵀ is row k − 1 of it.
-    a = _shift_down(jacobians().mT.flip(0))
-    return scans.torch_scan(scans.affine_full, (a, g.flip(0)))[1].flip(0)
+    # scan: μ_k = λ[T−1−k] = g[T−1−k] + μ_{k−1} J_{T−k} as row vectors (μ_{−1} = 0): the affine
+    # recurrence of ffsolve.recurrence.linear with M_k = J_{T−k}. jacobians()[i] = J_{i+1};
+    # flipped, row k is J_{T−k}, so M_k is row k − 1 of it.
+    m = _shift_down(jacobians().flip(0))
+    return linear.odd_even(m, g.flip(0))[0].flip(0)
 
 
 def _shift_down(a):
-    """(0, a_0, …, a_{T−2}): row i + 1 holds a_i (for the scan, A_k = a_{k−1}; the first map's
+    """(0, a_0, …, a_{T−2}): row i + 1 holds a_i (for the scan, M_k = a_{k−1}; the first map's
     matrix is never read)."""
     import torch
 

@@ -29,12 +29,14 @@ The methods (run names of :mod:`ffsolve.kit.runs`):
   associatively, so a parallel prefix scan gives every u_s in ⌈log₂ T⌉ (Hillis–Steele, T log T
   matrix products) or about 2⌈log₂ T⌉ (odd-even reduction, about T matrix products) steps. They
   reassociate the sums, so they equal BPTT only to within :func:`scan_tolerance`.
+  Both are the library's (:mod:`ffsolve.recurrence.linear`, which also solves
+  :func:`ffsolve.solve_recurrence`'s adjoints for ``backward="scan"``); this module only builds
+  the system they take.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -50,6 +52,7 @@ from ffsolve.experiments.rnn_backprop.model import (
 )
 from ffsolve.kit.harness import Tolerance
 from ffsolve.kit.runs import RunSpec
+from ffsolve.recurrence import linear
 from ffsolve.solvers.core import SolveResult
 
 SCANS = ("scan_hillis_steele", "scan_odd_even")
@@ -136,73 +139,23 @@ def library_solve(system: AdjointSystem, spec: RunSpec, *, relative_tol: float =
 
 def hillis_steele(system: AdjointSystem, on_step: Optional[Callable[[torch.Tensor], None]] = None
                   ) -> SolveResult:
-    """Solve u_s = c_s + u_{s−1} @ M_s in ⌈log₂ T⌉ parallel steps.
-
-    Element s holds the affine map (M, c) that takes u_{s−d} to u_s (before step 1, d = 1 and it
-    is (M_s, c_s)). Step d composes it with element s − d's map, doubling the reach; once the
-    reach covers the start, c_s is u_s itself because u_{−1} = 0. Composition (apply 1, then 2):
-    (M₁, c₁) then (M₂, c₂) = (M₁ M₂, c₁ M₂ + c₂). ``on_step`` sees the offsets after each step.
-    """
-    length, hidden = system.length, system.w_h.shape[0]
-    m, c = system.step_matrices(), system.c
-    steps, d, work = 0, 1, 0
-    while d < length:
-        c_new = c.clone()
-        c_new[d:] = torch.matmul(c[:-d].unsqueeze(-2), m[d:]).squeeze(-2) + c[d:]
-        work += length - d
-        if 2 * d < length:  # the last step never needs the composed matrices
-            m_new = m.clone()
-            m_new[d:] = torch.matmul(m[:-d], m[d:])
-            work += (length - d) * hidden
-            m = m_new
-        c = c_new
-        steps += 1
-        d *= 2
-        if on_step is not None:
-            on_step(c)
-    return _result(c, "scan_hillis_steele", steps, work)
-
-
-def _odd_even(matrices: torch.Tensor, offsets: torch.Tensor) -> tuple[torch.Tensor, int, int]:
-    """(u, steps, work): pair up (2i, 2i+1), solve the half-length problem for the odd positions
-    recursively, then fill each even position from its odd predecessor."""
-    length, hidden = offsets.shape[0], offsets.shape[-1]
-    if length == 1:
-        return offsets.clone(), 0, 0
-    half = length // 2
-    even_m, odd_m = matrices[0:2 * half:2], matrices[1:2 * half:2]
-    even_c, odd_c = offsets[0:2 * half:2], offsets[1:2 * half:2]
-    # The pair (2i, 2i+1) as one map taking u_{2i−1} to u_{2i+1}; a half of length 1 never reads
-    # its matrix (its u_{−1} is zero).
-    pair_m = torch.matmul(even_m, odd_m) if half > 1 else odd_m
-    pair_c = torch.matmul(even_c.unsqueeze(-2), odd_m).squeeze(-2) + odd_c
-    work = half + (half * hidden if half > 1 else 0)
-    odd_u, inner_steps, inner_work = _odd_even(pair_m, pair_c)
-    u = torch.empty_like(offsets)
-    u[1:2 * half:2] = odd_u
-    u[0] = offsets[0]
-    if length > 2:  # u_{2i} = c_{2i} + u_{2i−1} @ M_{2i} for i >= 1
-        evens = slice(2, length, 2)
-        u[evens] = torch.matmul(u[1:length - 1:2].unsqueeze(-2), matrices[evens]).squeeze(-2) \
-            + offsets[evens]
-        work += len(range(2, length, 2))
-    return u, inner_steps + (2 if length > 2 else 1), work + inner_work
+    """The adjoints in ⌈log₂ T⌉ parallel steps by the library's Hillis–Steele scan
+    (:func:`ffsolve.recurrence.linear.hillis_steele`); ``on_step`` sees the offsets after each
+    step."""
+    u, steps, work = linear.hillis_steele(system.step_matrices(), system.c, on_step)
+    return _result(u, "scan_hillis_steele", steps, work)
 
 
 def odd_even(system: AdjointSystem) -> SolveResult:
-    """The same solution with about T matrix products instead of T log T (odd-even reduction):
-    depth about 2⌈log₂ T⌉ − 1, the better choice where compute, not depth, is the limit."""
-    u, steps, work = _odd_even(system.step_matrices(), system.c)
+    """The same solution with about T matrix products instead of T log T, by the library's
+    odd-even reduction (:func:`ffsolve.recurrence.linear.odd_even`): depth about 2⌈log₂ T⌉ − 1."""
+    u, steps, work = linear.odd_even(system.step_matrices(), system.c)
     return _result(u, "scan_odd_even", steps, work)
 
 
 def scan_steps(length: int, method: str) -> int:
-    """Parallel steps the scan takes for T = ``length`` (without running it)."""
-    if length <= 1:
-        return 0
-    if method == "scan_hillis_steele":
-        return math.ceil(math.log2(length))
-    return scan_steps(length // 2, method) + (2 if length > 2 else 1)
+    """Parallel steps the scan run ``method`` takes for T = ``length`` (without running it)."""
+    return linear.scan_steps(length, method.removeprefix("scan_"))
 
 
 def solve_adjoints(system: AdjointSystem, spec: RunSpec, *, relative_tol: float = 0.0) -> SolveResult:
