@@ -73,7 +73,7 @@ def get_model(args, device):
     train, test = flatten_images(data.train_images), flatten_images(data.test_images)
     seed_everything(seed_stream(args.seed, "made", "mnist", "init"))
     model = MADE(train.shape[1], args.hidden)
-    training = Training(steps=args.steps, batch_size=100, lr=1e-3, eval_every=max(args.steps // 4, 1))
+    training = Training(steps=args.steps, batch=100, lr=1e-3, eval_every=max(args.steps // 4, 1))
     curve = fit(model, train, test, args.lam, training, seed=args.seed, dataset="mnist", device=device)
     return model, {"trained_steps": args.steps, "train_images": len(train),
                    "final_test_bpd": curve["test_bpd"][-1], "train_time_s": curve["train_time_s"]}

@@ -105,9 +105,9 @@ def settings(args) -> pixel_experiment.Settings:
         block_sizes={m: [args.gs_jacobi_block if m.startswith("gs_jacobi") else args.jacobi_gs_block]
                      for m in args.methods if m in BLOCKED},
         tol=0.0, nr_resnet=args.nr_resnet, nr_filters=args.nr_filters,
-        nr_logistic_mix=args.nr_logistic_mix, checkpoint=None, sample_batch_size=args.batch,
+        nr_logistic_mix=args.nr_logistic_mix, checkpoint=None, batch=args.batch,
         train=pixel_experiment.TrainSettings(
-            steps=args.train_steps, batch_size=args.train_batch, learning_rate=args.learning_rate,
+            steps=args.train_steps, batch=args.train_batch, lr=args.learning_rate,
             lr_decay=args.lr_decay, eval_every=args.eval_every, test_images=args.test_images),
     )
 

@@ -175,7 +175,7 @@ def solve_benchmark(args, dataset, device) -> None:
     names = [c.name for c in candidates]
     records = write_runs(
         measurements, RunContext("rnn_backprop", "mnist", args.seed, device_description(device),
-                                 settings.batch_size, args.threads),
+                                 settings.batch, args.threads),
         {n: folder / n / "metrics.json" for n in names}, {n: folder / n / "trace.npz" for n in names})
     print(runs_table(list(records.values())))
     log.info("wrote the records under %s", folder)

@@ -87,7 +87,7 @@ def test_offline_download_says_what_to_do_instead(tmp_path, monkeypatch):
 TINY_MADE = {
     "methods": ["sequential"],
     "hidden_sizes": [8],
-    "train": {"steps": 3, "batch_size": 8, "eval_every": 3},
+    "train": {"steps": 3, "batch": 8, "eval_every": 3},
     "sample": {"batch": 2},
 }
 

@@ -90,6 +90,16 @@ def test_unknown_key_inside_a_section_is_named_with_its_section(workdir):
     assert "config key 'solver_demo' is invalid" in out and "'lenght' was unexpected" in out
 
 
+def test_an_old_key_name_is_refused_naming_it(workdir):
+    # One name per idea: a batch size is `batch` and a learning rate `lr` in every section; the old
+    # names (batch_size, learning_rate, sample_batch_size) are unknown keys, with no alias.
+    path = write_config(workdir, {"made": {"train": {"batch_size": 100}}}, "old_name.yaml")
+    proc = snakemake(workdir, "-n", "--configfile", str(path), check=False)
+    out = proc.stderr + proc.stdout
+    assert proc.returncode != 0
+    assert "config key 'made' is invalid" in out and "'batch_size' was unexpected" in out
+
+
 def test_wrong_type_is_refused_before_any_job(workdir):
     path = write_config(workdir, {"threads": "two"}, "bad_type.yaml")
     proc = snakemake(workdir, "--configfile", str(path), check=False)

@@ -37,7 +37,7 @@ SMALL = ModelSettings(growth_rate=4, block_config=(2, 2), num_init_features=6, b
                       compression=0.5, stem_stride=2)
 SETTINGS = Settings(methods=("sequential", "jacobi", "jacobi_top5", "gs_jacobi"), block_sizes=(2, 3),
                     images=6, image_size=None, weights_file=None, download=False, top5_patience=1,
-                    model=SMALL, train=TrainSettings(epochs=2, batch_size=32, learning_rate=0.01))
+                    model=SMALL, train=TrainSettings(epochs=2, batch=32, lr=0.01))
 RUNS = ["sequential", "jacobi", "jacobi_top5", "gs_jacobi_b2", "gs_jacobi_b3"]
 EXACT = [run for run in RUNS if run != "jacobi_top5"]
 

@@ -60,7 +60,7 @@ def trained(digits):
     """A small MADE fitted for a few steps on digits (a trained model converges unlike a random one)."""
     torch.manual_seed(0)
     model = MADE(64, [64, 64])
-    curve = fit(model, *digits, LAM, Training(steps=60, batch_size=64, lr=3e-3, eval_every=20),
+    curve = fit(model, *digits, LAM, Training(steps=60, batch=64, lr=3e-3, eval_every=20),
                 seed=0, dataset="digits")
     return model, curve
 
@@ -313,7 +313,7 @@ def test_sequential_cache_run_records_its_tolerance_and_trace(trained):
 def test_train_then_measure_writes_one_valid_record_and_trace_per_run(tmp_path):
     save_prepared(load_digits_dataset(), tmp_path / "digits.npz")
     train = TrainSettings(hidden_sizes=(32,), logit_lambda=LAM,
-                          train=Training(steps=4, batch_size=16, lr=1e-3, eval_every=2))
+                          train=Training(steps=4, batch=16, lr=1e-3, eval_every=2))
     record = train_model(train, data_path=tmp_path / "digits.npz", checkpoint_path=tmp_path / "model.pt",
                          metrics_path=tmp_path / "train.json", dataset="digits", seed=5, device="cpu")
     assert record["curve"]["step"] == [2, 4]
@@ -402,7 +402,7 @@ def test_per_dataset_settings_give_each_dataset_its_lambda(configfile):
 
 def test_settings_refuse_unknown_and_missing_keys_naming_them():
     good = {"hidden_sizes": [8], "logit_lambda": LAM,
-            "train": {"steps": 1, "batch_size": 1, "lr": 1e-3, "eval_every": 1}}
+            "train": {"steps": 1, "batch": 1, "lr": 1e-3, "eval_every": 1}}
     with pytest.raises(SettingsError, match=r"'made.train' has unknown settings \['epochs'\]"):
         settings_from(TrainSettings, {**good, "train": {**good["train"], "epochs": 2}}, "made")
     with pytest.raises(SettingsError, match="'made.logit_lambda' is missing"):

@@ -184,7 +184,7 @@ def test_bad_requests_are_refused_naming_the_problem(grey):
 
 def test_runs_are_named_by_block_size_in_positions():
     settings = Settings(methods=METHODS, block_sizes=(28, 112), tol=0.0, nr_resnet=1, nr_filters=4,
-                        nr_logistic_mix=2, checkpoint=None, sample_batch_size=1,
+                        nr_logistic_mix=2, checkpoint=None, batch=1,
                         train=TrainSettings(1, 1, 0.1, 0.5, 1, 1))
     assert runs(settings) == [
         "sequential", "jacobi", "gs_jacobi_b28", "gs_jacobi_b112", "jacobi_gs_b28", "jacobi_gs_b112",
@@ -213,7 +213,7 @@ def test_auto_takes_the_strongest_sequential_loop_as_its_baseline(grey, methods,
     from ffsolve.kit.auto import AutoSettings
 
     settings = Settings(methods=methods, block_sizes=(), tol=0.0, nr_resnet=1, nr_filters=8,
-                        nr_logistic_mix=MIX, checkpoint=None, sample_batch_size=2,
+                        nr_logistic_mix=MIX, checkpoint=None, batch=2,
                         train=TrainSettings(1, 1, 0.1, 0.5, 1, 1))
     auto = measured_candidates(grey, settings, {}, AutoSettings(allow_within_tolerance=allow))[-1]
     assert auto.spec.method == "auto"

@@ -20,8 +20,8 @@ from ffsolve.kit import SettingsError, settings_from
 SETTINGS = {
     "methods": ["sequential"], "block_sizes": [8], "tol": 0.0,
     "nr_resnet": 1, "nr_filters": 8, "nr_logistic_mix": 3, "checkpoint": None,
-    "sample_batch_size": 2,
-    "train": {"steps": 12, "batch_size": 16, "learning_rate": 0.005, "lr_decay": 0.5,
+    "batch": 2,
+    "train": {"steps": 12, "batch": 16, "lr": 0.005, "lr_decay": 0.5,
               "eval_every": 6, "test_images": 32},
 }
 

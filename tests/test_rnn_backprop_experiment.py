@@ -35,7 +35,7 @@ SECTION = {
     "image_size": None,  # digits stay 8×8: T = 64
     "hidden_size": 6,
     "init_std": 0.3,
-    "batch_size": 2,
+    "batch": 2,
     "dtype": "float32",
     "lr": 1e-2,
     "steps": 6,

@@ -165,7 +165,7 @@ def fake_mnist(tmp_path_factory):
 def measured(fake_mnist, tmp_path_factory):
     root = tmp_path_factory.mktemp("rnn_forward")
     train = settings_from(TrainSettings, {"hidden_size": 3, "train": {
-        "steps": 2, "batch_size": 8, "lr": 3e-3, "eval_every": 1, "test_images": 10}}, "rnn_forward")
+        "steps": 2, "batch": 8, "lr": 3e-3, "eval_every": 1, "test_images": 10}}, "rnn_forward")
     record = train_model(train, data_path=fake_mnist, checkpoint_path=root / "model.pt",
                          metrics_path=root / "train.json", seed=3, device="cpu")
     settings = settings_from(MeasureSettings, {
@@ -192,7 +192,7 @@ def test_brief_training_beats_the_network_free_baselines(fake_mnist, tmp_path):
     """Twenty steps over the full T = 784 (a loss at every step) must beat the per-pixel
     marginal (1 bit per pixel on these images) by a wide margin."""
     train = settings_from(TrainSettings, {"hidden_size": 4, "train": {
-        "steps": 20, "batch_size": 8, "lr": 3e-2, "eval_every": 20, "test_images": 20}}, "rnn_forward")
+        "steps": 20, "batch": 8, "lr": 3e-2, "eval_every": 20, "test_images": 20}}, "rnn_forward")
     record = train_model(train, data_path=fake_mnist, checkpoint_path=tmp_path / "model.pt",
                          metrics_path=tmp_path / "train.json", seed=3, device="cpu")
     base = record["baseline_bits_per_pixel"]

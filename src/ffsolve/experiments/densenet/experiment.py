@@ -98,8 +98,8 @@ class TrainSettings:
     """``densenet.train``: Adam with cosine decay over the MNIST training split."""
 
     epochs: int
-    batch_size: int
-    learning_rate: float
+    batch: int
+    lr: float
 
 
 @dataclass(frozen=True)
@@ -173,7 +173,7 @@ def train(model_settings: ModelSettings, train_settings: TrainSettings, *, data:
     test_x, test_y = inputs.mnist_tensor(prepared.test_images), torch.from_numpy(prepared.test_labels)
     start = time.perf_counter()
     losses = fit(model, train_x, train_y, epochs=train_settings.epochs,
-                 batch_size=train_settings.batch_size, learning_rate=train_settings.learning_rate,
+                 batch_size=train_settings.batch, learning_rate=train_settings.lr,
                  generator=torch_generator(seed, "densenet", "mnist", "minibatches"))
     seconds = time.perf_counter() - start
     test_accuracy = accuracy(model, test_x, test_y)

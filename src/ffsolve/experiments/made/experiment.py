@@ -52,7 +52,7 @@ class Training:
     """``made.train``: Adam on dequantised images."""
 
     steps: int
-    batch_size: int
+    batch: int
     lr: float
     eval_every: int
 
@@ -175,7 +175,7 @@ def fit(model: MADE, train_pixels: np.ndarray, test_pixels: np.ndarray, lam: flo
     curve = {"step": [], "train_bpd": [], "test_bpd": []}
     order, cursor, running, seen = torch.randperm(len(train), generator=batches), 0, 0.0, 0
     start = time.perf_counter()
-    steps, batch_size = training.steps, training.batch_size
+    steps, batch_size = training.steps, training.batch
     for step in progress(range(1, steps + 1), desc=f"MADE {dataset}", total=steps):
         if cursor + batch_size > len(order):
             order, cursor = torch.randperm(len(train), generator=batches), 0
@@ -225,7 +225,7 @@ def train_model(settings: TrainSettings, *, data_path, checkpoint_path, metrics_
         "hidden_sizes": model.hidden_sizes,
         "logit_lambda": lam,
         "steps": training.steps,
-        "batch_size": training.batch_size,
+        "batch_size": training.batch,
         "lr": training.lr,
         "final_train_bpd": curve["train_bpd"][-1],
         "final_test_bpd": curve["test_bpd"][-1],

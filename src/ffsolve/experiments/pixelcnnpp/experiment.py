@@ -32,8 +32,8 @@ class TrainSettings:
     """``pixelcnnpp.train``: maximum-likelihood training with Adam (optax)."""
 
     steps: int
-    batch_size: int
-    learning_rate: float
+    batch: int
+    lr: float
     lr_decay: float
     eval_every: int
     test_images: int
@@ -51,7 +51,7 @@ class Settings:
     nr_filters: int
     nr_logistic_mix: int
     checkpoint: Optional[str]
-    sample_batch_size: int
+    batch: int
     train: TrainSettings
     # The speed/error frontier: each parallel method again at each tolerance > 0 (a list, or
     # {method or run name: list}).
@@ -112,16 +112,16 @@ def fit(settings: Settings, train_x: np.ndarray, test_x: np.ndarray, *, dataset:
     from ffsolve.experiments.pixelcnnpp.model import architecture, save_checkpoint
 
     tcfg = settings.train
-    batch = tcfg.batch_size
+    batch = tcfg.batch
     if batch > len(train_x):
-        raise ValueError(f"config key 'pixelcnnpp.train.batch_size' is {batch}, more than the "
+        raise ValueError(f"config key 'pixelcnnpp.train.batch' is {batch}, more than the "
                          f"{len(train_x)} training images of {dataset}")
     if len(test_x) < batch:
         raise ValueError(f"config key 'pixelcnnpp.train.test_images' gives {len(test_x)} test "
                          f"images of {dataset}, fewer than one batch of {batch}")
     model = make_model(settings)
     params = model.init(jax_key(seed, EXPERIMENT, dataset, "init"), jnp.asarray(train_x[:1]))["params"]
-    optimizer = optax.adam(optax.exponential_decay(tcfg.learning_rate, tcfg.steps, tcfg.lr_decay))
+    optimizer = optax.adam(optax.exponential_decay(tcfg.lr, tcfg.steps, tcfg.lr_decay))
     opt_state = optimizer.init(params)
     arch = architecture(model, train_x.shape[1:])
 
@@ -155,7 +155,7 @@ def fit(settings: Settings, train_x: np.ndarray, test_x: np.ndarray, *, dataset:
         running.append(float(loss))
         if not np.isfinite(running[-1]):
             raise FloatingPointError(f"training loss became {running[-1]} at step {i}; lower "
-                                     "config key 'pixelcnnpp.train.learning_rate'")
+                                     "config key 'pixelcnnpp.train.lr'")
         out_of_time = time_limit_s is not None and time.perf_counter() - start >= time_limit_s
         if (i + 1) % tcfg.eval_every == 0 or i + 1 == tcfg.steps or out_of_time:
             entry = {"step": i + 1, "train_bpd": float(np.mean(running)),
@@ -194,7 +194,7 @@ def measure_runs(settings: Settings, *, dataset: str, seed: int, device: str, ti
         raise ValueError("config key 'pixelcnnpp.methods' must include sequential (the reference)")
     shape = _image_shape(data_path)
     model = make_model(settings)
-    batch = settings.sample_batch_size
+    batch = settings.batch
     chosen = jax_device(device)
     with jax.default_device(chosen):
         params = load_checkpoint(checkpoint_path, model, shape)

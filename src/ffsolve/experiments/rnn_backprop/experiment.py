@@ -122,7 +122,7 @@ class Settings:
     image_size: Optional[int]  # noqa: UP045
     hidden_size: int
     init_std: float
-    batch_size: int
+    batch: int
     dtype: str
     lr: float
     steps: int
@@ -310,7 +310,7 @@ def sync_torch(value: torch.Tensor) -> torch.Tensor:
 def training_order(settings: Settings, count: int, seed: int, dataset: str, device=None) -> torch.Tensor:
     """``(steps, batch)`` item indices: the data order every run trains on (seeded)."""
     generator = torch_generator(seed, "rnn_backprop", dataset, "order_0")
-    return batch_indices(count, settings.steps, settings.batch_size, generator).to(device)
+    return batch_indices(count, settings.steps, settings.batch, generator).to(device)
 
 
 def train(params: RNNParams, data: torch.Tensor, order: torch.Tensor, spec: RunSpec,
@@ -506,7 +506,7 @@ def measure_training(settings: Settings, *, data: str, dataset: str, seed: int, 
     if "sequential" not in [spec.name for spec in specs]:
         raise ValueError("rnn_backprop.methods must include 'sequential' (BPTT, the reference run)")
     log.info("%s: T = %d, batch %d, hidden %d, %s on %s; %d SGD steps per run, %d timed repeats; "
-             "runs %s", dataset, sequences.shape[1], settings.batch_size, settings.hidden_size,
+             "runs %s", dataset, sequences.shape[1], settings.batch, settings.hidden_size,
              settings.dtype, torch_dev, settings.steps, settings.repeats, [s.name for s in specs])
 
     reference, _ = train(params, sequences, order, RunSpec("sequential"), settings)
@@ -566,7 +566,7 @@ def measure_training(settings: Settings, *, data: str, dataset: str, seed: int, 
                  extra["final_ema_loss_gap"],
                  "never" if reach is None else f"at step {reach + 1}, {extra['time_to_target_s']:.4g} s")
     context = RunContext("rnn_backprop", dataset, seed, device_description(torch_dev),
-                         settings.batch_size, threads)
+                         settings.batch, threads)
     records = write_runs(measurements, context, metrics, traces)
 
     save_params(params_of(reference), weights)

@@ -51,7 +51,7 @@ class Training:
     """``rnn_forward.train``: Adam on the next-pixel binary cross-entropy at every step."""
 
     steps: int
-    batch_size: int
+    batch: int
     lr: float
     eval_every: int
     test_images: int
@@ -102,7 +102,7 @@ def fit(model, train_images: np.ndarray, test_images: np.ndarray, training: Trai
     curve = {"step": [], "train_bits_per_pixel": [], "test_bits_per_pixel": []}
     running, seen, start = 0.0, 0, time.perf_counter()
     for step in progress(range(1, training.steps + 1), desc="GRU mnist", total=training.steps):
-        index = torch.randint(0, train_u.shape[1], (training.batch_size,), generator=batches)
+        index = torch.randint(0, train_u.shape[1], (training.batch,), generator=batches)
         logits = model(train_u[:, index].to(device))
         loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, train_x[:, index].to(device))
         optimizer.zero_grad(set_to_none=True)
@@ -164,7 +164,7 @@ def train_model(settings: TrainSettings, *, data_path, checkpoint_path, metrics_
         "hidden_size": settings.hidden_size,
         "sequence_length": 784,
         "steps": settings.train.steps,
-        "batch_size": settings.train.batch_size,
+        "batch_size": settings.train.batch,
         "lr": settings.train.lr,
         "final_test_bits_per_pixel": final,
         "baseline_bits_per_pixel": baselines,
