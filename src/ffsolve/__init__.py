@@ -21,12 +21,14 @@ from ffsolve.solvers import (
     NotTriangularWarning,
     SolveResult,
     SolveTrace,
+    WindowedMap,
     available_backwards,
     available_methods,
     get_solver,
     register_solver,
     solve,
     uses_blocks,
+    windowed,
 )
 
 __version__ = "0.1.0"
@@ -40,6 +42,7 @@ __all__ = [
     "check_step",
     "SolveResult",
     "SolveTrace",
+    "WindowedMap",
     "__version__",
     "available_backwards",
     "available_methods",
@@ -50,4 +53,5 @@ __all__ = [
     "solve",
     "solve_recurrence",
     "uses_blocks",
+    "windowed",
 ]

@@ -1,6 +1,7 @@
 """Solvers for triangular systems: ``solve`` and the method registry."""
 
 from ffsolve.solvers import methods as _methods  # noqa: F401  (registers the built-in methods)
+from ffsolve.solvers import sliding as _sliding  # noqa: F401  (suffix_jacobi, sliding_jacobi)
 from ffsolve.solvers.core import (
     NotTriangularWarning,
     SolveResult,
@@ -12,15 +13,18 @@ from ffsolve.solvers.core import (
     uses_blocks,
 )
 from ffsolve.solvers.grad import available_backwards
+from ffsolve.solvers.sliding import WindowedMap, windowed
 
 __all__ = [
     "NotTriangularWarning",
     "SolveResult",
     "SolveTrace",
+    "WindowedMap",
     "available_backwards",
     "available_methods",
     "get_solver",
     "register_solver",
     "solve",
     "uses_blocks",
+    "windowed",
 ]

@@ -31,7 +31,7 @@ from ffsolve.experiments.made.model import LOG_SCALE_MAX, LOG_SCALE_MIN, MADE
 from ffsolve.kit import Candidate, RunSpec, Tolerance, expand_runs
 
 # The methods that take a block size; each runs once per configured block size.
-BLOCKED = ("gs_jacobi", "jacobi_gs")
+BLOCKED = ("gs_jacobi", "jacobi_gs", "sliding_jacobi")
 
 NOISE_LOW = 1e-5  # U is drawn from (1e-5, 1 − 1e-5), as in the original, so ε stays finite
 
@@ -48,7 +48,10 @@ def logistic_noise(batch: int, dims: int, seed: int, device="cpu") -> torch.Tens
 
 
 def sampling_map(model: MADE, noise: torch.Tensor, lam: float) -> Callable[[torch.Tensor], torch.Tensor]:
-    """f(x) = clamp(μ(x) + exp(log s(x)) · ε): triangular along axis 1 (one full forward per call)."""
+    """f(x) = clamp(μ(x) + exp(log s(x)) · ε): triangular along axis 1 (one full forward per call).
+
+    It carries a window evaluator (:class:`SamplingWindow`) for ``suffix_jacobi`` and
+    ``sliding_jacobi``; every other method calls the full forward."""
     low, high = logit_bounds(lam)
 
     @torch.no_grad()
@@ -56,7 +59,93 @@ def sampling_map(model: MADE, noise: torch.Tensor, lam: float) -> Callable[[torc
         mean, log_scale = model(x)
         return (mean + torch.exp(log_scale) * noise).clamp(low, high)
 
-    return f
+    window = SamplingWindow(model, noise, lam)
+    return ffsolve.windowed(f, window, window.cost)
+
+
+def _reach(masks: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """Per hidden layer, per unit: the largest input index the unit reads, through every layer
+    (−1: none)."""
+    reach, previous = [], torch.arange(masks[0].shape[1])
+    for mask in masks[:-1]:
+        reads = mask != 0
+        reach.append(torch.where(reads, previous[None, :], -1).max(dim=1).values)
+        previous = reach[-1]
+    return reach
+
+
+class SamplingWindow:
+    """``f.window(x, start, stop)`` of the sampling map: dimensions [start, stop), computing only
+    the hidden units that can still change.
+
+    The window contract (:mod:`ffsolve.solvers.sliding`) says that within one solve ``start``
+    never decreases and dimensions < start of ``x`` never change again. A hidden unit that reads
+    only inputs before the previous call's ``start`` was therefore computed (then or earlier) from
+    final inputs: its value is kept. Each call recomputes the units that read an input at or after
+    the previous call's start, and of the output layer only the rows of dimensions [start, stop)
+    (mean and log-scale). A call with ``start = 0`` begins a new solve (everything recomputed).
+
+    This project's MADE has hidden degrees that rise with the unit index, so the units kept are a
+    prefix of each layer and each layer's work is one product on a slice of its weight. A MADE
+    whose units are not in that order gets no reuse (every unit recomputed; still correct).
+
+    Sliced products may round differently from the full pass (the BLAS kernel blocks by shape),
+    so the results are held to :func:`cache_tolerance`, as ``sequential_cache``'s are.
+    ``cost(start, stop)`` is the last call's multiply-adds over a full pass's.
+    """
+
+    def __init__(self, model: MADE, noise: torch.Tensor, lam: float):
+        layers = model.masked_layers()
+        self.noise, self.dims = noise, model.nin
+        self.low, self.high = logit_bounds(lam)
+        self.layers = layers
+        with torch.no_grad():
+            reach = _reach([layer.mask.detach().cpu() for layer in layers])
+        ordered = all(bool((r[1:] >= r[:-1]).all()) for r in reach)
+        # Units whose reach is < p: a prefix when ordered; kept counts per previous start p.
+        self.reach = [r.tolist() for r in reach] if ordered else None
+        self.widths = [self.dims] + [len(r) for r in reach]
+        self.full_macs = sum(a * b for a, b in pairwise(self.widths + [2 * self.dims]))
+        self.hidden: list[torch.Tensor] = []
+        self.previous_start = 0
+        self.last_macs = self.full_macs
+
+    def _kept(self, layer: int) -> int:
+        if self.reach is None or self.previous_start == 0 or not self.hidden:
+            return 0
+        import bisect
+
+        return bisect.bisect_left(self.reach[layer], self.previous_start)
+
+    @torch.no_grad()
+    def __call__(self, x: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+        if start == 0 or not self.hidden or self.hidden[0] is None or self.hidden[0].shape[0] != x.shape[0]:
+            self.previous_start, self.hidden = 0, [None] * (len(self.layers) - 1)
+        h, macs = x, 0
+        for index, layer in enumerate(self.layers[:-1]):
+            kept = self._kept(index)
+            fresh = torch.relu(torch.nn.functional.linear(h, layer.masked_weight()[kept:],
+                                                          layer.bias[kept:]))
+            if kept:
+                self.hidden[index][:, kept:] = fresh
+            else:
+                self.hidden[index] = fresh
+            macs += (self.widths[index + 1] - kept) * h.shape[1]
+            h = self.hidden[index]
+        last = self.layers[-1]
+        rows = torch.cat([torch.arange(start, stop), torch.arange(self.dims + start, self.dims + stop)])
+        weight, bias = last.masked_weight(), last.bias
+        if stop - start < self.dims:
+            weight, bias = weight[rows], bias[rows]
+        out = torch.nn.functional.linear(h, weight, bias)
+        macs += 2 * (stop - start) * h.shape[1]
+        width = stop - start
+        mean, log_scale = out[:, :width], out[:, width:].clamp(LOG_SCALE_MIN, LOG_SCALE_MAX)
+        self.previous_start, self.last_macs = start, macs
+        return (mean + torch.exp(log_scale) * self.noise[:, start:stop]).clamp(self.low, self.high)
+
+    def cost(self, start: int, stop: int) -> float:
+        return self.last_macs / self.full_macs
 
 
 def solve_samples(model: MADE, noise: torch.Tensor, lam: float, method: str,
@@ -110,7 +199,15 @@ class StreamingTrace:
             self._note(x)
             return f(x)
 
-        return traced
+        window = getattr(f, "window", None)
+        if window is None:
+            return traced
+
+        def traced_window(x, start, stop):  # the same iterates, through the map's window
+            self._note(x)
+            return window(x, start, stop)
+
+        return ffsolve.windowed(traced, traced_window, getattr(f, "window_cost", None))
 
     def finish(self, x: torch.Tensor) -> None:
         self._note(x)
@@ -138,6 +235,9 @@ def _rows_l2(a: torch.Tensor) -> np.ndarray:
 # step computes only what the next output needs instead of the whole MADE.
 
 CACHED_METHODS = ("sequential_cache",)
+# ffsolve.solve methods that call the map's window (SamplingWindow): sliced products, so held to
+# cache_tolerance like sequential_cache.
+WINDOWED_METHODS = ("suffix_jacobi", "sliding_jacobi")
 
 
 def _earliest(reads: torch.Tensor, when: torch.Tensor, never: int) -> torch.Tensor:
@@ -356,6 +456,9 @@ def candidates(model: MADE, noise: torch.Tensor, lam: float, runs: Iterable[RunS
             def solve(recorder=None, sampler=sampler, deadline=None) -> ffsolve.SolveResult:
                 return sampler.run(recorder, tol=tol, deadline=deadline)
         else:
+            if spec.method in WINDOWED_METHODS:
+                tolerance = cache_tolerance(model, lam, noise)
+
             def solve(recorder=None, spec=spec, deadline=None) -> ffsolve.SolveResult:
                 return solve_samples(model, noise, lam, spec.method, spec.block_size, tol, recorder,
                                      deadline)

@@ -58,11 +58,11 @@ from ffsolve.kit.harness import Candidate, Tolerance
 from ffsolve.solvers.core import SolveResult
 
 Array = Any
-SOLVE_METHODS = ("sequential", "jacobi", "gs_jacobi", "jacobi_gs")
+SOLVE_METHODS = ("sequential", "jacobi", "gs_jacobi", "jacobi_gs", "suffix_jacobi", "sliding_jacobi")
 CACHED_METHODS = ("sequential_cache", "gs_jacobi_cache", "jacobi_gs_cache",
                   "sequential_band_cache", "jacobi_gs_band_cache")
 METHODS = SOLVE_METHODS + CACHED_METHODS
-BLOCKED = ("gs_jacobi", "jacobi_gs", "gs_jacobi_cache", "jacobi_gs_cache",
+BLOCKED = ("gs_jacobi", "jacobi_gs", "sliding_jacobi", "gs_jacobi_cache", "jacobi_gs_cache",
            "jacobi_gs_band_cache")  # their block_size is in positions
 FLOAT32_EPS = float(np.finfo(np.float32).eps)
 

@@ -7,7 +7,7 @@ same runs as :func:`ffsolve.experiments.rnn_backprop.experiment.runs` without im
 
 from ffsolve.kit.runs import run_names
 
-BLOCKED = ("gs_jacobi", "jacobi_gs")  # one run per block size
+BLOCKED = ("gs_jacobi", "jacobi_gs", "sliding_jacobi")  # one run per block size
 BUDGETED = ("jacobi",)  # one run per budget (jacobi_k<budget>), and one to the end
 
 

@@ -56,8 +56,8 @@ from ffsolve.recurrence import linear
 from ffsolve.solvers.core import SolveResult
 
 SCANS = ("scan_hillis_steele", "scan_odd_even")
-LIBRARY_METHODS = ("jacobi", "gs_jacobi", "jacobi_gs")
-METHODS = ("sequential", "jacobi", "jacobi_tol", "gs_jacobi", "jacobi_gs") + SCANS
+LIBRARY_METHODS = ("jacobi", "gs_jacobi", "jacobi_gs", "suffix_jacobi", "sliding_jacobi")
+METHODS = ("sequential", "jacobi_tol") + LIBRARY_METHODS + SCANS
 
 
 @dataclass(frozen=True)
@@ -81,6 +81,14 @@ class AdjointSystem:
         shifted = torch.zeros_like(u)
         shifted[1:] = u[:-1]
         return torch.baddbmm(self.c, self.gates * shifted, self.w_h.expand(self.length, -1, -1))
+
+    def window(self, u: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+        """Positions [start, stop) of the map alone (``suffix_jacobi``, ``sliding_jacobi``): the
+        same per-position products of the batched call (one bmm batch entry each), so the same
+        bits."""
+        previous = u[start - 1:stop - 1] if start > 0 else torch.cat([torch.zeros_like(u[:1]), u[:stop - 1]])
+        return torch.baddbmm(self.c[start:stop], self.gates[start:stop] * previous,
+                             self.w_h.expand(stop - start, -1, -1))
 
     def step(self, s: int, previous: torch.Tensor) -> torch.Tensor:
         """Position s from u_{s−1} ``(B, H)``: the map's operation for that one position."""

@@ -268,18 +268,32 @@ def candidates(case: Case, weights: Mapping[str, np.ndarray], inputs: np.ndarray
 
 def triangular_map(cell, s0, inputs, framework: str):
     """The recurrence as a triangular map along axis 0 for :func:`ffsolve.solve`:
-    f(x)_t = step(x_{t-1}, u_t) with x_0 = s_0; its fixed point is the loop's states."""
+    f(x)_t = step(x_{t-1}, u_t) with x_0 = s_0; its fixed point is the loop's states.
+
+    It has a window evaluator (:func:`ffsolve.windowed`): time steps [start, stop) are the step on
+    those rows alone, so ``suffix_jacobi`` and ``sliding_jacobi`` evaluate the step only from the
+    exact prefix on. Every call computes its products in groups of the batch's rows
+    (:func:`ffsolve.recurrence.cells.row_group`), so a time step's bits do not depend on how many
+    steps one call evaluates: the window is the full map's rows, bit for bit."""
+    from ffsolve.recurrence import cells as cell_ops
+
+    batch = inputs.shape[1]
     if framework == "torch":
         import torch
 
-        def f(x):
-            return cell.step(torch.cat([s0[None], x[:-1]], dim=0), inputs)
+        def previous(x, start, stop):
+            return x[start - 1:stop - 1] if start > 0 else torch.cat([s0[None], x[:stop - 1]], dim=0)
     else:
         import jax.numpy as jnp
 
-        def f(x):
-            return cell.step(jnp.concatenate([s0[None], x[:-1]], axis=0), inputs)
-    return f
+        def previous(x, start, stop):
+            return x[start - 1:stop - 1] if start > 0 else jnp.concatenate([s0[None], x[:stop - 1]], axis=0)
+
+    def window(x, start, stop):
+        with cell_ops.row_group(batch):
+            return cell.step(previous(x, start, stop), inputs[start:stop])
+
+    return ffsolve.windowed(lambda x: window(x, 0, x.shape[0]), window)
 
 
 def triangular_candidates(case: Case, weights: Mapping[str, np.ndarray], inputs: np.ndarray,
