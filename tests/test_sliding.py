@@ -110,3 +110,17 @@ def test_tolerance_stops_once_the_window_settles_within_tol(problem):
 def test_windowed_refuses_non_callables():
     with pytest.raises(ValueError, match="two callables"):
         sliding.windowed(lambda x: x, None)
+
+
+def test_the_sliding_benchmark_runs_and_checks_every_run(repo_root):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("sliding_benchmark",
+                                                  repo_root / "benchmarks" / "sliding_benchmark.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    text = script.main(["--quick"])
+    for run in ("| sequential |", "| jacobi |", "| suffix_jacobi |", "| sliding_jacobi_b8 |",
+                "| sequential_loop |"):
+        assert run in text
+    assert "| NO |" not in text and "bitwise" in text
