@@ -18,6 +18,7 @@ from ffsolve.recurrence import (
     solve_recurrence,
 )
 from ffsolve.solvers import (
+    STOPPED_BY,
     NotTriangularWarning,
     SolveResult,
     SolveTrace,
@@ -34,6 +35,7 @@ from ffsolve.solvers import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "STOPPED_BY",
     "Deadline",
     "NotBitwiseWarning",
     "NotTriangularWarning",

@@ -3,6 +3,7 @@
 from ffsolve.solvers import methods as _methods  # noqa: F401  (registers the built-in methods)
 from ffsolve.solvers import sliding as _sliding  # noqa: F401  (suffix_jacobi, sliding_jacobi)
 from ffsolve.solvers.core import (
+    STOPPED_BY,
     NotTriangularWarning,
     SolveResult,
     SolveTrace,
@@ -16,6 +17,7 @@ from ffsolve.solvers.grad import available_backwards
 from ffsolve.solvers.sliding import WindowedMap, windowed
 
 __all__ = [
+    "STOPPED_BY",
     "NotTriangularWarning",
     "SolveResult",
     "SolveTrace",

@@ -43,9 +43,23 @@ class SolveTrace:
     iterates: np.ndarray
 
 
+#: What can stop a run (``SolveResult.stopped_by``). A compiled run's ``stopped_by`` is the code of
+#: its name here: ``ffsolve.STOPPED_BY[int(res.stopped_by)]``.
+STOPPED_BY = ("fixed_point", "tolerance", "exact_prefix", "max_iters", "deadline", "sequential")
+
+
 @dataclass
 class SolveResult:
     """What every method returns; every field is always present.
+
+    Under ``jax.jit`` or ``jax.vmap`` (the compiled driver, see :func:`solve`) the fields the
+    run decides are JAX scalars (per lane under ``vmap``): ``iterations`` (int32),
+    ``network_evaluations`` (float), ``converged`` (bool), ``stopped_by`` (an int32 code into
+    :data:`STOPPED_BY`), ``final_change`` and ``causality_violation`` (the change's dtype;
+    ``final_change`` stays ``None`` for ``sequential``). With ``compiled=True`` on concrete
+    arrays they are Python values, as from the Python driver. The record is a JAX pytree, so a
+    jitted or vmapped function may return it whole (``method``, ``block_size``, ``tol``,
+    ``sequence_length`` are static).
 
     Attributes:
         x: the solution, same array type, shape, dtype and device as ``x0``.
@@ -91,6 +105,38 @@ class SolveResult:
     def __post_init__(self):
         if self.network_evaluations is None:
             self.network_evaluations = float(self.iterations)
+
+
+_LEAVES = ("x", "iterations", "converged", "network_evaluations", "stopped_by", "final_change",
+           "causality_violation")
+_STATIC = ("method", "block_size", "tol", "sequence_length", "trace", "autotune")
+_PYTREE: list = []
+
+
+def _register_pytree() -> None:
+    """Make :class:`SolveResult` a JAX pytree (once, when a JAX solve first runs), so that a
+    jitted or vmapped function may return the record whole."""
+    if _PYTREE:
+        return
+    import jax
+
+    def flatten(res):
+        # A name (stopped_by of a Python-driver or sequential run) is static, not a leaf.
+        names = tuple(k for k in _LEAVES if not isinstance(getattr(res, k), str))
+        static = tuple((k, getattr(res, k)) for k in _LEAVES + _STATIC if k not in names)
+        return tuple(getattr(res, k) for k in names), (names, static)
+
+    def unflatten(aux, leaves):
+        names, static = aux
+        res = object.__new__(SolveResult)  # no __post_init__: the leaves may be placeholders
+        for k, v in zip(names, leaves):
+            setattr(res, k, v)
+        for k, v in static:
+            setattr(res, k, v)
+        return res
+
+    jax.tree_util.register_pytree_node(SolveResult, flatten, unflatten)
+    _PYTREE.append(True)
 
 
 Solver = Callable[..., SolveResult]
@@ -148,6 +194,7 @@ def solve(
     deadline: Optional[float | Deadline] = None,
     params=None,
     backward: str = "sequential",
+    compiled: Optional[bool] = None,
 ) -> SolveResult:
     """Find the fixed point x = f(x) of a triangular map ``f`` by the named method.
 
@@ -187,6 +234,11 @@ def solve(
             iteration changes nothing: exact, at most T − 1 iterations). Then one
             vector–Jacobian product of f at x* gives the parameters' gradients. See
             :mod:`ffsolve.solvers.grad` (:func:`ffsolve.available_backwards`).
+        compiled: JAX only: which driver runs the method. ``None`` (default): the compiled
+            driver (one ``lax.while_loop``, see "JAX: jit and vmap" below) exactly where JAX
+            traces the solve, the Python driver otherwise; ``True``: the compiled driver on
+            concrete arrays too (no ``trace`` or ``deadline``); ``False``: the Python driver
+            (refused under a JAX transformation).
 
     "Exact" here means: the result equals ``sequential``'s, the map called on the whole array
     once per position, bit for bit. Every method checks the triangular argument as it goes:
@@ -208,8 +260,33 @@ def solve(
     of ``x0`` (zero cotangent) and the floating-point arrays ``f`` closes over (found by
     tracing f: no ``params`` needed), with the same ``backward`` choices compiled into one
     backward program; equal to ``jax.grad`` through the sequential evaluation within rounding.
-    The forward solve is steered from Python, so under ``jax.jit`` or ``jax.vmap`` (around the
-    solve or its gradient) it raises a ``TypeError``. NumPy: no gradients.
+    The same holds under ``jax.jit`` and ``jax.vmap`` (around the solve or its gradient), where
+    the forward solve is the compiled driver; a second derivative raises a ``TypeError``. NumPy:
+    no gradients.
+
+    JAX: jit and vmap. On JAX arrays each method is also one compiled program
+    (:mod:`ffsolve.solvers.compiled`: a ``lax.while_loop``; ``sequential`` a ``lax.fori_loop``)
+    with the Python driver's stopping rules, step for step: a step that changed nothing, the
+    change <= ``tol`` > 0, the count bound (never more than T calls), ``max_iters``. So a solve
+    runs inside your own jitted function, ``jax.jit(lambda x0: ffsolve.solve(f, x0).x)``, for
+    about the cost per step of a hand-written jitted Jacobi loop (``benchmarks/jax_driver.py``
+    compares them), and under ``jax.vmap``: each lane stops by its own rules (the loop runs
+    until the last lane stops, and a stopped lane keeps its values), so a lane is that lane's
+    own solve wherever the vmapped f computes a lane's bits as f does. It runs wherever JAX
+    traces the solve: ``x0`` or the arrays ``f`` closes over traced by ``jit`` or ``vmap`` (a
+    ``grad`` under them included); ``compiled=True`` asks for it on concrete arrays too
+    (jitted, and cached by f's traced program with the weights as arguments, so a changed
+    weight is never answered by a stale compile). Its ``x``, ``iterations`` and stop equal the
+    Python driver's on ``jax.jit(f)`` bit for bit (at ``tol=0``: the sequential result); an
+    ``f`` run op by op (un-jitted) may round differently from the same ``f`` compiled, since
+    XLA fuses its operations. Under a transformation the fields the run decides are JAX scalars
+    (see :class:`SolveResult`): ``stopped_by`` is a code, ``ffsolve.STOPPED_BY[int(code)]`` its
+    name, and the record is a pytree that a jitted function may return whole. A map that is not
+    triangular still gives ``causality_violation`` > 0 and ``converged`` False there, but no
+    :class:`NotTriangularWarning` (a host callback would cost more than a small solve). What
+    needs the host is refused under a transformation with a ``ValueError`` naming it:
+    ``trace`` (and ``trace_batch_axis``), ``deadline``, ``method="auto"``, ``compiled=False``,
+    and methods added by :func:`register_solver` (they have no compiled driver).
 
     Returns:
         A :class:`SolveResult`. Whatever the method, ``iterations <= T`` and, with ``tol=0`` and
@@ -223,9 +300,19 @@ def solve(
         >>> float(res.x[-1]), res.iterations <= 8
         (1.9921875, True)
     """
+    if compiled not in (None, True, False):
+        raise ValueError(f"compiled must be None, True or False, got {compiled!r}")
     if method == "auto":
         from ffsolve import autotune
 
+        if compiled is not None:
+            raise ValueError("method='auto' takes no compiled: it times the Python driver's "
+                             "methods; pass the method it chose (result.method) with compiled=")
+        if arrays.is_jax(x0) and _traced_by_jax(f, x0):
+            raise ValueError("method='auto' cannot run under jax.jit or jax.vmap: it times the "
+                             "methods on the host; choose it outside the transformation (call "
+                             "it once on concrete arrays) and pass the method it chose "
+                             "(result.method)")
         if trace or trace_batch_axis is not None or deadline is not None:
             raise ValueError("method='auto' takes no trace or deadline (it times the methods "
                              "itself); trace the method it chose (result.method) instead")
@@ -267,6 +354,30 @@ def solve(
     if params is not None and not torch_x0:
         raise ValueError(f"params= names the tensors a PyTorch f closes over (PyTorch-only), got "
                          f"{type(x0).__module__.split('.')[0]} arrays")
+    jax_x0 = arrays.is_jax(x0)
+    if compiled and not jax_x0:
+        raise ValueError(f"compiled=True runs the method as one JAX program (lax.while_loop): "
+                         f"it needs JAX arrays, got {type(x0).__module__.split('.')[0]} arrays")
+
+    def refuse(under="under jax.jit or jax.vmap"):
+        """Options the compiled driver cannot honour: a ValueError naming the first one."""
+        from ffsolve.solvers import compiled as compiled_driver
+
+        if compiled is False:
+            raise ValueError(f"compiled=False (the Python driver, which steers its iterations "
+                             f"from the host) cannot run {under}; leave compiled at None")
+        if trace:
+            raise ValueError(f"trace=True cannot be used {under}: it keeps every iterate on "
+                             f"the host; record the trace from a call on concrete arrays")
+        if deadline is not None:
+            raise ValueError(f"deadline= cannot be used {under}: the compiled loop does not "
+                             f"read the host's clock between steps; use max_iters to bound it")
+        if method not in compiled_driver.METHODS:
+            raise ValueError(f"method {method!r} has no compiled driver, so it cannot run "
+                             f"{under}; the compiled methods are {list(compiled_driver.METHODS)}")
+
+    if compiled:
+        refuse("with compiled=True")
     declared = ()
     if torch_x0:
         from ffsolve.recurrence.grad import parameters_of
@@ -291,27 +402,35 @@ def solve(
         grad.refuse_undeclared(f, x0, declared)
         res = grad.differentiable_solve(run, f=f, x0=x0, params=declared, backward=backward,
                                         axis=axis)
-    elif arrays.is_jax(x0):
-        # Traced x0 or traced arrays in f's closure (a jax.grad, jit or vmap): the custom_vjp
-        # path, which runs under an eager jax.grad and raises a TypeError under jit or vmap.
+    elif jax_x0:
+        # Traced x0 or traced arrays in f's closure (a jax.grad, jit or vmap), or compiled=True:
+        # the custom_vjp path. Its forward solve is the compiled driver where anything is
+        # traced (jit, vmap) or compiled=True, else (an eager jax.grad) the Python driver.
+        _register_pytree()
         res = None
-        if not _is_tracer(x0):
+        if not _is_tracer(x0) and not compiled:
             try:
                 res = run()
             except grad.TracedClosure:
                 pass
         if res is None:
-            res = grad.jax_differentiable_solve(run, f=f, x0=x0, backward=backward, axis=axis)
+            from ffsolve.solvers import compiled as compiled_driver
+
+            options = dict(method=method, block_size=block_size, tol=tol, max_iters=max_iters,
+                           axis=axis)
+            res = grad.jax_differentiable_solve(
+                run, f=f, x0=x0, backward=backward, axis=axis, compiled=compiled,
+                driver=lambda fn, x: compiled_driver.run(fn, x, **options),
+                program_key=tuple(sorted(options.items())), refuse=refuse,
+                finish=lambda x, stats: compiled_driver.result(x, stats, length=length,
+                                                               **options))
     else:
         res = run()
-    if res.causality_violation > 0:
+    if not _is_tracer(res.causality_violation) and res.causality_violation > 0:
+        from ffsolve.solvers.compiled import not_triangular
+
         res.converged = False
-        warnings.warn(NotTriangularWarning(
-            f"ffsolve.solve({method!r}): f is not triangular along axis {axis}: positions that "
-            f"the triangular argument had made final changed again (by up to "
-            f"{res.causality_violation:.3g}), so the result is not the sequential one. Check "
-            f"the axis (a (batch, T) array needs axis=1) and that output t reads only inputs < t "
-            f"(a causal shift)."), stacklevel=2)
+        warnings.warn(not_triangular(method, axis, res.causality_violation), stacklevel=2)
     return res
 
 
@@ -320,10 +439,31 @@ class NotTriangularWarning(UserWarning):
 
 
 def _is_tracer(x0) -> bool:
-    if arrays.is_jax(x0):
-        import jax
+    jax = sys.modules.get("jax")
+    return jax is not None and isinstance(x0, jax.core.Tracer)
 
-        return isinstance(x0, jax.core.Tracer)
+
+def _traced_by_jax(f, x0) -> bool:
+    """``x0``, or an array ``f`` closes over, is staged or batched by a JAX transformation
+    (jit, vmap; an eager grad's tracers of concrete values do not count): found by tracing f
+    once at x0's shape."""
+    import jax
+
+    if _staged(x0):
+        return True
+    try:
+        closed = jax.make_jaxpr(f)(jax.ShapeDtypeStruct(tuple(x0.shape), x0.dtype))
+    except Exception:  # f cannot be traced: not under a transformation either
+        return False
+    return any(_staged(c) for c in closed.consts)
+
+
+def _staged(a) -> bool:
+    """A tracer that is not, under its differentiation tracers, a concrete array."""
+    while _is_tracer(a):
+        if not hasattr(a, "primal") or not hasattr(a, "tangent"):
+            return True
+        a = a.primal
     return False
 
 

@@ -30,8 +30,9 @@ PyTorch: :func:`differentiable_solve`, a ``torch.autograd.Function``, differenti
 backward asked to record a graph, ``create_graph=True``, raises). JAX:
 :func:`jax_differentiable_solve`, a ``jax.custom_vjp`` whose differentiable arguments are x0 and
 the floating-point arrays f closes over (found by tracing it, as the recurrence solver does); it
-runs under an eager ``jax.grad`` and raises a ``TypeError`` under ``jax.jit``/``jax.vmap`` or a
-second derivative. NumPy: no gradients.
+runs under an eager ``jax.grad`` (the Python driver) and under ``jax.jit``/``jax.vmap`` (the
+compiled driver, :mod:`ffsolve.solvers.compiled`), and raises a ``TypeError`` inside a second
+derivative. NumPy: no gradients.
 """
 
 from __future__ import annotations
@@ -193,20 +194,28 @@ class TracedClosure(Exception):
     jit or vmap is tracing); :func:`ffsolve.solve` then takes the custom_vjp path."""
 
 
-def jax_differentiable_solve(run: Callable, *, f: Callable, x0, backward: str, axis: int):
+def jax_differentiable_solve(run: Callable, *, f: Callable, x0, backward: str, axis: int,
+                             compiled=None, driver: Callable | None = None,
+                             program_key: tuple = (), refuse: Callable | None = None,
+                             finish: Callable | None = None):
     """The JAX counterpart of :func:`differentiable_solve`: a ``jax.custom_vjp`` function of
     (x0, the floating-point arrays ``f`` closes over), found by tracing f at x0's shape (the
     helpers :func:`ffsolve.recurrence.solve._trace` and ``_program`` of the recurrence solver).
 
-    The forward solve is steered from Python, so it runs only on concrete values: under an eager
-    ``jax.grad``/``jax.vjp`` it does (custom_vjp hands the forward rule concrete arrays); under
-    ``jax.jit`` or ``jax.vmap``, or inside a second derivative, it raises a ``TypeError``. The
-    backward is one compiled program per traced f, backward method and shape (the weights are
-    its arguments, so a cached program is never stale): ``"sequential"`` a ``lax.fori_loop`` of
-    one-position vector–Jacobian products, ``"jacobi"`` a ``lax.while_loop`` until an iteration
-    changes nothing (at most T − 1). x0's cotangent is zero.
+    The forward solve: where x0 or those arrays are traced (``jax.jit``, ``jax.vmap``, or a
+    ``jax.grad`` under either), or ``compiled`` is True, the compiled driver
+    ``driver(fn, x0)`` (:func:`ffsolve.solvers.compiled.run`: one ``lax.while_loop``,
+    traced into the caller's program, or jitted and cached by ``program_key`` and f's jaxpr for
+    concrete arrays); else the Python driver ``run(fn, x0)`` on the concrete values an eager
+    ``jax.grad``/``jax.vjp`` hands the forward rule. Inside a second derivative it raises a
+    ``TypeError``; ``refuse()`` raises for options that need the host, before a traced solve.
+    The backward is one compiled program per traced f, backward method and shape (the weights
+    are its arguments, so a cached program is never stale): ``"sequential"`` a
+    ``lax.fori_loop`` of one-position vector–Jacobian products, ``"jacobi"`` a
+    ``lax.while_loop`` until an iteration changes nothing (at most T − 1). x0's cotangent is zero.
 
-    ``run(f, x0)``: the forward solve with that map, returning a SolveResult.
+    ``run(f, x0)``: the Python driver with that map, returning a SolveResult; ``finish(x,
+    stats)``: the SolveResult of a compiled run (``stats`` as the driver returns them).
     """
     import jax
     import jax.numpy as jnp
@@ -229,23 +238,43 @@ def jax_differentiable_solve(run: Callable, *, f: Callable, x0, backward: str, a
 
     box: list = []
 
+    def build_forward():
+        def program(cs, fx, x0_):
+            return driver(lambda x: pure(cs, fx, x), x0_)
+
+        return jax.jit(program)
+
+    forward_key = ("solve_forward", program_key, traced.key, spots, tuple(x0.shape),
+                   str(x0.dtype))
+
     def forward(x0_, cs):
-        if any(isinstance(a, jax.core.Tracer) for a in (x0_, *cs, *fixed)):
+        leaves = (x0_, *cs, *fixed)
+        if not any(isinstance(a, jax.core.Tracer) for a in leaves):
+            if compiled:
+                x, stats = _program(forward_key, build_forward)(cs, fixed, x0_)
+                box.append(None)
+                return x, stats
+            res = run(lambda x: pure(cs, fixed, x), x0_)
+            box.append(res)
+            return res.x, ()
+        if any(_differentiating(a) for a in leaves):
             raise TypeError(
-                "ffsolve.solve cannot run under jax.jit or jax.vmap, nor inside a second "
-                "derivative (it steers its iterations from Python); call it on concrete arrays. "
-                "It is differentiable once by an eager jax.grad / jax.vjp (a custom_vjp).")
-        res = run(lambda x: pure(cs, fixed, x), x0_)
-        box.append(res)
-        return res.x
+                "ffsolve.solve is differentiable once: it cannot run inside a second derivative "
+                "(its compiled loop, a lax.while_loop, has no reverse-mode derivative; its "
+                "gradient is the custom_vjp of the adjoint system).")
+        if refuse is not None:
+            refuse()
+        x, stats = driver(lambda x: pure(cs, fixed, x), x0_)
+        box.append(None)
+        return x, stats
 
     @jax.custom_vjp
     def solved(x0_, cs):
         return forward(x0_, cs)
 
     def fwd(x0_, cs):
-        x = forward(x0_, cs)
-        return x, (cs, x)
+        x, stats = forward(x0_, cs)
+        return (x, stats), (cs, x)
 
     key = ("solve_adjoint", backward, traced.key, spots, tuple(x0.shape), str(x0.dtype), axis)
 
@@ -257,15 +286,32 @@ def jax_differentiable_solve(run: Callable, *, f: Callable, x0, backward: str, a
 
         return jax.jit(program)
 
-    def bwd(saved, g):
+    def bwd(saved, cotangents):
         cs, x = saved
+        g = cotangents[0]  # the stop record's outputs (counts, codes) carry no gradient
         return jnp.zeros_like(x), _program(key, build)(cs, fixed, x, g)
 
     solved.defvjp(fwd, bwd)
-    x = solved(x0, tuple(floats))
+    x, stats = solved(x0, tuple(floats))
     res = box[-1]
+    if res is None:
+        return finish(x, stats)
     res.x = x
     return res
+
+
+def _differentiating(a) -> bool:
+    """``a`` is (or wraps, under a vmap) a tracer of forward- or reverse-mode differentiation:
+    the solve was reached inside a derivative of its own gradient."""
+    from jax._src.interpreters import ad
+
+    kinds = tuple(k for k in (getattr(ad, "JVPTracer", None), getattr(ad, "LinearizeTracer", None))
+                  if k is not None)
+    while a is not None:
+        if isinstance(a, kinds):
+            return True
+        a = getattr(a, "val", None)
+    return False
 
 
 def _jax_adjoint(backward, g, vjp_x, axis):
