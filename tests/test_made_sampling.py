@@ -407,3 +407,29 @@ def test_settings_refuse_unknown_and_missing_keys_naming_them():
         settings_from(TrainSettings, {**good, "train": {**good["train"], "epochs": 2}}, "made")
     with pytest.raises(SettingsError, match="'made.logit_lambda' is missing"):
         settings_from(TrainSettings, {k: v for k, v in good.items() if k != "logit_lambda"}, "made")
+
+
+def test_windowed_runs_reuse_final_units_and_trace_their_work(trained):
+    """suffix_jacobi and sliding_jacobi through the workflow's candidates: less work than jacobi
+    (hidden units that read only final dimensions are kept), within cache_tolerance of sequential,
+    and the traced twin records the work before each iterate (the figure's time axis)."""
+    trained = trained[0]
+    noise = logistic_noise(6, trained.nin, 3)
+    runs = run_specs(["sequential", "jacobi", "suffix_jacobi", "sliding_jacobi"], [16])
+    found = measure(candidates(trained, noise, LAM, runs), repeats=1)
+    jacobi = found["jacobi"].result
+    for name in ("suffix_jacobi", "sliding_jacobi_b16"):
+        m = found[name]
+        assert m.within_tolerance and m.result.converged, name
+        assert m.result.iterations <= trained.nin
+        assert m.result.network_evaluations < jacobi.network_evaluations, name
+        cumulative = m.trace["cumulative_network_evaluations"]
+        assert len(cumulative) == m.result.iterations + 1
+        assert cumulative[-1] == pytest.approx(m.result.network_evaluations)
+    # A map without reuse (a fresh SamplingWindow per call) would cost a full pass per suffix step.
+    window = sampling_map(trained, noise, LAM)
+    x = torch.zeros_like(noise)
+    window.window(x, 0, trained.nin)
+    full = window.window_cost(0, trained.nin)
+    window.window(x, 10, trained.nin)
+    assert window.window_cost(10, trained.nin) < full

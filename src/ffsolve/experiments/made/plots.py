@@ -27,8 +27,9 @@ def convergence_figure(runs: Sequence[dict], title: str):
     Each call of f is one MADE forward pass of the same cost whatever the method, so iteration k
     sits at k / iterations of the run's measured median time on the right (measured total, spread
     evenly for drawing). ``sequential_cache``'s steps cost unequal shares of a pass (later
-    dimensions read more hidden units); its trace gives the work done before each step, and
-    iteration k sits at that share of its median time.
+    dimensions read more hidden units), and so do ``suffix_jacobi``'s and ``sliding_jacobi``'s
+    (each computes a window); their traces give the work done before each step, and iteration k
+    sits at that share of the median time.
     """
     fig, (by_iter, by_time) = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
     for i, run in enumerate(runs):
@@ -43,7 +44,7 @@ def convergence_figure(runs: Sequence[dict], title: str):
             # would hide the error curves.
             ax.plot(x[1:], np.clip(trace["change_mean"], plots.LOG_FLOOR, None),
                     color=color, linestyle="--", linewidth=0.8, label=f"{plots.label(run)}: change")
-    by_iter.set_xlabel("parallel iterations (MADE forward passes; part of one for sequential_cache)")
+    by_iter.set_xlabel("parallel iterations (MADE forward passes; part of one for the cached and windowed runs)")
     by_time.set_xlabel("wall-clock time (s, median of repeats)")
     for ax in (by_iter, by_time):
         ax.set_ylabel(f"L2 distance (0 drawn at {plots.LOG_FLOOR:g})")

@@ -183,6 +183,7 @@ class StreamingTrace:
         self.changes: list[np.ndarray] = []
         self.kept: dict[int, np.ndarray] = {}
         self._previous: Optional[torch.Tensor] = None
+        self.work: list[float] = []  # per call of a window, its work in passes
 
     def _note(self, x: torch.Tensor) -> None:
         k = len(self.errors)
@@ -203,11 +204,16 @@ class StreamingTrace:
         if window is None:
             return traced
 
+        cost = getattr(f, "window_cost", None)
+
         def traced_window(x, start, stop):  # the same iterates, through the map's window
             self._note(x)
-            return window(x, start, stop)
+            out = window(x, start, stop)
+            # Each step's work, for the figure's time axis (windows cost unequal shares of a pass).
+            self.work.append(cost(start, stop) if cost is not None else (stop - start) / x.shape[1])
+            return out
 
-        return ffsolve.windowed(traced, traced_window, getattr(f, "window_cost", None))
+        return ffsolve.windowed(traced, traced_window, cost)
 
     def finish(self, x: torch.Tensor) -> None:
         self._note(x)
@@ -223,6 +229,8 @@ class StreamingTrace:
             "change": np.stack(self.changes) if self.changes else np.zeros((0, width)),
             "snapshot_iterations": np.asarray(steps, dtype=np.int64),
             "snapshots": np.stack([self.kept[k] for k in steps]),
+            **({"cumulative_network_evaluations": np.concatenate([[0.0], np.cumsum(self.work)])}
+               if self.work else {}),
         }
 
 
@@ -477,6 +485,8 @@ def candidates(model: MADE, noise: torch.Tensor, lam: float, runs: Iterable[RunS
             recorder = StreamingTrace(final, snapshots, keep)
             result = solve(recorder)
             arrays = recorder.arrays()
+            if "cumulative_network_evaluations" in arrays:
+                work = {"cumulative_network_evaluations": arrays["cumulative_network_evaluations"]}
             return result, {
                 "error_mean": arrays["error"].mean(axis=1),
                 "error_std": arrays["error"].std(axis=1),
