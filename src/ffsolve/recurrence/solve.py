@@ -376,6 +376,33 @@ def _iteration(o, step, jac, kind, s0, u, x, e, gain, kappa):
 
 
 
+def _suffix_jacobi(o, step, u, x, start: int):
+    """A Jacobi step that computes only time steps ``start`` … T − 1 (those before are final):
+    the same (x_new, change, change per time step, fell_back) as :func:`_iteration`'s, with zero
+    change before ``start``. The step's rows are the same rows it computes in a full step, so a
+    bit-stable step (built-in cells, :func:`~ffsolve.recurrence.cells.linear`) gives the same
+    bits."""
+    f = step(x[start - 1:-1], u[start:])
+    if o.framework == "torch":
+        x_new = x.clone()
+        x_new[start:] = f
+        tail = o.time_max_abs(f - x[start:])
+        per_step = o.zeros_like(o.time_max_abs(x))
+        per_step[start:] = tail
+    else:  # NumPy (whatever array type the step hands back becomes a NumPy array)
+        x_new = np.concatenate([np.asarray(x[:start]), np.asarray(f)], 0)
+        tail = np.asarray(o.time_max_abs(x_new[start:] - np.asarray(x[start:])))
+        per_step = np.concatenate([np.zeros(start, dtype=tail.dtype), tail])
+    return x_new, tail.max(), per_step, False
+
+
+def _first_moving(per_step, tol: float, length: int) -> int:
+    """The first time step whose change exceeds ``tol`` (``length`` when none)."""
+    host = per_step.cpu() if hasattr(per_step, "cpu") else per_step
+    moving = np.flatnonzero(np.asarray(host) > tol)
+    return int(moving[0]) if moving.size else length
+
+
 # ------------------------------------------------------------------- JAX: no stale programs
 #
 # A step that reads its weights from a closure must never be answered by a program compiled for
@@ -971,7 +998,9 @@ class _Problem:
                 jac = _autodiff(self.framework, self.flat_step, which) if given is None \
                     else _diagonal_view(_folded(given), take_diagonal)
 
-            def run(kind, x, e):
+            def run(kind, x, e, start=0):
+                if kind == "jacobi" and start > 0:
+                    return _suffix_jacobi(o, step, self.u, x, start)
                 return _iteration(o, step, jac if kind != "jacobi" else None, kind, self.s0,
                                   self.u, x, e, gain, kappa)
 
@@ -1008,7 +1037,9 @@ class _Problem:
         jac_key = None if method not in NEWTON_TYPES else (
             ("autodiff", which) if jac_t is None else (jac_t.key, which, take_diagonal))
 
-        def run(kind, x, e):
+        def run(kind, x, e, start=0):
+            # One compiled program per kind, on every time step: a suffix of a new length would
+            # be a new shape, compiled anew (``start`` is the PyTorch/NumPy paths' saving only).
             key = ("iteration", kind, step_t.key, jac_key if kind != "jacobi" else None)
             return _program(key, lambda: build(kind))(
                 step_t.consts, jac_t.consts if jac_t is not None else (), self.s0, self.u, x,
@@ -1046,14 +1077,21 @@ class _Problem:
         changes: list[float] = []  # each step's, for a projecting deadline
         done = 0.0  # the largest progress seen (ffsolve.deadline.progress)
         stopped_by = "max_iters"
+        start = 0  # Jacobi steps: the time steps before it are final (not computed again)
+        suffix = self.framework != "jax"
         while iterations < self.max_iters:
-            x_new, change, per_step, fell_back = run(kind, x, exact)
+            x_new, change, per_step, fell_back = run(kind, x, exact, start)
             change = float(change)
             iterations += 1
             exact = min(exact + 1, length)
             if kind == "jacobi":
-                work += 1.0
+                work += (length - start) / length
                 polish += method in NEWTON_TYPES
+                if suffix:
+                    # A Jacobi step writes f itself, so a time step whose state came back
+                    # unchanged, with every one before it, is a fixed point of the prefix: final.
+                    # (Not after a Newton-type step: x + delta can equal x while delta != 0.)
+                    start = max(start, _first_moving(per_step, tol=0.0, length=length))
             else:
                 work += 1.0 + jac_cost
                 newton_its += 1
