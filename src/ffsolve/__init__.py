@@ -4,7 +4,8 @@ Reimplements Song et al., "Accelerating Feedforward Computation via Parallel Non
 Solving" (ICML 2021). The public entry point is :func:`ffsolve.solve` (differentiable in
 PyTorch by the implicit-function argument, :mod:`ffsolve.solvers.grad`); Markov recurrences
 s_t = step(s_{t−1}, u_t) also have :func:`ffsolve.solve_recurrence` (Newton-type methods;
-differentiable in PyTorch and JAX).
+differentiable in PyTorch and JAX). Autoregressive models with a categorical output per
+position are sampled in parallel, with a stated guarantee, by :func:`ffsolve.sample_autoregressive`.
 """
 
 from ffsolve.deadline import Deadline
@@ -31,6 +32,7 @@ from ffsolve.solvers import (
     uses_blocks,
     windowed,
 )
+from ffsolve.speculative import SampleResult, sample_autoregressive
 
 __version__ = "0.1.0"
 
@@ -52,6 +54,8 @@ __all__ = [
     "available_recurrence_methods",
     "get_solver",
     "register_solver",
+    "SampleResult",
+    "sample_autoregressive",
     "solve",
     "solve_recurrence",
     "uses_blocks",
