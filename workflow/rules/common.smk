@@ -11,6 +11,8 @@ from snakemake.utils import validate
 
 # Pure helpers come from the library (src/ on the path: the Snakefile runs before any install).
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
+from ffsolve.experiments.made import BLOCKED as MADE_BLOCKED  # noqa: E402 (torch-free)
+from ffsolve.experiments.solver_demo import BLOCKED as SOLVER_DEMO_BLOCKED  # noqa: E402
 from ffsolve.kit.runs import exact_run_names, run_names  # noqa: E402
 from ffsolve.workflow_config import (  # noqa: E402
     LAYOUT_KEYS,
@@ -154,7 +156,7 @@ def get_all_outputs():
 # ---- solver_demo (rules in workflow/rules/solver_demo.smk) -------------------------------------------------
 def get_solver_demo_runs():
     cfg = config["solver_demo"]
-    return run_names(cfg["methods"], cfg["block_sizes"], blocked=("gs_jacobi", "jacobi_gs"))
+    return run_names(cfg["methods"], cfg["block_sizes"], blocked=SOLVER_DEMO_BLOCKED)
 
 
 def get_solver_demo_results(kind):
@@ -162,7 +164,6 @@ def get_solver_demo_results(kind):
 
 
 # ---- made (rules in workflow/rules/made.smk) --------------------------------------------------------
-MADE_BLOCKED = ("gs_jacobi", "jacobi_gs")
 # The keys of one dataset's made settings each job reads (and reruns when they change).
 MADE_TRAIN_KEYS = ("hidden_sizes", "logit_lambda", "train")
 MADE_MEASURE_KEYS = ("hidden_sizes", "logit_lambda", "methods", "block_sizes", "sample", "frontier_tols")

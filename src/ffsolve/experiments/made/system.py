@@ -26,12 +26,10 @@ import torch
 
 import ffsolve
 from ffsolve.deadline import passed
+from ffsolve.experiments.made import BLOCKED  # the methods that take a block size
 from ffsolve.experiments.made.density import logit_bounds
 from ffsolve.experiments.made.model import LOG_SCALE_MAX, LOG_SCALE_MIN, MADE
 from ffsolve.kit import Candidate, RunSpec, Tolerance, expand_runs
-
-# The methods that take a block size; each runs once per configured block size.
-BLOCKED = ("gs_jacobi", "jacobi_gs", "sliding_jacobi")
 
 NOISE_LOW = 1e-5  # U is drawn from (1e-5, 1 − 1e-5), as in the original, so ε stays finite
 
