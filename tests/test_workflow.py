@@ -95,7 +95,7 @@ def test_slurm_profile_resolves_resources(tmp_path):
     blocks = {block.split(":", 1)[0]: block for block in out.split("\nrule ")[1:]}
     for rule in ("made_train", "made_measure", "pixelcnnpp_measure", "densenet_measure"):
         assert "gpu=1" in blocks[rule], f"{rule} must ask the cluster for a GPU with device cuda"
-    for rule in ("data_prepare", "summary", "speedups"):
+    for rule in ("data_prepare", "summary", "speedups", "densenet_train"):
         assert "gpu=1" not in blocks[rule], f"{rule} uses no GPU and must not queue for one"
 
 

@@ -12,6 +12,7 @@ from snakemake.utils import validate
 # Pure helpers come from the library (src/ on the path: the Snakefile runs before any install).
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 from ffsolve.experiments.made import BLOCKED as MADE_BLOCKED  # noqa: E402 (torch-free)
+from ffsolve.experiments.pixelcnnpp import TRAIN_KEYS as PIXELCNNPP_TRAIN_KEYS  # noqa: E402 (JAX-free)
 from ffsolve.experiments.solver_demo import BLOCKED as SOLVER_DEMO_BLOCKED  # noqa: E402
 from ffsolve.kit.runs import exact_run_names, run_names  # noqa: E402
 from ffsolve.workflow_config import (  # noqa: E402

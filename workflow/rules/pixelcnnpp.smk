@@ -21,8 +21,10 @@ rule pixelcnnpp_train:
     benchmark:
         "benchmarks/pixelcnnpp/{dataset}/train.tsv"
     params:
-        # Everything the job reads, so that a changed setting retrains (Snakemake's params trigger).
-        settings=lambda wildcards: settings_for("pixelcnnpp", wildcards.dataset),
+        # Exactly what the job reads, so that a changed setting retrains (Snakemake's params
+        # trigger) and nothing else does (a new sampling method does not).
+        settings=lambda wildcards: {key: settings_for("pixelcnnpp", wildcards.dataset)[key]
+                                    for key in PIXELCNNPP_TRAIN_KEYS},
         seed=config["seed"],
     wildcard_constraints:
         dataset="mnist|cifar10",

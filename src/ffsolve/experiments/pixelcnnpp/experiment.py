@@ -58,7 +58,18 @@ class Settings:
     frontier_tols: Union[tuple[float, ...], dict] = ()
 
 
-def make_model(settings: Settings):
+@dataclass(frozen=True)
+class Training:
+    """What ``pixelcnnpp_train`` reads (:data:`ffsolve.experiments.pixelcnnpp.TRAIN_KEYS`): the
+    architecture and ``train``."""
+
+    nr_resnet: int
+    nr_filters: int
+    nr_logistic_mix: int
+    train: TrainSettings
+
+
+def make_model(settings: Settings | Training):
     from ffsolve.experiments.pixelcnnpp.model import PixelCNNPP
 
     return PixelCNNPP(nr_resnet=settings.nr_resnet, nr_filters=settings.nr_filters,
@@ -83,7 +94,7 @@ def to_model_range(images: np.ndarray) -> np.ndarray:
 
 
 # -- training -------------------------------------------------------------------------------------
-def train(settings: Settings, *, dataset: str, seed: int, data_path: str, checkpoint_path: str,
+def train(settings: Settings | Training, *, dataset: str, seed: int, data_path: str, checkpoint_path: str,
           record_path: str) -> dict:
     """Fit the model to the prepared data at ``data_path``; write the checkpoint and the record."""
     from ffsolve.data import load_prepared
@@ -96,7 +107,7 @@ def train(settings: Settings, *, dataset: str, seed: int, data_path: str, checkp
     return summary
 
 
-def fit(settings: Settings, train_x: np.ndarray, test_x: np.ndarray, *, dataset: str, seed: int,
+def fit(settings: Settings | Training, train_x: np.ndarray, test_x: np.ndarray, *, dataset: str, seed: int,
         checkpoint_path: str, time_limit_s: float | None = None) -> dict:
     """Maximum likelihood with Adam on ``train_x`` (float32 (N, H, W, C) in [−1, 1]) for
     ``settings.train.steps`` steps, or until ``time_limit_s`` seconds of training have passed
@@ -281,7 +292,7 @@ def _image_shape(path) -> tuple[int, int, int]:
 def train_job(job: Job) -> dict:
     """The ``pixelcnnpp_train`` rule."""
     return train(
-        settings_from(Settings, job.params.settings, EXPERIMENT),
+        settings_from(Training, job.params.settings, EXPERIMENT),
         dataset=job.wildcards.dataset,
         seed=job.params.seed,
         data_path=job.input.data,
