@@ -1,6 +1,7 @@
 """The per-pixel activation cache (ffsolve.experiments.pixelcnnpp.pixel_cache) computes the
 model's function: teacher-forced one position at a time, filled all at once, or several positions
-per step; and it does one forward pass of work over a whole sequential sample."""
+per step; and it does one forward pass of work over a whole sequential sample. The same for the
+sequential sampler's raster-order cache (RasterCache), which keeps two rows per layer."""
 
 from __future__ import annotations
 
@@ -64,6 +65,48 @@ def test_fill_and_multi_position_steps_compute_the_full_pass():
     # After the fill, one position recomputed from the filled cache gives its output again.
     _, params, _ = STEP(layers, filled, images, jnp.array([27]))
     np.testing.assert_allclose(np.asarray(params[0]), full[:, 3, 3], atol=atol, rtol=0)
+
+
+def raster_teacher_forced(layers, images, nr_resnet, nr_filters):
+    """Every position's mixture parameters from :class:`pixel_cache.RasterCache`, one position a
+    step in raster order, fed ``images`` (B, H, W, C); and the work done."""
+    b, h, w, _ = images.shape
+    raster = pixel_cache.RasterCache(layers, images.shape, nr_resnet, nr_filters)
+
+    @jax.jit
+    def run(images):
+        def step(cache, t):
+            cache, params, work = raster.position(cache, images, t)
+            return cache, (params, work)
+        _, (params, work) = jax.lax.scan(step, raster.init(), jnp.arange(h * w))
+        return params, work.sum()
+
+    params, work = run(images)  # (T, B, out)
+    return np.asarray(jnp.swapaxes(params, 0, 1).reshape(b, h, w, -1)), int(work)
+
+
+@pytest.mark.parametrize("nr_resnet,channels,size", [(1, 1, 8), (2, 3, 8), (1, 1, 12)])
+def test_the_raster_cache_computes_the_full_pass(nr_resnet, channels, size):
+    """The sequential sampler's cache (two rows per layer), teacher-forced: every position's output
+    within the cached paths' tolerance of the full pass, one full pass of work in all. 12×12 has
+    odd rows and columns at the half and quarter resolutions (6×6, 3×3)."""
+    model, images, full, layers, _ = instance(nr_resnet, channels, size=size)
+    out, work = raster_teacher_forced(layers, images, nr_resnet, model.nr_filters)
+    np.testing.assert_allclose(out, full, atol=cached_tolerance(model).atol, rtol=0)
+    assert work == full_units(size, size, nr_resnet)
+
+
+def test_the_raster_cache_reads_no_later_pixel():
+    """Pixels from position t on changed: the outputs at positions up to t are unchanged."""
+    model, images, _, layers, _ = instance(1, 1)
+    t = 27  # row 3, column 3
+    later = np.arange(64).reshape(1, 8, 8, 1) >= t
+    changed = jnp.where(later, -images, images)
+    out, _ = raster_teacher_forced(layers, images, 1, model.nr_filters)
+    out2, _ = raster_teacher_forced(layers, changed, 1, model.nr_filters)
+    flat, flat2 = out.reshape(2, 64, -1), out2.reshape(2, 64, -1)
+    assert np.array_equal(flat[:, :t + 1], flat2[:, :t + 1])
+    assert not np.array_equal(flat[:, t + 1:], flat2[:, t + 1:])
 
 
 def test_the_stream_layer_counts_add_up_to_the_model():

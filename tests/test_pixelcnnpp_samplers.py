@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ffsolve.experiments.pixelcnnpp import mixture, pixel_cache
+from ffsolve.experiments.pixelcnnpp import mixture
 from ffsolve.experiments.pixelcnnpp.experiment import Settings, TrainSettings, runs
 from ffsolve.experiments.pixelcnnpp.model import PixelCNNPP
 from ffsolve.experiments.pixelcnnpp.system import (
@@ -129,14 +129,9 @@ class OffByOne(Sampler):
 
     POSITION = 27  # row 3, column 3: not the start of a row
 
-    def _pixel_step(self, state, noise):
-        images, cache, t, work = state
-        row, col = t // self.width, t % self.width
-        read = jnp.where(t == self.POSITION, t - 1, t)
-        cache, params, done = pixel_cache.positions_step(self.layers, cache, images, read[None])
-        value = mixture.sample(params[0], mixture.Noise(*(a[:, row, col] for a in noise)))
-        images = jax.lax.dynamic_update_slice(images, value[:, None, None, :], (0, row, col, 0))
-        return images, cache, t + 1, work + done
+    def _pixel_step(self, state, noise, read=None):
+        t = state[2]
+        return super()._pixel_step(state, noise, read=jnp.where(t == self.POSITION, t - 1, t))
 
 
 def test_tolerance_rejects_a_cache_entry_off_by_one_position(grey):

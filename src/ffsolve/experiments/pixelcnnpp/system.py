@@ -12,7 +12,9 @@ flattened to ``(B, T, C)`` and solved along axis 1; every method returns its sam
 - ``sequential_cache``: T steps through the per-pixel activation cache
   (:mod:`ffsolve.experiments.pixelcnnpp.pixel_cache`, as in Ramachandran et al. 2017): each step
   computes every layer at one position (the down-shifted stream a row at a time, when a row
-  starts), so a whole sample costs one forward pass of work. The stronger cached baseline.
+  starts), so a whole sample costs one forward pass of work. It keeps only the rows each layer
+  needs (``pixel_cache.RasterCache``), and the whole sample is one compiled loop. The stronger
+  cached baseline.
 - ``sequential_band_cache``: T steps, each recomputing a band of rows around the current pixel
   through the model's row-band cache (:mod:`ffsolve.experiments.pixelcnnpp.model`); kept beside
   the per-pixel one so the two baselines are measured in one process.
@@ -240,6 +242,8 @@ class Sampler:
         self.length = self.height * self.width
         self.f = jax.jit(self._full_map)
         self.layers = pixel_cache.network_layers(params, model.nr_resnet)
+        self.raster = pixel_cache.RasterCache(self.layers, self.shape, model.nr_resnet,
+                                              model.nr_filters)
         self.full_units = full_units(self.height, self.width, model.nr_resnet)
         self._compiled: dict = {}
         self._tolerance: Optional[Tolerance] = None
@@ -322,7 +326,9 @@ class Sampler:
         return state[2] >= self.length
 
     # sequential_cache: state (images, cache, t, work); step t computes pixel t through the
-    # per-pixel cache, each layer at one position (a row of the u stream when t starts a row).
+    # per-pixel cache for raster order (pixel_cache.RasterCache: two rows per layer), each layer
+    # at one position (a row of the u stream, and the ul taps on the row above, when t starts a
+    # row). The jacobi_gs_cache path, many positions a step, keeps full maps (_empty_pixel_cache).
     def _empty_pixel_cache(self):
         m = self.model
         return pixel_cache.empty_cache(self.shape[0], self.height, self.width, m.nr_resnet,
@@ -330,13 +336,14 @@ class Sampler:
 
     def _pixel_init(self):
         images = jnp.zeros(self.shape, jnp.float32)
-        return images, self._empty_pixel_cache(), jnp.int32(0), jnp.int32(0)
+        return images, self.raster.init(), jnp.int32(0), jnp.int32(0)
 
-    def _pixel_step(self, state, noise):
+    def _pixel_step(self, state, noise, read=None):
+        """Pixel t from the network at raster position ``read`` (t unless a test says otherwise)."""
         images, cache, t, work = state
         row, col = t // self.width, t % self.width
-        cache, params, done = pixel_cache.positions_step(self.layers, cache, images, t[None])
-        value = mixture.sample(params[0], mixture.Noise(*(a[:, row, col] for a in noise)))
+        cache, params, done = self.raster.position(cache, images, t if read is None else read)
+        value = mixture.sample(params, mixture.Noise(*(a[:, row, col] for a in noise)))
         images = jax.lax.dynamic_update_slice(images, value[:, None, None, :], (0, row, col, 0))
         return images, cache, t + 1, work + done
 
