@@ -375,15 +375,16 @@ def test_unusable_lambda_is_refused_naming_the_key():
 # ----------------------------------------------------------------- the config layout, the rules
 
 
-def _smk_keys(name):
-    text = (REPO / "workflow" / "rules" / "common.smk").read_text()
-    return tuple(re.findall(r'"(\w+)"', re.search(rf"^{name} = \((.*?)\)$", text, re.M)[1]))
+def _layout_keys(name):
+    from ffsolve.experiments.made import layout
+
+    return {"MADE_TRAIN_KEYS": layout.TRAIN_KEYS, "MADE_MEASURE_KEYS": layout.MEASURE_KEYS}[name]
 
 
 def test_rule_params_hold_exactly_what_each_job_reads():
-    # the made rules (keys listed in common.smk) hand each job these keys of the dataset's settings; the jobs refuse any other.
-    assert _smk_keys("MADE_TRAIN_KEYS") == tuple(f.name for f in fields(TrainSettings))
-    assert _smk_keys("MADE_MEASURE_KEYS") == tuple(f.name for f in fields(MeasureSettings))
+    # the made rules (keys listed in made/layout.py) hand each job these keys of the dataset's settings; the jobs refuse any other.
+    assert _layout_keys("MADE_TRAIN_KEYS") == tuple(f.name for f in fields(TrainSettings))
+    assert _layout_keys("MADE_MEASURE_KEYS") == tuple(f.name for f in fields(MeasureSettings))
 
 
 @pytest.mark.parametrize("configfile", ["config/config.yaml", "config/paper.yaml"])
@@ -392,8 +393,8 @@ def test_per_dataset_settings_give_each_dataset_its_lambda(configfile):
     lambdas = {}
     for dataset in ("mnist", "cifar10"):
         merged = dataset_settings(section, dataset)
-        settings = settings_from(MeasureSettings, {k: merged[k] for k in _smk_keys("MADE_MEASURE_KEYS")}, "made")
-        settings_from(TrainSettings, {k: merged[k] for k in _smk_keys("MADE_TRAIN_KEYS")}, "made")
+        settings = settings_from(MeasureSettings, {k: merged[k] for k in _layout_keys("MADE_MEASURE_KEYS")}, "made")
+        settings_from(TrainSettings, {k: merged[k] for k in _layout_keys("MADE_TRAIN_KEYS")}, "made")
         lambdas[dataset] = settings.logit_lambda
         # The exact runs first (auto and the frontier runs at tol > 0 may follow).
         assert settings.runs[:5] == ["sequential", "sequential_cache", "jacobi", "gs_jacobi_b28", "gs_jacobi_b112"]

@@ -11,10 +11,8 @@ from snakemake.utils import validate
 
 # Pure helpers come from the library (src/ on the path: the Snakefile runs before any install).
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
-from ffsolve.experiments.made import BLOCKED as MADE_BLOCKED  # noqa: E402 (torch-free)
-from ffsolve.experiments.pixelcnnpp import TRAIN_KEYS as PIXELCNNPP_TRAIN_KEYS  # noqa: E402 (JAX-free)
-from ffsolve.experiments.solver_demo import BLOCKED as SOLVER_DEMO_BLOCKED  # noqa: E402
-from ffsolve.kit.runs import exact_run_names, run_names  # noqa: E402
+from ffsolve.experiments import EXPERIMENTS, layout_of  # noqa: E402 (torch- and JAX-free)
+from ffsolve.kit.runs import exact_run_names  # noqa: E402
 from ffsolve.workflow_config import (  # noqa: E402
     LAYOUT_KEYS,
     canonical,
@@ -23,7 +21,7 @@ from ffsolve.workflow_config import (  # noqa: E402
     override_schema,
 )
 
-SECTIONS = ("data", "solver_demo", "made", "pixelcnnpp", "densenet", "rnn_backprop", "rnn_forward")
+SECTIONS = ("data",) + EXPERIMENTS
 SCHEMAS = Path(workflow.basedir) / "workflow" / "schemas"
 
 
@@ -154,89 +152,58 @@ def get_all_outputs():
     return get_figures() + get_all_metrics()
 
 
-# ---- solver_demo (rules in workflow/rules/solver_demo.smk) -------------------------------------------------
-def get_solver_demo_runs():
-    cfg = config["solver_demo"]
-    return run_names(cfg["methods"], cfg["block_sizes"], blocked=SOLVER_DEMO_BLOCKED)
+# ---- any experiment: its runs, results and figures from its layout (ffsolve.experiments.<name>.layout)
+def get_runs(experiment):
+    """The run names of `experiment`'s config section (the folders under results/<experiment>/<dataset>/)."""
+    return layout_of(experiment).runs(config[experiment])
 
 
-def get_solver_demo_results(kind):
-    return get_results("solver_demo", config["solver_demo"]["datasets"], get_solver_demo_runs(), kind)
+def run_outputs(experiment, kind):
+    """results/<experiment>/{dataset}/<run>/<kind> for every run: a measure rule's outputs."""
+    return expand(f"results/{experiment}/{{{{dataset}}}}/{{run}}/{kind}", run=get_runs(experiment))
 
 
-# ---- made (rules in workflow/rules/made.smk) --------------------------------------------------------
-# The keys of one dataset's made settings each job reads (and reruns when they change).
-MADE_TRAIN_KEYS = ("hidden_sizes", "logit_lambda", "train")
-MADE_MEASURE_KEYS = ("hidden_sizes", "logit_lambda", "methods", "block_sizes", "sample", "frontier_tols")
+def get_experiment_results(experiment, kind, datasets=None):
+    """results/<experiment>/<dataset>/<run>/<kind> for the configured datasets (or `datasets`)."""
+    if datasets is None:
+        datasets = config[experiment]["datasets"]
+    return get_results(experiment, datasets, get_runs(experiment), kind)
 
 
-def get_made_runs():
-    cfg = config["made"]
-    return run_names(cfg["methods"], cfg["block_sizes"], blocked=MADE_BLOCKED, tols=cfg["frontier_tols"])
+def figure_results(experiment, kind):
+    """The records an experiment's figure reads for one dataset (an input function): the exact
+    runs, or every run where the layout says its figure draws the frontier runs too."""
+    runs = get_runs(experiment)
+    if layout_of(experiment).FIGURE_RUNS == "exact":
+        runs = exact_run_names(runs)
+    return lambda wildcards: get_results(experiment, wildcards.dataset, runs, kind)
 
 
-def get_made_figure_results(datasets, kind):
-    """The runs MADE's figure draws: all but the frontier runs (figures/frontier.png draws those)."""
-    return get_results("made", datasets, exact_run_names(get_made_runs()), kind)
-
-
-def get_made_results(datasets, kind):
-    """results/made/<dataset>/<run>/<kind> for every sampling run of the config."""
-    return get_results("made", datasets, get_made_runs(), kind)
-
-
-def made_settings(dataset, keys):
-    settings = settings_for("made", dataset)
+def job_settings(experiment, dataset, keys):
+    """The settings of one dataset's job that reads only `keys` (its params: they alone rerun it)."""
+    settings = settings_for(experiment, dataset)
     return {key: settings[key] for key in keys}
 
 
-def get_made_checkpoint(wildcards):
-    """The checkpoint to sample: the one the config names, else the one made_train writes."""
-    named = settings_for("made", wildcards.dataset)["checkpoint"]
-    return named if named else f"results/made/{wildcards.dataset}/model.pt"
+for _experiment in EXPERIMENTS:
+    if experiment_active(_experiment):
+        register_targets(metrics=get_experiment_results(_experiment, "metrics.json"),
+                         figures=layout_of(_experiment).figures(config[_experiment]))
+
+def get_checkpoint(experiment, filename):
+    """An input function: the checkpoint a measure job samples, the one the config names
+    (`<experiment>.checkpoint`), else results/<experiment>/<dataset>/<filename> (its train rule's)."""
+    return lambda wildcards: (settings_for(experiment, wildcards.dataset)["checkpoint"]
+                              or f"results/{experiment}/{wildcards.dataset}/{filename}")
 
 
-def get_made_training(wildcards):
-    """The learning curve of the trained model ([] when the config names a checkpoint)."""
-    if settings_for("made", wildcards.dataset)["checkpoint"]:
-        return []
-    return f"results/made/{wildcards.dataset}/train.json"
+def get_training_record(experiment, filename):
+    """An input function: the train rule's record for a figure ([] when the config names a checkpoint)."""
+    return lambda wildcards: ([] if settings_for(experiment, wildcards.dataset)["checkpoint"]
+                              else f"results/{experiment}/{wildcards.dataset}/{filename}")
 
 
-# ---- rnn_backprop (rules in workflow/rules/rnn_backprop.smk) ------------------------------------------------
-from ffsolve.experiments.rnn_backprop import configured_runs  # noqa: E402 (torch-free)
-
-
-def get_rnn_backprop_runs():
-    cfg = config["rnn_backprop"]
-    return configured_runs(cfg["methods"], cfg["block_sizes"], cfg["jacobi_budgets"])
-
-
-def get_rnn_backprop_results(kind):
-    """results/rnn_backprop/<dataset>/<run>/<kind> for every dataset and run of the config."""
-    return get_results("rnn_backprop", config["rnn_backprop"]["datasets"], get_rnn_backprop_runs(), kind)
-
-
-def get_rnn_backprop_figures():
-    return expand(
-        "figures/rnn_backprop_{dataset}{suffix}.{ext}",
-        dataset=config["rnn_backprop"]["datasets"],
-        suffix=("", "_iter", "_convergence"),
-        ext=("png", "pdf"),
-    )
-
-
-# ---- densenet (rules in workflow/rules/densenet.smk) ----------------------------------------------------
-def get_densenet_runs():
-    cfg = config["densenet"]
-    return run_names(cfg["methods"], cfg["block_sizes"], blocked=("gs_jacobi",))
-
-
-def get_densenet_results(datasets, kind):
-    """results/densenet/<dataset>/<run>/<kind> for every run of the config."""
-    return get_results("densenet", datasets, get_densenet_runs(), kind)
-
-
+# ---- inputs one experiment's rule needs (Snakemake's lint wants every function here)
 def get_densenet_inputs(wildcards):
     """Named inputs of densenet_measure: what the dataset's model and images are read from.
 
@@ -257,94 +224,3 @@ def get_densenet_inputs(wildcards):
         weights = settings_for("densenet", "imagenet_val")["weights_file"]
         return {"weights": weights} if weights else {}
     return {}
-
-
-def get_densenet_figures():
-    return expand(
-        "figures/densenet_{dataset}.{ext}", dataset=config["densenet"]["datasets"], ext=("png", "pdf")
-    )
-
-
-# ---- pixelcnnpp (rules in workflow/rules/pixelcnnpp.smk) --------------------------------------------------
-def get_pixelcnnpp_runs():
-    """Run names: the block methods once per block size (positions), the others once."""
-    cfg = config["pixelcnnpp"]
-    return run_names(
-        cfg["methods"], cfg["block_sizes"],
-        blocked=("gs_jacobi", "jacobi_gs", "gs_jacobi_cache", "jacobi_gs_cache", "jacobi_gs_band_cache"),
-        tols=cfg["frontier_tols"],
-    )
-
-
-def get_pixelcnnpp_figure_results(datasets, kind):
-    """The runs PixelCNN++'s figure draws: all but the frontier runs (figures/frontier.png)."""
-    return get_results("pixelcnnpp", datasets, exact_run_names(get_pixelcnnpp_runs()), kind)
-
-
-def get_pixelcnnpp_results(datasets, kind):
-    """results/pixelcnnpp/<dataset>/<run>/<kind> for every configured run."""
-    return get_results("pixelcnnpp", datasets, get_pixelcnnpp_runs(), kind)
-
-
-def get_pixelcnnpp_checkpoint(wildcards):
-    """The checkpoint to sample: the one the config names, else the one pixelcnnpp_train writes."""
-    named = settings_for("pixelcnnpp", wildcards.dataset)["checkpoint"]
-    return named if named else f"results/pixelcnnpp/{wildcards.dataset}/model.msgpack"
-
-
-def get_pixelcnnpp_training(wildcards):
-    """The training record ([] when the config names a checkpoint)."""
-    if settings_for("pixelcnnpp", wildcards.dataset)["checkpoint"]:
-        return []
-    return f"results/pixelcnnpp/{wildcards.dataset}/train.json"
-
-
-def get_pixelcnnpp_figures():
-    return expand(
-        "figures/pixelcnnpp_{dataset}{part}.{ext}",
-        dataset=config["pixelcnnpp"]["datasets"],
-        part=("", "_samples"),
-        ext=("png", "pdf"),
-    )
-
-
-# ---- rnn_forward (rules in workflow/rules/rnn_forward.smk) ------------------------------------------------
-from ffsolve.experiments.rnn_forward import run_names as rnn_forward_run_names  # noqa: E402
-
-# The keys of one case's rnn_forward settings each job reads (and reruns when they change).
-RNN_FORWARD_TRAIN_KEYS = ("hidden_size", "train")
-RNN_FORWARD_MEASURE_KEYS = (
-    "hidden_size", "methods", "frontier_tols", "batch", "input_size", "softplus_radius", "damping",
-)
-
-
-def get_rnn_forward_runs():
-    """Every method exactly, and each parallel method again at each frontier tolerance > 0."""
-    cfg = config["rnn_forward"]
-    return rnn_forward_run_names(cfg["methods"], cfg["frontier_tols"])
-
-
-def get_rnn_forward_results(datasets, kind):
-    """results/rnn_forward/<case>/<run>/<kind> for every case and run of the config."""
-    return get_results("rnn_forward", datasets, get_rnn_forward_runs(), kind)
-
-
-def rnn_forward_settings(dataset, keys):
-    settings = settings_for("rnn_forward", dataset)
-    return {key: settings[key] for key in keys}
-
-
-def get_rnn_forward_inputs(wildcards):
-    """The trained case reads its checkpoint and the test images; random cases read nothing."""
-    if wildcards.dataset == "mnist":
-        return {"checkpoint": "results/rnn_forward/mnist/model.pt", "data": "resources/data/mnist.npz"}
-    return {}
-
-
-def get_rnn_forward_training(wildcards):
-    """The training record when the mnist case is configured ([] otherwise)."""
-    return ["results/rnn_forward/mnist/train.json"] if "mnist" in config["rnn_forward"]["datasets"] else []
-
-
-def get_rnn_forward_figures():
-    return expand("figures/rnn_forward{part}.{ext}", part=("", "_frontier"), ext=("png", "pdf"))

@@ -1,13 +1,7 @@
 # DenseNet inference by Jacobi iteration over layers (paper §2.2): train the small DenseNet-BC on
 # MNIST (embedded default) or take DenseNet-201, run every method in one timed process per
 # dataset (the shared harness), and draw logit error and top-5 disagreement against steps.
-
-
-if experiment_active("densenet"):
-    register_targets(
-        metrics=get_densenet_results(config["densenet"]["datasets"], "metrics.json"),
-        figures=get_densenet_figures(),
-    )
+# Its runs, results and figures come from ffsolve.experiments.densenet.layout (common.smk).
 
 
 rule densenet_train:
@@ -39,8 +33,8 @@ rule densenet_measure:
     input:
         unpack(get_densenet_inputs),
     output:
-        metrics=expand("results/densenet/{{dataset}}/{run}/metrics.json", run=get_densenet_runs()),
-        traces=expand("results/densenet/{{dataset}}/{run}/trace.npz", run=get_densenet_runs()),
+        metrics=run_outputs("densenet", "metrics.json"),
+        traces=run_outputs("densenet", "trace.npz"),
     log:
         "logs/densenet/{dataset}/measure.log",
     benchmark:
@@ -48,7 +42,7 @@ rule densenet_measure:
     params:
         # Everything the job reads, so that a changed setting reruns it (Snakemake's params trigger).
         settings=lambda wildcards: settings_for("densenet", wildcards.dataset),
-        runs=get_densenet_runs(),
+        runs=get_runs("densenet"),
         image_folder=lambda wildcards: (
             config["data"]["imagenet_val"]["folder"] if wildcards.dataset == "imagenet_val" else None
         ),
@@ -71,8 +65,8 @@ rule densenet_measure:
 
 rule densenet_figure:
     input:
-        metrics=lambda wildcards: get_densenet_results(wildcards.dataset, "metrics.json"),
-        traces=lambda wildcards: get_densenet_results(wildcards.dataset, "trace.npz"),
+        metrics=figure_results("densenet", "metrics.json"),
+        traces=figure_results("densenet", "trace.npz"),
         notebook="workflow/notebooks/densenet.ipynb",
     output:
         png=report(

@@ -1,18 +1,8 @@
 # MADE sampling (paper §2.3): train (or load) a MADE per dataset, then one timed harness job per
 # dataset samples one seeded batch with every method on the same weights and noise, checks each
 # against sequential bit for bit, and the notebook draws the convergence figure and sample grid.
-
-
-if experiment_active("made"):
-    register_targets(
-        metrics=get_made_results(config["made"]["datasets"], "metrics.json"),
-        figures=expand(
-            "figures/made_{dataset}{part}.{ext}",
-            dataset=config["made"]["datasets"],
-            part=("", "_samples"),
-            ext=("png", "pdf"),
-        ),
-    )
+# Its runs, results and figures come from ffsolve.experiments.made.layout (common.smk).
+MADE = layout_of("made")
 
 
 rule made_train:
@@ -27,7 +17,7 @@ rule made_train:
         "benchmarks/made/{dataset}/train.tsv"
     params:
         # Everything the job reads, so that a changed setting retrains (Snakemake's params trigger).
-        settings=lambda wildcards: made_settings(wildcards.dataset, MADE_TRAIN_KEYS),
+        settings=lambda wildcards: job_settings("made", wildcards.dataset, MADE.TRAIN_KEYS),
         seed=config["seed"],
         device=config["device"],
     wildcard_constraints:
@@ -43,17 +33,17 @@ rule made_train:
 
 rule made_measure:
     input:
-        checkpoint=get_made_checkpoint,
+        checkpoint=get_checkpoint("made", "model.pt"),
     output:
-        metrics=expand("results/made/{{dataset}}/{run}/metrics.json", run=get_made_runs()),
-        traces=expand("results/made/{{dataset}}/{run}/trace.npz", run=get_made_runs()),
+        metrics=run_outputs("made", "metrics.json"),
+        traces=run_outputs("made", "trace.npz"),
     log:
         "logs/made/{dataset}/measure.log",
     benchmark:
         "benchmarks/made/{dataset}/measure.tsv"
     params:
-        settings=lambda wildcards: made_settings(wildcards.dataset, MADE_MEASURE_KEYS),
-        runs=get_made_runs(),
+        settings=lambda wildcards: job_settings("made", wildcards.dataset, MADE.MEASURE_KEYS),
+        runs=get_runs("made"),
         timing=config["timing"],
         # auto's decisions file (one per experiment and dataset; common.smk autotune_file).
         autotune=autotune_file("made"),
@@ -73,9 +63,9 @@ rule made_measure:
 
 rule made_figure:
     input:
-        metrics=lambda wildcards: get_made_figure_results(wildcards.dataset, "metrics.json"),
-        traces=lambda wildcards: get_made_figure_results(wildcards.dataset, "trace.npz"),
-        training=get_made_training,
+        metrics=figure_results("made", "metrics.json"),
+        traces=figure_results("made", "trace.npz"),
+        training=get_training_record("made", "train.json"),
         notebook="workflow/notebooks/made.ipynb",
     output:
         png=report(

@@ -1,13 +1,8 @@
 # PixelCNN++ sampling (paper §2.4-2.8): train (or load) a PixelCNN++ per dataset, then one timed
 # harness job per dataset samples one seeded batch with every method in one process, on the same
 # weights and noise, checks each against sequential, and a notebook draws the figures.
-
-
-if experiment_active("pixelcnnpp"):
-    register_targets(
-        metrics=get_pixelcnnpp_results(config["pixelcnnpp"]["datasets"], "metrics.json"),
-        figures=get_pixelcnnpp_figures(),
-    )
+# Its runs, results and figures come from ffsolve.experiments.pixelcnnpp.layout (common.smk).
+PIXELCNNPP = layout_of("pixelcnnpp")
 
 
 rule pixelcnnpp_train:
@@ -23,8 +18,7 @@ rule pixelcnnpp_train:
     params:
         # Exactly what the job reads, so that a changed setting retrains (Snakemake's params
         # trigger) and nothing else does (a new sampling method does not).
-        settings=lambda wildcards: {key: settings_for("pixelcnnpp", wildcards.dataset)[key]
-                                    for key in PIXELCNNPP_TRAIN_KEYS},
+        settings=lambda wildcards: job_settings("pixelcnnpp", wildcards.dataset, PIXELCNNPP.TRAIN_KEYS),
         seed=config["seed"],
     wildcard_constraints:
         dataset="mnist|cifar10",
@@ -40,19 +34,17 @@ rule pixelcnnpp_train:
 rule pixelcnnpp_measure:
     input:
         data="resources/data/{dataset}.npz",
-        checkpoint=get_pixelcnnpp_checkpoint,
+        checkpoint=get_checkpoint("pixelcnnpp", "model.msgpack"),
     output:
-        metrics=expand(
-            "results/pixelcnnpp/{{dataset}}/{run}/metrics.json", run=get_pixelcnnpp_runs()
-        ),
-        traces=expand("results/pixelcnnpp/{{dataset}}/{run}/trace.npz", run=get_pixelcnnpp_runs()),
+        metrics=run_outputs("pixelcnnpp", "metrics.json"),
+        traces=run_outputs("pixelcnnpp", "trace.npz"),
     log:
         "logs/pixelcnnpp/{dataset}/measure.log",
     benchmark:
         "benchmarks/pixelcnnpp/{dataset}/measure.tsv"
     params:
         settings=lambda wildcards: settings_for("pixelcnnpp", wildcards.dataset),
-        runs=get_pixelcnnpp_runs(),
+        runs=get_runs("pixelcnnpp"),
         timing=config["timing"],
         # auto's decisions file (one per experiment and dataset; common.smk autotune_file).
         autotune=autotune_file("pixelcnnpp"),
@@ -71,9 +63,9 @@ rule pixelcnnpp_measure:
 
 rule pixelcnnpp_figure:
     input:
-        metrics=lambda wildcards: get_pixelcnnpp_figure_results(wildcards.dataset, "metrics.json"),
-        traces=lambda wildcards: get_pixelcnnpp_figure_results(wildcards.dataset, "trace.npz"),
-        training=get_pixelcnnpp_training,
+        metrics=figure_results("pixelcnnpp", "metrics.json"),
+        traces=figure_results("pixelcnnpp", "trace.npz"),
+        training=get_training_record("pixelcnnpp", "train.json"),
         notebook="workflow/notebooks/pixelcnnpp.ipynb",
     output:
         png=report(

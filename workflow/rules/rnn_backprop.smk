@@ -4,21 +4,16 @@
 # and writes every metrics.json (quantity train_<steps>_steps), the loss curves of the timed
 # calls and BPTT's trained weights; an untimed job draws the gradient-convergence traces at the
 # initial and at those weights; then the figures.
+# Its runs, results and figures come from ffsolve.experiments.rnn_backprop.layout (common.smk).
 
-
-if experiment_active("rnn_backprop"):
-    register_targets(
-        metrics=get_rnn_backprop_results("metrics.json"),
-        figures=get_rnn_backprop_figures(),
-    )
 
 
 rule rnn_backprop_measure:
     input:
         dataset="resources/data/{dataset}.npz",
     output:
-        metrics=expand("results/rnn_backprop/{{dataset}}/{run}/metrics.json", run=get_rnn_backprop_runs()),
-        traces=expand("results/rnn_backprop/{{dataset}}/{run}/trace.npz", run=get_rnn_backprop_runs()),
+        metrics=run_outputs("rnn_backprop", "metrics.json"),
+        traces=run_outputs("rnn_backprop", "trace.npz"),
         weights="results/rnn_backprop/{dataset}/trained_weights.npz",
     log:
         "logs/rnn_backprop/{dataset}/measure.log",
@@ -27,7 +22,7 @@ rule rnn_backprop_measure:
     params:
         # Everything the job reads, so that a changed setting reruns it (Snakemake's params trigger).
         settings=lambda wildcards: settings_for("rnn_backprop", wildcards.dataset),
-        runs=get_rnn_backprop_runs(),
+        runs=get_runs("rnn_backprop"),
         # The compute threads and auto's settings: the job's own repeats and warm-up are
         # rnn_backprop settings.
         timing={key: config["timing"][key] for key in ("threads", "auto_allow_within_tolerance",
@@ -75,8 +70,8 @@ rule rnn_backprop_convergence:
 
 rule rnn_backprop_figure:
     input:
-        metrics=lambda wildcards: get_results("rnn_backprop", wildcards.dataset, get_rnn_backprop_runs(), "metrics.json"),
-        traces=lambda wildcards: get_results("rnn_backprop", wildcards.dataset, get_rnn_backprop_runs(), "trace.npz"),
+        metrics=figure_results("rnn_backprop", "metrics.json"),
+        traces=figure_results("rnn_backprop", "trace.npz"),
         convergence="results/rnn_backprop/{dataset}/convergence.npz",
         notebook="workflow/notebooks/rnn_backprop.ipynb",
     output:

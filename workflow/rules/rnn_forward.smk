@@ -4,13 +4,8 @@
 # process and checks each against the sequential loop; one notebook draws every case's figures.
 RNN_FORWARD_TORCH_CASES = "mnist|(?:gru|softplus)_T[1-9][0-9]*_H[1-9][0-9]*"
 RNN_FORWARD_JAX_CASES = "(?:gru|softplus)_T[1-9][0-9]*_H[1-9][0-9]*_jax"
-
-
-if experiment_active("rnn_forward"):
-    register_targets(
-        metrics=get_rnn_forward_results(config["rnn_forward"]["datasets"], "metrics.json"),
-        figures=get_rnn_forward_figures(),
-    )
+# Its runs, results and figures come from ffsolve.experiments.rnn_forward.layout (common.smk).
+RNN_FORWARD = layout_of("rnn_forward")
 
 
 rule rnn_forward_train:
@@ -25,7 +20,7 @@ rule rnn_forward_train:
         "benchmarks/rnn_forward/mnist/train.tsv"
     params:
         # Everything the job reads, so that a changed setting retrains (Snakemake's params trigger).
-        settings=rnn_forward_settings("mnist", RNN_FORWARD_TRAIN_KEYS),
+        settings=job_settings("rnn_forward", "mnist", RNN_FORWARD.TRAIN_KEYS),
         seed=config["seed"],
         device=config["device"],
     threads: THREADS
@@ -39,17 +34,19 @@ rule rnn_forward_train:
 
 rule rnn_forward_measure:
     input:
-        unpack(get_rnn_forward_inputs),
+        # The trained case reads its checkpoint and the test images; random cases read nothing.
+        unpack(lambda wildcards: {"checkpoint": "results/rnn_forward/mnist/model.pt",
+                                  "data": "resources/data/mnist.npz"} if wildcards.dataset == "mnist" else {}),
     output:
-        metrics=expand("results/rnn_forward/{{dataset}}/{run}/metrics.json", run=get_rnn_forward_runs()),
-        traces=expand("results/rnn_forward/{{dataset}}/{run}/trace.npz", run=get_rnn_forward_runs()),
+        metrics=run_outputs("rnn_forward", "metrics.json"),
+        traces=run_outputs("rnn_forward", "trace.npz"),
     log:
         "logs/rnn_forward/{dataset}/measure.log",
     benchmark:
         "benchmarks/rnn_forward/{dataset}/measure.tsv"
     params:
-        settings=lambda wildcards: rnn_forward_settings(wildcards.dataset, RNN_FORWARD_MEASURE_KEYS),
-        runs=get_rnn_forward_runs(),
+        settings=lambda wildcards: job_settings("rnn_forward", wildcards.dataset, RNN_FORWARD.MEASURE_KEYS),
+        runs=get_runs("rnn_forward"),
         timing=config["timing"],
         # auto's decisions file (one per experiment and dataset; common.smk autotune_file).
         autotune=autotune_file("rnn_forward"),
@@ -77,9 +74,10 @@ use rule rnn_forward_measure as rnn_forward_measure_jax with:
 
 rule rnn_forward_figure:
     input:
-        metrics=get_rnn_forward_results(config["rnn_forward"]["datasets"], "metrics.json"),
-        traces=get_rnn_forward_results(config["rnn_forward"]["datasets"], "trace.npz"),
-        training=get_rnn_forward_training,
+        metrics=get_experiment_results("rnn_forward", "metrics.json"),
+        traces=get_experiment_results("rnn_forward", "trace.npz"),
+        # The training record when the mnist case is configured.
+        training=["results/rnn_forward/mnist/train.json"] if "mnist" in config["rnn_forward"]["datasets"] else [],
         notebook="workflow/notebooks/rnn_forward.ipynb",
     output:
         png=report("figures/rnn_forward.png", caption="../report/rnn_forward.rst", category="RNN evaluation"),

@@ -1,18 +1,13 @@
 # Every method on a random nonlinear triangular map: the workflow's smallest complete experiment,
 # and the shape every experiment follows: one timed harness job per dataset, then a notebook.
+# Its runs, results and figures come from ffsolve.experiments.<name>.layout (common.smk).
 
-
-if experiment_active("solver_demo"):
-    register_targets(
-        metrics=get_solver_demo_results("metrics.json"),
-        figures=expand("figures/solver_demo.{ext}", ext=("png", "pdf")),
-    )
 
 
 rule solver_demo_measure:
     output:
-        metrics=expand("results/solver_demo/{{dataset}}/{run}/metrics.json", run=get_solver_demo_runs()),
-        traces=expand("results/solver_demo/{{dataset}}/{run}/trace.npz", run=get_solver_demo_runs()),
+        metrics=run_outputs("solver_demo", "metrics.json"),
+        traces=run_outputs("solver_demo", "trace.npz"),
     log:
         "logs/solver_demo/{dataset}/measure.log",
     benchmark:
@@ -20,7 +15,7 @@ rule solver_demo_measure:
     params:
         # Everything the job reads, so that a changed setting reruns it (Snakemake's params trigger).
         settings=lambda wildcards: settings_for("solver_demo", wildcards.dataset),
-        runs=get_solver_demo_runs(),
+        runs=get_runs("solver_demo"),
         timing=config["timing"],
         # auto's decisions file (one per experiment and dataset; common.smk autotune_file).
         autotune=autotune_file("solver_demo"),
@@ -36,8 +31,8 @@ rule solver_demo_measure:
 
 rule solver_demo_figure:
     input:
-        metrics=lambda wildcards: get_solver_demo_results("metrics.json"),
-        traces=lambda wildcards: get_solver_demo_results("trace.npz"),
+        metrics=lambda wildcards: get_experiment_results("solver_demo", "metrics.json"),
+        traces=lambda wildcards: get_experiment_results("solver_demo", "trace.npz"),
         notebook="workflow/notebooks/solver_demo.ipynb",
     output:
         png=report(

@@ -54,10 +54,10 @@ from ffsolve.experiments.densenet.model import (
     pack_layers,
     parallel_layers,
 )
+from ffsolve.experiments.densenet.layout import BLOCKED
 from ffsolve.kit import Tolerance
 
 METHODS = ("sequential", "jacobi", "jacobi_top5", "gs_jacobi")
-BLOCKED = ("gs_jacobi",)
 EPS32 = float(np.finfo(np.float32).eps)  # 1.19e-7, the spacing of float32 numbers at 1
 
 # on_call(global_state) for traces: called after every call of a map, with the new iterate.

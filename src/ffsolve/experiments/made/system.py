@@ -26,7 +26,7 @@ import torch
 
 import ffsolve
 from ffsolve.deadline import passed
-from ffsolve.experiments.made import BLOCKED  # the methods that take a block size
+from ffsolve.experiments.made.layout import BLOCKED
 from ffsolve.experiments.made.density import logit_bounds
 from ffsolve.experiments.made.model import LOG_SCALE_MAX, LOG_SCALE_MIN, MADE
 from ffsolve.kit import Candidate, RunSpec, Tolerance, expand_runs

@@ -56,7 +56,7 @@ import torch.nn.functional as F
 import ffsolve
 from ffsolve.deadline import passed
 from ffsolve.data import Dataset, load_prepared
-from ffsolve.experiments.rnn_backprop import BLOCKED, BUDGETED
+from ffsolve.experiments.rnn_backprop.layout import BLOCKED, BUDGETED
 from ffsolve.experiments.rnn_backprop.model import (
     PARAM_NAMES,
     RNNParams,

@@ -43,7 +43,7 @@ from typing import Callable, Optional
 import torch
 
 import ffsolve
-from ffsolve.experiments.rnn_backprop import BLOCKED
+from ffsolve.experiments.rnn_backprop.layout import BLOCKED
 from ffsolve.experiments.rnn_backprop.model import (
     ForwardCache,
     RNNParams,

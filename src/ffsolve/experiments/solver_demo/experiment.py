@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Mapping
 
 import ffsolve
-from ffsolve.experiments.solver_demo import BLOCKED  # the methods that take a block size
+from ffsolve.experiments.solver_demo.layout import BLOCKED
 from ffsolve.experiments.solver_demo.system import make_map
 from ffsolve.jobs import Job, outputs_by_run
 from ffsolve.kit import Candidate, RunContext, expand_runs, measure, settings_from, write_runs
