@@ -55,6 +55,7 @@ import numpy as np
 
 import ffsolve
 from ffsolve.experiments.pixelcnnpp import mixture, pixel_cache
+from ffsolve.experiments.pixelcnnpp.layout import BLOCKED  # their block_size is in positions
 from ffsolve.experiments.pixelcnnpp.model import SCALES, PixelCNNPP, band_rows
 from ffsolve.kit.harness import Candidate, Tolerance
 from ffsolve.solvers.core import SolveResult
@@ -64,8 +65,6 @@ SOLVE_METHODS = ("sequential", "jacobi", "gs_jacobi", "jacobi_gs", "suffix_jacob
 CACHED_METHODS = ("sequential_cache", "gs_jacobi_cache", "jacobi_gs_cache",
                   "sequential_band_cache", "jacobi_gs_band_cache")
 METHODS = SOLVE_METHODS + CACHED_METHODS
-BLOCKED = ("gs_jacobi", "jacobi_gs", "sliding_jacobi", "gs_jacobi_cache", "jacobi_gs_cache",
-           "jacobi_gs_band_cache")  # their block_size is in positions
 FLOAT32_EPS = float(np.finfo(np.float32).eps)
 
 
