@@ -183,7 +183,7 @@ def test_runs_are_named_by_block_size_in_positions():
                         train=TrainSettings(1, 1, 0.1, 0.5, 1, 1))
     assert runs(settings) == [
         "sequential", "jacobi", "gs_jacobi_b28", "gs_jacobi_b112", "jacobi_gs_b28", "jacobi_gs_b112",
-        "sequential_cache", "gs_jacobi_cache_b28", "gs_jacobi_cache_b112", "jacobi_gs_cache_b28",
+        "suffix_jacobi", "sliding_jacobi_b28", "sliding_jacobi_b112", "sequential_cache", "gs_jacobi_cache_b28", "gs_jacobi_cache_b112", "jacobi_gs_cache_b28",
         "jacobi_gs_cache_b112", "sequential_band_cache", "jacobi_gs_band_cache_b28",
         "jacobi_gs_band_cache_b112"]
 
