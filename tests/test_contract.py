@@ -9,6 +9,11 @@ path of its own (cached samplers, batched blocks, scans), each a
 workflow uses, at tol = 0 every run must equal sequential bit for bit (or within the tolerance it
 declares, with its reason), converge in at most T parallel steps, and its timed program must give
 the traced program's output.
+
+The candidates are measured in a fresh process per experiment at one compute thread
+(tests/threads_child.py, the ``one_thread_children`` job of tests/children.py, run in the
+background while the rest of the suite runs: tests/prefetch.py); tests/test_threads.py compares
+the same outputs with those at two threads.
 """
 
 import importlib
@@ -16,7 +21,6 @@ import importlib
 import pytest
 
 import ffsolve
-from ffsolve.kit import measure
 
 EXPERIMENTS = ("solver_demo", "made", "pixelcnnpp", "densenet", "rnn_backprop", "rnn_forward")
 
@@ -28,19 +32,19 @@ def _system(experiment):
         pytest.fail(f"ffsolve.experiments.{experiment}.system is missing: {err}")
 
 
-def _measure(candidates):
-    """One instance (a list of candidates), or several ({instance: candidates}), each measured on
-    its own against its own sequential reference; measurements keyed ``<instance>/<run>``."""
-    if isinstance(candidates, dict):
-        return {f"{group}/{name}": m for group, runs in candidates.items()
-                for name, m in measure(runs, repeats=2, warmup=0).items()}
-    return measure(candidates, repeats=2, warmup=0)
-
-
 @pytest.fixture(scope="module", params=EXPERIMENTS)
-def measured(request):
-    system = _system(request.param)
-    return request.param, _measure(system.contract_candidates())
+def experiment(request):
+    return request.param
+
+
+@pytest.fixture(scope="module")
+def measured(experiment, one_thread_children):
+    """What the harness measured of each contract candidate (tests/threads_child.py's ``describe``),
+    keyed ``<instance>/<run>`` (each instance measured on its own against its own sequential
+    reference; the instance empty where the experiment has one)."""
+    _system(experiment)
+    report, _ = one_thread_children[experiment].result()
+    return experiment, report["contract"]
 
 
 def _expected_methods(experiment):
@@ -54,7 +58,7 @@ def _expected_methods(experiment):
 
 def test_every_library_method_is_covered(measured):
     experiment, measurements = measured
-    methods = {m.candidate.spec.method for m in measurements.values()}
+    methods = {m["method"] for m in measurements.values()}
     missing = _expected_methods(experiment) - methods
     assert not missing, f"{experiment}: contract_candidates() lacks {sorted(missing)}"
 
@@ -63,21 +67,21 @@ def test_every_run_is_exact_or_within_its_declared_tolerance(measured):
     experiment, measurements = measured
     for name, m in measurements.items():
         where = f"{experiment}/{name}"
-        assert isinstance(m.result, ffsolve.SolveResult), where
-        assert m.result.tol == 0.0, f"{where}: the contract is checked at tol = 0"
-        assert m.result.converged, where
-        assert 1 <= m.result.iterations <= m.result.sequence_length, where
-        assert m.result.network_evaluations > 0, where
-        if m.candidate.tolerance is None:
-            assert m.bitwise_equal, f"{where}: max |diff| {m.max_abs_diff:.3g}, and no tolerance is declared"
+        assert m["solve_result"], f"{where}: not an ffsolve.SolveResult"
+        assert m["tol"] == 0.0, f"{where}: the contract is checked at tol = 0"
+        assert m["converged"], where
+        assert 1 <= m["iterations"] <= m["sequence_length"], where
+        assert m["network_evaluations"] > 0, where
+        if m["tolerance"] is None:
+            assert m["bitwise_equal"], f"{where}: max |diff| {m['max_abs_diff']:.3g}, and no tolerance is declared"
         else:
-            assert m.within_tolerance, f"{where}: max |diff| {m.max_abs_diff:.3g} breaks {m.candidate.tolerance.rule}"
-            assert len(m.candidate.tolerance.why) > 20, f"{where}: say why bitwise equality cannot hold"
+            assert m["within_tolerance"], f"{where}: max |diff| {m['max_abs_diff']:.3g} breaks {m['tolerance']['rule']}"
+            assert len(m["tolerance"]["why"]) > 20, f"{where}: say why bitwise equality cannot hold"
 
 
 def test_every_run_has_a_traced_twin(measured):
-    # measure() runs each traced program once and stops the job if its output or iteration count
+    # measure() runs each traced program once and stops the child if its output or iteration count
     # differs from the timed program's; here we only check that none was left out.
     experiment, measurements = measured
-    untraced = [name for name, m in measurements.items() if m.candidate.traced is None]
+    untraced = [name for name, m in measurements.items() if not m["traced"]]
     assert not untraced, f"{experiment}: runs without a traced program: {untraced}"

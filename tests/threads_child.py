@@ -1,15 +1,18 @@
-"""One process of tests/test_threads.py: ``python tests/threads_child.py EXPERIMENT THREADS OUT.npz``.
+"""One child process of tests/children.py: ``python tests/threads_child.py EXPERIMENT THREADS OUT.npz``.
 
 Sets the thread count first (``ffsolve.runtime.limit_threads``: PyTorch, MKL, OpenBLAS, and JAX's
-pool and flag, which its backend reads when it starts), then runs every candidate of the
-experiment's contract instance once and saves each output (``result.x``, what the harness
-compares) to OUT.npz as ``contract/<instance>/<run>/<leaf>``. The PyTorch experiments also run
-their methods once on an instance of the embedded default's sizes (config/config.yaml, random
-weights), saved as ``default/...``: the contract instances are too small for PyTorch to split any
-operation across threads (it splits element-wise work above 32,768 elements, and MKL small
-products not at all), the default's are not. PixelCNN++'s default instance is left out: JAX
-compiles every method again at that size, about a minute per process on 2 cores. Prints one JSON
-line: the thread counts in force.
+pool and flag, which its backend reads when it starts), then measures every candidate of the
+experiment's contract instance through the harness, as the workflow does (``ffsolve.kit.measure``,
+two timed repeats, each candidate's traced twin checked against its timed program), and saves
+each output (``result.x`` of the first timed call, what the harness compares) to OUT.npz as
+``contract/<instance>/<run>/<leaf>``. The PyTorch experiments also run their methods once on an
+instance of the embedded default's sizes (config/config.yaml, random weights), saved as
+``default/...``: the contract instances are too small for PyTorch to split any operation across
+threads (it splits element-wise work above 32,768 elements, and MKL small products not at all),
+the default's are not. PixelCNN++'s default instance is left out: JAX compiles every method again
+at that size, about a minute per process on 2 cores. Prints one JSON line: the thread counts in
+force, and under ``contract`` what was measured of each candidate (tests/test_contract.py checks
+it).
 """
 
 import json
@@ -32,17 +35,43 @@ CONFIG = Path(__file__).resolve().parents[1] / "config" / "config.yaml"
 SEED = 1234
 
 
-def contract_outputs(experiment: str) -> dict:
+def contract_outputs(experiment: str) -> tuple[dict, dict]:
+    """One instance (a list of candidates), or several ({instance: candidates}), each measured on
+    its own against its own sequential reference: the outputs and a summary of each measurement,
+    keyed ``<instance>/<run>`` (the instance empty for a list)."""
+    from ffsolve.kit import measure
+
     system = importlib.import_module(f"ffsolve.experiments.{experiment}.system")
     found = system.contract_candidates()
     groups = found if isinstance(found, dict) else {"": found}
-    out = {}
+    out, summary = {}, {}
     for group, candidates in groups.items():
-        for candidate in candidates:
-            if candidate.prepare is not None:
-                candidate.prepare()
-            out[f"{group}/{candidate.name}"] = candidate.program().x
-    return out
+        for name, m in measure(candidates, repeats=2, warmup=0).items():
+            out[f"{group}/{name}"] = m.result.x
+            summary[f"{group}/{name}"] = describe(m)
+    return out, summary
+
+
+def describe(m) -> dict:
+    """What tests/test_contract.py checks of a measurement, as JSON."""
+    import ffsolve
+
+    result, tolerance = m.result, m.candidate.tolerance
+    is_result = isinstance(result, ffsolve.SolveResult)
+    return {
+        "method": m.candidate.spec.method,
+        "solve_result": is_result,
+        "tol": float(result.tol) if is_result else None,
+        "converged": bool(result.converged) if is_result else None,
+        "iterations": int(result.iterations) if is_result else None,
+        "sequence_length": int(result.sequence_length) if is_result else None,
+        "network_evaluations": float(result.network_evaluations) if is_result else None,
+        "bitwise_equal": bool(m.bitwise_equal),
+        "within_tolerance": None if m.within_tolerance is None else bool(m.within_tolerance),
+        "max_abs_diff": float(m.max_abs_diff),
+        "tolerance": None if tolerance is None else {"rule": str(tolerance.rule), "why": str(tolerance.why)},
+        "traced": m.candidate.traced is not None,
+    }
 
 
 def default_outputs(experiment: str) -> dict:
@@ -124,7 +153,8 @@ def default_outputs(experiment: str) -> dict:
 
 
 def main(experiment: str, threads: int, path: str) -> None:
-    outputs = {f"contract/{key}": x for key, x in contract_outputs(experiment).items()}
+    contract, summary = contract_outputs(experiment)
+    outputs = {f"contract/{key}": x for key, x in contract.items()}
     if experiment != "pixelcnnpp":
         outputs.update({f"default/{key}": x for key, x in default_outputs(experiment).items()})
     arrays = {f"{key}/{i}": leaf for key, x in outputs.items() for i, leaf in enumerate(to_numpy_leaves(x))}
@@ -132,7 +162,8 @@ def main(experiment: str, threads: int, path: str) -> None:
     import torch
 
     print(json.dumps({"in_force": IN_FORCE, "torch": torch.get_num_threads(),
-                      "nproc": os.environ.get("NPROC"), "xla_flags": os.environ.get("XLA_FLAGS", "")}))
+                      "nproc": os.environ.get("NPROC"), "xla_flags": os.environ.get("XLA_FLAGS", ""),
+                      "contract": summary}))
 
 
 if __name__ == "__main__":

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import yaml
+
+import prefetch
 
 REPO = Path(__file__).resolve().parents[1]
 COPIED = ("Snakefile", "workflow", "config", "scripts", "src", "envs")
@@ -44,13 +46,22 @@ def write_config(workdir: Path, config: dict, name: str = "test.yaml") -> Path:
     return path
 
 
-def snakemake(workdir: Path, *args: str, check: bool = True, timeout: int = 900, env=None):
+# The Slurm executor plugin (a test dependency) runs `scontrol show config` whenever Snakemake loads
+# its plugins, on every call. Where a Slurm client is configured but no controller answers (a
+# machine after `tests/cluster/local_slurm.sh stop`), that waits about 9 s each time. A session
+# that uses no cluster (FFSOLVE_SLURM unset) points Slurm at an empty configuration, which scontrol
+# refuses at once, as on a machine without Slurm; with FFSOLVE_SLURM=1 the cluster's stays.
+NO_SLURM_CLIENT = {} if os.environ.get("FFSOLVE_SLURM") == "1" else {"SLURM_CONF": os.devnull}
+
+
+def snakemake(workdir: Path, *args: str, check: bool = True, timeout: int = 900, env=None, nice: int = 0):
     """Run the project's Snakemake with the test interpreter; returns the CompletedProcess.
 
-    ``env`` entries replace those of this process's environment for the run."""
+    ``env`` entries replace those of this process's environment for the run; ``nice`` > 0 runs it
+    at that niceness (a background job of tests/prefetch.py)."""
     cmd = [sys.executable, "-m", "snakemake", "--cores", "2", *args]
-    proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=timeout,
-                          env={**__import__("os").environ, "FFSOLVE_PROGRESS": "0", **(env or {})})
+    proc = prefetch.run(cmd, cwd=workdir, timeout=timeout, nice=nice,
+                        env={**os.environ, "FFSOLVE_PROGRESS": "0", **NO_SLURM_CLIENT, **(env or {})})
     if check and proc.returncode != 0:
         raise AssertionError(
             f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
