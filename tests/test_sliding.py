@@ -64,6 +64,41 @@ def test_sliding_window_of_one_is_the_one_position_loop(problem):
     assert res.iterations == T and res.network_evaluations == pytest.approx(1.0)
 
 
+def test_sequential_computes_one_position_per_step_through_a_bitwise_window(problem):
+    """The loop a user would write: call t computes only position t (one pass of work in all),
+    and its result is the whole-map loop's bit for bit, so every method stays bitwise to it."""
+    f, windowed_f, x0 = problem
+    calls = []
+
+    def counted(x, start, stop):
+        calls.append((start, stop))
+        return windowed_f.window(x, start, stop)
+
+    one_position = sliding.windowed(f, counted)
+    res = ffsolve.solve(one_position, x0, method="sequential")
+    whole = ffsolve.solve(f, x0, method="sequential")
+    assert calls == [(t, t + 1) for t in range(T)]
+    assert torch.equal(res.x, whole.x)
+    assert res.iterations == whole.iterations == T
+    assert res.network_evaluations == pytest.approx(1.0) and whole.network_evaluations == T
+    assert torch.equal(ffsolve.solve(one_position, x0, method="jacobi").x, res.x)
+
+
+def test_sequential_calls_the_whole_map_when_the_window_is_not_bitwise(problem):
+    f, rows = _masked_map()
+    calls = []
+
+    def counted(x, start, stop):
+        calls.append((start, stop))
+        return rows(x, start, stop)
+
+    declared = sliding.windowed(f, counted, bitwise=False)
+    res = ffsolve.solve(declared, torch.zeros(T, B, H, dtype=torch.float64), method="sequential")
+    assert calls == [] and res.network_evaluations == T
+    with pytest.raises(ValueError, match="bitwise"):
+        sliding.windowed(f, rows, bitwise="yes")
+
+
 def test_window_cost_is_the_maps_own_when_given(problem):
     f, rows = _masked_map()
     costly = sliding.windowed(f, rows, cost=lambda start, stop: 2.0)

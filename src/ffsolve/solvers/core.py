@@ -203,7 +203,9 @@ def solve(
             Called with arrays shaped like ``x0``; must return the same shape.
         x0: initial guess (NumPy, PyTorch or JAX array); its length along ``axis`` is T. It is
             never modified.
-        method: ``"sequential"`` (one position per call, T calls), ``"jacobi"`` (every
+        method: ``"sequential"`` (one position per call, T calls: the whole map each call, or
+            only position t where ``f`` has a bitwise window, :func:`ffsolve.windowed`; the
+            compiled driver always calls the whole map), ``"jacobi"`` (every
             position per call), ``"gs_jacobi"`` (blocks in order, Jacobi inside the active block)
             or ``"jacobi_gs"`` (all blocks at once, one position of each block per call), or
             ``"auto"``: the fastest of them for this problem on this machine, found by timing on
@@ -538,6 +540,31 @@ class Tracker:
         changes = self.changes if change is not None else ()
         self.progress = max(self.progress, progress(settled / length, changes, floor))
         return self.deadline.passed(self.progress)
+
+    def window(self, x: Array, start: int, stop: int):
+        """``(outputs at positions [start, stop), work in full passes)``: by the map's window
+        evaluator when it has one (:func:`ffsolve.windowed`), else by a full call of ``f`` whose
+        outputs before ``start``, known final, are checked (:meth:`final`)."""
+        axis = self.axis
+        length = self.shape[axis]
+        index = arrays.index_along(axis, len(self.shape), slice(start, stop))
+        window = getattr(self.f, "window", None)
+        if window is None:
+            y = self(x)
+            if start > 0:
+                before = arrays.index_along(axis, len(self.shape), slice(0, start))
+                self.final(y[before] - x[before], start, axis)
+            return y[index], 1.0
+        out = window(x, start, stop)
+        self.calls += 1
+        expected = self.shape[:axis] + (stop - start,) + self.shape[axis + 1:]
+        if tuple(getattr(out, "shape", ())) != expected:
+            raise ValueError(f"f.window(x, {start}, {stop}) returned shape "
+                             f"{tuple(getattr(out, 'shape', ()))}, expected {expected} (x's shape "
+                             f"with {stop - start} positions along axis {axis})")
+        cost = getattr(self.f, "window_cost", None)
+        work = cost(start, stop) if cost is not None else None
+        return out, float((stop - start) / length if work is None else work)
 
     def final(self, diff: Array, final_positions: int, axis: int) -> None:
         """Note the largest change ``diff`` (``f``'s output minus its input, over the whole

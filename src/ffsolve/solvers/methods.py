@@ -19,22 +19,36 @@ from ffsolve.solvers.core import Tracker, register_solver
 
 
 def sequential(f: Tracker, x0, *, block_size, tol, max_iters, axis, xp):
-    """Ordinary feedforward evaluation: call t fixes position t. T calls; ``tol`` is unused."""
+    """Ordinary feedforward evaluation: call t fixes position t. T calls; ``tol`` is unused.
+
+    A map with a bitwise window evaluator (:func:`ffsolve.windowed`) computes only position t at
+    call t, the loop a user would write (one pass of work in all); any other map is called whole
+    (T passes), its output kept at position t."""
     length = x0.shape[axis]
     x = arrays.fresh_copy(x0)
     f.start(x)
+    one_position = getattr(f.f, "window", None) is not None and getattr(f.f, "bitwise", False)
+    work = 0.0
     stopped_by = "sequential" if max_iters >= length else "max_iters"
     for t in range(min(length, max_iters)):
         at_t = arrays.index_along(axis, x.ndim, slice(t, t + 1))
-        x = arrays.write(x, at_t, f(x)[at_t])
+        if one_position:
+            y, cost = f.window(x, t, t + 1)
+            work += cost
+        else:
+            y = f(x)[at_t]
+        x = arrays.write(x, at_t, y)
         f.record(x)
         if t + 1 < length and f.expired(t + 1):
             stopped_by = "deadline"
             break
-    return f.result(
+    result = f.result(
         x, converged=stopped_by == "sequential", method="sequential", block_size=None, tol=tol,
         length=length, stopped_by=stopped_by,
     )
+    if one_position:
+        result.network_evaluations = work
+    return result
 
 
 def jacobi(f: Tracker, x0, *, block_size, tol, max_iters, axis, xp):

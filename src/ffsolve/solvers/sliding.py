@@ -44,12 +44,16 @@ from ffsolve.solvers.core import Tracker, register_solver
 class WindowedMap:
     """A triangular map with a window evaluator (see the module docstring's contract)."""
 
-    def __init__(self, f: Callable, window: Callable, cost: Optional[Callable] = None):
+    def __init__(self, f: Callable, window: Callable, cost: Optional[Callable] = None, *,
+                 bitwise: bool = True):
         if not callable(f) or not callable(window):
             raise ValueError("windowed(f, window) needs two callables: f(x) and window(x, start, stop)")
         if cost is not None and not callable(cost):
             raise ValueError("windowed(..., cost=) must be a callable cost(start, stop) -> passes")
+        if not isinstance(bitwise, bool):
+            raise ValueError(f"windowed(..., bitwise=) must be True or False, got {bitwise!r}")
         self.f, self._window, self._cost = f, window, cost
+        self.bitwise = bitwise
 
     def __call__(self, x):
         return self.f(x)
@@ -61,35 +65,16 @@ class WindowedMap:
         return None if self._cost is None else self._cost(start, stop)
 
 
-def windowed(f: Callable, window: Callable, cost: Optional[Callable] = None) -> WindowedMap:
+def windowed(f: Callable, window: Callable, cost: Optional[Callable] = None, *,
+             bitwise: bool = True) -> WindowedMap:
     """``f`` with the window evaluator ``window(x, start, stop)`` (and optionally its cost in full
-    passes, ``cost(start, stop)``), for ``suffix_jacobi`` and ``sliding_jacobi``. Other methods
-    call ``f`` as usual."""
-    return WindowedMap(f, window, cost)
-
-
-def _evaluate(f: Tracker, x, start: int, stop: int, axis: int, xp):
-    """(outputs at [start, stop), work in passes), by the map's window when it has one, else by a
-    full call of f (whose outputs before ``start``, known final, are checked)."""
-    length = f.shape[axis]
-    index = arrays.index_along(axis, x.ndim, slice(start, stop))
-    window = getattr(f.f, "window", None)
-    if window is None:
-        y = f(x)
-        if start > 0:
-            before = arrays.index_along(axis, x.ndim, slice(0, start))
-            f.final(y[before] - x[before], start, axis)
-        return y[index], 1.0
-    out = window(x, start, stop)
-    f.calls += 1
-    expected = f.shape[:axis] + (stop - start,) + f.shape[axis + 1:]
-    if tuple(getattr(out, "shape", ())) != expected:
-        raise ValueError(f"f.window(x, {start}, {stop}) returned shape "
-                         f"{tuple(getattr(out, 'shape', ()))}, expected {expected} (x's shape with "
-                         f"{stop - start} positions along axis {axis})")
-    cost = getattr(f.f, "window_cost", None)
-    work = cost(start, stop) if cost is not None else None
-    return out, float((stop - start) / length if work is None else work)
+    passes, ``cost(start, stop)``), for ``suffix_jacobi`` and ``sliding_jacobi``; and, when
+    ``bitwise`` (the window's outputs are ``f(x)[start:stop]`` bit for bit, the default), for
+    ``sequential``, which then computes one position per step (the loop a user would write) instead
+    of the whole map T times. Declare ``bitwise=False`` for a window that sums in another order:
+    ``sequential`` then calls ``f``, so it stays the reference the other methods are bitwise to.
+    ``jacobi``, ``gs_jacobi`` and ``jacobi_gs`` call ``f`` as usual."""
+    return WindowedMap(f, window, cost, bitwise=bitwise)
 
 
 def _slide(f: Tracker, x0, *, width: Optional[int], tol, max_iters, axis, xp, method: str,
@@ -100,7 +85,7 @@ def _slide(f: Tracker, x0, *, width: Optional[int], tol, max_iters, axis, xp, me
     start, work, change, stopped_by = 0, 0.0, None, None
     while f.calls < max_iters:
         stop = length if width is None else min(start + width, length)
-        y, cost = _evaluate(f, x, start, stop, axis, xp)
+        y, cost = f.window(x, start, stop)
         work += cost
         window = arrays.index_along(axis, x.ndim, slice(start, stop))
         diff = y - x[window]

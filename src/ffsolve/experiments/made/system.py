@@ -25,11 +25,10 @@ import numpy as np
 import torch
 
 import ffsolve
-from ffsolve.deadline import passed
+from ffsolve.kit import Candidate, RunSpec, Tolerance, expand_runs, passed
 from ffsolve.experiments.made.layout import BLOCKED
 from ffsolve.experiments.made.density import logit_bounds
 from ffsolve.experiments.made.model import LOG_SCALE_MAX, LOG_SCALE_MIN, MADE
-from ffsolve.kit import Candidate, RunSpec, Tolerance, expand_runs
 
 NOISE_LOW = 1e-5  # U is drawn from (1e-5, 1 − 1e-5), as in the original, so ε stays finite
 
@@ -58,7 +57,9 @@ def sampling_map(model: MADE, noise: torch.Tensor, lam: float) -> Callable[[torc
         return (mean + torch.exp(log_scale) * noise).clamp(low, high)
 
     window = SamplingWindow(model, noise, lam)
-    return ffsolve.windowed(f, window, window.cost)
+    # Sliced products sum in another order than the full pass: not bitwise, so ``sequential``
+    # keeps calling the full forward and stays the reference.
+    return ffsolve.windowed(f, window, window.cost, bitwise=False)
 
 
 def _reach(masks: Sequence[torch.Tensor]) -> list[torch.Tensor]:
@@ -211,7 +212,7 @@ class StreamingTrace:
             self.work.append(cost(start, stop) if cost is not None else (stop - start) / x.shape[1])
             return out
 
-        return ffsolve.windowed(traced, traced_window, cost)
+        return ffsolve.windowed(traced, traced_window, cost, bitwise=getattr(f, "bitwise", False))
 
     def finish(self, x: torch.Tensor) -> None:
         self._note(x)
@@ -507,8 +508,8 @@ def contract_candidates() -> list[Candidate]:
     that divides T and one that does not), and MADE's fast path ``sequential_cache``. Every
     ``ffsolve.solve`` run calls the full forward, so each must equal sequential bit for bit (no
     tolerance); ``sequential_cache`` sums in another order and is held to :func:`cache_tolerance`."""
-    from ffsolve.kit.seeds import seed_stream, torch_generator
-    from ffsolve.solvers import uses_blocks
+    from ffsolve.kit import seed_stream, torch_generator
+    from ffsolve.kit import uses_blocks
 
     nin, lam = 20, 1e-6
     with torch.random.fork_rng(devices=[]):

@@ -22,8 +22,7 @@ import numpy as np
 
 import ffsolve
 from ffsolve.experiments.rnn_forward.cases import SEQUENTIAL, WEIGHT_NAMES, Case
-from ffsolve.kit import Candidate, RunSpec, Tolerance, parse_run_name
-from ffsolve.kit.harness import to_numpy_leaves
+from ffsolve.kit import Candidate, RunSpec, Tolerance, parse_run_name, to_numpy_leaves
 
 NEWTON_TYPE = ("newton", "quasi_newton", "damped_newton")
 NATIVE = "sequential_native"
@@ -38,7 +37,7 @@ NATIVE_FACTOR = 4.0
 
 def device_for(framework: str, choice: str = "auto"):
     """The torch or JAX device a case runs on (``auto|cpu|cuda``)."""
-    from ffsolve.runtime import jax_device, torch_device
+    from ffsolve.kit import jax_device, torch_device
 
     return jax_device(choice) if framework == "jax" else torch_device(choice)
 
@@ -233,7 +232,7 @@ def candidates(case: Case, weights: Mapping[str, np.ndarray], inputs: np.ndarray
             shared["reference"] = to_numpy_leaves(solve_states(cell, s0, u, RunSpec(SEQUENTIAL), damping=damping).x)[0]
         return shared["reference"]
 
-    from ffsolve.kit.auto import add_auto, loop_pilot, pilot_steps, split_auto
+    from ffsolve.kit import add_auto, loop_pilot, pilot_steps, split_auto
 
     specs, autos = split_auto([run if isinstance(run, RunSpec) else parse_run_name(run) for run in runs])
     out = []
@@ -299,8 +298,10 @@ def triangular_map(cell, s0, inputs, framework: str):
 def triangular_candidates(case: Case, weights: Mapping[str, np.ndarray], inputs: np.ndarray,
                           block_size: int) -> list[Candidate]:
     """Every method of ``ffsolve.available_methods()`` on :func:`triangular_map` (blocked methods
-    at ``block_size``); each call of f evaluates the step at all T positions."""
-    from ffsolve.solvers import uses_blocks
+    at ``block_size``). ``jacobi``, ``gs_jacobi`` and ``jacobi_gs`` evaluate the step at all T
+    positions per call; through the map's bitwise window ``sequential`` evaluates one position per
+    call (the loop) and ``suffix_jacobi``/``sliding_jacobi`` only from the exact prefix on."""
+    from ffsolve.kit import uses_blocks
 
     cell = build_cell(case.cell, weights, case.framework)
     u = to_framework(inputs, case.framework)
