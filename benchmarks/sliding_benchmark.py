@@ -6,7 +6,9 @@ output checked against the sequential run), on
   ``results/made/mnist/model.pt``; batch 100): every ``ffsolve.solve`` method and
   ``sequential_cache``, through the workflow's own :func:`ffsolve.experiments.made.system.candidates`;
 * random GRU recurrences written as triangular maps (``rnn_forward``'s windowed map; ``--cases``,
-  PyTorch; batch 16): Jacobi, ``suffix_jacobi`` and ``sliding_jacobi`` through ``ffsolve.solve``,
+  PyTorch; batch 16): ``sequential`` (one time step per call, through the map's window; beside
+  it ``sequential_whole_map``, the whole map per call), Jacobi, ``suffix_jacobi`` and
+  ``sliding_jacobi`` through ``ffsolve.solve``,
   ``solve_recurrence``'s own Jacobi (``recurrence_jacobi``, which also computes from the first
   time step that moved) and its loop (the baseline every run is checked against).
 
@@ -73,13 +75,25 @@ def recurrence_table(name: str, batch: int, block_sizes, repeats: int, min_sampl
     s0 = to_framework(np.zeros((batch, case.hidden), np.float32), "torch")
     f = triangular_map(cell, s0, u, "torch")
     x0 = to_framework(np.zeros((case.length, batch, case.hidden), np.float32), "torch")
-    # ffsolve.solve's sequential evaluates the whole map T times (T² step rows): left out past
-    # T = 2,000; every run is checked against solve_recurrence's loop instead.
-    specs = ([RunSpec("sequential")] if case.length <= 2000 else []) + [
-        RunSpec("jacobi"), RunSpec("suffix_jacobi")] + [RunSpec("sliding_jacobi", b) for b in block_sizes]
+    # ffsolve.solve's sequential computes one time step per call through the map's (bitwise)
+    # window; sequential_whole_map is the same loop on the map without its window (the whole map
+    # T times, T² step rows: left out past T = 2,000). Every run is checked against
+    # solve_recurrence's loop.
+    specs = [RunSpec("sequential"), RunSpec("jacobi"), RunSpec("suffix_jacobi")] + [
+        RunSpec("sliding_jacobi", b) for b in block_sizes]
     out = [Candidate(spec, lambda spec=spec: ffsolve.solve(f, x0, method=spec.method,
                                                           block_size=spec.block_size))
            for spec in specs]
+    if case.length <= 2000:
+        def whole(x):  # f without its window
+            return f(x)
+
+        def run_whole():
+            res = ffsolve.solve(whole, x0, method="sequential")
+            res.method = "sequential_whole_map"
+            return res
+
+        out.append(Candidate(RunSpec("sequential_whole_map"), run_whole))
     loop = RunSpec("sequential_loop")  # solve_recurrence's loop: one step call per time step
 
     def run_loop():

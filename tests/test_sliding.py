@@ -156,6 +156,6 @@ def test_the_sliding_benchmark_runs_and_checks_every_run(repo_root):
     spec.loader.exec_module(script)
     text = script.main(["--quick"])
     for run in ("| sequential |", "| jacobi |", "| suffix_jacobi |", "| sliding_jacobi_b8 |",
-                "| sequential_loop |"):
+                "| sequential_loop |", "| sequential_whole_map |"):
         assert run in text
     assert "| NO |" not in text and "bitwise" in text
