@@ -42,7 +42,7 @@ from ffsolve.experiments.densenet.experiment import (
     run_specs,
 )
 from ffsolve.experiments.densenet.model import load_checkpoint, random_densenet201
-from ffsolve.jobs import setup_logging
+from ffsolve.workflow.jobs import setup_logging
 from ffsolve.kit.harness import TimingSettings
 from ffsolve.runtime import limit_threads, torch_device
 

@@ -70,8 +70,8 @@ IMPORT_NAMES = {
 ALLOWED_UNCOVERED = {
     "snakemake": "benchmarks/rnn_backprop_benchmark.py imports it inside config_settings, for "
                  "--train/--solve only; no part passes either (the 200-SGD-step training is dropped)",
-    "papermill": "ffsolve.notebooks (imported inside its function): the workflow's notebook rules only",
-    "playwright": "ffsolve.report_check (imported inside its function): the report page check only",
+    "papermill": "ffsolve.workflow.notebooks (imported inside its function): the workflow's notebook rules only",
+    "playwright": "ffsolve.workflow.report_check (imported inside its function): the report page check only",
 }
 
 # The sampler runs of the PixelCNN++ part: pixelcnnpp_paper_benchmark's defaults without the
@@ -295,10 +295,10 @@ def _version(dist: str) -> str | None:
         return None
 
 
-# ---- the table (src/ffsolve/gpu_records.py, loaded by path: this process imports no ffsolve) ----
+# ---- the table (src/ffsolve/workflow/gpu_records.py, loaded by path: this process imports no ffsolve) ----
 
 def _load_records_module():
-    spec = importlib.util.spec_from_file_location("ffsolve_gpu_records", LIBRARY / "gpu_records.py")
+    spec = importlib.util.spec_from_file_location("ffsolve_gpu_records", LIBRARY / "workflow" / "gpu_records.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

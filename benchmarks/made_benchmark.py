@@ -33,7 +33,7 @@ from ffsolve.experiments.made.density import flatten_images
 from ffsolve.experiments.made.experiment import Training, fit
 from ffsolve.experiments.made.model import MADE, load_checkpoint
 from ffsolve.experiments.made.system import CachedSampler, cache_tolerance, candidates, logistic_noise, run_specs
-from ffsolve.jobs import setup_logging
+from ffsolve.workflow.jobs import setup_logging
 from ffsolve.kit import Candidate, RunContext, RunSpec, measure, record, seed_stream, write_json
 from ffsolve.kit.tables import runs_table
 from ffsolve.runtime import device_description, limit_threads, seed_everything, torch_device

@@ -39,7 +39,7 @@ from pathlib import Path
 
 from ffsolve.data import load_dataset
 from ffsolve.experiments.pixelcnnpp import experiment as pixel_experiment
-from ffsolve.jobs import setup_logging
+from ffsolve.workflow.jobs import setup_logging
 from ffsolve.kit import write_json
 from ffsolve.runtime import limit_threads
 

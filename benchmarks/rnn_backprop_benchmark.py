@@ -60,7 +60,7 @@ from ffsolve.experiments.rnn_backprop.experiment import (
 )
 from ffsolve.experiments.rnn_backprop.model import forward, init_params
 from ffsolve.experiments.rnn_backprop.system import backward, scan_steps
-from ffsolve.jobs import setup_logging
+from ffsolve.workflow.jobs import setup_logging
 from ffsolve.kit import RunSpec
 from ffsolve.runtime import (
     device_description,
@@ -113,7 +113,7 @@ def config_settings(args):
 
     from ffsolve.experiments.rnn_backprop import experiment as rnn
     from ffsolve.kit import settings_from
-    from ffsolve.workflow_config import dataset_settings, merged_config
+    from ffsolve.workflow.config import dataset_settings, merged_config
 
     repo = Path(__file__).resolve().parents[1]
     # merged over config/config.yaml, as the workflow does (it sets every key; the schema has no defaults)

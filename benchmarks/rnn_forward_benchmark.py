@@ -22,7 +22,7 @@ from ffsolve.experiments.rnn_forward import plots, run_names
 from ffsolve.experiments.rnn_forward.cases import parse_case
 from ffsolve.experiments.rnn_forward.experiment import MeasureSettings, measure_case
 from ffsolve.kit.harness import TimingSettings
-from ffsolve.plots import load_runs
+from ffsolve.kit import load_runs
 from ffsolve.runtime import limit_threads
 
 DENSE = ("newton", "damped_newton")

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from ffsolve.data import load_dataset
 from ffsolve.experiments.rnn_forward import training_race
-from ffsolve.jobs import progress
+from ffsolve.kit import progress
 
 
 def main(argv=None) -> dict:

@@ -18,7 +18,7 @@ from pathlib import Path
 _job = getattr(sys.modules.get("__main__"), "snakemake", None)
 if _job is not None:
     # Timed jobs hold every core but may compute on fewer (params.timing.threads); the same rule
-    # as ffsolve.jobs.compute_threads, which cannot be imported before the variables are set.
+    # as ffsolve.workflow.jobs.compute_threads, which cannot be imported before the variables are set.
     _timing = getattr(_job.params, "timing", None) or {}
     _wanted = _timing.get("threads") if hasattr(_timing, "get") else None
     _threads = min(int(_wanted), int(_job.threads)) if _wanted else int(_job.threads)

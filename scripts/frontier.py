@@ -2,8 +2,8 @@
 
 import _ffsolve_path  # noqa: F401  (first: threads, and src/ importable under conda)
 
-from ffsolve.jobs import run_snakemake_job
-from ffsolve.plots import write_frontier
+from ffsolve.workflow.jobs import run_snakemake_job
+from ffsolve.workflow.figures import write_frontier
 
 run_snakemake_job(
     snakemake,  # noqa: F821 - injected by Snakemake's script:

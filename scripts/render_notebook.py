@@ -1,8 +1,8 @@
 """Snakemake entry point: execute a figure notebook with papermill."""
 
 import _ffsolve_path  # noqa: F401  (first: threads, and src/ importable under conda)
-from ffsolve.jobs import run_snakemake_job
-from ffsolve.notebooks import execute_notebook
+from ffsolve.workflow.jobs import run_snakemake_job
+from ffsolve.workflow.notebooks import execute_notebook
 
 run_snakemake_job(
     snakemake,  # noqa: F821 - injected by Snakemake's script:

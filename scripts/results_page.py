@@ -1,8 +1,8 @@
 """Snakemake entry point: the stamped results page (results/results.md) and its stamp."""
 
 import _ffsolve_path  # noqa: F401  (first: threads, and src/ importable under conda)
-from ffsolve.jobs import run_snakemake_job
-from ffsolve.results_page import write_page, write_stamp
+from ffsolve.workflow.jobs import run_snakemake_job
+from ffsolve.workflow.results_page import write_page, write_stamp
 
 
 def _write(job):

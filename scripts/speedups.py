@@ -1,8 +1,8 @@
 """Snakemake entry point: our speedups beside the paper's (figures/speedups.md and figure)."""
 
 import _ffsolve_path  # noqa: F401  (first: threads, and src/ importable under conda)
-from ffsolve.jobs import run_snakemake_job
-from ffsolve.plots import write_speedups
+from ffsolve.workflow.jobs import run_snakemake_job
+from ffsolve.workflow.figures import write_speedups
 
 run_snakemake_job(
     snakemake,  # noqa: F821 - injected by Snakemake's script:

@@ -1,7 +1,7 @@
 """Snakemake entry point: gather every metrics.json into results/summary.csv."""
 
 import _ffsolve_path  # noqa: F401  (first: threads, and src/ importable under conda)
-from ffsolve.jobs import run_snakemake_job
+from ffsolve.workflow.jobs import run_snakemake_job
 from ffsolve.kit.record import gather_summary
 
 run_snakemake_job(

@@ -5,7 +5,7 @@ import json
 import pytest
 import yaml
 
-from ffsolve import config_docs
+from ffsolve.workflow import config_docs
 from workflow_helpers import copy_workflow, planned_jobs, snakemake, write_config
 
 
@@ -17,7 +17,7 @@ def workdir(tmp_path_factory):
 def test_config_readme_documents_every_schema_key(repo_root):
     text = (repo_root / "config" / "README.md").read_text()
     assert config_docs.updated_readme(text, repo_root) == text, (
-        "config/README.md is out of date: run python -m ffsolve.config_docs --write"
+        "config/README.md is out of date: run python -m ffsolve.workflow.config_docs --write"
     )
     for key, *_ in config_docs.key_rows(config_docs.load_schema("config", repo_root), root=repo_root):
         assert f"`{key}`" in text

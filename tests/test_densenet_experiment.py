@@ -29,7 +29,7 @@ from ffsolve.experiments.densenet.model import DenseNet, load_checkpoint
 from ffsolve.experiments.densenet.system import CONTRACT_MODEL, LayerSystem, randomised_batch_norm
 from ffsolve.kit import read_metrics
 from ffsolve.kit.harness import TimingSettings
-from ffsolve.plots import load_runs, save
+from ffsolve.kit import load_runs, save
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = ROOT / "workflow" / "schemas" / "densenet.schema.yaml"

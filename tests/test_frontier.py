@@ -6,7 +6,7 @@ import pytest
 
 from ffsolve.kit.frontier import DIFF_FLOOR, frontier_markdown, frontier_panels
 from ffsolve.kit.record import SUMMARY_COLUMNS
-from ffsolve.plots import write_frontier
+from ffsolve.workflow.figures import write_frontier
 
 
 def row(run, iterations, diff, seconds, experiment="made", dataset="mnist", **more):

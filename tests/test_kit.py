@@ -648,7 +648,7 @@ def test_the_auto_table_compares_with_the_best_bitwise_run_of_the_same_session()
 
 
 def test_speedups_figure_has_one_panel_per_experiment_and_names_tolerances():
-    from ffsolve.plots import speedups_figure
+    from ffsolve.kit import speedups_figure
 
     def row(experiment, run, label, x, method="jacobi"):
         return {"experiment": experiment, "dataset": "mnist", "method": method, "run": run,

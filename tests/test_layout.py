@@ -12,7 +12,7 @@ import yaml
 
 from ffsolve.experiments import EXPERIMENTS, layout_of
 from ffsolve.kit import settings_from
-from ffsolve.workflow_config import dataset_settings, merged_config
+from ffsolve.workflow.config import dataset_settings, merged_config
 
 
 def test_the_experiment_list_is_the_configs_sections(repo_root):

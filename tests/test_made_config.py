@@ -6,7 +6,7 @@ import jsonschema
 import pytest
 import yaml
 
-from ffsolve.workflow_config import override_schema
+from ffsolve.workflow.config import override_schema
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = yaml.safe_load((REPO / "workflow" / "schemas" / "made.schema.yaml").read_text())

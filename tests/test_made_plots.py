@@ -3,6 +3,7 @@
 import numpy as np
 
 from ffsolve.experiments.made import plots as made_plots
+from ffsolve.kit import save
 
 LAM = 1e-6
 
@@ -45,8 +46,8 @@ def test_mosaic_shows_the_final_sample_after_convergence():
 
 def test_figures_and_table_build():
     runs = [fake_run("sequential", 16), fake_run("jacobi", 4)]
-    made_plots.plots.save(made_plots.convergence_figure(runs, "t"))
-    made_plots.plots.save(made_plots.sample_grid_figure(runs, "t"))
+    save(made_plots.convergence_figure(runs, "t"))
+    save(made_plots.sample_grid_figure(runs, "t"))
     training = {"hidden_sizes": [8], "steps": 3, "dataset": "mnist", "data_source": "embedded",
                 "final_train_bpd": 5.0, "final_test_bpd": 5.25}
     table = made_plots.markdown_table(runs, training)

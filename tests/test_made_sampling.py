@@ -3,7 +3,6 @@
 import copy
 import json
 import math
-import re
 from dataclasses import fields
 from itertools import pairwise
 from pathlib import Path
@@ -41,7 +40,7 @@ from ffsolve.experiments.made.system import (
 )
 from ffsolve.kit import SettingsError, measure, read_metrics, settings_from, validate_record
 from ffsolve.kit.harness import TimingSettings
-from ffsolve.workflow_config import dataset_settings
+from ffsolve.workflow.config import dataset_settings
 
 LAM = 1e-6
 METHODS = [("sequential", None), ("jacobi", None), ("gs_jacobi", 8), ("gs_jacobi", 5),

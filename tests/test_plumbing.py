@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from ffsolve import runtime, timing
-from ffsolve.jobs import run_snakemake_job
+from ffsolve.workflow.jobs import run_snakemake_job
 
 
 def test_seed_everything_makes_torch_and_numpy_repeat():
@@ -130,7 +130,7 @@ def test_a_job_sees_params_but_never_the_config(tmp_path):
 
 
 def test_timed_jobs_compute_on_the_threads_the_timing_settings_name(tmp_path):
-    from ffsolve.jobs import compute_threads
+    from ffsolve.workflow.jobs import compute_threads
 
     def smk(threads, timing):
         return SimpleNamespace(threads=threads, params=SimpleNamespace(timing=timing))

@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from ffsolve import results_page
+from ffsolve.workflow import results_page
 from ffsolve.kit.record import SUMMARY_COLUMNS
 
 PAPER = "workflow/resources/paper_numbers.yaml"
@@ -69,8 +69,8 @@ def test_the_stamp_says_where_the_records_came_from(tmp_path, repo_root):
 def test_the_committed_page_is_the_generators_from_the_records_it_names(repo_root):
     page, summary, stamp = results_page.published_inputs(repo_root / "docs")
     assert page.read_text() == results_page.regenerate(repo_root / "docs", repo_root / PAPER), (
-        "docs/results.md is not what ffsolve.results_page makes from docs/results/: regenerate "
-        "it with python -m ffsolve.results_page --publish docs after a clean run of the default")
+        "docs/results.md is not what ffsolve.workflow.results_page makes from docs/results/: regenerate "
+        "it with python -m ffsolve.workflow.results_page --publish docs after a clean run of the default")
     recorded = json.loads(stamp.read_text())
     assert recorded["commit"].endswith("(clean checkout)"), "publish a clean checkout's run"
     assert recorded["command"] == "snakemake --cores all figures", "publish the embedded default"

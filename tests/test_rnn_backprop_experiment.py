@@ -21,8 +21,8 @@ from ffsolve.experiments.rnn_backprop import experiment as rnn
 from ffsolve.experiments.rnn_backprop import plots as rnn_plots
 from ffsolve.experiments.rnn_backprop.model import RNNParams, load_params
 from ffsolve.kit import RunSpec, SettingsError, read_metrics, settings_from, validate_record
-from ffsolve.plots import save
-from ffsolve.workflow_config import dataset_settings, merged_config
+from ffsolve.kit import save
+from ffsolve.workflow.config import dataset_settings, merged_config
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = REPO / "workflow" / "schemas" / "rnn_backprop.schema.yaml"

@@ -236,7 +236,7 @@ def test_bad_settings_name_the_key():
 
 
 def test_figures_and_table_draw_from_the_records(measured, tmp_path):
-    from ffsolve import plots
+    from ffsolve.kit import plots
     from ffsolve.experiments.rnn_forward import plots as rnn_plots
 
     root, _, _, runs = measured

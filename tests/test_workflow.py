@@ -109,7 +109,7 @@ def test_jobs_on_a_machine_without_a_gpu_never_wait_for_one(tmp_path):
 
 def test_report_opens_in_chromium_and_lists_every_figure(demo_run):
     pytest.importorskip("playwright", reason="pip install -e '.[test]'")
-    from ffsolve.report_check import find_chromium, list_report_figures
+    from ffsolve.workflow.report_check import find_chromium, list_report_figures
 
     if not find_chromium():
         pytest.skip("no Chromium on this machine (apt-get install chromium)")

@@ -2,7 +2,7 @@
 
 import pytest
 
-from ffsolve.workflow_config import canonical, coerce_to_schema, dataset_settings, override_schema
+from ffsolve.workflow.config import canonical, coerce_to_schema, dataset_settings, override_schema
 
 SCHEMA = {
     "type": "object",

@@ -13,7 +13,7 @@ from snakemake.utils import validate
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 from ffsolve.experiments import EXPERIMENTS, layout_of  # noqa: E402 (torch- and JAX-free)
 from ffsolve.kit.runs import exact_run_names  # noqa: E402
-from ffsolve.workflow_config import (  # noqa: E402
+from ffsolve.workflow.config import (  # noqa: E402
     LAYOUT_KEYS,
     canonical,
     coerce_to_schema,

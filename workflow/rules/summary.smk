@@ -37,7 +37,7 @@ rule speedups:
 
 
 # Every measured number on one page, stamped with the commit, date, machine and config
-# (ffsolve.results_page); a copy from a clean run of the default is committed as docs/results.md.
+# (ffsolve.workflow.results_page); a copy from a clean run of the default is committed as docs/results.md.
 register_targets(figures=["results/results.md"])
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ffsolve.data.core import save_prepared
 from ffsolve.data.sources import load_dataset
-from ffsolve.jobs import Job
+from ffsolve.kit import Job
 
 log = logging.getLogger(__name__)
 

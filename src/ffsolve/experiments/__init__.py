@@ -1,6 +1,6 @@
 """One package per experiment, each with the same roles (DESIGN.md §2): ``layout.py`` (torch-free:
 blocked methods, the keys each job reads, run names, figures), ``system.py`` (the problem and its
-candidates), ``experiment.py`` (the jobs, which take a :class:`ffsolve.jobs.Job`), ``plots.py``.
+candidates), ``experiment.py`` (the jobs, which take a :class:`ffsolve.kit.Job`), ``plots.py``.
 
 :data:`EXPERIMENTS` is the one list of them: the workflow's config sections, rules and targets
 follow it (workflow/rules/common.smk)."""

@@ -60,7 +60,7 @@ MAX_CALLS_PER_REPEAT = 1000
 @dataclass(frozen=True)
 class TimingSettings:
     """``timing.*``: timed repeats per method (interleaved), untimed warm-up rounds, the
-    compute threads of the timed job (``None``: every core it holds; applied by ``ffsolve.jobs``),
+    compute threads of the timed job (``None``: every core it holds; applied by ``ffsolve.workflow.jobs``),
     and two settings of ``method: auto`` (:mod:`ffsolve.kit.auto`): whether an exact ``auto`` run
     may be answered by a run that is only within its declared tolerance (default: bitwise runs
     only), and replay mode (the decisions kept in the job's decisions file, no pilot)."""
@@ -168,7 +168,7 @@ class Measurement:
 @dataclass(frozen=True)
 class RunContext:
     """What every record of one :func:`measure` call shares. ``threads``: the compute threads of
-    the job (``ffsolve.jobs`` passes the count it set; ``None``: the count in force,
+    the job (``ffsolve.workflow.jobs`` passes the count it set; ``None``: the count in force,
     :func:`ffsolve.runtime.threads_in_use`)."""
 
     experiment: str
@@ -419,7 +419,7 @@ def record(measurement: Measurement, context: RunContext) -> dict:
         "batch": int(context.batch),
         "device": context.device,
         "seed": int(context.seed),
-        # The threads the job computed with (ffsolve.jobs set them before any work); a caller
+        # The threads the job computed with (ffsolve.workflow.jobs set them before any work); a caller
         # outside a job that names none gets the count in force in this process.
         "threads": int(context.threads) if context.threads else threads_in_use(),
         "reference": context.reference,

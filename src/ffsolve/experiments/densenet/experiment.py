@@ -56,21 +56,24 @@ from ffsolve.experiments.densenet.system import (
     solve_batches,
     traced_batches,
 )
-from ffsolve.jobs import Job, outputs_by_run, progress
 from ffsolve.kit import (
+    AUTO,
     Candidate,
+    Job,
     RunContext,
     RunSpec,
+    TimingSettings,
+    device_description,
     expand_runs,
-    measure,
+    measure_and_write,
+    outputs_by_run,
+    progress,
+    seed_stream,
     settings_from,
+    torch_device,
+    torch_generator,
     write_json,
-    write_runs,
 )
-from ffsolve.kit.auto import AUTO, add_auto, auto_settings
-from ffsolve.kit.harness import TimingSettings
-from ffsolve.kit.seeds import seed_stream, torch_generator
-from ffsolve.runtime import device_description, torch_device
 
 log = logging.getLogger(__name__)
 
@@ -328,12 +331,18 @@ def measure_runs(settings: Settings, problem: Problem, *, dataset: str, seed: in
     key = {"experiment": "densenet", "dataset": dataset, "label": problem.description,
            "shapes": sorted({tuple(b.shape) for b in problem.batches}),
            "dtype": problem.batches[0].dtype, "device": device, "block_sizes": settings.block_sizes}
-    found = add_auto(found, [spec for spec in run_specs(settings) if spec.method == AUTO],
-                     settings=auto_settings(timing, autotune), key=key)
-    log.info("%s: %s, %d batch(es) of %s; runs %s", dataset, problem.description,
-             len(problem.batches), tuple(problem.batches[0].shape), [c.name for c in found])
-    measurements = measure(found, repeats=timing.repeats, warmup=timing.warmup,
-                           min_sample_s=timing.min_sample_s)
+    log.info("%s: %s, %d batch(es) of %s", dataset, problem.description,
+             len(problem.batches), tuple(problem.batches[0].shape))
+    context = RunContext("densenet", dataset, seed, device_description(device),
+                         problem.batches[0].shape[0], threads)
+    return measure_and_write(found, context, timing=timing, metrics=metrics, traces=traces,
+                             auto_runs=[spec for spec in run_specs(settings) if spec.method == AUTO],
+                             autotune=autotune, key=key,
+                             after=lambda measurements: score_top5(measurements, reference))
+
+
+def score_top5(measurements: Mapping, reference: np.ndarray) -> None:
+    """``jacobi_top5``'s agreement with the forward pass, scored after the clock stopped."""
     for m in measurements.values():
         if m.candidate.spec.method == "jacobi_top5":
             # Scored after the clock stopped: the timed output against the forward pass's.
@@ -347,9 +356,6 @@ def measure_runs(settings: Settings, problem: Problem, *, dataset: str, seed: in
                 top5_match_fraction=top5["ordered"], top5_set_match_fraction=top5["as_set"],
                 top1_match_fraction=stats.topk_agreement(logits, reference, 1)["ordered"],
             )
-    context = RunContext("densenet", dataset, seed, device_description(device),
-                         problem.batches[0].shape[0], threads)
-    return write_runs(measurements, context, metrics, traces)
 
 
 def measure_job(job: Job) -> dict:

@@ -2,7 +2,7 @@
 each job reads, its run names and its figures (workflow/rules/common.smk and the jobs read the same
 lists)."""
 
-from ffsolve.kit.runs import run_names
+from ffsolve.kit import run_names
 
 BLOCKED = ("gs_jacobi",)  # runs once per block size
 FIGURE_RUNS = "all"

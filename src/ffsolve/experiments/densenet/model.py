@@ -318,7 +318,7 @@ def save_checkpoint(model: DenseNet, config: dict, path: str) -> None:
     """The model's weights and the constructor arguments that rebuild it."""
     import io
 
-    from ffsolve.kit.io import write_bytes
+    from ffsolve.kit import write_bytes
 
     buffer = io.BytesIO()
     torch.save({"config": dict(config), "state_dict": model.state_dict()}, buffer)

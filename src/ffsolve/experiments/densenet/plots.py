@@ -6,8 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ffsolve.kit.tables import auto_text
-from ffsolve.plots import LOG_FLOOR, label, plt
+from ffsolve.kit import LOG_FLOOR, auto_text, label, plt
 
 
 def _median_band(ax, x, values, **kwargs):

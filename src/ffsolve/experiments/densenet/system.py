@@ -47,7 +47,7 @@ import torch
 from torch import Tensor
 
 import ffsolve
-from ffsolve.deadline import hard_part, passed
+from ffsolve.kit import Tolerance, hard_part, passed
 from ffsolve.experiments.densenet.model import (
     DenseNet,
     PackedLayers,
@@ -55,7 +55,6 @@ from ffsolve.experiments.densenet.model import (
     parallel_layers,
 )
 from ffsolve.experiments.densenet.layout import BLOCKED
-from ffsolve.kit import Tolerance
 
 METHODS = ("sequential", "jacobi", "jacobi_top5", "gs_jacobi")
 EPS32 = float(np.finfo(np.float32).eps)  # 1.19e-7, the spacing of float32 numbers at 1
@@ -575,9 +574,7 @@ def contract_candidates():
 
     Every parallel path carries :func:`logit_tolerance`; each has a traced twin.
     """
-    from ffsolve.kit import Candidate, RunSpec
-    from ffsolve.kit.seeds import torch_generator
-    from ffsolve.solvers import uses_blocks
+    from ffsolve.kit import Candidate, RunSpec, torch_generator, uses_blocks
 
     torch.manual_seed(0)
     model = randomised_batch_norm(DenseNet(**CONTRACT_MODEL), seed=0)

@@ -25,20 +25,25 @@ from ffsolve.data import load_prepared
 from ffsolve.experiments.made.density import IMAGE_SHAPES, bits_per_dim, flatten_images, to_logit
 from ffsolve.experiments.made.model import MADE, CheckpointError, load_checkpoint, save_checkpoint
 from ffsolve.experiments.made.system import BLOCKED, candidates, logistic_noise, sampling_map
-from ffsolve.jobs import Job, outputs_by_run, progress
 from ffsolve.kit import (
+    Job,
     RunContext,
+    TimingSettings,
+    device_description,
     expand_runs,
-    measure,
+    loop_pilot,
+    measure_and_write,
+    outputs_by_run,
+    pilot_steps,
+    progress,
+    seed_everything,
     seed_stream,
     settings_from,
+    split_auto,
+    torch_device,
     torch_generator,
     write_json,
-    write_runs,
 )
-from ffsolve.kit.auto import add_auto, auto_settings, loop_pilot, pilot_steps, split_auto
-from ffsolve.kit.harness import TimingSettings
-from ffsolve.runtime import device_description, seed_everything, torch_device
 
 log = logging.getLogger(__name__)
 
@@ -295,14 +300,12 @@ def measure_runs(settings: MeasureSettings, *, checkpoint, dataset: str, seed: i
     key = {"experiment": "made", "dataset": dataset, "shape": noise.shape, "dtype": noise.dtype,
            "device": noise.device, "hidden_sizes": model.hidden_sizes, "logit_lambda": lam,
            "tol": sample.tol}
-    runs = add_auto(runs, autos, settings=auto_settings(timing, autotune),
-                    baseline_pilot=sequential_pilot(model, noise, lam), key=key)
-    log.info("MADE %s on %s: %d dims, batch %d, runs %s on %s", model.hidden_sizes, dataset, model.nin,
-             sample.batch, [c.name for c in runs], torch_dev)
-    measurements = measure(runs, repeats=timing.repeats, warmup=timing.warmup,
-                           min_sample_s=timing.min_sample_s)
+    log.info("MADE %s on %s: %d dims, batch %d, on %s", model.hidden_sizes, dataset, model.nin,
+             sample.batch, torch_dev)
     context = RunContext("made", dataset, seed, device_description(torch_dev), sample.batch, threads)
-    return write_runs(measurements, context, metrics, traces)
+    return measure_and_write(runs, context, timing=timing, metrics=metrics, traces=traces,
+                             auto_runs=autos, autotune=autotune,
+                             baseline_pilot=sequential_pilot(model, noise, lam), key=key)
 
 
 def measure_job(job: Job) -> dict:

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ffsolve.kit.io import write_bytes
+from ffsolve.kit import write_bytes
 
 CHECKPOINT_FORMAT = "ffsolve.made/1"
 LOG_SCALE_MIN, LOG_SCALE_MAX = -7.0, 7.0  # keeps exp(log_scale) finite in float32 early in training

@@ -8,9 +8,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from ffsolve import plots
-from ffsolve.kit.tables import runs_table
-from ffsolve.plots import plt
+from ffsolve.kit import LOG_FLOOR, label, plot_band, plt, runs_table
 
 COLORS = {"sequential": "black", "sequential_cache": "tab:gray", "jacobi": "tab:red"}
 
@@ -38,16 +36,16 @@ def convergence_figure(runs: Sequence[dict], title: str):
         work = np.asarray(trace.get("cumulative_network_evaluations", steps), dtype=np.float64)
         at_time = work / max(work[-1], 1e-300) * run["wall_time_s"]
         for ax, x in ((by_iter, steps), (by_time, at_time)):
-            plots.plot_band(ax, x, trace["error_mean"], trace["error_std"],
-                            color=color, label=f"{plots.label(run)}: error")
+            plot_band(ax, x, trace["error_mean"], trace["error_std"],
+                            color=color, label=f"{label(run)}: error")
             # No band on the change: block methods make it jump at every block and the bands
             # would hide the error curves.
-            ax.plot(x[1:], np.clip(trace["change_mean"], plots.LOG_FLOOR, None),
-                    color=color, linestyle="--", linewidth=0.8, label=f"{plots.label(run)}: change")
+            ax.plot(x[1:], np.clip(trace["change_mean"], LOG_FLOOR, None),
+                    color=color, linestyle="--", linewidth=0.8, label=f"{label(run)}: change")
     by_iter.set_xlabel("parallel iterations (MADE forward passes; part of one for the cached and windowed runs)")
     by_time.set_xlabel("wall-clock time (s, median of repeats)")
     for ax in (by_iter, by_time):
-        ax.set_ylabel(f"L2 distance (0 drawn at {plots.LOG_FLOOR:g})")
+        ax.set_ylabel(f"L2 distance (0 drawn at {LOG_FLOOR:g})")
         ax.set_yscale("log")
         ax.grid(alpha=0.3)
     by_time.set_xscale("log")
@@ -105,8 +103,8 @@ def sample_grid_figure(runs: Sequence[dict], title: str, compare: str = "jacobi"
         ax.set_xticklabels([str(k) for k in columns] + [f"final\n({run['iterations']})"], fontsize=7)
         ax.set_yticks([])
         ax.set_xlabel("iteration")
-        ax.set_title(f"{plots.label(run)} (the reference)" if run["method"] == "sequential" else
-                     f"{plots.label(run)}, bitwise equal to sequential: {run['bitwise_equal']}")
+        ax.set_title(f"{label(run)} (the reference)" if run["method"] == "sequential" else
+                     f"{label(run)}, bitwise equal to sequential: {run['bitwise_equal']}")
     fig.suptitle(title)
     return fig
 

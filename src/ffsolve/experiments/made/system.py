@@ -508,8 +508,7 @@ def contract_candidates() -> list[Candidate]:
     that divides T and one that does not), and MADE's fast path ``sequential_cache``. Every
     ``ffsolve.solve`` run calls the full forward, so each must equal sequential bit for bit (no
     tolerance); ``sequential_cache`` sums in another order and is held to :func:`cache_tolerance`."""
-    from ffsolve.kit import seed_stream, torch_generator
-    from ffsolve.kit import uses_blocks
+    from ffsolve.kit import seed_stream, torch_generator, uses_blocks
 
     nin, lam = 20, 1e-6
     with torch.random.fork_rng(devices=[]):

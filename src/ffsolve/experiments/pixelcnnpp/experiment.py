@@ -19,9 +19,18 @@ from typing import Mapping, Optional, Union
 
 import numpy as np
 
-from ffsolve.jobs import Job, outputs_by_run, progress
-from ffsolve.kit import RunContext, expand_runs, jax_key, measure, settings_from, write_json, write_runs
-from ffsolve.kit.harness import TimingSettings
+from ffsolve.kit import (
+    Job,
+    RunContext,
+    TimingSettings,
+    expand_runs,
+    jax_key,
+    measure_and_write,
+    outputs_by_run,
+    progress,
+    settings_from,
+    write_json,
+)
 
 log = logging.getLogger(__name__)
 EXPERIMENT = "pixelcnnpp"
@@ -192,14 +201,14 @@ def measure_runs(settings: Settings, *, dataset: str, seed: int, device: str, ti
                  autotune: Optional[str] = None) -> dict:
     """Every configured method in one process on the same weights and noise; one record each.
     ``autotune``: the decisions file of the ``auto`` runs (``None``: kept in memory only)."""
-    from ffsolve.kit.auto import auto_settings
+    from ffsolve.kit import auto_settings
 
     import jax
 
     from ffsolve.experiments.pixelcnnpp import mixture
     from ffsolve.experiments.pixelcnnpp.model import load_checkpoint
     from ffsolve.experiments.pixelcnnpp.system import Sampler, component_choices
-    from ffsolve.runtime import device_description, jax_device
+    from ffsolve.kit import device_description, jax_device
 
     if "sequential" not in settings.methods:
         raise ValueError("config key 'pixelcnnpp.methods' must include sequential (the reference)")
@@ -220,23 +229,22 @@ def measure_runs(settings: Settings, *, dataset: str, seed: int, device: str, ti
         key = {"experiment": EXPERIMENT, "dataset": dataset, "shape": noise.value.shape,
                "dtype": noise.value.dtype, "device": chosen, "model": extra["model"],
                "tol": settings.tol}
-        measurements = measure(measured_candidates(sampler, settings, extra,
-                                                   auto_settings(timing, autotune), key),
-                               repeats=timing.repeats, warmup=timing.warmup,
-                               min_sample_s=timing.min_sample_s)
-        # Where a run may only be within tolerance, say whether a mixture component flipped.
-        ref_choice, ref_margin = component_choices(model, params, noise, measurements["sequential"].result.x)
-        for m in measurements.values():
-            if m.candidate.tolerance is not None:
-                choice, _ = component_choices(model, params, noise, m.result.x)
-                m.candidate.extra.update(component_flips=int(np.sum(choice != ref_choice)),
-                                         reference_min_component_margin=float(ref_margin.min()))
-                if not m.within_tolerance:
-                    log.warning("%s: max |diff| %.3g breaks %s (%d component flips)", m.candidate.name,
-                                m.max_abs_diff, m.candidate.tolerance.rule,
-                                m.candidate.extra["component_flips"])
-    context = RunContext(EXPERIMENT, dataset, seed, device_description(chosen), batch, threads)
-    return write_runs(measurements, context, metrics, traces)
+        def flips(measurements):
+            """Where a run may only be within tolerance, say whether a mixture component flipped."""
+            ref_choice, ref_margin = component_choices(model, params, noise, measurements["sequential"].result.x)
+            for m in measurements.values():
+                if m.candidate.tolerance is not None:
+                    choice, _ = component_choices(model, params, noise, m.result.x)
+                    m.candidate.extra.update(component_flips=int(np.sum(choice != ref_choice)),
+                                             reference_min_component_margin=float(ref_margin.min()))
+                    if not m.within_tolerance:
+                        log.warning("%s: max |diff| %.3g breaks %s (%d component flips)", m.candidate.name,
+                                    m.max_abs_diff, m.candidate.tolerance.rule,
+                                    m.candidate.extra["component_flips"])
+
+        context = RunContext(EXPERIMENT, dataset, seed, device_description(chosen), batch, threads)
+        return measure_and_write(measured_candidates(sampler, settings, extra, auto_settings(timing, autotune), key),
+                                 context, timing=timing, metrics=metrics, traces=traces, after=flips)
 
 
 def measured_candidates(sampler, settings: Settings, extra: dict, auto=None, key=None) -> list:
@@ -254,7 +262,7 @@ def measured_candidates(sampler, settings: Settings, extra: dict, auto=None, key
 
     import ffsolve
     from ffsolve.experiments.pixelcnnpp.system import candidates
-    from ffsolve.kit.auto import add_auto, loop_pilot, pilot_steps, split_auto
+    from ffsolve.kit import add_auto, loop_pilot, pilot_steps, split_auto
 
     specs, autos = split_auto(run_specs(settings))
     out = []

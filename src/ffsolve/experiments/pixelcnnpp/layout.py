@@ -2,7 +2,7 @@
 each job reads, its run names and its figures (workflow/rules/common.smk and the jobs read the same
 lists)."""
 
-from ffsolve.kit.runs import run_names
+from ffsolve.kit import run_names
 
 # Each runs once per block size (in positions).
 BLOCKED = ("gs_jacobi", "jacobi_gs", "sliding_jacobi", "gs_jacobi_cache", "jacobi_gs_cache",

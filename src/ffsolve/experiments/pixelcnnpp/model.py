@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 from flax import serialization
 
-from ffsolve.kit.io import write_bytes
+from ffsolve.kit import write_bytes
 
 Array = Any
 SCALES = (1, 2, 4)  # the three resolutions, as divisors of the image height and width

@@ -1,7 +1,7 @@
 """PixelCNN++ figures: the samples every method drew from the same noise, and a table of the runs.
 
-The convergence curves use the shared :func:`ffsolve.plots.convergence_figure`; the table is the
-shared :func:`ffsolve.plots.runs_table` (speedups over both sequential baselines, same session).
+The convergence curves use the shared :func:`ffsolve.kit.plots.convergence_figure`; the table is the
+shared :func:`ffsolve.kit.tables.runs_table` (speedups over both sequential baselines, same session).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from ffsolve.kit.tables import label  # noqa: E402
+from ffsolve.kit import label  # noqa: E402
 
 
 def sample_grid(runs: Sequence[dict], title: str, show: int = 8):

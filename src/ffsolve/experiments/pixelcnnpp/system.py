@@ -57,8 +57,8 @@ import ffsolve
 from ffsolve.experiments.pixelcnnpp import mixture, pixel_cache
 from ffsolve.experiments.pixelcnnpp.layout import BLOCKED  # their block_size is in positions
 from ffsolve.experiments.pixelcnnpp.model import SCALES, PixelCNNPP, band_rows
-from ffsolve.kit.harness import Candidate, Tolerance
-from ffsolve.solvers.core import SolveResult
+from ffsolve.kit import Candidate, Tolerance
+from ffsolve import SolveResult
 
 Array = Any
 SOLVE_METHODS = ("sequential", "jacobi", "gs_jacobi", "jacobi_gs", "suffix_jacobi", "sliding_jacobi")

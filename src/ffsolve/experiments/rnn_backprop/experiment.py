@@ -54,7 +54,31 @@ import torch
 import torch.nn.functional as F
 
 import ffsolve
-from ffsolve.deadline import passed
+from ffsolve.kit import (
+    AutoSettings,
+    Candidate,
+    Job,
+    RunContext,
+    RunSpec,
+    TimingSettings,
+    Tolerance,
+    auto_candidate,
+    auto_settings,
+    device_description,
+    expand_runs,
+    loop_pilot,
+    measure_and_write,
+    outputs_by_run,
+    passed,
+    pilot_steps,
+    seed_everything,
+    settings_from,
+    split_auto,
+    stop_reason,
+    torch_device,
+    torch_generator,
+    write_npz,
+)
 from ffsolve.data import Dataset, load_prepared
 from ffsolve.experiments.rnn_backprop.layout import BLOCKED, BUDGETED
 from ffsolve.experiments.rnn_backprop.model import (
@@ -76,30 +100,7 @@ from ffsolve.experiments.rnn_backprop.system import (
     solve_adjoints,
     traced_adjoints,
 )
-from ffsolve.jobs import Job, outputs_by_run
-from ffsolve.kit import (
-    Candidate,
-    RunContext,
-    RunSpec,
-    Tolerance,
-    expand_runs,
-    measure,
-    settings_from,
-    write_runs,
-)
-from ffsolve.kit.auto import (
-    AutoSettings,
-    auto_candidate,
-    auto_settings,
-    loop_pilot,
-    pilot_steps,
-    split_auto,
-)
-from ffsolve.kit.harness import TimingSettings, stop_reason
-from ffsolve.kit.io import write_npz
-from ffsolve.kit.seeds import torch_generator
-from ffsolve.runtime import device_description, seed_everything, torch_device
-from ffsolve.solvers.core import SolveResult
+from ffsolve import SolveResult
 
 log = logging.getLogger(__name__)
 
@@ -525,49 +526,54 @@ def measure_training(settings: Settings, *, data: str, dataset: str, seed: int, 
     for spec in specs:
         if spec.name != "sequential" and settings.warmup_steps:
             train(params, sequences, order[:settings.warmup_steps], spec, settings)
-    measurements = measure(cands, repeats=settings.repeats, warmup=0)
-    auto_curves(logs)
 
-    timed = measurements["sequential"].result
-    if not all(torch.equal(timed.x[name], reference.x[name]) for name in PARAM_NAMES):
-        raise RuntimeError("the timed BPTT training did not reproduce the untimed one bit for bit: "
-                           "training is not deterministic here, so the records would not hold")
-    final = {}
-    for name, calls in logs.items():
-        losses = calls[0]["loss"]
-        if any(not np.array_equal(c["loss"], losses) for c in calls[1:]):
-            raise RuntimeError(f"run {name!r}: the timed repeats' losses differ (not deterministic)")
-        final[name] = ema(losses, settings.ema_decay)
-    target = float(final["sequential"][-1])
-    for name, m in measurements.items():
-        calls, curve = logs[name], final[name]
-        seconds = np.stack([c["time_s"] for c in calls])
-        reach = first_reach(curve, target)
-        m.candidate.extra.update({
-            "final_loss": float(calls[0]["loss"][-1]),
-            "final_ema_loss": float(curve[-1]),
-            "final_ema_loss_gap": float(curve[-1] - target),
-            "target_ema_loss": target,
-            "target_step": None if reach is None else reach + 1,
-            "time_to_target_s": None if reach is None else float(np.median(seconds[:, reach])),
-            "backward_iterations_mean": float(calls[0]["backward_iterations"].mean()),
-            **training_stop(calls[0]["stopped_by"]),
-        })
-        measurements[name] = dataclasses.replace(m, trace={
-            "loss": calls[0]["loss"], "ema_loss": curve, "time_s": seconds,
-            "backward_iterations": calls[0]["backward_iterations"],
-            "backward_network_evaluations": calls[0]["backward_network_evaluations"],
-            "steps": settings.steps, "lr": settings.lr, "ema_decay": settings.ema_decay,
-            "hidden_size": settings.hidden_size, "sequence_length": sequences.shape[1],
-        })
-        extra = m.candidate.extra
-        log.info("%s: %.4g s for %d steps (median), final EMA loss %.5g (gap %.3g), target reached "
-                 "%s", name, m.timing.median_s, settings.steps, extra["final_ema_loss"],
-                 extra["final_ema_loss_gap"],
-                 "never" if reach is None else f"at step {reach + 1}, {extra['time_to_target_s']:.4g} s")
+    def after(measurements):
+        """Auto's curves, the determinism checks and each run's training scores, after timing."""
+        auto_curves(logs)
+
+        timed = measurements["sequential"].result
+        if not all(torch.equal(timed.x[name], reference.x[name]) for name in PARAM_NAMES):
+            raise RuntimeError("the timed BPTT training did not reproduce the untimed one bit for bit: "
+                               "training is not deterministic here, so the records would not hold")
+        final = {}
+        for name, calls in logs.items():
+            losses = calls[0]["loss"]
+            if any(not np.array_equal(c["loss"], losses) for c in calls[1:]):
+                raise RuntimeError(f"run {name!r}: the timed repeats' losses differ (not deterministic)")
+            final[name] = ema(losses, settings.ema_decay)
+        target = float(final["sequential"][-1])
+        for name, m in measurements.items():
+            calls, curve = logs[name], final[name]
+            seconds = np.stack([c["time_s"] for c in calls])
+            reach = first_reach(curve, target)
+            m.candidate.extra.update({
+                "final_loss": float(calls[0]["loss"][-1]),
+                "final_ema_loss": float(curve[-1]),
+                "final_ema_loss_gap": float(curve[-1] - target),
+                "target_ema_loss": target,
+                "target_step": None if reach is None else reach + 1,
+                "time_to_target_s": None if reach is None else float(np.median(seconds[:, reach])),
+                "backward_iterations_mean": float(calls[0]["backward_iterations"].mean()),
+                **training_stop(calls[0]["stopped_by"]),
+            })
+            measurements[name] = dataclasses.replace(m, trace={
+                "loss": calls[0]["loss"], "ema_loss": curve, "time_s": seconds,
+                "backward_iterations": calls[0]["backward_iterations"],
+                "backward_network_evaluations": calls[0]["backward_network_evaluations"],
+                "steps": settings.steps, "lr": settings.lr, "ema_decay": settings.ema_decay,
+                "hidden_size": settings.hidden_size, "sequence_length": sequences.shape[1],
+            })
+            extra = m.candidate.extra
+            log.info("%s: %.4g s for %d steps (median), final EMA loss %.5g (gap %.3g), target reached "
+                     "%s", name, m.timing.median_s, settings.steps, extra["final_ema_loss"],
+                     extra["final_ema_loss_gap"],
+                     "never" if reach is None else f"at step {reach + 1}, {extra['time_to_target_s']:.4g} s")
+
     context = RunContext("rnn_backprop", dataset, seed, device_description(torch_dev),
                          settings.batch, threads)
-    records = write_runs(measurements, context, metrics, traces)
+    # No warm-up rounds: every run but BPTT trained warmup_steps steps above.
+    records = measure_and_write(cands, context, timing=TimingSettings(repeats=settings.repeats, warmup=0),
+                                metrics=metrics, traces=traces, after=after)
 
     save_params(params_of(reference), weights)
     return records

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ffsolve.kit.io import write_npz
+from ffsolve.kit import write_npz
 
 PARAM_NAMES = ("W_h", "W_x", "b_h", "W_o", "b_o")
 

@@ -6,8 +6,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ffsolve import plots
-from ffsolve.plots import LOG_FLOOR, plot_band, plt
+from ffsolve.kit import LOG_FLOOR, label, plot_band, plt, runs_table
+from ffsolve.kit import load_runs as load_records
 
 # The original's colours where it had the curve: feedforward (BPTT) red, Jacobi blue.
 _SCAN_COLOURS = {"scan_hillis_steele": "tab:green", "scan_odd_even": "tab:olive"}
@@ -21,7 +21,7 @@ _CONVERGENCE_STYLE = {
 def load_runs(metrics_paths: Sequence[str], trace_paths: Sequence[str]) -> list[dict]:
     """Each run's metrics (from the harness) with its training curves (its ``trace.npz``: the
     timed calls' losses and clocks) under ``"training"``."""
-    return plots.load_runs(metrics_paths, trace_paths, key="training")
+    return load_records(metrics_paths, trace_paths, key="training")
 
 
 def run_label(run: dict) -> str:
@@ -42,7 +42,7 @@ def run_label(run: dict) -> str:
     elif method.startswith("scan_"):
         text = f"scan, {method[5:].replace('_', '-')} ({run['iterations']} steps)"
     else:
-        text = plots.label(run)
+        text = label(run)
     # A run whose backward passes did not all converge (a truncated budget) is inexact.
     exact = run["converged"] and (run["bitwise_equal"] or run.get("within_tolerance"))
     return text if exact else text + " [approx.]"
@@ -150,7 +150,7 @@ def markdown_table(runs: Sequence[dict]) -> str:
     per run the time to BPTT's final EMA loss, the final loss and its gap, the backward passes'
     parallel steps and the first step's gradients against autograd's (float64)."""
     sequential = next((r for r in runs if r["run"] == "sequential"), None)
-    lines = [plots.runs_table(runs), "",
+    lines = [runs_table(runs), "",
              ("| run | time to BPTT's final EMA loss (s) | × BPTT (time to target) | final EMA loss "
               "| gap to BPTT | parallel steps per backward pass (mean / max) "
               "| gradient rel. error vs autograd (float64, first step) |"),

@@ -50,10 +50,9 @@ from ffsolve.experiments.rnn_backprop.model import (
     direct_adjoints,
     gradients_from_adjoints,
 )
-from ffsolve.kit.harness import Tolerance
-from ffsolve.kit.runs import RunSpec
+from ffsolve.kit import RunSpec, Tolerance
 from ffsolve.recurrence import linear
-from ffsolve.solvers.core import SolveResult
+from ffsolve import SolveResult
 
 SCANS = ("scan_hillis_steele", "scan_odd_even")
 LIBRARY_METHODS = ("jacobi", "gs_jacobi", "jacobi_gs", "suffix_jacobi", "sliding_jacobi")

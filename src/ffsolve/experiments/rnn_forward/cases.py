@@ -20,8 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ffsolve.kit.runs import RunSpec, expand_runs
-from ffsolve.kit.seeds import numpy_rng
+from ffsolve.kit import RunSpec, expand_runs, numpy_rng
 
 CELLS = ("gru", "softplus")
 FRAMEWORKS = ("torch", "jax")

@@ -31,17 +31,18 @@ from ffsolve.experiments.rnn_forward.cases import (
     pixel_sequences,
     random_case_arrays,
 )
-from ffsolve.jobs import Job, outputs_by_run, progress
 from ffsolve.kit import (
+    Job,
     RunContext,
-    measure,
+    TimingSettings,
+    device_description,
+    measure_and_write,
+    outputs_by_run,
+    progress,
     seed_stream,
     settings_from,
     write_json,
-    write_runs,
 )
-from ffsolve.kit.harness import TimingSettings
-from ffsolve.runtime import device_description
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +138,7 @@ def train_model(settings: TrainSettings, *, data_path, checkpoint_path, metrics_
     of the constant and the per-position marginal predictors fitted to the training images
     (``baseline_bits_per_pixel``), so a reader sees whether the GRU learned anything."""
     from ffsolve.experiments.rnn_forward.model import NextPixelGRU, save_checkpoint
-    from ffsolve.runtime import seed_everything, torch_device
+    from ffsolve.kit import seed_everything, torch_device
 
     data = load_prepared(data_path)
     if data.train_images.shape[1:] != (28, 28):
@@ -233,7 +234,7 @@ def measure_case(settings: MeasureSettings, *, case: str, seed: int, timing: Tim
     """Every configured run of one case in this process, timed round-robin; one record per run.
     ``autotune``: the decisions file of the ``auto`` runs (``None``: kept in memory only)."""
     from ffsolve.experiments.rnn_forward.system import candidates, device_for
-    from ffsolve.kit.auto import auto_settings
+    from ffsolve.kit import auto_settings
 
     spec = parse_case(case, settings.hidden_size)
     weights, inputs, extra, model, targets = case_arrays(spec, settings, seed=seed, checkpoint=checkpoint,
@@ -247,8 +248,9 @@ def measure_case(settings: MeasureSettings, *, case: str, seed: int, timing: Tim
                       auto=auto_settings(timing, autotune), key=key)
     log.info("rnn_forward %s: %s cell, T %d, H %d, batch %d, %s on %s; runs %s", case, spec.cell,
              spec.length, spec.hidden, settings.batch, spec.framework, dev, [c.name for c in runs])
-    measurements = measure(runs, repeats=timing.repeats, warmup=timing.warmup, min_sample_s=timing.min_sample_s)
-    if model is not None:  # the trained GRU: its next-pixel loss on the batch from each run's states
+
+    def bits_per_pixel(measurements):
+        """The trained GRU: its next-pixel loss on the batch from each run's states."""
         import torch
 
         target = torch.from_numpy(targets)
@@ -257,8 +259,10 @@ def measure_case(settings: MeasureSettings, *, case: str, seed: int, timing: Tim
         for name, m in measurements.items():
             m.candidate.extra["bits_per_pixel"] = bits[name]
             m.candidate.extra["bits_per_pixel_minus_sequential"] = bits[name] - bits["sequential"]
+
     context = RunContext("rnn_forward", case, seed, device_description(dev), settings.batch, threads)
-    return write_runs(measurements, context, metrics, traces)
+    return measure_and_write(runs, context, timing=timing, metrics=metrics, traces=traces,
+                             after=None if model is None else bits_per_pixel)
 
 
 def _host(x) -> np.ndarray:

@@ -2,7 +2,7 @@
 each job reads, its run names and its figures (workflow/rules/common.smk and the jobs read the same
 lists)."""
 
-from ffsolve.kit.runs import run_names
+from ffsolve.kit import run_names
 
 TRAIN_KEYS = ("hidden_size", "train")
 MEASURE_KEYS = ("hidden_size", "methods", "frontier_tols", "batch", "input_size", "softplus_radius",

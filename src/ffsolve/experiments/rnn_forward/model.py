@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from ffsolve.experiments.rnn_forward.cases import WEIGHT_NAMES
-from ffsolve.kit.io import write_bytes
+from ffsolve.kit import write_bytes
 
 CHECKPOINT_FORMAT = "ffsolve.rnn_forward.next_pixel_gru/1"
 

@@ -10,8 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ffsolve.kit.tables import auto_text, speedup, time_text, within_text
-from ffsolve.plots import LOG_FLOOR, plt
+from ffsolve.kit import LOG_FLOOR, auto_text, plt, speedup, time_text, within_text
 
 METHOD_COLORS = {
     "sequential": "black",
@@ -95,9 +94,8 @@ def convergence_figure(runs: Sequence[Mapping], title: str = "RNN evaluation by 
 def frontier_figure(runs: Sequence[Mapping]):
     """Per case: parallel steps and wall-clock time of every run against the largest absolute
     difference of its result from the loop's, one line per method across its tolerances: the
-    shared frontier figure (:func:`ffsolve.plots.frontier_figure`) drawn from this experiment's records."""
-    from ffsolve.plots import frontier_figure as shared_figure
-    from ffsolve.kit.frontier import frontier_panels
+    shared frontier figure (:func:`ffsolve.kit.plots.frontier_figure`) drawn from this experiment's records."""
+    from ffsolve.kit import frontier_figure as shared_figure, frontier_panels
 
     return shared_figure(frontier_panels(runs))
 

@@ -259,7 +259,7 @@ def markdown_table(record: dict) -> str:
 
 def plot(record: dict, path) -> None:
     """Loss against cumulative training wall-clock, one line per variant (the paper's RNN figure)."""
-    from ffsolve.plots import plt, save
+    from ffsolve.kit import plt, save
 
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
     for v in record["variants"]:

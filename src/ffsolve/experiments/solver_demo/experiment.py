@@ -9,11 +9,23 @@ from typing import Mapping
 import ffsolve
 from ffsolve.experiments.solver_demo.layout import BLOCKED
 from ffsolve.experiments.solver_demo.system import make_map
-from ffsolve.jobs import Job, outputs_by_run
-from ffsolve.kit import Candidate, RunContext, expand_runs, measure, settings_from, write_runs
-from ffsolve.kit.auto import AutoSettings, add_auto, auto_settings, loop_pilot, pilot_steps, split_auto
-from ffsolve.kit.harness import TimingSettings
-from ffsolve.runtime import device_description
+from ffsolve.kit import (
+    AutoSettings,
+    Candidate,
+    Job,
+    RunContext,
+    TimingSettings,
+    add_auto,
+    auto_settings,
+    device_description,
+    expand_runs,
+    loop_pilot,
+    measure_and_write,
+    outputs_by_run,
+    pilot_steps,
+    settings_from,
+    split_auto,
+)
 
 log = logging.getLogger(__name__)
 
@@ -68,10 +80,9 @@ def measure_runs(settings: Settings, *, dataset: str, seed: int, timing: TimingS
                  autotune: str | None = None) -> dict:
     """Every method in one process, timed round-robin; one record and trace per run. ``autotune``:
     the decisions file of the ``auto`` runs (``None``: kept in memory only)."""
-    measurements = measure(candidates(settings, seed, auto_settings(timing, autotune), dataset),
-                           repeats=timing.repeats, warmup=timing.warmup, min_sample_s=timing.min_sample_s)
     context = RunContext("solver_demo", dataset, seed, device_description(None), settings.batch, threads)
-    return write_runs(measurements, context, metrics, traces)
+    return measure_and_write(candidates(settings, seed, auto_settings(timing, autotune), dataset), context,
+                             timing=timing, metrics=metrics, traces=traces)
 
 
 def measure_job(job: Job) -> dict:

@@ -10,7 +10,7 @@ from typing import Callable
 
 import numpy as np
 
-from ffsolve.kit.seeds import numpy_rng
+from ffsolve.kit import numpy_rng
 
 
 def make_map(length: int, batch: int, coupling: float, seed: int) -> tuple[Callable, np.ndarray]:
@@ -30,8 +30,7 @@ def contract_candidates():
     through ``ffsolve.solve`` on the map (the blocked ones at a block size that does not divide T),
     each with a traced twin."""
     import ffsolve
-    from ffsolve.kit import Candidate, RunSpec
-    from ffsolve.solvers import uses_blocks
+    from ffsolve.kit import Candidate, RunSpec, uses_blocks
 
     f, x0 = make_map(23, 3, 1.5, seed=7)
     out = []

@@ -1,6 +1,6 @@
 """Open a ``snakemake --report`` HTML file in headless Chromium and list the figures it shows.
 
-    python -m ffsolve.report_check report.html figures/solver_demo.png figures/speedups.png
+    python -m ffsolve.workflow.report_check report.html figures/solver_demo.png figures/speedups.png
 
 exits non-zero unless every named figure is listed under some category of the report. Needs
 Debian's ``chromium`` and the ``playwright`` package (test extras); no network.

@@ -1,40 +1,23 @@
 """Running library code as a Snakemake job: logging into the rule's log, threads, progress, errors.
 
 Every script in ``scripts/`` is two lines: import an experiment function and hand it to
-:func:`run_snakemake_job`. Failures are logged with their traceback and re-raised, so the job exits
-non-zero and Snakemake removes the job's outputs; nothing is swallowed.
+:func:`run_snakemake_job`, which builds the :class:`ffsolve.kit.Job` the experiment reads.
+Failures are logged with their traceback and re-raised, so the job exits non-zero and Snakemake
+removes the job's outputs; nothing is swallowed.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Callable, Optional
 
-from tqdm.auto import tqdm
+from ffsolve.kit.jobs import Job
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 log = logging.getLogger("ffsolve")
-
-
-@dataclass
-class Job:
-    """What a Snakemake job hands to library code: named paths, params and threads.
-
-    No config: a job reads only what its rule passes through ``params``, which is what Snakemake
-    tracks, so a changed setting reruns exactly the jobs that read it.
-    """
-
-    input: Any
-    output: Any
-    params: Any
-    threads: int
-    wildcards: Any
-    log_path: Optional[str] = None
 
 
 def setup_logging(log_path: Optional[str] = None, level: int = logging.INFO) -> None:
@@ -45,16 +28,6 @@ def setup_logging(log_path: Optional[str] = None, level: int = logging.INFO) -> 
         handlers.append(logging.FileHandler(log_path, mode="w"))
     logging.basicConfig(level=level, format=LOG_FORMAT, handlers=handlers, force=True)
     logging.captureWarnings(True)
-
-
-def progress(iterable: Iterable, desc: str, total: Optional[int] = None, **kwargs):
-    """A progress bar on stderr (which a Snakemake job's log captures), off when not wanted.
-
-    Set ``FFSOLVE_PROGRESS=0`` to silence the bars (tests do).
-    """
-    disable = os.environ.get("FFSOLVE_PROGRESS", "1") == "0"
-    return tqdm(iterable, desc=desc, total=total, disable=disable, file=sys.stderr,
-                mininterval=1.0, **kwargs)
 
 
 def compute_threads(smk) -> int:
@@ -90,11 +63,3 @@ def run_snakemake_job(smk, main: Callable[[Job], Any]) -> Any:
         raise
     log.info("rule %s finished in %.1f s", smk.rule, time.perf_counter() - start)
     return result
-
-
-def outputs_by_run(runs, paths) -> dict[str, str]:
-    """``{run: path}`` from a rule's ``runs`` param and an output list expanded in the same order."""
-    runs, paths = list(runs), [str(p) for p in paths]
-    if len(runs) != len(paths):
-        raise ValueError(f"{len(runs)} runs but {len(paths)} output paths")
-    return dict(zip(runs, paths))

@@ -1,4 +1,7 @@
-"""Figure building blocks shared by the notebooks (kept here so tests reach them)."""
+"""Figure building blocks shared by the experiments' plots and the notebooks (matplotlib, Agg).
+
+The tables and labels they show live in :mod:`ffsolve.kit.tables`; the workflow's own
+cross-experiment figure rules are :mod:`ffsolve.workflow.figures`."""
 
 from __future__ import annotations
 
@@ -27,8 +30,7 @@ def load_runs(metrics_paths: Sequence[str], array_paths: Sequence[str], key: str
         runs.append(record)
     return runs
 
-
-from ffsolve.kit.tables import label, runs_table  # noqa: E402,F401 - one label and table for every figure
+from ffsolve.kit.tables import label  # noqa: E402 - one label for every figure
 
 
 LOG_FLOOR = 1e-12  # exact zeros are drawn here on log axes
@@ -121,19 +123,6 @@ def _tol_note(run) -> str:
     return f", tol {spec.tol:g}" if spec.tol else ""
 
 
-def write_speedups(summary_csv: str, paper_yaml: str, markdown_out: str, *figure_out: str) -> list[dict]:
-    """The ``speedups`` rule: ``figures/speedups.md`` and its figure from ``results/summary.csv``."""
-    from ffsolve.kit.io import write_text
-    from ffsolve.kit.record import read_summary
-    from ffsolve.kit.tables import headline_rows, load_paper, side_by_side, speedups_markdown
-
-    ours, paper = read_summary(summary_csv), load_paper(paper_yaml)
-    rows = side_by_side(ours, paper.runs)
-    write_text(markdown_out, speedups_markdown(rows, headline_rows(ours, paper.headlines)))
-    save(speedups_figure(rows), *figure_out)
-    return rows
-
-
 def frontier_figure(panels: Sequence):
     """Parallel steps (left) and wall time (right) against max |diff| from sequential, one row of
     axes per experiment and dataset, one line per method; tolerances written at the points."""
@@ -175,16 +164,3 @@ def frontier_figure(panels: Sequence):
         by_steps.legend(fontsize="x-small")
         by_time.legend(fontsize="x-small")
     return fig
-
-
-def write_frontier(summary_csv: str, *figure_out: str) -> list:
-    """The ``frontier`` rule: the figure(s) from ``results/summary.csv``."""
-    import logging
-
-    from ffsolve.kit.frontier import frontier_markdown, frontier_panels
-    from ffsolve.kit.record import read_summary
-
-    panels = frontier_panels(read_summary(summary_csv))
-    logging.getLogger(__name__).info("frontier:\n%s", frontier_markdown(panels))
-    save(frontier_figure(panels), *figure_out)
-    return panels

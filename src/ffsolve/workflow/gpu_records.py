@@ -1,7 +1,7 @@
 """The GPU benchmark's record set as Markdown: one table per part, ratios within a group.
 
 ``benchmarks/gpu_benchmark.py`` writes ``gpu_benchmark.json`` (every part's status and records)
-and renders it with :func:`markdown`; the results page (:mod:`ffsolve.results_page`) renders a
+and renders it with :func:`markdown`; the results page (:mod:`ffsolve.workflow.results_page`) renders a
 published copy with the same function, the card named. This module imports nothing of ffsolve's
 (the benchmark's parent process loads it by path and stays light).
 """
