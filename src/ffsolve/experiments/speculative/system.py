@@ -1,0 +1,150 @@
+"""The samplers as harness programs, the per-sample statistics, and the distribution check.
+
+A *source model* is what a source experiment's ``autoregressive.load`` returns (see
+:mod:`ffsolve.experiments.speculative.layout`): a callable giving, for a whole ``(batch, T)``
+draft, every position's ``(batch, T, K)`` log-probabilities in one call, with ``length``,
+``num_classes``, ``backend`` (``"torch"`` or ``"numpy"``: the arrays it takes) and a
+``description`` for the records.
+
+Every method samples the same rows from the same seed: ``sequential``, ``jacobi`` and ``coupled``
+read one Gumbel table drawn up front (:func:`gumbel_table`), ``sjd`` and ``coupled`` take their
+fresh draws from the same seed. ``sequential`` may run on the first rows only (the costly
+reference: T calls), with those rows of the table, so ``jacobi`` is checked bit for bit on them.
+
+The distribution check (:func:`distribution_check`) compares ``sjd`` and ``coupled`` with the
+sample-exact samples (``sequential``'s where it ran on every row, else ``jacobi``'s, which equal
+the sequential sample of their noise; the check is recorded) by two-sample Kolmogorov–Smirnov
+tests on two statistics per sample: its negative log-likelihood under the model in bits per
+position, and its mean intensity; Bonferroni over every test of the job at a family-wise
+false-alarm rate ``alpha``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+from typing import Any, Mapping, Optional, Sequence
+
+import numpy as np
+
+import ffsolve
+from ffsolve.experiments.speculative.layout import source_of
+
+Array = Any
+STATISTICS = ("bits_per_dim", "mean_intensity")
+CHECKED = ("sjd", "coupled")  # the distribution-exact methods the check tests
+
+
+def load_model(dataset: str, checkpoint, device: str = "auto"):
+    """The source model of ``dataset`` (its experiment's ``autoregressive.load``)."""
+    source, _, _ = source_of(dataset)
+    module = importlib.import_module(f"ffsolve.experiments.{source}.autoregressive")
+    from ffsolve.kit import jax_device, torch_device
+
+    chosen = (jax_device if module.FRAMEWORK == "jax" else torch_device)(device)
+    return module.load(checkpoint, device=chosen)
+
+
+def gumbel_table(model, rows: int, seed: int) -> Array:
+    """``(rows, T, K)`` standard Gumbel noise in the model's backend (float32 for PyTorch on the
+    model's device, float64 for NumPy, as the library draws them), from ``seed``."""
+    shape = (rows, model.length, model.num_classes)
+    if model.backend == "torch":
+        import torch
+
+        gen = torch.Generator().manual_seed(seed)
+        u = torch.rand(shape, generator=gen).clamp_min(torch.finfo(torch.float32).tiny)
+        return (-torch.log(-torch.log(u))).to(model.device)
+    u = np.maximum(np.random.default_rng(seed).random(shape), np.finfo(np.float64).tiny)
+    return -np.log(-np.log(u))
+
+
+def to_numpy(x) -> np.ndarray:
+    return x.detach().cpu().numpy() if hasattr(x, "detach") else np.asarray(x)
+
+
+def sample(model, method: str, *, rows: int, seed: int, noise, window: Optional[int] = None):
+    """One :func:`ffsolve.sample_autoregressive` call: ``rows`` samples by ``method``."""
+    if method != "sjd":  # the table's first rows (its backend and device come with it)
+        where = {"noise": noise[:rows]}
+    else:  # fresh noise only
+        where = {"backend": model.backend, "device": model.device if model.backend == "torch" else None}
+    return ffsolve.sample_autoregressive(
+        model, model.length, model.num_classes, method, batch=rows, seed=seed,
+        window=None if method == "sequential" else window, **where)
+
+
+def as_solve_result(res) -> ffsolve.SolveResult:
+    """The harness's record of a :class:`ffsolve.SampleResult`: ``iterations`` are the model
+    calls (steps of the slowest row), every position fixed."""
+    return ffsolve.SolveResult(
+        x=res.x, iterations=int(res.model_calls), converged=True, method=res.method,
+        block_size=None, tol=0.0, sequence_length=int(res.sequence_length),
+        network_evaluations=float(res.network_evaluations),
+        stopped_by="sequential" if res.method == "sequential" else "exact_prefix")
+
+
+def program(model, method: str, *, rows: int, seed: int, noise, window, latest: dict):
+    """A zero-argument harness program; it keeps its last :class:`ffsolve.SampleResult` in
+    ``latest[method]`` (every timed call is checked equal to the first, so it is the first's)."""
+    def run():
+        res = sample(model, method, rows=rows, seed=seed, noise=noise, window=window)
+        latest[method] = res
+        return as_solve_result(res)
+    return run
+
+
+# -- statistics and the check -------------------------------------------------------------------
+def statistics(model, x) -> dict[str, np.ndarray]:
+    """Per sample: its negative log-likelihood under the model, in bits per position (the
+    model's normalised distribution at each position, from one teacher-forced call on the
+    sample), and its mean intensity (values / (K − 1), averaged over positions)."""
+    out = to_numpy(model(x)).astype(np.float64)
+    out = out - out.max(-1, keepdims=True)
+    log_p = out - np.log(np.exp(out).sum(-1, keepdims=True))
+    xs = to_numpy(x).astype(np.int64)
+    chosen = np.take_along_axis(log_p, xs[..., None], -1)[..., 0]
+    return {"bits_per_dim": -chosen.sum(-1) / (model.length * math.log(2.0)),
+            "mean_intensity": xs.mean(-1) / (model.num_classes - 1)}
+
+
+def distribution_check(stats: Mapping[str, Mapping[str, np.ndarray]], reference: str,
+                       methods: Sequence[str], alpha: float) -> dict[str, dict]:
+    """Two-sample Kolmogorov–Smirnov tests (``scipy.stats.ks_2samp``) of each method's
+    per-sample statistics against ``reference``'s, Bonferroni over all of them: a test fails
+    when its p-value is below ``alpha`` / (tests), so the chance that any test of a correct
+    sampler fails is at most ``alpha``. Returns, per method, each statistic's test and whether
+    every test passed."""
+    from scipy.stats import ks_2samp
+
+    tests = len(methods) * len(STATISTICS)
+    threshold = alpha / max(tests, 1)
+    out = {}
+    for method in methods:
+        per = {}
+        for name in STATISTICS:
+            a, b = np.asarray(stats[method][name]), np.asarray(stats[reference][name])
+            result = ks_2samp(a, b)
+            per[name] = {"statistic": float(result.statistic), "p_value": float(result.pvalue),
+                         "mean": float(a.mean()), "reference_mean": float(b.mean()),
+                         "passed": bool(result.pvalue >= threshold)}
+        out[method] = {"test": "two-sample Kolmogorov-Smirnov (scipy.stats.ks_2samp), per statistic",
+                       "reference": reference, "alpha_familywise": float(alpha), "tests": tests,
+                       "threshold": threshold, "samples": len(np.asarray(stats[method][STATISTICS[0]])),
+                       "reference_samples": len(np.asarray(stats[reference][STATISTICS[0]])),
+                       "statistics": per, "passed": all(t["passed"] for t in per.values())}
+    return out
+
+
+def step_summary(res) -> dict:
+    """Steps per sample (mean, spread), positions fixed per step, work, of one sampling run."""
+    steps = np.asarray(res.steps, dtype=np.float64)
+    return {"guarantee": res.guarantee, "rows": int(len(steps)),
+            "steps_mean": float(steps.mean()), "steps_std": float(steps.std()),
+            "steps_min": int(steps.min()), "steps_max": int(steps.max()),
+            "steps_median": float(np.median(steps)),
+            "step_reduction": float(res.sequence_length / steps.mean()),
+            "accepted_per_step": float(res.mean_accepted),
+            "model_calls": int(res.model_calls),
+            "network_evaluations": float(res.network_evaluations),
+            "window": res.window, "causality_violation": int(res.causality_violation)}
