@@ -179,6 +179,6 @@ def test_figure_and_tables(tmp_path, gru_checkpoint):
     save(plots.steps_figure(runs), str(tmp_path / "steps.png"))
     assert (tmp_path / "steps.png").stat().st_size > 0
     table = plots.steps_table(runs)
-    assert table.count("\n| ") == 5 and "distribution-exact" in table and "1.00 |" in table
+    assert table.count("\n| ") == 5 and "distribution-exact" in table and "| 100% |" in table
     published = plots.published_table(runs)
     assert "2.22x" in published and "4.2x" in published and "7B" in published

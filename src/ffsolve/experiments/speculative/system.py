@@ -139,12 +139,16 @@ def distribution_check(stats: Mapping[str, Mapping[str, np.ndarray]], reference:
 def step_summary(res) -> dict:
     """Steps per sample (mean, spread), positions fixed per step, work, of one sampling run."""
     steps = np.asarray(res.steps, dtype=np.float64)
+    accepted = np.asarray(res.accepted)
     return {"guarantee": res.guarantee, "rows": int(len(steps)),
             "steps_mean": float(steps.mean()), "steps_std": float(steps.std()),
             "steps_min": int(steps.min()), "steps_max": int(steps.max()),
             "steps_median": float(np.median(steps)),
             "step_reduction": float(res.sequence_length / steps.mean()),
             "accepted_per_step": float(res.mean_accepted),
+            # the share of a row's steps that fixed one position only (SJD-PAC reports about
+            # half of SJD's passes so)
+            "single_position_step_share": float((accepted == 1).sum() / max((accepted > 0).sum(), 1)),
             "model_calls": int(res.model_calls),
             "network_evaluations": float(res.network_evaluations),
             "window": res.window, "causality_violation": int(res.causality_violation)}
