@@ -20,6 +20,7 @@ include: "workflow/rules/rnn_backprop.smk"
 include: "workflow/rules/densenet.smk"
 include: "workflow/rules/pixelcnnpp.smk"
 include: "workflow/rules/rnn_forward.smk"
+include: "workflow/rules/speculative.smk"
 include: "workflow/rules/summary.smk"
 
 

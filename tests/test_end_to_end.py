@@ -38,7 +38,8 @@ def test_every_rule_of_every_experiment_ran(first):
     ran = set(re.findall(r"^\s*(?:local)?rule (\w+):", output, re.M))
     missing = set(listed) - TARGET_RULES - ran
     assert not missing, f"rules that never ran in the end-to-end config: {sorted(missing)}"
-    for experiment in ("solver_demo", "made", "rnn_backprop", "densenet", "pixelcnnpp", "rnn_forward"):
+    for experiment in ("solver_demo", "made", "rnn_backprop", "densenet", "pixelcnnpp", "rnn_forward",
+                       "speculative"):
         assert list(workdir.glob(f"figures/{experiment}*.png")), f"no figure for {experiment}"
 
 
@@ -46,7 +47,8 @@ def test_every_run_meets_the_results_contract(first):
     workdir, _, _ = first
     metrics_files = sorted(workdir.glob("results/*/*/*/metrics.json"))
     experiments = {path.parts[-4] for path in metrics_files}
-    assert experiments == {"solver_demo", "made", "rnn_backprop", "densenet", "pixelcnnpp", "rnn_forward"}
+    assert experiments == {"solver_demo", "made", "rnn_backprop", "densenet", "pixelcnnpp", "rnn_forward",
+                           "speculative"}
     for path in metrics_files:
         record = json.loads(path.read_text())
         where = str(path.relative_to(workdir))
@@ -131,7 +133,8 @@ def test_changed_parameter_reruns_the_affected_rules(first):
     untouched = {"made_train", "data_prepare", "densenet_train", "densenet_measure",
                  "pixelcnnpp_train", "pixelcnnpp_measure", "rnn_backprop_train",
                  "rnn_backprop_measure", "solver_demo_measure", "rnn_forward_train",
-                 "rnn_forward_measure", "rnn_forward_measure_jax"}
+                 "rnn_forward_measure", "rnn_forward_measure_jax", "speculative_measure",
+                 "speculative_measure_jax"}
     assert not untouched & set(jobs), jobs
 
 

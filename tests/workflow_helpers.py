@@ -14,7 +14,8 @@ import prefetch
 
 REPO = Path(__file__).resolve().parents[1]
 COPIED = ("Snakefile", "workflow", "config", "scripts", "src", "envs")
-EXPERIMENTS = ("solver_demo", "made", "pixelcnnpp", "densenet", "rnn_backprop", "rnn_forward")
+EXPERIMENTS = ("solver_demo", "made", "pixelcnnpp", "densenet", "rnn_backprop", "rnn_forward",
+               "speculative")
 
 
 def copy_workflow(dest: Path) -> Path:

@@ -190,11 +190,17 @@ for _experiment in EXPERIMENTS:
         register_targets(metrics=get_experiment_results(_experiment, "metrics.json"),
                          figures=layout_of(_experiment).figures(config[_experiment]))
 
+def checkpoint_path(experiment, dataset, filename):
+    """The checkpoint of `experiment`'s model for `dataset`: the one its config names
+    (`<experiment>.checkpoint`, where the section has that key), else its train rule's
+    results/<experiment>/<dataset>/<filename>."""
+    return (settings_for(experiment, dataset).get("checkpoint")
+            or f"results/{experiment}/{dataset}/{filename}")
+
+
 def get_checkpoint(experiment, filename):
-    """An input function: the checkpoint a measure job samples, the one the config names
-    (`<experiment>.checkpoint`), else results/<experiment>/<dataset>/<filename> (its train rule's)."""
-    return lambda wildcards: (settings_for(experiment, wildcards.dataset)["checkpoint"]
-                              or f"results/{experiment}/{wildcards.dataset}/{filename}")
+    """An input function: the checkpoint a measure job samples (checkpoint_path for its dataset)."""
+    return lambda wildcards: checkpoint_path(experiment, wildcards.dataset, filename)
 
 
 def get_training_record(experiment, filename):
