@@ -1,7 +1,7 @@
 """DenseNet benchmark: measured wall-clock of the forward pass vs Jacobi vs GS-Jacobi over dense layers.
 
 Two models, each measured in one process through the workflow's own harness job code
-(``ffsolve.experiments.densenet.experiment.measure_runs``): same weights and inputs, timed repeats
+(``ffsolve.experiments.densenet.experiment.measure``): same weights and inputs, timed repeats
 interleaved, logits checked against the forward pass's.
 
 * ``small``: the embedded default's DenseNet-BC (the checkpoint ``densenet_train`` writes) on
@@ -36,9 +36,9 @@ from ffsolve.experiments.densenet import plots
 from ffsolve.experiments.densenet.experiment import (
     ModelSettings,
     Problem,
-    Settings,
-    TrainSettings,
-    measure_runs,
+    MeasureSettings,
+    Training,
+    measure,
     run_specs,
 )
 from ffsolve.experiments.densenet.model import load_checkpoint, random_densenet201
@@ -97,12 +97,12 @@ def densenet201_problem(args) -> Problem:
                    speed_only=True)
 
 
-def settings(args, block_sizes) -> Settings:
+def settings(args, block_sizes) -> MeasureSettings:
     unused_model = ModelSettings(1, (1,), 1, 1, 0.5, 1)  # the problems bring their own models
-    return Settings(methods=("sequential", "jacobi", "jacobi_top5", "gs_jacobi"),
+    return MeasureSettings(methods=("sequential", "jacobi", "jacobi_top5", "gs_jacobi"),
                     block_sizes=tuple(block_sizes), images=1, image_size=None, weights_file=None,
                     download=False, top5_patience=args.patience, model=unused_model,
-                    train=TrainSettings(1, 1, 1.0))
+                    train=Training(1, 1, 1.0))
 
 
 def main(argv=None) -> int:
@@ -118,8 +118,8 @@ def main(argv=None) -> int:
             problem, config = densenet201_problem(args), settings(args, args.block_sizes_201)
         runs = [spec.name for spec in run_specs(config)]
         out = Path(args.out) / name
-        records = measure_runs(
-            config, problem, dataset=name, seed=args.seed, timing=timing, device=device,
+        records = measure(
+            config, problem=problem, dataset=name, seed=args.seed, timing=timing, device=device,
             metrics={run: str(out / run / "metrics.json") for run in runs},
             traces={run: str(out / run / "trace.npz") for run in runs}, threads=args.threads,
         )

@@ -97,16 +97,16 @@ def parse(argv):
     return p.parse_args(argv)
 
 
-def settings(args) -> pixel_experiment.Settings:
+def settings(args) -> pixel_experiment.MeasureSettings:
     from ffsolve.experiments.pixelcnnpp.system import BLOCKED  # imports JAX: after limit_threads
 
-    return pixel_experiment.Settings(
+    return pixel_experiment.MeasureSettings(
         methods=tuple(args.methods),
         block_sizes={m: [args.gs_jacobi_block if m.startswith("gs_jacobi") else args.jacobi_gs_block]
                      for m in args.methods if m in BLOCKED},
         tol=0.0, nr_resnet=args.nr_resnet, nr_filters=args.nr_filters,
         nr_logistic_mix=args.nr_logistic_mix, checkpoint=None, batch=args.batch,
-        train=pixel_experiment.TrainSettings(
+        train=pixel_experiment.Training(
             steps=args.train_steps, batch=args.train_batch, lr=args.learning_rate,
             lr_decay=args.lr_decay, eval_every=args.eval_every, test_images=args.test_images),
     )

@@ -2,7 +2,7 @@
 per training step by method and T.
 
 ``--train``: the paper's quantity, exactly as the workflow's ``rnn_backprop_measure`` job computes
-it (``experiment.measure_training``: every run's ``steps`` SGD steps timed in one process, repeats
+it (``experiment.measure``: every run's ``steps`` SGD steps timed in one process, repeats
 interleaved, trained weights checked against BPTT's), with the settings of config/paper.yaml
 (10 timed repeats of 200 steps, every Jacobi budget, the scans) on MNIST from ``--source``.
 Writes the records under ``--out``'s folder (``<folder>/<run>/metrics.json``) and prints the
@@ -61,7 +61,7 @@ from ffsolve.experiments.rnn_backprop.experiment import (
 from ffsolve.experiments.rnn_backprop.model import forward, init_params
 from ffsolve.experiments.rnn_backprop.system import backward, scan_steps
 from ffsolve.workflow.jobs import setup_logging
-from ffsolve.kit import RunSpec
+from ffsolve.kit import RunSpec, TimingSettings
 from ffsolve.runtime import (
     device_description,
     limit_threads,
@@ -122,7 +122,7 @@ def config_settings(args):
     values = dataset_settings(section, "mnist")
     if args.repeats_override:
         values["repeats"] = args.repeats_override
-    return settings_from(rnn.Settings, values, "rnn_backprop"), values
+    return settings_from(rnn.MeasureSettings, values, "rnn_backprop"), values
 
 
 def train_benchmark(args, dataset, device) -> None:
@@ -137,8 +137,9 @@ def train_benchmark(args, dataset, device) -> None:
     prepared = folder / "mnist.npz"
     save_prepared(dataset, prepared)
     names = [run.name for run in rnn.runs(settings)]
-    records = rnn.measure_training(
+    records = rnn.measure(
         settings, data=str(prepared), dataset="mnist", seed=args.seed, device=device.type,
+        timing=TimingSettings(),
         metrics={n: str(folder / n / "metrics.json") for n in names},
         traces={n: str(folder / n / "trace.npz") for n in names},
         weights=str(folder / "trained_weights.npz"), threads=args.threads)
@@ -169,7 +170,7 @@ def solve_benchmark(args, dataset, device) -> None:
         device=device, dtype=rnn.DTYPES[settings.dtype])
     params = rnn.initial_params(settings, args.seed, "mnist", 0, device=device)
     order = rnn.training_order(settings, sequences.shape[0], args.seed, "mnist", device=device)
-    candidates = rnn.candidates(settings, params, time_major(sequences[order[0]]))
+    candidates = rnn.solve_candidates(settings, params, time_major(sequences[order[0]]))
     measurements = measure(candidates, repeats=args.repeats, warmup=args.warmup, min_sample_s=0.5)
     folder = Path(args.out).parent
     names = [c.name for c in candidates]

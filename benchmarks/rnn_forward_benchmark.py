@@ -1,5 +1,5 @@
 """rnn_forward benchmark: random-weight cases at long T (and wide H) through the workflow's own
-measure job (``experiment.measure_case``: every run of a case in one process, repeats
+measure job (``experiment.measure``: every run of a case in one process, repeats
 interleaved, each timed result checked against the loop), outside the default DAG.
 
 Each case is ``<cell>_T<T>_H<H>[_jax]`` as in ``rnn_forward.datasets``; the records go to
@@ -20,7 +20,7 @@ from pathlib import Path
 
 from ffsolve.experiments.rnn_forward import plots, run_names
 from ffsolve.experiments.rnn_forward.cases import parse_case
-from ffsolve.experiments.rnn_forward.experiment import MeasureSettings, measure_case
+from ffsolve.experiments.rnn_forward.experiment import MeasureSettings, measure
 from ffsolve.kit.harness import TimingSettings
 from ffsolve.kit import load_runs
 from ffsolve.runtime import limit_threads
@@ -61,7 +61,7 @@ def main(argv=None) -> None:
         runs = run_names(methods, args.frontier_tols)
         metrics = {r: args.out / name / r / "metrics.json" for r in runs}
         traces = {r: args.out / name / r / "trace.npz" for r in runs}
-        measure_case(settings, case=name, seed=args.seed, timing=timing, metrics=metrics, traces=traces,
+        measure(settings, dataset=name, seed=args.seed, timing=timing, metrics=metrics, traces=traces,
                      device=args.device, threads=threads)
         records += load_runs([metrics[r] for r in runs], [traces[r] for r in runs])
         print(plots.markdown_table(records), flush=True)

@@ -450,10 +450,11 @@ def test_the_timing_settings_reach_auto():
 
 
 def test_solver_demo_auto_picks_its_parallel_winner_and_records_the_first_call():
-    from ffsolve.experiments.solver_demo.experiment import Settings, candidates
+    from ffsolve.experiments.solver_demo.experiment import MeasureSettings
+    from ffsolve.experiments.solver_demo.system import candidates
     from ffsolve.kit.settings import settings_from
 
-    settings = settings_from(Settings, {"length": 64, "batch": 4, "coupling": 1.0, "tol": 0.0,
+    settings = settings_from(MeasureSettings, {"length": 64, "batch": 4, "coupling": 1.0, "tol": 0.0,
                                         "methods": ["sequential", "jacobi", "auto"], "block_sizes": []},
                              "solver_demo")
     found = candidates(settings, seed=3)

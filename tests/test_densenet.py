@@ -391,7 +391,7 @@ def test_load_state_names_the_misfit():
 
 def test_checkpoint_round_trip(tiny, batch, tmp_path):
     path = str(tmp_path / "model.pt")
-    save_checkpoint(tiny, TINY, path)
+    save_checkpoint(tiny, path, TINY)
     with torch.no_grad():
         torch.testing.assert_close(load_checkpoint(path)(batch), tiny(batch))
 

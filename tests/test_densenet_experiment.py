@@ -18,10 +18,11 @@ from ffsolve.experiments.densenet import stats
 from ffsolve.experiments.densenet.experiment import (
     ModelSettings,
     Problem,
-    Settings,
+    MeasureSettings,
     TrainSettings,
+    Training,
     load_problem,
-    measure_runs,
+    measure,
     run_specs,
     train,
 )
@@ -35,9 +36,9 @@ ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = ROOT / "workflow" / "schemas" / "densenet.schema.yaml"
 SMALL = ModelSettings(growth_rate=4, block_config=(2, 2), num_init_features=6, bn_size=2,
                       compression=0.5, stem_stride=2)
-SETTINGS = Settings(methods=("sequential", "jacobi", "jacobi_top5", "gs_jacobi"), block_sizes=(2, 3),
+SETTINGS = MeasureSettings(methods=("sequential", "jacobi", "jacobi_top5", "gs_jacobi"), block_sizes=(2, 3),
                     images=6, image_size=None, weights_file=None, download=False, top5_patience=1,
-                    model=SMALL, train=TrainSettings(epochs=2, batch=32, lr=0.01))
+                    model=SMALL, train=Training(epochs=2, batch=32, lr=0.01))
 RUNS = ["sequential", "jacobi", "jacobi_top5", "gs_jacobi_b2", "gs_jacobi_b3"]
 EXACT = [run for run in RUNS if run != "jacobi_top5"]
 
@@ -58,8 +59,8 @@ def trained(tmp_path_factory):
     test_x, test_y = bars(200, 1)
     data = tmp / "bars.npz"
     save_prepared(Dataset("mnist", train_x, train_y, test_x, test_y, "test"), data)
-    summary = train(SMALL, SETTINGS.train, data=str(data), model_path=str(tmp / "model.pt"),
-                    summary_path=str(tmp / "training.json"), seed=3, threads=1)
+    summary = train(TrainSettings(SMALL, SETTINGS.train), data=str(data), checkpoint=str(tmp / "model.pt"),
+                    record=str(tmp / "training.json"), seed=3, threads=1)
     return tmp, summary
 
 
@@ -74,8 +75,8 @@ def test_training_learns_a_learnable_task(trained):
 
 def test_training_is_reproducible_from_the_seed(trained, tmp_path):
     tmp, summary = trained
-    again = train(SMALL, SETTINGS.train, data=str(tmp / "bars.npz"), model_path=str(tmp_path / "m.pt"),
-                  summary_path=str(tmp_path / "t.json"), seed=3, threads=1)
+    again = train(TrainSettings(SMALL, SETTINGS.train), data=str(tmp / "bars.npz"), checkpoint=str(tmp_path / "m.pt"),
+                  record=str(tmp_path / "t.json"), seed=3, threads=1)
     assert again["epoch_losses"] == summary["epoch_losses"]
 
 
@@ -92,9 +93,9 @@ def measured(tmp_path_factory):
     problem = tiny_problem()
     metrics = {run: str(tmp / run / "metrics.json") for run in RUNS}
     traces = {run: str(tmp / run / "trace.npz") for run in RUNS}
-    records = measure_runs(SETTINGS, problem, dataset="mnist", seed=5,
-                           timing=TimingSettings(repeats=2, warmup=0), device=torch.device("cpu"),
-                           metrics=metrics, traces=traces, threads=1)
+    records = measure(SETTINGS, problem=problem, dataset="mnist", seed=5,
+                      timing=TimingSettings(repeats=2, warmup=0), device=torch.device("cpu"),
+                      metrics=metrics, traces=traces, threads=1)
     return records, metrics, traces
 
 
@@ -197,9 +198,9 @@ def test_shipped_configs_validate_and_unknown_keys_are_refused():
 def test_settings_cover_the_schema():
     schema = yaml.safe_load(SCHEMA.read_text())
     layout = {"activate", "datasets", "per_dataset"}
-    assert set(schema["properties"]) - layout == {f.name for f in dataclasses.fields(Settings)}
+    assert set(schema["properties"]) - layout == {f.name for f in dataclasses.fields(MeasureSettings)}
     assert set(schema["properties"]["model"]["properties"]) == {f.name for f in dataclasses.fields(ModelSettings)}
-    assert set(schema["properties"]["train"]["properties"]) == {f.name for f in dataclasses.fields(TrainSettings)}
+    assert set(schema["properties"]["train"]["properties"]) == {f.name for f in dataclasses.fields(Training)}
 
 
 def test_speed_only_problem_is_densenet201_on_seeded_random_inputs():

@@ -44,7 +44,7 @@ def _job_runs(name, settings):
     if name in ("made", "rnn_forward"):
         keys = layout_of(name).MEASURE_KEYS
         return list(settings_from(experiment.MeasureSettings, {k: settings[k] for k in keys}, name).runs)
-    parsed = settings_from(experiment.Settings, settings, name)
+    parsed = settings_from(experiment.MeasureSettings, settings, name)
     if name == "densenet":
         return [spec.name for spec in experiment.run_specs(parsed)]
     if name == "rnn_backprop":

@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from ffsolve.experiments.made.experiment import ConfigError, check_checkpoint_fits
+from ffsolve.experiments.made.experiment import check_checkpoint_fits
+from ffsolve.kit import SettingsError
 from ffsolve.experiments.made.model import (
     MADE,
     CheckpointError,
@@ -120,11 +121,11 @@ def test_missing_and_garbage_checkpoints_name_the_path(tmp_path):
 def test_checkpoint_that_disagrees_with_the_settings_names_the_key():
     model = MADE(784, [16, 16])
     check_checkpoint_fits({"logit_lambda": 1e-6}, model, [16, 16], 1e-6, "mnist", "m.pt")
-    with pytest.raises(ConfigError, match=r"made.hidden_sizes is \[32\]"):
+    with pytest.raises(SettingsError, match=r"made.hidden_sizes is \[32\]"):
         check_checkpoint_fits({}, model, [32], 1e-6, "mnist", "m.pt")
-    with pytest.raises(ConfigError, match=r"made.per_dataset.mnist.logit_lambda"):
+    with pytest.raises(SettingsError, match=r"made.per_dataset.mnist.logit_lambda"):
         check_checkpoint_fits({"logit_lambda": 0.05}, model, [16, 16], 1e-6, "mnist", "m.pt")
-    with pytest.raises(ConfigError, match="made.per_dataset.mnist.checkpoint: m.pt models 64 dimensions"):
+    with pytest.raises(SettingsError, match="made.per_dataset.mnist.checkpoint: m.pt models 64 dimensions"):
         check_checkpoint_fits({}, MADE(64, [16, 16]), [16, 16], 1e-6, "mnist", "m.pt")
 
 

@@ -18,14 +18,11 @@ from ffsolve.data.digits import load_digits_dataset
 from ffsolve.experiments.made import experiment
 from ffsolve.experiments.made.density import bits_per_dim, flatten_images, to_logit, to_unit
 from ffsolve.experiments.made.experiment import (
-    ConfigError,
     MeasureSettings,
     Sampling,
     TrainSettings,
     Training,
     fit,
-    measure_runs,
-    train_model,
 )
 from ffsolve.experiments.made.model import MADE, hidden_degrees
 from ffsolve.experiments.made.system import (
@@ -313,8 +310,8 @@ def test_train_then_measure_writes_one_valid_record_and_trace_per_run(tmp_path):
     save_prepared(load_digits_dataset(), tmp_path / "digits.npz")
     train = TrainSettings(hidden_sizes=(32,), logit_lambda=LAM,
                           train=Training(steps=4, batch=16, lr=1e-3, eval_every=2))
-    record = train_model(train, data_path=tmp_path / "digits.npz", checkpoint_path=tmp_path / "model.pt",
-                         metrics_path=tmp_path / "train.json", dataset="digits", seed=5, device="cpu")
+    record = experiment.train(train, data=tmp_path / "digits.npz", checkpoint=tmp_path / "model.pt",
+                              record=tmp_path / "train.json", dataset="digits", seed=5, device="cpu")
     assert record["curve"]["step"] == [2, 4]
     assert torch.load(tmp_path / "model.pt", weights_only=True)["metadata"]["logit_lambda"] == LAM
     assert json.loads((tmp_path / "train.json").read_text())["final_test_bpd"] > 0
@@ -325,9 +322,9 @@ def test_train_then_measure_writes_one_valid_record_and_trace_per_run(tmp_path):
     assert settings.runs == ["sequential", "jacobi", "gs_jacobi_b16", "gs_jacobi_b7"]
     metrics = {run: str(tmp_path / run / "metrics.json") for run in settings.runs}
     traces = {run: str(tmp_path / run / "trace.npz") for run in settings.runs}
-    written = measure_runs(settings, checkpoint=tmp_path / "model.pt", dataset="digits", seed=5,
-                           timing=TimingSettings(repeats=2, warmup=0), metrics=metrics, traces=traces,
-                           device="cpu", threads=1)
+    written = experiment.measure(settings, checkpoint=tmp_path / "model.pt", dataset="digits", seed=5,
+                                 timing=TimingSettings(repeats=2, warmup=0), metrics=metrics, traces=traces,
+                                 device="cpu", threads=1)
     assert sorted(written) == sorted(settings.runs)
     finals = []
     for run in settings.runs:
@@ -360,14 +357,14 @@ def test_measure_refuses_a_checkpoint_trained_with_another_lambda(tmp_path):
     save_checkpoint(MADE(64, [8]), tmp_path / "m.pt", {"logit_lambda": 0.05})
     settings = MeasureSettings(hidden_sizes=(8,), logit_lambda=LAM, methods=("sequential",), block_sizes=(8,),
                                sample=Sampling(batch=2, tol=0.0, snapshot_every=1, snapshot_count=1, show=1))
-    with pytest.raises(ConfigError, match="made.per_dataset.digits.logit_lambda"):
-        measure_runs(settings, checkpoint=tmp_path / "m.pt", dataset="digits", seed=1,
-                     timing=TimingSettings(1, 0), metrics={}, traces={}, device="cpu")
+    with pytest.raises(SettingsError, match="made.per_dataset.digits.logit_lambda"):
+        experiment.measure(settings, checkpoint=tmp_path / "m.pt", dataset="digits", seed=1,
+                           timing=TimingSettings(1, 0), metrics={}, traces={}, device="cpu")
     assert not list(tmp_path.glob("**/metrics.json"))
 
 
 def test_unusable_lambda_is_refused_naming_the_key():
-    with pytest.raises(ConfigError, match="made.logit_lambda"):
+    with pytest.raises(SettingsError, match="made.logit_lambda"):
         TrainSettings(hidden_sizes=(8,), logit_lambda=0.5, train=Training(1, 1, 1e-3, 1))
 
 

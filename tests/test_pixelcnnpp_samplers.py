@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from ffsolve.experiments.pixelcnnpp import mixture
-from ffsolve.experiments.pixelcnnpp.experiment import Settings, TrainSettings, runs
+from ffsolve.experiments.pixelcnnpp.experiment import MeasureSettings, Training, runs
 from ffsolve.experiments.pixelcnnpp.model import PixelCNNPP
 from ffsolve.experiments.pixelcnnpp.system import (
     METHODS,
@@ -178,9 +178,9 @@ def test_bad_requests_are_refused_naming_the_problem(grey):
 
 
 def test_runs_are_named_by_block_size_in_positions():
-    settings = Settings(methods=METHODS, block_sizes=(28, 112), tol=0.0, nr_resnet=1, nr_filters=4,
+    settings = MeasureSettings(methods=METHODS, block_sizes=(28, 112), tol=0.0, nr_resnet=1, nr_filters=4,
                         nr_logistic_mix=2, checkpoint=None, batch=1,
-                        train=TrainSettings(1, 1, 0.1, 0.5, 1, 1))
+                        train=Training(1, 1, 0.1, 0.5, 1, 1))
     assert runs(settings) == [
         "sequential", "jacobi", "gs_jacobi_b28", "gs_jacobi_b112", "jacobi_gs_b28", "jacobi_gs_b112",
         "suffix_jacobi", "sliding_jacobi_b28", "sliding_jacobi_b112", "sequential_cache", "gs_jacobi_cache_b28", "gs_jacobi_cache_b112", "jacobi_gs_cache_b28",
@@ -207,9 +207,9 @@ def test_auto_takes_the_strongest_sequential_loop_as_its_baseline(grey, methods,
     from ffsolve.experiments.pixelcnnpp.experiment import measured_candidates
     from ffsolve.kit.auto import AutoSettings
 
-    settings = Settings(methods=methods, block_sizes=(), tol=0.0, nr_resnet=1, nr_filters=8,
+    settings = MeasureSettings(methods=methods, block_sizes=(), tol=0.0, nr_resnet=1, nr_filters=8,
                         nr_logistic_mix=MIX, checkpoint=None, batch=2,
-                        train=TrainSettings(1, 1, 0.1, 0.5, 1, 1))
+                        train=Training(1, 1, 0.1, 0.5, 1, 1))
     auto = measured_candidates(grey, settings, {}, AutoSettings(allow_within_tolerance=allow))[-1]
     assert auto.spec.method == "auto"
     result = auto.program()

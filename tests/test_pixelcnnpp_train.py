@@ -13,9 +13,9 @@ import pytest
 from ffsolve.data.core import save_prepared
 from ffsolve.data.digits import load_digits_dataset
 from ffsolve.experiments.pixelcnnpp import experiment
-from ffsolve.experiments.pixelcnnpp.experiment import Settings, TrainSettings
+from ffsolve.experiments.pixelcnnpp.experiment import MeasureSettings, Training
 from ffsolve.experiments.pixelcnnpp.model import PixelCNNPP, load_checkpoint
-from ffsolve.kit import SettingsError, settings_from
+from ffsolve.kit import CheckpointError, SettingsError, settings_from
 
 SETTINGS = {
     "methods": ["sequential"], "block_sizes": [8], "tol": 0.0,
@@ -30,10 +30,10 @@ SETTINGS = {
 def test_training_lowers_bits_per_dim_and_writes_a_checkpoint_that_round_trips(tmp_path):
     data = load_digits_dataset()
     save_prepared(data, tmp_path / "digits.npz")
-    settings = settings_from(Settings, SETTINGS, "pixelcnnpp")
-    summary = experiment.train(settings, dataset="digits", seed=3, data_path=str(tmp_path / "digits.npz"),
-                               checkpoint_path=str(tmp_path / "model.msgpack"),
-                               record_path=str(tmp_path / "train.json"))
+    settings = settings_from(MeasureSettings, SETTINGS, "pixelcnnpp")
+    summary = experiment.train(settings, dataset="digits", seed=3, data=str(tmp_path / "digits.npz"),
+                               checkpoint=str(tmp_path / "model.msgpack"),
+                               record=str(tmp_path / "train.json"))
     first, last = summary["history"][0], summary["history"][-1]
     assert np.isfinite(last["test_bpd"]) and last["test_bpd"] < first["test_bpd"]
     assert 0 < last["test_bpd"] < 8  # bits per 8-bit sub-pixel
@@ -58,7 +58,7 @@ def test_training_lowers_bits_per_dim_and_writes_a_checkpoint_that_round_trips(t
 
     with pytest.raises(ValueError, match="nr_filters: checkpoint 8 vs config 16"):
         load_checkpoint(tmp_path / "model.msgpack", PixelCNNPP(1, 16, 3), (8, 8, 1))
-    with pytest.raises(FileNotFoundError, match="checkpoint"):
+    with pytest.raises(CheckpointError, match="checkpoint"):
         load_checkpoint(tmp_path / "missing.msgpack", model, (8, 8, 1))
     (tmp_path / "junk.msgpack").write_bytes(b"not msgpack")
     with pytest.raises(ValueError, match="not an ffsolve PixelCNN\\+\\+ checkpoint"):
@@ -67,10 +67,10 @@ def test_training_lowers_bits_per_dim_and_writes_a_checkpoint_that_round_trips(t
 
 def test_settings_refuse_missing_and_unknown_keys_naming_them():
     with pytest.raises(SettingsError, match="pixelcnnpp.train.steps"):
-        settings_from(Settings, {**SETTINGS, "train": {k: v for k, v in SETTINGS["train"].items()
+        settings_from(MeasureSettings, {**SETTINGS, "train": {k: v for k, v in SETTINGS["train"].items()
                                                        if k != "steps"}}, "pixelcnnpp")
     with pytest.raises(SettingsError, match="block_rows"):
-        settings_from(Settings, {**SETTINGS, "block_rows": {"gs_jacobi": 4}}, "pixelcnnpp")
-    settings = settings_from(Settings, SETTINGS, "pixelcnnpp")
-    assert settings.block_sizes == (8,) and isinstance(settings.train, TrainSettings)
+        settings_from(MeasureSettings, {**SETTINGS, "block_rows": {"gs_jacobi": 4}}, "pixelcnnpp")
+    settings = settings_from(MeasureSettings, SETTINGS, "pixelcnnpp")
+    assert settings.block_sizes == (8,) and isinstance(settings.train, Training)
     assert dataclasses.replace(settings, methods=("jacobi",)).methods == ("jacobi",)

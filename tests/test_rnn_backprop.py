@@ -18,8 +18,8 @@ from ffsolve.experiments.rnn_backprop.model import (
     autograd_gradients,
     forward,
     init_params,
-    load_params,
-    save_params,
+    load_checkpoint,
+    save_checkpoint,
 )
 from ffsolve.experiments.rnn_backprop.system import (
     AdjointSystem,
@@ -221,20 +221,20 @@ def test_unknown_method_is_refused(digits_batch):
 
 def test_checkpoint_round_trip_and_refusal(tmp_path):
     params = make_params(dtype=torch.float32)
-    save_params(params, tmp_path / "weights.npz")
-    loaded = load_params(tmp_path / "weights.npz")
+    save_checkpoint(params, tmp_path / "weights.npz")
+    loaded = load_checkpoint(tmp_path / "weights.npz")
     for a, b in zip(params.tensors(), loaded.tensors()):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
     arrays = params.state_dict()
     del arrays["W_h"]
     np.savez(tmp_path / "broken.npz", **arrays)
     with pytest.raises(ValueError, match="lacks \\['W_h'\\]"):
-        load_params(tmp_path / "broken.npz")
+        load_checkpoint(tmp_path / "broken.npz")
     arrays = params.state_dict()
     arrays["W_x"] = np.zeros((HIDDEN, 2), dtype=np.float32)
     np.savez(tmp_path / "misshaped.npz", **arrays)
     with pytest.raises(ValueError, match="W_x has shape"):
-        load_params(tmp_path / "misshaped.npz")
+        load_checkpoint(tmp_path / "misshaped.npz")
 
 
 def test_paper_size_exactness_on_full_mnist(shared_mnist_root):

@@ -19,7 +19,7 @@ from ffsolve.data import Dataset, save_prepared
 from ffsolve.data.digits import load_digits_dataset
 from ffsolve.experiments.rnn_backprop import experiment as rnn
 from ffsolve.experiments.rnn_backprop import plots as rnn_plots
-from ffsolve.experiments.rnn_backprop.model import RNNParams, load_params
+from ffsolve.experiments.rnn_backprop.model import RNNParams, load_checkpoint
 from ffsolve.kit import RunSpec, SettingsError, read_metrics, settings_from, validate_record
 from ffsolve.kit import save
 from ffsolve.workflow.config import dataset_settings, merged_config
@@ -46,7 +46,7 @@ SECTION = {
 }
 RUNS = ["sequential", "jacobi_k2", "jacobi_k100", "jacobi", "jacobi_tol", "gs_jacobi_b8",
         "scan_hillis_steele", "scan_odd_even"]
-SETTINGS = settings_from(rnn.Settings, SECTION, "rnn_backprop")
+SETTINGS = settings_from(rnn.MeasureSettings, SECTION, "rnn_backprop")
 
 
 @pytest.fixture(scope="module")
@@ -89,9 +89,9 @@ def test_runs_follow_the_config():
 
 def test_settings_refuse_missing_and_unknown_keys():
     with pytest.raises(SettingsError, match="rnn_backprop.hidden_size' is missing"):
-        settings_from(rnn.Settings, {k: v for k, v in SECTION.items() if k != "hidden_size"}, "rnn_backprop")
+        settings_from(rnn.MeasureSettings, {k: v for k, v in SECTION.items() if k != "hidden_size"}, "rnn_backprop")
     with pytest.raises(SettingsError, match="unknown settings \\['scan_algorithms'\\]"):
-        settings_from(rnn.Settings, {**SECTION, "scan_algorithms": ["odd_even"]}, "rnn_backprop")
+        settings_from(rnn.MeasureSettings, {**SECTION, "scan_algorithms": ["odd_even"]}, "rnn_backprop")
 
 
 def test_schema_refuses_unknown_and_mistyped_keys():
@@ -111,7 +111,7 @@ def test_every_config_gives_valid_typed_settings():
         section = merged_config(name, REPO)["rnn_backprop"]
         validate(section, schema=str(SCHEMA))
         for dataset in section["datasets"]:
-            settings = settings_from(rnn.Settings, dataset_settings(section, dataset), "rnn_backprop")
+            settings = settings_from(rnn.MeasureSettings, dataset_settings(section, dataset), "rnn_backprop")
             assert "sequential" in settings.methods, name
 
 
@@ -183,14 +183,14 @@ def test_exact_runs_train_bitwise_the_weights_of_bptt_and_truncated_ones_do_not(
         assert records[run]["stopped_by"] in ("fixed_point", "exact_prefix"), run
         assert sum(records[run]["backward_stopped_by"].values()) == 6, run
     # The checkpoint is BPTT's trained weights, the output the harness compared.
-    trained = load_params(out / "trained_weights.npz")
+    trained = load_checkpoint(out / "trained_weights.npz")
     initial = rnn.initial_params(SETTINGS, 7, "digits", 0)
     assert not torch.equal(trained.W_h, initial.W_h)
 
 
 def test_scans_are_held_to_a_stated_tolerance_tighter_than_what_training_moves(measured):
     out, records = measured
-    trained = load_params(out / "trained_weights.npz")
+    trained = load_checkpoint(out / "trained_weights.npz")
     moved = float((trained.flat() - rnn.initial_params(SETTINGS, 7, "digits", 0).flat()).abs().max())
     for run in ("scan_hillis_steele", "scan_odd_even"):
         record = records[run]
@@ -207,20 +207,20 @@ def test_training_tolerance_rejects_a_one_percent_gradient_error_and_a_jacobi_on
     the adjoints matters) the scans' trainings pass it, and two wrong trainings fail it: every
     gradient 1 % too large, and every backward pass a Jacobi stopped one step before its
     gradients are BPTT's."""
-    settings = settings_from(rnn.Settings, {**SECTION, "image_size": 3, "init_std": 0.8}, "rnn_backprop")
+    settings = settings_from(rnn.MeasureSettings, {**SECTION, "image_size": 3, "init_std": 0.8}, "rnn_backprop")
     data = rnn.dataset_sequences(load_digits_dataset(), "train", 3).float()
     params = rnn.initial_params(settings, 7, "digits", 0)
     order = rnn.training_order(settings, data.shape[0], 7, "digits")
 
     def trained(spec="sequential"):
-        return rnn.params_of(rnn.train(params, data, order, RunSpec(spec), settings)[0])
+        return rnn.params_of(rnn.train_run(params, data, order, RunSpec(spec), settings)[0])
 
     def arrays(weights):
         return [t.numpy() for t in weights.tensors()]
 
     reference = trained()
     tolerance = rnn.training_tolerance(settings, params, data, order, reference)
-    exact = rnn.params_of(rnn.train(params.to(dtype=torch.float64), data.double(), order,
+    exact = rnn.params_of(rnn.train_run(params.to(dtype=torch.float64), data.double(), order,
                                     RunSpec("sequential"),
                                     dataclasses.replace(settings, dtype="float64"))[0])
     error = float((reference.flat().double() - exact.flat()).abs().max())

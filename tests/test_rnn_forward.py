@@ -24,9 +24,9 @@ from ffsolve.experiments.rnn_forward.cases import (
 from ffsolve.experiments.rnn_forward.experiment import (
     MeasureSettings,
     TrainSettings,
-    measure_case,
-    train_model,
+    measure,
 )
+from ffsolve.experiments.rnn_forward import experiment as rnn_experiment
 from ffsolve.experiments.rnn_forward.model import (
     CheckpointError,
     NextPixelGRU,
@@ -166,17 +166,17 @@ def measured(fake_mnist, tmp_path_factory):
     root = tmp_path_factory.mktemp("rnn_forward")
     train = settings_from(TrainSettings, {"hidden_size": 3, "train": {
         "steps": 2, "batch": 8, "lr": 3e-3, "eval_every": 1, "test_images": 10}}, "rnn_forward")
-    record = train_model(train, data_path=fake_mnist, checkpoint_path=root / "model.pt",
-                         metrics_path=root / "train.json", seed=3, device="cpu")
+    record = rnn_experiment.train(train, data=fake_mnist, checkpoint=root / "model.pt",
+                                  record=root / "train.json", seed=3, device="cpu")
     settings = settings_from(MeasureSettings, {
         "hidden_size": 3, "methods": ["sequential", "jacobi", "newton", "quasi_newton", "auto"],
         "frontier_tols": [0.0, 1e-3], "batch": 2, "input_size": 2, "softplus_radius": 0.9,
         "damping": 1.0}, "rnn_forward")
     runs = settings.runs
-    records = measure_case(
-        settings, case="mnist", seed=3, timing=TimingSettings(repeats=1, warmup=0),
+    records = measure(
+        settings, dataset="mnist", seed=3, timing=TimingSettings(repeats=1, warmup=0),
         metrics={r: root / r / "metrics.json" for r in runs}, traces={r: root / r / "trace.npz" for r in runs},
-        device="cpu", checkpoint=root / "model.pt", data_path=fake_mnist)
+        device="cpu", checkpoint=root / "model.pt", data=fake_mnist)
     return root, record, records, runs
 
 
@@ -193,8 +193,8 @@ def test_brief_training_beats_the_network_free_baselines(fake_mnist, tmp_path):
     marginal (1 bit per pixel on these images) by a wide margin."""
     train = settings_from(TrainSettings, {"hidden_size": 4, "train": {
         "steps": 20, "batch": 8, "lr": 3e-2, "eval_every": 20, "test_images": 20}}, "rnn_forward")
-    record = train_model(train, data_path=fake_mnist, checkpoint_path=tmp_path / "model.pt",
-                         metrics_path=tmp_path / "train.json", seed=3, device="cpu")
+    record = rnn_experiment.train(train, data=fake_mnist, checkpoint=tmp_path / "model.pt",
+                                  record=tmp_path / "train.json", seed=3, device="cpu")
     base = record["baseline_bits_per_pixel"]
     assert base["pixel_marginal"] == pytest.approx(1.0, abs=0.05)
     assert record["final_test_bits_per_pixel"] < 0.5 * base["pixel_marginal"], record["curve"]

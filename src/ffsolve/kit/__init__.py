@@ -51,7 +51,7 @@ from ffsolve.kit.record import (
 )
 from ffsolve.kit.runs import RunSpec, expand_runs, parse_run_name, run_name, run_names
 from ffsolve.kit.seeds import jax_key, numpy_rng, seed_stream, torch_generator
-from ffsolve.kit.settings import SettingsError, settings_from
+from ffsolve.kit.settings import CheckpointError, SettingsError, settings_from
 from ffsolve.kit.tables import auto_text, label, runs_table, speedup, time_text, within_text
 from ffsolve.runtime import device_description, jax_device, seed_everything, torch_device
 from ffsolve.solvers import uses_blocks
@@ -73,7 +73,7 @@ __all__ = [
     "validate_record", "write_metrics",
     "RunSpec", "expand_runs", "parse_run_name", "run_name", "run_names",
     "jax_key", "numpy_rng", "seed_stream", "torch_generator",
-    "SettingsError", "settings_from",
+    "CheckpointError", "SettingsError", "settings_from",
     "auto_text", "label", "runs_table", "speedup", "time_text", "within_text",
     "device_description", "jax_device", "seed_everything", "torch_device",
     "uses_blocks",

@@ -19,6 +19,11 @@ class SettingsError(ValueError):
     """A setting is missing, unknown or of the wrong type; the message names the key."""
 
 
+class CheckpointError(ValueError):
+    """A checkpoint is missing, unreadable, or does not fit the settings; the message names the
+    file and the key to change. Every experiment's ``load_checkpoint`` raises it."""
+
+
 def settings_from(cls: type[T], mapping: Mapping[str, Any], key: str) -> T:
     """An instance of the dataclass ``cls`` from ``mapping``; ``key`` is its config path."""
     if not dataclasses.is_dataclass(cls):

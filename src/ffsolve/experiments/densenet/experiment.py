@@ -1,6 +1,6 @@
 """DenseNet inference by Jacobi iteration over layers (reference §2.2): the train and measure jobs.
 
-``train`` fits the small DenseNet-BC of the embedded default on MNIST. ``measure_runs`` runs
+``train`` fits the small DenseNet-BC of the embedded default on MNIST. ``measure`` runs
 every configured method on one dataset in **one process** through the shared harness
 (:func:`ffsolve.kit.measure`): same weights, same inputs, timed repeats interleaved, the timed
 output (the logits) checked against the reference, and writes one ``metrics.json`` +
@@ -47,18 +47,9 @@ from ffsolve.experiments.densenet.model import (
     random_densenet201,
     save_checkpoint,
 )
-from ffsolve.experiments.densenet.system import (
-    BLOCKED,
-    LayerSystem,
-    float32_everywhere,
-    forward_candidate,
-    logit_tolerance,
-    solve_batches,
-    traced_batches,
-)
+from ffsolve.experiments.densenet.system import BLOCKED, Problem, candidates, float32_everywhere
 from ffsolve.kit import (
     AUTO,
-    Candidate,
     Job,
     RunContext,
     RunSpec,
@@ -97,7 +88,7 @@ class ModelSettings:
 
 
 @dataclass(frozen=True)
-class TrainSettings:
+class Training:
     """``densenet.train``: Adam with cosine decay over the MNIST training split."""
 
     epochs: int
@@ -106,7 +97,15 @@ class TrainSettings:
 
 
 @dataclass(frozen=True)
-class Settings:
+class TrainSettings:
+    """What ``densenet_train`` reads: ``densenet.model`` and ``densenet.train``."""
+
+    model: ModelSettings
+    train: Training
+
+
+@dataclass(frozen=True)
+class MeasureSettings:
     """``densenet.*`` for one dataset (see workflow/schemas/densenet.schema.yaml)."""
 
     methods: tuple[str, ...]
@@ -117,10 +116,10 @@ class Settings:
     download: bool
     top5_patience: int
     model: ModelSettings
-    train: TrainSettings
+    train: Training
 
 
-def run_specs(settings: Settings) -> list[RunSpec]:
+def run_specs(settings: MeasureSettings) -> list[RunSpec]:
     return expand_runs(settings.methods, settings.block_sizes, blocked=BLOCKED)
 
 
@@ -164,11 +163,13 @@ def accuracy(model: DenseNet, images: torch.Tensor, labels: torch.Tensor, batch:
     return correct / len(images)
 
 
-def train(model_settings: ModelSettings, train_settings: TrainSettings, *, data: str,
-          model_path: str, summary_path: str, seed: int, threads: int | None = None) -> dict:
-    """Train the small DenseNet-BC on the prepared MNIST; write the checkpoint and a summary."""
+def train(settings: TrainSettings, *, seed: int, data: str, checkpoint: str, record: str,
+          threads: int | None = None) -> dict:
+    """Train the small DenseNet-BC on the prepared MNIST at ``data``; write the checkpoint and
+    the training record (``record``)."""
+    train_settings = settings.train
     prepared = load_prepared(data)
-    kwargs = model_settings.kwargs()
+    kwargs = settings.model.kwargs()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed_stream(seed, "densenet", "mnist", "init"))
         model = DenseNet(**kwargs)
@@ -182,7 +183,7 @@ def train(model_settings: ModelSettings, train_settings: TrainSettings, *, data:
     test_accuracy = accuracy(model, test_x, test_y)
     log.info("test accuracy %.4f on %d images after %.1f s of training", test_accuracy,
              len(test_y), seconds)
-    save_checkpoint(model, kwargs, model_path)
+    save_checkpoint(model, checkpoint, kwargs)
     summary = {
         "dataset": "mnist",
         "data_source": prepared.source,
@@ -197,7 +198,7 @@ def train(model_settings: ModelSettings, train_settings: TrainSettings, *, data:
         "seed": seed,
         "threads": threads,
     }
-    write_json(summary_path, summary)
+    write_json(record, summary)
     return summary
 
 
@@ -206,18 +207,7 @@ def train(model_settings: ModelSettings, train_settings: TrainSettings, *, data:
 # ------------------------------------------------------------------------------------------------
 
 
-@dataclass
-class Problem:
-    """A dataset's model and inputs: what every method solves."""
-
-    model: DenseNet
-    batches: list
-    labels: np.ndarray | None
-    description: str
-    speed_only: bool = False
-
-
-def load_problem(settings: Settings, dataset: str, seed: int, *, model_path: str | None = None,
+def load_problem(settings: MeasureSettings, dataset: str, seed: int, *, model_path: str | None = None,
                  data: str | None = None, image_folder: str | None = None,
                  weights_dir: str = "resources/weights") -> Problem:
     """The model and input batches of ``dataset``."""
@@ -246,85 +236,13 @@ def load_problem(settings: Settings, dataset: str, seed: int, *, model_path: str
     raise ValueError(f"densenet dataset must be one of {list(inputs.DATASETS)}, got {dataset!r}")
 
 
-def trace_arrays(frames: np.ndarray, reference: np.ndarray) -> tuple[dict, dict]:
-    """The trace.npz arrays of one run and its top-k stability fields, from the logits of every
-    iterate ``(K + 1, N, C)`` and the forward pass's ``(N, C)``."""
-    error, change = stats.logit_norms(frames, reference)
-    k5 = min(5, reference.shape[-1])
-    mismatch1 = stats.topk_mismatch(frames, reference, 1)
-    mismatch5 = stats.topk_mismatch(frames, reference, k5)
-    stable = {
-        "stable_top1_iteration": stats.as_optional(stats.batch_stable_iteration(mismatch1)),
-        "stable_top5_iteration": stats.as_optional(stats.batch_stable_iteration(mismatch5)),
-    }
-    arrays = {"logit_error": error, "logit_change": change, "top1_mismatch": mismatch1,
-              "top5_mismatch": mismatch5}
-    return arrays, stable
-
-
-TOP5_STOP_RULE = (
-    "stops once every image's descending top-{k} list of classes (of its own iterate's logits) has "
-    "been the same for {patience} consecutive parallel steps, at the fixed point, or after T steps, "
-    "whichever comes first; evaluated inside the timed loop, never looking at the forward pass"
-)
-
-
-def candidates(settings: Settings, problem: Problem, device) -> tuple[list[Candidate], np.ndarray]:
-    """Every configured run, and the forward pass's logits (the reference) as a host array."""
-    model = problem.model.to(device).eval()
-    batches = [b.to(device) for b in problem.batches]
-    tolerance = logit_tolerance(model, batches)
-    reference = solve_batches(LayerSystem(model), "sequential", batches).x.cpu().numpy()
-    images = int(reference.shape[0])
-    shared = {"label": problem.description, "speed_only": problem.speed_only, "images": images,
-              "batches": len(batches), "input_shapes": sorted({tuple(b.shape) for b in batches}),
-              "tf32": False}
-    if problem.labels is not None:
-        shared["forward_top1_accuracy"] = float(np.mean(reference.argmax(-1) == problem.labels))
-        if reference.shape[-1] >= 5:
-            top5 = stats.topk(reference, 5)
-            shared["forward_top5_accuracy"] = float(np.mean(np.any(top5 == problem.labels[:, None], -1)))
-    out = []
-    for spec in progress(run_specs(settings), "traces"):
-        if spec.method == AUTO:  # added below, over the other runs
-            continue
-        system = LayerSystem(model, spec.block_size, settings.top5_patience)
-        extra = {**shared}
-
-        def traced(system=system, method=spec.method, extra=extra):
-            per_batch = []
-            result, frames = traced_batches(system, method, batches, per_batch)
-            arrays, stable = trace_arrays(frames, reference)
-            extra.update(stable)  # trace analysis (untimed), written with the record
-            arrays["batch_iterations"] = np.asarray([r.iterations for r in per_batch])
-            return result, arrays
-
-        if spec.method == "sequential":
-            out.append(forward_candidate(model, batches, traced=traced, extra=extra))
-            continue
-        top5 = spec.method == "jacobi_top5"
-        if top5:  # judged by its top-5 lists (scored in measure_runs), not by a logit tolerance
-            k = min(5, reference.shape[-1])
-            extra.update(quantity="time_to_top5", top5_patience=settings.top5_patience,
-                         stop_rule=TOP5_STOP_RULE.format(k=k, patience=settings.top5_patience))
-        if top5:
-            def program(system=system, m=spec.method):
-                return solve_batches(system, m, batches)
-        else:  # auto's pilot may stop it after the step in progress
-            def program(system=system, m=spec.method, deadline=None):
-                return solve_batches(system, m, batches, deadline=deadline)
-        out.append(Candidate(spec, program, traced, tolerance=None if top5 else tolerance, extra=extra))
-    return out, reference
-
-
-def measure_runs(settings: Settings, problem: Problem, *, dataset: str, seed: int,
-                 timing: TimingSettings, device, metrics: Mapping[str, str],
-                 traces: Mapping[str, str], threads: int | None = None,
-                 autotune: str | None = None) -> dict:
+def measure(settings: MeasureSettings, *, dataset: str, seed: int, timing: TimingSettings,
+            metrics: Mapping[str, str], traces: Mapping[str, str], threads: int | None = None,
+            autotune: str | None = None, device, problem: Problem) -> dict:
     """Every method in one process, timed round-robin; one record and trace per configured run.
     ``autotune``: the decisions file of the ``auto`` runs (``None``: kept in memory only)."""
     float32_everywhere()
-    found, reference = candidates(settings, problem, device)
+    found, reference = candidates(problem, run_specs(settings), device, top5_patience=settings.top5_patience)
     # auto: the forward pass first, in full (its time the others' deadline). The batched steps
     # are only within the logit tolerance of it, so they answer an exact auto run only where
     # within-tolerance answers are allowed (timing.auto_allow_within_tolerance).
@@ -360,15 +278,15 @@ def score_top5(measurements: Mapping, reference: np.ndarray) -> None:
 
 def measure_job(job: Job) -> dict:
     """The ``densenet_measure`` rule."""
-    settings = settings_from(Settings, job.params.settings, "densenet")
+    settings = settings_from(MeasureSettings, job.params.settings, "densenet")
     dataset = job.wildcards.dataset
     problem = load_problem(
         settings, dataset, job.params.seed,
         model_path=getattr(job.input, "model", None), data=getattr(job.input, "data", None),
         image_folder=job.params.image_folder, weights_dir=job.params.weights_dir,
     )
-    return measure_runs(
-        settings, problem, dataset=dataset, seed=job.params.seed,
+    return measure(
+        settings, problem=problem, dataset=dataset, seed=job.params.seed,
         timing=settings_from(TimingSettings, job.params.timing, "timing"),
         device=torch_device(job.params.device),
         metrics=outputs_by_run(job.params.runs, job.output.metrics),
@@ -380,6 +298,6 @@ def measure_job(job: Job) -> dict:
 
 def train_job(job: Job) -> dict:
     """The ``densenet_train`` rule."""
-    return train(settings_from(ModelSettings, job.params.model, "densenet.model"),
-                 settings_from(TrainSettings, job.params.train, "densenet.train"), data=job.input.data, model_path=job.output.model,
-                 summary_path=job.output.summary, seed=job.params.seed, threads=job.threads)
+    return train(settings_from(TrainSettings, {"model": job.params.model, "train": job.params.train}, "densenet"),
+                 seed=job.params.seed, data=job.input.data, checkpoint=job.output.model,
+                 record=job.output.summary, threads=job.threads)

@@ -5,6 +5,7 @@ lists)."""
 from ffsolve.kit import run_names
 
 BLOCKED = ("gs_jacobi",)  # runs once per block size
+TRAIN_KEYS = ("model", "train")  # densenet_train passes them as params model and train
 FIGURE_RUNS = "all"
 
 

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ffsolve.data import DataError
+from ffsolve.kit import CheckpointError
 
 
 class _DenseLayer(nn.Module):
@@ -314,14 +315,14 @@ def load_state(model: nn.Module, state_dict: dict, source: str) -> nn.Module:
     return model
 
 
-def save_checkpoint(model: DenseNet, config: dict, path: str) -> None:
-    """The model's weights and the constructor arguments that rebuild it."""
+def save_checkpoint(model: DenseNet, path: str, metadata: dict) -> None:
+    """The model's weights and the constructor arguments that rebuild it (``metadata``)."""
     import io
 
     from ffsolve.kit import write_bytes
 
     buffer = io.BytesIO()
-    torch.save({"config": dict(config), "state_dict": model.state_dict()}, buffer)
+    torch.save({"config": dict(metadata), "state_dict": model.state_dict()}, buffer)
     write_bytes(path, buffer.getvalue())
 
 
@@ -329,7 +330,7 @@ def load_checkpoint(path: str, map_location="cpu") -> DenseNet:
     """A model written by :func:`save_checkpoint`, in eval mode."""
     blob = torch.load(path, map_location=map_location, weights_only=True)
     if not isinstance(blob, dict) or "config" not in blob or "state_dict" not in blob:
-        raise ValueError(f"{path} is not a checkpoint written by ffsolve.experiments.densenet.model.save_checkpoint")
+        raise CheckpointError(f"{path} is not a checkpoint written by ffsolve.experiments.densenet.model.save_checkpoint")
     model = DenseNet(**blob["config"])
     return load_state(model, blob["state_dict"], path).eval()
 

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+from dataclasses import dataclass
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -47,7 +48,8 @@ import torch
 from torch import Tensor
 
 import ffsolve
-from ffsolve.kit import Tolerance, hard_part, passed
+from ffsolve.experiments.densenet import stats
+from ffsolve.kit import AUTO, Candidate, RunSpec, Tolerance, hard_part, passed, progress
 from ffsolve.experiments.densenet.model import (
     DenseNet,
     PackedLayers,
@@ -558,6 +560,94 @@ def randomised_batch_norm(model: DenseNet, seed: int) -> DenseNet:
                 m.weight.copy_(torch.rand(n, generator=generator) + 0.5)
                 m.bias.copy_(torch.rand(n, generator=generator) - 0.5)
     return model.eval()
+
+
+# ------------------------------------------------------------------------ the workflow's runs
+
+
+@dataclass
+class Problem:
+    """A dataset's model and inputs: what every method solves."""
+
+    model: DenseNet
+    batches: list
+    labels: np.ndarray | None
+    description: str
+    speed_only: bool = False
+
+
+def trace_arrays(frames: np.ndarray, reference: np.ndarray) -> tuple[dict, dict]:
+    """The trace.npz arrays of one run and its top-k stability fields, from the logits of every
+    iterate ``(K + 1, N, C)`` and the forward pass's ``(N, C)``."""
+    error, change = stats.logit_norms(frames, reference)
+    k5 = min(5, reference.shape[-1])
+    mismatch1 = stats.topk_mismatch(frames, reference, 1)
+    mismatch5 = stats.topk_mismatch(frames, reference, k5)
+    stable = {
+        "stable_top1_iteration": stats.as_optional(stats.batch_stable_iteration(mismatch1)),
+        "stable_top5_iteration": stats.as_optional(stats.batch_stable_iteration(mismatch5)),
+    }
+    arrays = {"logit_error": error, "logit_change": change, "top1_mismatch": mismatch1,
+              "top5_mismatch": mismatch5}
+    return arrays, stable
+
+
+TOP5_STOP_RULE = (
+    "stops once every image's descending top-{k} list of classes (of its own iterate's logits) has "
+    "been the same for {patience} consecutive parallel steps, at the fixed point, or after T steps, "
+    "whichever comes first; evaluated inside the timed loop, never looking at the forward pass"
+)
+
+
+def candidates(problem: Problem, runs: Sequence[RunSpec], device, *, top5_patience: int
+               ) -> tuple[list[Candidate], np.ndarray]:
+    """Every run of ``runs`` but ``auto`` (the harness adds it), and the forward pass's logits
+    (the reference) as a host array."""
+    model = problem.model.to(device).eval()
+    batches = [b.to(device) for b in problem.batches]
+    tolerance = logit_tolerance(model, batches)
+    reference = solve_batches(LayerSystem(model), "sequential", batches).x.cpu().numpy()
+    images = int(reference.shape[0])
+    shared = {"label": problem.description, "speed_only": problem.speed_only, "images": images,
+              "batches": len(batches), "input_shapes": sorted({tuple(b.shape) for b in batches}),
+              "tf32": False}
+    if problem.labels is not None:
+        shared["forward_top1_accuracy"] = float(np.mean(reference.argmax(-1) == problem.labels))
+        if reference.shape[-1] >= 5:
+            top5 = stats.topk(reference, 5)
+            shared["forward_top5_accuracy"] = float(np.mean(np.any(top5 == problem.labels[:, None], -1)))
+    out = []
+    for spec in progress(runs, "traces"):
+        if spec.method == AUTO:  # added below, over the other runs
+            continue
+        system = LayerSystem(model, spec.block_size, top5_patience)
+        extra = {**shared}
+
+        def traced(system=system, method=spec.method, extra=extra):
+            per_batch = []
+            result, frames = traced_batches(system, method, batches, per_batch)
+            arrays, stable = trace_arrays(frames, reference)
+            extra.update(stable)  # trace analysis (untimed), written with the record
+            arrays["batch_iterations"] = np.asarray([r.iterations for r in per_batch])
+            return result, arrays
+
+        if spec.method == "sequential":
+            out.append(forward_candidate(model, batches, traced=traced, extra=extra))
+            continue
+        top5 = spec.method == "jacobi_top5"
+        if top5:  # judged by its top-5 lists (scored by the measure job), not by a logit tolerance
+            k = min(5, reference.shape[-1])
+            extra.update(quantity="time_to_top5", top5_patience=top5_patience,
+                         stop_rule=TOP5_STOP_RULE.format(k=k, patience=top5_patience))
+        if top5:
+            def program(system=system, m=spec.method):
+                return solve_batches(system, m, batches)
+        else:  # auto's pilot may stop it after the step in progress
+            def program(system=system, m=spec.method, deadline=None):
+                return solve_batches(system, m, batches, deadline=deadline)
+        out.append(Candidate(spec, program, traced, tolerance=None if top5 else tolerance, extra=extra))
+    return out, reference
+
 
 
 def contract_candidates():

@@ -1,7 +1,7 @@
 """MADE sampling (paper §2.3): train the model from data, then sample it with every method.
 
-:func:`train_model` fits MADE by maximum likelihood in logit space and writes a checkpoint;
-:func:`measure_runs` samples one seeded batch with every configured method in one process, on the
+:func:`train` fits MADE by maximum likelihood in logit space and writes a checkpoint;
+:func:`measure` samples one seeded batch with every configured method in one process, on the
 same weights and noise, through the shared harness (timed repeats interleaved, the timed output
 checked bit for bit against the sequential sample), and writes one record and trace per run.
 ``train_job`` and ``measure_job`` are the thin adapters the ``made_train`` and ``made_measure``
@@ -28,6 +28,7 @@ from ffsolve.experiments.made.system import BLOCKED, candidates, logistic_noise,
 from ffsolve.kit import (
     Job,
     RunContext,
+    SettingsError,
     TimingSettings,
     device_description,
     expand_runs,
@@ -46,10 +47,6 @@ from ffsolve.kit import (
 )
 
 log = logging.getLogger(__name__)
-
-
-class ConfigError(ValueError):
-    """A made.* setting cannot be used; the message names the key."""
 
 
 @dataclass(frozen=True)
@@ -75,7 +72,7 @@ class Sampling:
 
 def _check_lambda(lam: float) -> None:
     if not 0.0 < lam < 0.5:
-        raise ConfigError(
+        raise SettingsError(
             f"made.logit_lambda (or made.per_dataset.<dataset>.logit_lambda) must be in (0, 0.5), got {lam!r}"
         )
 
@@ -130,18 +127,18 @@ def check_checkpoint_fits(metadata: dict, model: MADE, hidden_sizes, lam: float,
     """Refuse a checkpoint whose size or λ disagrees with the settings (naming the key to change)."""
     dims = int(np.prod(IMAGE_SHAPES[dataset]))
     if model.nin != dims:
-        raise ConfigError(
+        raise SettingsError(
             f"made.per_dataset.{dataset}.checkpoint: {path} models {model.nin} dimensions, but "
             f"{dataset} has {dims}; point it at a {dataset} checkpoint"
         )
     if model.hidden_sizes != list(hidden_sizes):
-        raise ConfigError(
+        raise SettingsError(
             f"made.hidden_sizes is {list(hidden_sizes)} but {path} has hidden layers "
             f"{model.hidden_sizes}; set made.hidden_sizes (or made.per_dataset.{dataset}.hidden_sizes) "
             "to match the checkpoint"
         )
     if "logit_lambda" in metadata and not math.isclose(metadata["logit_lambda"], lam):
-        raise ConfigError(
+        raise SettingsError(
             f"made.logit_lambda for {dataset} is {lam:g} but {path} was trained with "
             f"{metadata['logit_lambda']:g} (set made.per_dataset.{dataset}.logit_lambda); the "
             "sample space would not match the model"
@@ -210,22 +207,23 @@ def fit(model: MADE, train_pixels: np.ndarray, test_pixels: np.ndarray, lam: flo
     return {**curve, "train_time_s": time.perf_counter() - start}
 
 
-def train_model(settings: TrainSettings, *, data_path, checkpoint_path, metrics_path, dataset: str,
-                seed: int, device: str = "auto", threads: Optional[int] = None) -> dict:
-    """Fit MADE on the prepared dataset at ``data_path``; write the checkpoint and learning curve."""
+def train(settings: TrainSettings, *, dataset: str, seed: int, data, checkpoint, record,
+          device: str = "auto", threads: Optional[int] = None) -> dict:
+    """Fit MADE on the prepared dataset at ``data``; write the checkpoint and the training record
+    (its learning curve) to ``record``."""
     lam, training = settings.logit_lambda, settings.train
-    data = load_prepared(data_path)
-    train_pixels, test_pixels = flatten_images(data.train_images), flatten_images(data.test_images)
+    prepared = load_prepared(data)
+    train_pixels, test_pixels = flatten_images(prepared.train_images), flatten_images(prepared.test_images)
     seed_everything(seed_stream(seed, "made", dataset, "init"))
     model = MADE(train_pixels.shape[1], settings.hidden_sizes)
     torch_dev = torch_device(device)
     log.info("MADE(%d, %s) on %s (%s, train %d / test %d) on %s", model.nin, model.hidden_sizes,
-             dataset, data.source, len(train_pixels), len(test_pixels), torch_dev)
+             dataset, prepared.source, len(train_pixels), len(test_pixels), torch_dev)
     curve = fit(model, train_pixels, test_pixels, lam, training, seed=seed, dataset=dataset, device=torch_dev)
-    record = {
+    summary = {
         "experiment": "made",
         "dataset": dataset,
-        "data_source": data.source,
+        "data_source": prepared.source,
         "nin": model.nin,
         "hidden_sizes": model.hidden_sizes,
         "logit_lambda": lam,
@@ -239,21 +237,21 @@ def train_model(settings: TrainSettings, *, data_path, checkpoint_path, metrics_
         "seed": seed,
         **({"threads": int(threads)} if threads else {}),
     }
-    save_checkpoint(model.cpu(), checkpoint_path, {
-        k: record[k] for k in ("dataset", "data_source", "logit_lambda", "steps", "final_test_bpd", "seed")
+    save_checkpoint(model.cpu(), checkpoint, {
+        k: summary[k] for k in ("dataset", "data_source", "logit_lambda", "steps", "final_test_bpd", "seed")
     })
-    write_json(metrics_path, record)
-    return record
+    write_json(record, summary)
+    return summary
 
 
 def train_job(job: Job) -> dict:
     """The ``made_train`` rule."""
-    return train_model(
+    return train(
         settings_from(TrainSettings, job.params.settings, "made"),
-        data_path=job.input.dataset,
-        checkpoint_path=job.output.checkpoint,
-        metrics_path=job.output.metrics,
         dataset=job.wildcards.dataset,
+        data=job.input.dataset,
+        checkpoint=job.output.checkpoint,
+        record=job.output.metrics,
         seed=job.params.seed,
         device=job.params.device,
         threads=job.threads,
@@ -268,9 +266,9 @@ def snapshot_iterations(every: int, count: int) -> list[int]:
     return [every * i for i in range(count)]
 
 
-def measure_runs(settings: MeasureSettings, *, checkpoint, dataset: str, seed: int, timing: TimingSettings,
-                 metrics: Mapping[str, str], traces: Mapping[str, str], device: str = "auto",
-                 threads: Optional[int] = None, autotune: Optional[str] = None) -> dict:
+def measure(settings: MeasureSettings, *, dataset: str, seed: int, timing: TimingSettings,
+            metrics: Mapping[str, str], traces: Mapping[str, str], threads: Optional[int] = None,
+            autotune: Optional[str] = None, device: str = "auto", checkpoint) -> dict:
     """Every configured run in this process on the checkpoint's weights and one seeded noise batch,
     timed round-robin by the shared harness; one record and trace per run. ``autotune``: the
     decisions file of the ``auto`` runs (``None``: kept in memory only)."""
@@ -310,7 +308,7 @@ def measure_runs(settings: MeasureSettings, *, checkpoint, dataset: str, seed: i
 
 def measure_job(job: Job) -> dict:
     """The ``made_measure`` rule."""
-    return measure_runs(
+    return measure(
         settings_from(MeasureSettings, job.params.settings, "made"),
         checkpoint=job.input.checkpoint,
         dataset=job.wildcards.dataset,

@@ -19,14 +19,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ffsolve.kit import write_bytes
+from ffsolve.kit import CheckpointError, write_bytes
 
 CHECKPOINT_FORMAT = "ffsolve.made/1"
 LOG_SCALE_MIN, LOG_SCALE_MAX = -7.0, 7.0  # keeps exp(log_scale) finite in float32 early in training
-
-
-class CheckpointError(RuntimeError):
-    """A MADE checkpoint is missing, unreadable, or does not fit the config."""
 
 
 class _MaskedLinear(nn.Linear):

@@ -1,7 +1,7 @@
 """PixelCNN++ sampling (paper §2.4–2.8): train a model from data, then sample it with every method.
 
 :func:`train` fits PixelCNN++ by maximum likelihood (bits per dimension on train and test logged,
-checkpoint written). :func:`measure_runs` loads the weights, draws one fixed noise tensor, and runs
+checkpoint written). :func:`measure` loads the weights, draws one fixed noise tensor, and runs
 every configured method in one process on those weights and that noise through the shared harness
 (DESIGN.md §7): timed repeats interleaved round-robin, the timed outputs checked against
 ``sequential``, one traced run per method for the figures. ``*_job`` adapt them to Snakemake rules.
@@ -37,7 +37,7 @@ EXPERIMENT = "pixelcnnpp"
 
 
 @dataclass(frozen=True)
-class TrainSettings:
+class Training:
     """``pixelcnnpp.train``: maximum-likelihood training with Adam (optax)."""
 
     steps: int
@@ -49,7 +49,7 @@ class TrainSettings:
 
 
 @dataclass(frozen=True)
-class Settings:
+class MeasureSettings:
     """``pixelcnnpp.*`` for one dataset (see workflow/schemas/pixelcnnpp.schema.yaml)."""
 
     methods: tuple[str, ...]
@@ -61,38 +61,38 @@ class Settings:
     nr_logistic_mix: int
     checkpoint: Optional[str]
     batch: int
-    train: TrainSettings
+    train: Training
     # The speed/error frontier: each parallel method again at each tolerance > 0 (a list, or
     # {method or run name: list}).
     frontier_tols: Union[tuple[float, ...], dict] = ()
 
 
 @dataclass(frozen=True)
-class Training:
+class TrainSettings:
     """What ``pixelcnnpp_train`` reads (:data:`ffsolve.experiments.pixelcnnpp.TRAIN_KEYS`): the
     architecture and ``train``."""
 
     nr_resnet: int
     nr_filters: int
     nr_logistic_mix: int
-    train: TrainSettings
+    train: Training
 
 
-def make_model(settings: Settings | Training):
+def make_model(settings: MeasureSettings | TrainSettings):
     from ffsolve.experiments.pixelcnnpp.model import PixelCNNPP
 
     return PixelCNNPP(nr_resnet=settings.nr_resnet, nr_filters=settings.nr_filters,
                       nr_logistic_mix=settings.nr_logistic_mix)
 
 
-def run_specs(settings: Settings):
+def run_specs(settings: MeasureSettings):
     """Every configured run: each block method once per block size (in positions)."""
     from ffsolve.experiments.pixelcnnpp.system import BLOCKED
 
     return expand_runs(settings.methods, settings.block_sizes, blocked=BLOCKED, tols=settings.frontier_tols)
 
 
-def runs(settings: Settings) -> list[str]:
+def runs(settings: MeasureSettings) -> list[str]:
     return [spec.name for spec in run_specs(settings)]
 
 
@@ -103,20 +103,21 @@ def to_model_range(images: np.ndarray) -> np.ndarray:
 
 
 # -- training -------------------------------------------------------------------------------------
-def train(settings: Settings | Training, *, dataset: str, seed: int, data_path: str, checkpoint_path: str,
-          record_path: str) -> dict:
-    """Fit the model to the prepared data at ``data_path``; write the checkpoint and the record."""
+def train(settings: TrainSettings, *, dataset: str, seed: int, data: str, checkpoint: str,
+          record: str) -> dict:
+    """Fit the model to the prepared data at ``data``; write the checkpoint and the training
+    record (``record``)."""
     from ffsolve.data import load_prepared
 
-    data = load_prepared(data_path)
-    summary = fit(settings, to_model_range(data.train_images),
-                  to_model_range(data.test_images[: settings.train.test_images]),
-                  dataset=dataset, seed=seed, checkpoint_path=checkpoint_path)
-    write_json(record_path, summary)
+    prepared = load_prepared(data)
+    summary = fit(settings, to_model_range(prepared.train_images),
+                  to_model_range(prepared.test_images[: settings.train.test_images]),
+                  dataset=dataset, seed=seed, checkpoint_path=checkpoint)
+    write_json(record, summary)
     return summary
 
 
-def fit(settings: Settings | Training, train_x: np.ndarray, test_x: np.ndarray, *, dataset: str, seed: int,
+def fit(settings: MeasureSettings | TrainSettings, train_x: np.ndarray, test_x: np.ndarray, *, dataset: str, seed: int,
         checkpoint_path: str, time_limit_s: float | None = None) -> dict:
     """Maximum likelihood with Adam on ``train_x`` (float32 (N, H, W, C) in [−1, 1]) for
     ``settings.train.steps`` steps, or until ``time_limit_s`` seconds of training have passed
@@ -182,7 +183,7 @@ def fit(settings: Settings | Training, train_x: np.ndarray, test_x: np.ndarray, 
                      "test_bpd": test_bpd(params), "elapsed_s": time.perf_counter() - start}
             running = []
             history.append(entry)
-            save_checkpoint(checkpoint_path, params, arch)
+            save_checkpoint(params, checkpoint_path, arch)
             log.info("step %(step)d: train %(train_bpd).3f bits/dim, test %(test_bpd).3f bits/dim", entry)
         if out_of_time:
             stopped = f"time limit {time_limit_s:g} s"
@@ -195,10 +196,9 @@ def fit(settings: Settings | Training, train_x: np.ndarray, test_x: np.ndarray, 
 
 
 # -- measuring ------------------------------------------------------------------------------------
-def measure_runs(settings: Settings, *, dataset: str, seed: int, device: str, timing: TimingSettings,
-                 data_path: str, checkpoint_path: str, metrics: Mapping[str, str],
-                 traces: Mapping[str, str], threads: Optional[int] = None,
-                 autotune: Optional[str] = None) -> dict:
+def measure(settings: MeasureSettings, *, dataset: str, seed: int, timing: TimingSettings,
+            metrics: Mapping[str, str], traces: Mapping[str, str], threads: Optional[int] = None,
+            autotune: Optional[str] = None, device: str, data: str, checkpoint: str) -> dict:
     """Every configured method in one process on the same weights and noise; one record each.
     ``autotune``: the decisions file of the ``auto`` runs (``None``: kept in memory only)."""
     from ffsolve.kit import auto_settings
@@ -212,19 +212,19 @@ def measure_runs(settings: Settings, *, dataset: str, seed: int, device: str, ti
 
     if "sequential" not in settings.methods:
         raise ValueError("config key 'pixelcnnpp.methods' must include sequential (the reference)")
-    shape = _image_shape(data_path)
+    shape = _image_shape(data)
     model = make_model(settings)
     batch = settings.batch
     chosen = jax_device(device)
     with jax.default_device(chosen):
-        params = load_checkpoint(checkpoint_path, model, shape)
+        params = load_checkpoint(checkpoint, model, shape)
         noise = mixture.draw_noise(jax_key(seed, EXPERIMENT, dataset, "noise"), (batch,) + shape,
                                    settings.nr_logistic_mix)
         sampler = Sampler(model, params, noise)
         extra = {"sample_batch_size": batch, "image_shape": list(shape),
                  "model": {"nr_resnet": settings.nr_resnet, "nr_filters": settings.nr_filters,
                            "nr_logistic_mix": settings.nr_logistic_mix},
-                 "checkpoint": str(checkpoint_path)}
+                 "checkpoint": str(checkpoint)}
         log.info("sampling %d x %s on %s, runs %s", batch, shape, chosen, list(metrics))
         key = {"experiment": EXPERIMENT, "dataset": dataset, "shape": noise.value.shape,
                "dtype": noise.value.dtype, "device": chosen, "model": extra["model"],
@@ -247,7 +247,7 @@ def measure_runs(settings: Settings, *, dataset: str, seed: int, device: str, ti
                                  context, timing=timing, metrics=metrics, traces=traces, after=flips)
 
 
-def measured_candidates(sampler, settings: Settings, extra: dict, auto=None, key=None) -> list:
+def measured_candidates(sampler, settings: MeasureSettings, extra: dict, auto=None, key=None) -> list:
     """Every configured run's candidate, each at its own stopping tolerance (frontier runs
     ``<method>_t<tol>``; the others at ``tol``), then ``auto`` (ffsolve.kit.auto, with ``auto``
     its :class:`~ffsolve.kit.auto.AutoSettings` and ``key`` the problem its decision is kept
@@ -300,25 +300,25 @@ def _image_shape(path) -> tuple[int, int, int]:
 def train_job(job: Job) -> dict:
     """The ``pixelcnnpp_train`` rule."""
     return train(
-        settings_from(Training, job.params.settings, EXPERIMENT),
+        settings_from(TrainSettings, job.params.settings, EXPERIMENT),
         dataset=job.wildcards.dataset,
         seed=job.params.seed,
-        data_path=job.input.data,
-        checkpoint_path=job.output.checkpoint,
-        record_path=job.output.record,
+        data=job.input.data,
+        checkpoint=job.output.checkpoint,
+        record=job.output.record,
     )
 
 
 def measure_job(job: Job) -> dict:
     """The ``pixelcnnpp_measure`` rule."""
-    return measure_runs(
-        settings_from(Settings, job.params.settings, EXPERIMENT),
+    return measure(
+        settings_from(MeasureSettings, job.params.settings, EXPERIMENT),
         dataset=job.wildcards.dataset,
         seed=job.params.seed,
         device=job.params.device,
         timing=settings_from(TimingSettings, job.params.timing, "timing"),
-        data_path=job.input.data,
-        checkpoint_path=job.input.checkpoint,
+        data=job.input.data,
+        checkpoint=job.input.checkpoint,
         metrics=outputs_by_run(job.params.runs, job.output.metrics),
         traces=outputs_by_run(job.params.runs, job.output.traces),
         threads=job.threads,

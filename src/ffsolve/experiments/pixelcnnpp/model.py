@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 from flax import serialization
 
-from ffsolve.kit import write_bytes
+from ffsolve.kit import CheckpointError, write_bytes
 
 Array = Any
 SCALES = (1, 2, 4)  # the three resolutions, as divisors of the image height and width
@@ -264,10 +264,11 @@ def architecture(model: PixelCNNPP, shape: tuple[int, int, int]) -> dict:
             "nr_logistic_mix": model.nr_logistic_mix, "height": h, "width": w, "channels": c}
 
 
-def save_checkpoint(path: str | os.PathLike, params, arch: dict) -> None:
-    """Write ``params`` and the architecture ``arch`` they fit to ``path`` (atomically)."""
+def save_checkpoint(model, path: str | os.PathLike, metadata: dict) -> None:
+    """Write the model's parameters ``model`` (a Flax params tree) and the architecture they fit
+    (``metadata``: :func:`architecture`) to ``path`` (atomically)."""
     write_bytes(path, serialization.msgpack_serialize(
-        {"architecture": dict(arch), "params": serialization.to_state_dict(params)}
+        {"architecture": dict(metadata), "params": serialization.to_state_dict(model)}
     ))
 
 
@@ -275,7 +276,7 @@ def load_checkpoint(path: str | os.PathLike, model: PixelCNNPP, shape: tuple[int
     """Parameters from ``path`` for ``model`` on images of ``shape``; a clear error on mismatch."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(
+        raise CheckpointError(
             f"PixelCNN++ checkpoint {path} does not exist: train one (rule pixelcnnpp_train) or set "
             "pixelcnnpp.per_dataset.<dataset>.checkpoint to an existing file"
         )
@@ -284,7 +285,7 @@ def load_checkpoint(path: str | os.PathLike, model: PixelCNNPP, shape: tuple[int
         found = {k: int(v) for k, v in stored["architecture"].items()}
         raw = stored["params"]
     except Exception as err:  # noqa: BLE001 - any parse failure means "not one of ours"
-        raise ValueError(
+        raise CheckpointError(
             f"{path} is not an ffsolve PixelCNN++ checkpoint (msgpack with 'architecture' and "
             f"'params'): {err}"
         ) from None
@@ -292,7 +293,7 @@ def load_checkpoint(path: str | os.PathLike, model: PixelCNNPP, shape: tuple[int
     wrong = {k: (found.get(k), v) for k, v in wanted.items() if found.get(k) != v}
     if wrong:
         details = ", ".join(f"{k}: checkpoint {a} vs config {b}" for k, (a, b) in wrong.items())
-        raise ValueError(
+        raise CheckpointError(
             f"checkpoint {path} does not fit the configured model ({details}); set "
             "pixelcnnpp.per_dataset.<dataset> to the checkpoint's values or train a new one"
         )

@@ -2,7 +2,7 @@
 
 The paper's quantity is wall-clock to train: ``steps`` (200) SGD steps of a vanilla RNN, batch 1,
 from the same initial weights and data order for every backward method, with the EMA loss
-against cumulative time. :func:`measure_training` times exactly that, every run in one process
+against cumulative time. :func:`measure` times exactly that, every run in one process
 through the shared harness (:func:`ffsolve.kit.measure`), repeats interleaved round-robin. The
 timed program of a run is the whole training loop (batch gather, sequential forward pass,
 backward by the run's method, SGD update, reading the loss back, as the original did minus its
@@ -88,17 +88,16 @@ from ffsolve.experiments.rnn_backprop.model import (
     forward,
     gradients_from_adjoints,
     init_params,
-    load_params,
-    save_params,
+    load_checkpoint,
+    save_checkpoint,
 )
 from ffsolve.experiments.rnn_backprop.system import (
     SCANS,
     adjoint_system,
+    candidates,
     backward,
     hillis_steele,
-    scan_tolerance,
     solve_adjoints,
-    traced_adjoints,
 )
 from ffsolve import SolveResult
 
@@ -112,7 +111,7 @@ STOP_PRECEDENCE = ("deadline", "budget", "early_stop", "tolerance", "exact_prefi
 
 
 @dataclass(frozen=True)
-class Settings:
+class MeasureSettings:
     """``rnn_backprop.*`` for one dataset (see workflow/schemas/rnn_backprop.schema.yaml)."""
 
     methods: tuple[str, ...]
@@ -133,20 +132,20 @@ class Settings:
     convergence_points: int
 
 
-def runs(settings: Settings) -> list[RunSpec]:
+def runs(settings: MeasureSettings) -> list[RunSpec]:
     """Every run of the config: jacobi once per budget and once to the end (exact), the blocked
     methods once per block size, every other method once (``auto`` apart: :func:`auto_runs`)."""
     return split_auto(expand_runs(settings.methods, settings.block_sizes, settings.jacobi_budgets,
                                   blocked=BLOCKED, budgeted=BUDGETED))[0]
 
 
-def auto_runs(settings: Settings) -> list[RunSpec]:
+def auto_runs(settings: MeasureSettings) -> list[RunSpec]:
     """The ``auto`` run, if configured: it trains with the method a pilot finds fastest."""
     return split_auto(expand_runs(settings.methods, settings.block_sizes, settings.jacobi_budgets,
                                   blocked=BLOCKED, budgeted=BUDGETED))[1]
 
 
-def with_auto(settings: Settings, cands: list[Candidate], params: RNNParams, data: torch.Tensor,
+def with_auto(settings: MeasureSettings, cands: list[Candidate], params: RNNParams, data: torch.Tensor,
               order: torch.Tensor, make_candidates: Callable[[], tuple[list[Candidate], dict]],
               auto: AutoSettings | None = None, key: Mapping | None = None):
     """``cands`` plus the ``auto`` run (kit.auto) over a fresh set of the same candidates (so its
@@ -165,7 +164,7 @@ def with_auto(settings: Settings, cands: list[Candidate], params: RNNParams, dat
         return cands, lambda logs: None
     pool, pool_logs = make_candidates()
     steps = order.shape[0]
-    pilot = loop_pilot(lambda k: train(params, data, order[:k], RunSpec("sequential"), settings)[0],
+    pilot = loop_pilot(lambda k: train_run(params, data, order[:k], RunSpec("sequential"), settings)[0],
                        pilot_steps(steps), steps)
     kwargs = {} if auto is None else auto.kwargs()
     added = [auto_candidate(pool, run=spec, baseline_pilot=pilot, inexact=("jacobi_tol",), sync=lambda x: x,
@@ -188,7 +187,7 @@ def with_auto(settings: Settings, cands: list[Candidate], params: RNNParams, dat
     return cands + added, curves
 
 
-def quantity(settings: Settings) -> str:
+def quantity(settings: MeasureSettings) -> str:
     """The record's ``quantity``: what one timed call computes (``train_200_steps``)."""
     return f"train_{settings.steps}_steps"
 
@@ -228,7 +227,7 @@ def pick(count: int, points: int, seed: int, dataset: str, use: str) -> torch.Te
     return torch.randperm(count, generator=torch_generator(seed, "rnn_backprop", dataset, use))[:points]
 
 
-def initial_params(settings: Settings, seed: int, dataset: str, repeat: int, device=None,
+def initial_params(settings: MeasureSettings, seed: int, dataset: str, repeat: int, device=None,
                    dtype: torch.dtype | None = None) -> RNNParams:
     """Seeded initial weights; stream ``repeat`` 0 is the one every run trains from."""
     generator = torch_generator(seed, "rnn_backprop", dataset, f"init_{repeat}")
@@ -236,7 +235,7 @@ def initial_params(settings: Settings, seed: int, dataset: str, repeat: int, dev
                        dtype=dtype or DTYPES[settings.dtype], device=device)
 
 
-def load_sequences(path: str, settings: Settings, device) -> tuple[str, torch.Tensor]:
+def load_sequences(path: str, settings: MeasureSettings, device) -> tuple[str, torch.Tensor]:
     dataset = load_prepared(path)
     data = dataset_sequences(dataset, "train", settings.image_size)
     return dataset.name, data.to(device=device, dtype=DTYPES[settings.dtype])
@@ -252,7 +251,7 @@ def relative_error(a: RNNParams, b: RNNParams) -> float:
     return float(diff.norm()) / norm if norm > 0 else float(diff.norm())
 
 
-def autograd_errors(settings: Settings, params: RNNParams, x: torch.Tensor) -> dict[str, float]:
+def autograd_errors(settings: MeasureSettings, params: RNNParams, x: torch.Tensor) -> dict[str, float]:
     """Per run, the relative distance of its gradients from PyTorch autograd's, both in float64
     on ``params`` and the batch ``x``: how approximate a truncated budget is, free of float32
     rounding."""
@@ -267,35 +266,13 @@ def autograd_errors(settings: Settings, params: RNNParams, x: torch.Tensor) -> d
     return out
 
 
-def candidates(settings: Settings, params: RNNParams, x: torch.Tensor) -> list[Candidate]:
-    """One harness candidate per configured run for the quantity ``solve``: one backward pass
-    (the adjoint solve) on ``params`` and the batch ``x``, its adjoints checked against BPTT's
-    (bitwise, or within :func:`scan_tolerance` for the scans)."""
-    cache = forward(params, x)
-    system = adjoint_system(params, cache)
-    specs = runs(settings)
-    tolerance = scan_tolerance(system) if any(s.method in SCANS for s in specs) else None
-    errors = autograd_errors(settings, params, x)
-    out = []
-    for spec in specs:
-        rel = settings.jacobi_tol if spec.method == "jacobi_tol" else 0.0
-        extra = {
-            "quantity": "solve",
-            "hidden_size": settings.hidden_size,
-            "dtype": settings.dtype,
-            "output": "adjoints dloss/dh_t, (T, batch, hidden), time order",
-            "gradient_rel_error_vs_autograd": errors[spec.name],
-        }
-        if spec.method == "jacobi_tol":
-            extra["relative_tol"] = settings.jacobi_tol
-        out.append(Candidate(
-            spec,
-            lambda spec=spec, rel=rel: solve_adjoints(system, spec, relative_tol=rel),
-            traced=lambda spec=spec, rel=rel: traced_adjoints(system, spec, relative_tol=rel),
-            tolerance=tolerance if spec.method in SCANS else None,
-            extra=extra,
-        ))
-    return out
+def solve_candidates(settings: MeasureSettings, params: RNNParams, x: torch.Tensor) -> list[Candidate]:
+    """The configured runs of the quantity ``solve`` (:func:`~ffsolve.experiments.rnn_backprop.system.candidates`:
+    one backward pass on ``params`` and the batch ``x``), each with its gradients' distance from
+    autograd's."""
+    return candidates(params, x, runs(settings), jacobi_tol=settings.jacobi_tol,
+                      errors=autograd_errors(settings, params, x),
+                      extra={"hidden_size": settings.hidden_size, "dtype": settings.dtype})
 
 
 # ----------------------------------------------------------------------------------- training
@@ -308,14 +285,14 @@ def sync_torch(value: torch.Tensor) -> torch.Tensor:
     return value
 
 
-def training_order(settings: Settings, count: int, seed: int, dataset: str, device=None) -> torch.Tensor:
+def training_order(settings: MeasureSettings, count: int, seed: int, dataset: str, device=None) -> torch.Tensor:
     """``(steps, batch)`` item indices: the data order every run trains on (seeded)."""
     generator = torch_generator(seed, "rnn_backprop", dataset, "order_0")
     return batch_indices(count, settings.steps, settings.batch, generator).to(device)
 
 
-def train(params: RNNParams, data: torch.Tensor, order: torch.Tensor, spec: RunSpec,
-          settings: Settings, clock: Callable[[], float] = time.perf_counter,
+def train_run(params: RNNParams, data: torch.Tensor, order: torch.Tensor, spec: RunSpec,
+          settings: MeasureSettings, clock: Callable[[], float] = time.perf_counter,
           deadline: float | None = None) -> tuple[SolveResult, dict[str, np.ndarray]]:
     """SGD from a copy of ``params`` over the batches ``order`` with the backward method ``spec``.
 
@@ -401,7 +378,7 @@ def ema(values: np.ndarray, decay: float) -> np.ndarray:
 TRAINING_FACTOR = 2.0  # a scan's training assumed no farther from the exact one than BPTT's
 
 
-def training_tolerance(settings: Settings, params: RNNParams, data: torch.Tensor, order: torch.Tensor,
+def training_tolerance(settings: MeasureSettings, params: RNNParams, data: torch.Tensor, order: torch.Tensor,
                        reference: RNNParams | None = None, factor: float = TRAINING_FACTOR) -> Tolerance:
     """How far a scan's trained weights may drift from BPTT's: BPTT's own float32 error, measured.
 
@@ -424,9 +401,9 @@ def training_tolerance(settings: Settings, params: RNNParams, data: torch.Tensor
     high = dataclasses.replace(settings, dtype="float64")
     spec = RunSpec("sequential")
     if reference is None or settings.dtype != "float32":
-        reference = params_of(train(params.to(dtype=torch.float32), data.to(torch.float32), order,
+        reference = params_of(train_run(params.to(dtype=torch.float32), data.to(torch.float32), order,
                                     spec, low)[0])
-    exact = params_of(train(params.to(dtype=torch.float64), data.to(torch.float64), order, spec,
+    exact = params_of(train_run(params.to(dtype=torch.float64), data.to(torch.float64), order, spec,
                             high)[0])
     error = float((reference.flat().to(torch.float64) - exact.flat()).abs().max())
     floor = unit32 * float(exact.flat().abs().max())
@@ -450,7 +427,7 @@ def first_reach(curve: np.ndarray, target: float) -> int | None:
     return int(hits[0]) if hits.size else None
 
 
-def training_candidates(settings: Settings, params: RNNParams, data: torch.Tensor,
+def training_candidates(settings: MeasureSettings, params: RNNParams, data: torch.Tensor,
                         order: torch.Tensor, *, scan_tol: Tolerance | None,
                         errors: Mapping[str, float]) -> tuple[list[Candidate], dict[str, list]]:
     """One harness candidate per run: its whole training is the timed program. Each timed call
@@ -462,7 +439,7 @@ def training_candidates(settings: Settings, params: RNNParams, data: torch.Tenso
 
         def program(spec=spec, sink=logs[spec.name], deadline=None):
             # deadline: auto's pilot stops a losing run between SGD steps (its curves not kept)
-            result, curves = train(params, data, order, spec, settings, deadline=deadline)
+            result, curves = train_run(params, data, order, spec, settings, deadline=deadline)
             if result.stopped_by != "deadline":
                 sink.append(curves)
             return result
@@ -487,16 +464,17 @@ def training_candidates(settings: Settings, params: RNNParams, data: torch.Tenso
     return out, logs
 
 
-def measure_training(settings: Settings, *, data: str, dataset: str, seed: int, device: str,
-                     metrics: Mapping[str, str], traces: Mapping[str, str], weights: str,
-                     threads: int | None = None, auto: AutoSettings | None = None) -> dict:
+def measure(settings: MeasureSettings, *, dataset: str, seed: int, timing: TimingSettings,
+            metrics: Mapping[str, str], traces: Mapping[str, str], threads: int | None = None,
+            autotune: str | None = None, device: str, data: str, weights: str) -> dict:
     """Every run's training timed in one process; one record and one ``trace.npz`` (the curves)
     per run, and BPTT's trained weights (``weights``, for :func:`convergence_runs`).
 
     Before timing: BPTT trains once untimed (its weights give the scans' tolerance, and the
     timed BPTT must reproduce them bit for bit), and every other run trains ``warmup_steps``
     steps (allocator and first-call costs off the clock). Then ``repeats`` interleaved rounds,
-    each run once per round from the same weights and data order.
+    each run once per round from the same weights and data order. ``timing``: the job's timing
+    settings, read for ``auto`` only (the timed repeats are ``rnn_backprop.repeats``).
     """
     seed_everything(seed)
     torch_dev = torch_device(device)
@@ -510,7 +488,7 @@ def measure_training(settings: Settings, *, data: str, dataset: str, seed: int, 
              "runs %s", dataset, sequences.shape[1], settings.batch, settings.hidden_size,
              settings.dtype, torch_dev, settings.steps, settings.repeats, [s.name for s in specs])
 
-    reference, _ = train(params, sequences, order, RunSpec("sequential"), settings)
+    reference, _ = train_run(params, sequences, order, RunSpec("sequential"), settings)
     first_batch = time_major(sequences[order[0]])
     scan_tol = None
     if any(spec.method in SCANS for spec in specs):
@@ -522,10 +500,11 @@ def measure_training(settings: Settings, *, data: str, dataset: str, seed: int, 
            "order": order.shape, "hidden_size": settings.hidden_size, "dtype": settings.dtype,
            "device": torch_dev, "lr": settings.lr, "jacobi_tol": settings.jacobi_tol}
     cands, auto_curves = with_auto(settings, cands, params, sequences, order, lambda: training_candidates(
-        settings, params, sequences, order, scan_tol=scan_tol, errors=errors), auto=auto, key=key)
+        settings, params, sequences, order, scan_tol=scan_tol, errors=errors),
+        auto=auto_settings(timing, autotune), key=key)
     for spec in specs:
         if spec.name != "sequential" and settings.warmup_steps:
-            train(params, sequences, order[:settings.warmup_steps], spec, settings)
+            train_run(params, sequences, order[:settings.warmup_steps], spec, settings)
 
     def after(measurements):
         """Auto's curves, the determinism checks and each run's training scores, after timing."""
@@ -575,11 +554,11 @@ def measure_training(settings: Settings, *, data: str, dataset: str, seed: int, 
     records = measure_and_write(cands, context, timing=TimingSettings(repeats=settings.repeats, warmup=0),
                                 metrics=metrics, traces=traces, after=after)
 
-    save_params(params_of(reference), weights)
+    save_checkpoint(params_of(reference), weights)
     return records
 
 
-def convergence_runs(settings: Settings, *, data: str, dataset: str, seed: int, device: str,
+def convergence_runs(settings: MeasureSettings, *, data: str, dataset: str, seed: int, device: str,
                      weights: str, convergence: str) -> None:
     """The gradient error per parallel step (untimed, float64) on ``convergence_points`` probe
     sequences, at the initial weights (``begin``) and at BPTT's trained weights (``end``)."""
@@ -589,7 +568,7 @@ def convergence_runs(settings: Settings, *, data: str, dataset: str, seed: int, 
     probe = time_major(sequences[pick(sequences.shape[0], settings.convergence_points, seed,
                                       dataset, "probe").to(sequences.device)])
     phases = {"begin": initial_params(settings, seed, dataset, 0, device=torch_dev),
-              "end": load_params(weights, dtype=DTYPES[settings.dtype], device=torch_dev)}
+              "end": load_checkpoint(weights, dtype=DTYPES[settings.dtype], device=torch_dev)}
     arrays = {}
     for phase, params in phases.items():
         for method, errors in convergence_traces(params, probe).items():
@@ -635,8 +614,8 @@ def convergence_traces(params: RNNParams, x: torch.Tensor) -> dict[str, np.ndarr
 
 def measure_job(job: Job) -> dict:
     """The ``rnn_backprop_measure`` rule."""
-    return measure_training(
-        settings_from(Settings, job.params.settings, "rnn_backprop"),
+    return measure(
+        settings_from(MeasureSettings, job.params.settings, "rnn_backprop"),
         data=job.input.dataset,
         dataset=job.wildcards.dataset,
         seed=job.params.seed,
@@ -645,15 +624,15 @@ def measure_job(job: Job) -> dict:
         traces=outputs_by_run(job.params.runs, job.output.traces),
         weights=job.output.weights,
         threads=job.threads,
-        auto=auto_settings(settings_from(TimingSettings, job.params.timing, "timing"),
-                           getattr(job.params, "autotune", None)),
+        timing=settings_from(TimingSettings, job.params.timing, "timing"),
+        autotune=getattr(job.params, "autotune", None),
     )
 
 
 def convergence_job(job: Job) -> None:
     """The ``rnn_backprop_convergence`` rule."""
     convergence_runs(
-        settings_from(Settings, job.params.settings, "rnn_backprop"),
+        settings_from(MeasureSettings, job.params.settings, "rnn_backprop"),
         data=job.input.dataset,
         dataset=job.wildcards.dataset,
         seed=job.params.seed,

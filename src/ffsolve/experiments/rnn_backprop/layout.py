@@ -6,6 +6,7 @@ from ffsolve.kit import run_names
 
 BLOCKED = ("gs_jacobi", "jacobi_gs", "sliding_jacobi")  # one run per block size
 BUDGETED = ("jacobi",)  # one run per budget (jacobi_k<budget>), and one to the end
+TRAIN_KEYS = ()  # no train job: training is what its measure job times, every run from the same weights
 FIGURE_RUNS = "all"
 
 

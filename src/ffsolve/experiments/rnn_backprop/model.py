@@ -14,6 +14,7 @@ Tensors are time-major: inputs ``(T, B, 1)``, states ``(T, B, H)``.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -22,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ffsolve.kit import write_npz
+from ffsolve.kit import CheckpointError, write_npz
 
 PARAM_NAMES = ("W_h", "W_x", "b_h", "W_o", "b_o")
 
@@ -81,24 +82,26 @@ def init_params(hidden_size: int, init_std: float, generator: torch.Generator,
     )
 
 
-def save_params(params: RNNParams, path: str | Path) -> None:
-    """The five tensors as a ``.npz`` checkpoint (written atomically)."""
-    write_npz(path, params.state_dict())
+def save_checkpoint(model: RNNParams, path: str | Path, metadata: dict | None = None) -> None:
+    """The five tensors of ``model`` as a ``.npz`` checkpoint (written atomically); ``metadata``,
+    if given, as its ``metadata`` entry (a JSON string)."""
+    extra = {} if metadata is None else {"metadata": np.asarray(json.dumps(metadata))}
+    write_npz(path, {**model.state_dict(), **extra})
 
 
-def load_params(path: str | Path, dtype: torch.dtype = torch.float32, device=None) -> RNNParams:
-    """Read a checkpoint written by :func:`save_params`; says which key is missing or misshaped."""
+def load_checkpoint(path: str | Path, dtype: torch.dtype = torch.float32, device=None) -> RNNParams:
+    """Read a checkpoint written by :func:`save_checkpoint`; says which key is missing or misshaped."""
     with np.load(path) as arrays:
         missing = [name for name in PARAM_NAMES if name not in arrays.files]
         if missing:
-            raise ValueError(f"RNN checkpoint {path} lacks {missing} (has {arrays.files})")
+            raise CheckpointError(f"RNN checkpoint {path} lacks {missing} (has {arrays.files})")
         params = RNNParams(*(torch.as_tensor(arrays[name]) for name in PARAM_NAMES))
     hidden = params.hidden_size
     expected = {"W_h": (hidden, hidden), "W_x": (hidden, 1), "b_h": (hidden,),
                 "W_o": (1, hidden), "b_o": (1,)}
     for name, shape in expected.items():
         if tuple(getattr(params, name).shape) != shape:
-            raise ValueError(
+            raise CheckpointError(
                 f"RNN checkpoint {path}: {name} has shape {tuple(getattr(params, name).shape)}, "
                 f"expected {shape} for hidden size {hidden}"
             )

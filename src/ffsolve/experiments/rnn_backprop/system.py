@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Callable, Mapping, Optional, Sequence
 
 import torch
 
@@ -48,9 +48,10 @@ from ffsolve.experiments.rnn_backprop.model import (
     ForwardCache,
     RNNParams,
     direct_adjoints,
+    forward,
     gradients_from_adjoints,
 )
-from ffsolve.kit import RunSpec, Tolerance
+from ffsolve.kit import Candidate, RunSpec, Tolerance
 from ffsolve.recurrence import linear
 from ffsolve import SolveResult
 
@@ -272,13 +273,44 @@ def backward(params: RNNParams, cache: ForwardCache, spec: RunSpec, *,
 # ------------------------------------------------------------------------------- contract
 
 
+def candidates(params: RNNParams, x, runs: Sequence[RunSpec], *, jacobi_tol: float = 0.0,
+               errors: Mapping[str, float] | None = None, extra: Mapping | None = None) -> list[Candidate]:
+    """One harness candidate per run for the quantity ``solve``: one backward pass (the adjoint
+    solve) on ``params`` and the batch ``x``, its adjoints checked against BPTT's (bitwise, or
+    within :func:`scan_tolerance` for the scans). ``errors``: each run's gradient distance from
+    autograd's (``gradient_rel_error_vs_autograd``); ``extra``: fields every record shares."""
+    cache = forward(params, x)
+    system = adjoint_system(params, cache)
+    specs = list(runs)
+    tolerance = scan_tolerance(system) if any(s.method in SCANS for s in specs) else None
+    out = []
+    for spec in specs:
+        rel = jacobi_tol if spec.method == "jacobi_tol" else 0.0
+        fields = {
+            "quantity": "solve",
+            **dict(extra or {}),
+            "output": "adjoints dloss/dh_t, (T, batch, hidden), time order",
+        }
+        if errors is not None:
+            fields["gradient_rel_error_vs_autograd"] = errors[spec.name]
+        if spec.method == "jacobi_tol":
+            fields["relative_tol"] = jacobi_tol
+        out.append(Candidate(
+            spec,
+            lambda spec=spec, rel=rel: solve_adjoints(system, spec, relative_tol=rel),
+            traced=lambda spec=spec, rel=rel: traced_adjoints(system, spec, relative_tol=rel),
+            tolerance=tolerance if spec.method in SCANS else None,
+            extra=fields,
+        ))
+    return out
+
+
 def contract_candidates():
     """A tiny instance for tests/test_contract.py: a random RNN (hidden 6, T = 23, batch 2) on
     random inputs, float32. ``sequential`` is hand-written BPTT; every ``ffsolve.solve`` method
     (the blocked ones at block 5, which does not divide T) must equal it bit for bit; the scans
     are held to :func:`scan_tolerance`. Each with a traced twin."""
-    from ffsolve.experiments.rnn_backprop.model import forward, init_params
-    from ffsolve.kit import Candidate
+    from ffsolve.experiments.rnn_backprop.model import init_params
 
     generator = torch.Generator().manual_seed(7)
     params = init_params(6, 0.5, generator)

@@ -1,9 +1,9 @@
 """Long-sequence RNN evaluation (issue 12): train the MNIST GRU, then time every recurrence method.
 
-:func:`train_model` fits :class:`~ffsolve.experiments.rnn_forward.model.NextPixelGRU` briefly to
+:func:`train` fits :class:`~ffsolve.experiments.rnn_forward.model.NextPixelGRU` briefly to
 predict each binarized MNIST pixel from the ones before it in raster order (T = 784; a loss at
 every step), reports bits per pixel on test images against two network-free baselines, and writes
-a checkpoint. :func:`measure_case` evaluates one
+a checkpoint. :func:`measure` evaluates one
 case (the trained GRU on a batch of test images, or a random GRU / softplus RNN at a given T and H)
 with every configured run in one process, on the same weights and inputs, through the shared
 harness (repeats interleaved, each timed output checked against the sequential loop), and writes
@@ -130,9 +130,10 @@ def fit(model, train_images: np.ndarray, test_images: np.ndarray, training: Trai
     return {**curve, "train_time_s": time.perf_counter() - start}
 
 
-def train_model(settings: TrainSettings, *, data_path, checkpoint_path, metrics_path, seed: int,
-                device: str = "auto", threads: int | None = None) -> dict:
-    """Fit the next-pixel GRU on the prepared MNIST at ``data_path``; write checkpoint and curve.
+def train(settings: TrainSettings, *, seed: int, data, checkpoint, record, device: str = "auto",
+          threads: int | None = None) -> dict:
+    """Fit the next-pixel GRU on the prepared MNIST at ``data``; write the checkpoint and the
+    training record (its curve) to ``record``.
 
     The record holds the test bits per pixel at each report and, on the same test images, those
     of the constant and the per-position marginal predictors fitted to the training images
@@ -140,27 +141,27 @@ def train_model(settings: TrainSettings, *, data_path, checkpoint_path, metrics_
     from ffsolve.experiments.rnn_forward.model import NextPixelGRU, save_checkpoint
     from ffsolve.kit import seed_everything, torch_device
 
-    data = load_prepared(data_path)
-    if data.train_images.shape[1:] != (28, 28):
-        raise ValueError(f"rnn_forward trains on 28x28 MNIST pixels, got images {data.train_images.shape[1:]}")
+    prepared = load_prepared(data)
+    if prepared.train_images.shape[1:] != (28, 28):
+        raise ValueError(f"rnn_forward trains on 28x28 MNIST pixels, got images {prepared.train_images.shape[1:]}")
     seed_everything(seed_stream(seed, "rnn_forward", "mnist", "init"))
     model = NextPixelGRU(settings.hidden_size)
-    test_images = data.test_images[: settings.train.test_images]
-    baselines = baseline_bits_per_pixel(data.train_images, test_images)
+    test_images = prepared.test_images[: settings.train.test_images]
+    baselines = baseline_bits_per_pixel(prepared.train_images, test_images)
     torch_dev = torch_device(device)
     log.info("GRU(%d) next-pixel on binarized mnist (%s, train %d / test %d) on %s; baselines %s",
-             settings.hidden_size, data.source, len(data.train_images), len(test_images), torch_dev,
+             settings.hidden_size, prepared.source, len(prepared.train_images), len(test_images), torch_dev,
              {k: round(v, 4) for k, v in baselines.items()})
-    curve = fit(model, data.train_images, test_images, settings.train, seed=seed, device=torch_dev)
+    curve = fit(model, prepared.train_images, test_images, settings.train, seed=seed, device=torch_dev)
     final = curve["test_bits_per_pixel"][-1]
     if final >= baselines["pixel_marginal"]:
         log.warning("the GRU (%.4f bits/pixel) does not beat the per-pixel marginal (%.4f) after %d steps",
                     final, baselines["pixel_marginal"], settings.train.steps)
-    record = {
+    summary = {
         "experiment": "rnn_forward",
         "dataset": "mnist",
         "task": "next_pixel_binarized",
-        "data_source": data.source,
+        "data_source": prepared.source,
         "cell": "gru",
         "hidden_size": settings.hidden_size,
         "sequence_length": 784,
@@ -175,23 +176,23 @@ def train_model(settings: TrainSettings, *, data_path, checkpoint_path, metrics_
         "seed": seed,
         **({"threads": int(threads)} if threads else {}),
     }
-    save_checkpoint(model.cpu(), checkpoint_path, {
+    save_checkpoint(model.cpu(), checkpoint, {
         "final_test_bits_per_pixel": final,
         "pixel_marginal_bits_per_pixel": baselines["pixel_marginal"],
-        **{k: record[k] for k in ("data_source", "hidden_size", "steps", "seed")},
+        **{k: summary[k] for k in ("data_source", "hidden_size", "steps", "seed")},
     })
-    write_json(metrics_path, record)
-    return record
+    write_json(record, summary)
+    return summary
 
 
 def train_job(job: Job) -> dict:
     """The ``rnn_forward_train`` rule."""
-    return train_model(
+    return train(
         settings_from(TrainSettings, job.params.settings, "rnn_forward"),
-        data_path=job.input.dataset,
-        checkpoint_path=job.output.checkpoint,
-        metrics_path=job.output.metrics,
         seed=job.params.seed,
+        data=job.input.dataset,
+        checkpoint=job.output.checkpoint,
+        record=job.output.metrics,
         device=job.params.device,
         threads=job.threads,
     )
@@ -227,18 +228,19 @@ def case_arrays(case: Case, settings: MeasureSettings, *, seed: int, checkpoint=
     return model.cell_weights(), inputs, extra, model, targets
 
 
-def measure_case(settings: MeasureSettings, *, case: str, seed: int, timing: TimingSettings,
-                 metrics: Mapping[str, str], traces: Mapping[str, str], device: str = "auto",
-                 threads: int | None = None, checkpoint=None, data_path=None,
-                 autotune: str | None = None) -> dict:
-    """Every configured run of one case in this process, timed round-robin; one record per run.
-    ``autotune``: the decisions file of the ``auto`` runs (``None``: kept in memory only)."""
+def measure(settings: MeasureSettings, *, dataset: str, seed: int, timing: TimingSettings,
+            metrics: Mapping[str, str], traces: Mapping[str, str], threads: int | None = None,
+            autotune: str | None = None, device: str = "auto", checkpoint=None, data=None) -> dict:
+    """Every configured run of one case (``dataset``: the case's name) in this process, timed
+    round-robin; one record per run. ``autotune``: the decisions file of the ``auto`` runs
+    (``None``: kept in memory only)."""
+    case = dataset
     from ffsolve.experiments.rnn_forward.system import candidates, device_for
     from ffsolve.kit import auto_settings
 
     spec = parse_case(case, settings.hidden_size)
     weights, inputs, extra, model, targets = case_arrays(spec, settings, seed=seed, checkpoint=checkpoint,
-                                                        data_path=data_path)
+                                                        data_path=data)
     dev = device_for(spec.framework, device)
     extra = {"cell": spec.cell, "hidden_size": spec.hidden, "framework": spec.framework, **extra}
     key = {"experiment": "rnn_forward", "dataset": case, "cell": spec.cell, "framework": spec.framework,
@@ -271,9 +273,9 @@ def _host(x) -> np.ndarray:
 
 def measure_job(job: Job) -> dict:
     """The ``rnn_forward_measure`` (and ``rnn_forward_measure_jax``) rule."""
-    return measure_case(
+    return measure(
         settings_from(MeasureSettings, job.params.settings, "rnn_forward"),
-        case=job.wildcards.dataset,
+        dataset=job.wildcards.dataset,
         seed=job.params.seed,
         timing=settings_from(TimingSettings, job.params.timing, "timing"),
         metrics=outputs_by_run(job.params.runs, job.output.metrics),
@@ -281,6 +283,6 @@ def measure_job(job: Job) -> dict:
         device=job.params.device,
         threads=job.threads,
         checkpoint=getattr(job.input, "checkpoint", None),
-        data_path=getattr(job.input, "data", None),
+        data=getattr(job.input, "data", None),
         autotune=getattr(job.params, "autotune", None),
     )

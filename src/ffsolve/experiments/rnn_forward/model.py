@@ -20,13 +20,9 @@ import torch
 from torch import nn
 
 from ffsolve.experiments.rnn_forward.cases import WEIGHT_NAMES
-from ffsolve.kit import write_bytes
+from ffsolve.kit import CheckpointError, write_bytes
 
 CHECKPOINT_FORMAT = "ffsolve.rnn_forward.next_pixel_gru/1"
-
-
-class CheckpointError(ValueError):
-    """A checkpoint cannot be used; the message names the file and the key to change."""
 
 
 class NextPixelGRU(nn.Module):
