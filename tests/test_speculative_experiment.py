@@ -182,3 +182,14 @@ def test_figure_and_tables(tmp_path, gru_checkpoint):
     assert table.count("\n| ") == 5 and "distribution-exact" in table and "| 100% |" in table
     published = plots.published_table(runs)
     assert "2.22x" in published and "4.2x" in published and "7B" in published
+
+
+def test_a_window_caps_the_positions_fixed_per_step(tmp_path):
+    records = measure_runs(_settings(samples=8, window=8), dataset="rnn_forward_mnist", seed=4,
+                           checkpoint=None, metrics=_paths(tmp_path)[0], traces=_paths(tmp_path)[1],
+                           model=_short_gru(48))
+    assert records["jacobi"]["bitwise_equal"] and records["jacobi"]["window"] == 8
+    assert records["sequential"]["window"] is None
+    for method in ("jacobi", "sjd", "coupled"):
+        with np.load(tmp_path / method / "trace.npz") as trace:
+            assert trace["accepted"].max() <= 8 and records[method]["steps_min"] >= 48 // 8
