@@ -37,14 +37,7 @@ from ffsolve.kit import CheckpointError
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "ffsolve" / "experiments"
 # experiment -> {check: why}; strict xfail (a check that starts passing fails until removed here).
-NOT_YET = {
-    "speculative": {
-        "measure": "its measure job is measure_runs(settings, *, dataset, seed, checkpoint, ...): "
-                   "no timing or autotune (it times one whole sampling run per repeat)",
-        "system": "system.py has no candidates(...) (built in experiment.py) and no "
-                  "contract_candidates() (tests/test_speculative_experiment.py checks it instead)",
-    },
-}
+NOT_YET: dict = {}
 
 
 def experiments(check: str) -> list:

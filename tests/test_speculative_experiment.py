@@ -11,7 +11,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from ffsolve.experiments.speculative import system  # noqa: E402
-from ffsolve.experiments.speculative.experiment import MeasureSettings, measure_job, measure_runs  # noqa: E402
+from ffsolve.experiments.speculative.experiment import MeasureSettings, measure, measure_job  # noqa: E402
 from ffsolve.kit import read_json, validate_record  # noqa: E402
 
 METHODS = ("sequential", "jacobi", "sjd", "coupled")
@@ -63,7 +63,8 @@ def test_job_on_the_gru_checkpoint(tmp_path, gru_checkpoint, monkeypatch):
     metrics, traces = _paths(tmp_path)
     params = SimpleNamespace(settings={"methods": list(METHODS), "samples": 6, "sequential_rows": None,
                                        "window": None, "repeats": 1, "alpha": 0.01},
-                             runs=list(METHODS), seed=3, device="cpu")
+                             runs=list(METHODS), seed=3, device="cpu",
+                             timing={"repeats": 1, "warmup": 0, "threads": None})
     job = SimpleNamespace(input=SimpleNamespace(checkpoint=str(gru_checkpoint)),
                           output=SimpleNamespace(metrics=list(metrics.values()), traces=list(traces.values())),
                           params=params, threads=1, wildcards=SimpleNamespace(dataset="rnn_forward_mnist"))
@@ -87,7 +88,7 @@ def test_distribution_check_passes_for_sjd_and_coupled_and_fails_for_a_biased_sa
     import ffsolve.speculative as speculative
 
     model = _short_gru()
-    fair = measure_runs(_settings(samples=32), dataset="rnn_forward_mnist", seed=5, checkpoint=None,
+    fair = measure(_settings(samples=32), dataset="rnn_forward_mnist", seed=5, checkpoint=None,
                         metrics=_paths(tmp_path / "fair")[0], model=model)
     assert fair["jacobi"]["bitwise_equal"]
     for method in ("sjd", "coupled"):
@@ -96,7 +97,7 @@ def test_distribution_check_passes_for_sjd_and_coupled_and_fails_for_a_biased_sa
         assert check["tests"] == 4 and check["threshold"] == pytest.approx(0.01 / 4)
     # Always accepting a draft keeps the uniform first drafts: the check must see it.
     monkeypatch.setattr(speculative, "_accepts", lambda r, p, q: r >= 0)
-    biased = measure_runs(_settings(samples=32), dataset="rnn_forward_mnist", seed=5, checkpoint=None,
+    biased = measure(_settings(samples=32), dataset="rnn_forward_mnist", seed=5, checkpoint=None,
                           metrics=_paths(tmp_path / "biased")[0], model=model)
     for method in ("sjd", "coupled"):
         check = biased[method]["distribution_check"]
@@ -158,7 +159,7 @@ def test_pixelcnnpp_source_is_causal_and_normalised(pixelcnnpp_checkpoint):
 
 def test_job_on_a_pixelcnnpp_checkpoint_with_sequential_on_fewer_rows(tmp_path, pixelcnnpp_checkpoint):
     metrics, traces = _paths(tmp_path)
-    records = measure_runs(_settings(samples=4, sequential_rows=2, alpha=0.001), dataset="pixelcnnpp_mnist",
+    records = measure(_settings(samples=4, sequential_rows=2, alpha=0.001), dataset="pixelcnnpp_mnist",
                            seed=2, checkpoint=pixelcnnpp_checkpoint, metrics=metrics, traces=traces,
                            device="cpu")
     assert records["sequential"]["rows"] == 2 and records["jacobi"]["rows"] == 4
@@ -173,7 +174,7 @@ def test_figure_and_tables(tmp_path, gru_checkpoint):
     from ffsolve.kit import load_runs, save
 
     metrics, traces = _paths(tmp_path)
-    measure_runs(_settings(samples=4), dataset="rnn_forward_mnist", seed=1, checkpoint=None,
+    measure(_settings(samples=4), dataset="rnn_forward_mnist", seed=1, checkpoint=None,
                  metrics=metrics, traces=traces, model=_short_gru(32))
     runs = load_runs(list(metrics.values()), list(traces.values()))
     save(plots.steps_figure(runs), str(tmp_path / "steps.png"))
@@ -184,8 +185,16 @@ def test_figure_and_tables(tmp_path, gru_checkpoint):
     assert "2.22x" in published and "4.2x" in published and "7B" in published
 
 
+def test_contract_candidates_are_the_sample_exact_pair():
+    from ffsolve.kit import measure as kit_measure
+
+    measured = kit_measure(system.contract_candidates(), repeats=1, warmup=0)
+    assert set(measured) == {"sequential", "jacobi"}
+    assert measured["jacobi"].bitwise_equal and measured["jacobi"].result.iterations <= 12
+
+
 def test_a_window_caps_the_positions_fixed_per_step(tmp_path):
-    records = measure_runs(_settings(samples=8, window=8), dataset="rnn_forward_mnist", seed=4,
+    records = measure(_settings(samples=8, window=8), dataset="rnn_forward_mnist", seed=4,
                            checkpoint=None, metrics=_paths(tmp_path)[0], traces=_paths(tmp_path)[1],
                            model=_short_gru(48))
     assert records["jacobi"]["bitwise_equal"] and records["jacobi"]["window"] == 8

@@ -1,6 +1,6 @@
 """The speculative job: every sampler on one model, in one process, on the same seeds.
 
-:func:`measure_runs` loads the model a source experiment trained (the rnn_forward GRU, the default
+:func:`measure` loads the model a source experiment trained (the rnn_forward GRU, the default
 PixelCNN++: :data:`ffsolve.experiments.speculative.layout.SOURCES`), samples it with every
 configured method through the shared harness (one timed call per method and repeat, repeats
 interleaved; ``sequential`` on its first ``sequential_rows`` rows, every other method on all
@@ -22,17 +22,17 @@ import numpy as np
 
 from ffsolve.experiments.speculative import system
 from ffsolve.kit import (
-    Candidate,
     Job,
     RunContext,
+    TimingSettings,
     device_description,
-    measure,
     outputs_by_run,
     run_names,
     seed_stream,
     settings_from,
     write_runs,
 )
+from ffsolve.kit import measure as kit_measure
 
 log = logging.getLogger(__name__)
 EXPERIMENT = "speculative"
@@ -54,11 +54,17 @@ def runs(settings: MeasureSettings) -> list[str]:
     return run_names(settings.methods)
 
 
-def measure_runs(settings: MeasureSettings, *, dataset: str, seed: int, checkpoint, metrics: Mapping[str, str],
-                 traces: Optional[Mapping[str, str]] = None, device: str = "auto",
-                 threads: Optional[int] = None, model=None) -> dict:
+def measure(settings: MeasureSettings, *, dataset: str, seed: int, timing: Optional[TimingSettings] = None,
+            metrics: Mapping[str, str], traces: Optional[Mapping[str, str]] = None,
+            threads: Optional[int] = None, autotune: Optional[str] = None, checkpoint=None,
+            device: str = "auto", model=None) -> dict:
     """Every configured method on ``dataset``'s model in this process; one record per run.
-    ``model``: a source model already loaded (tests), else loaded from ``checkpoint``."""
+
+    ``timing``: of the shared timing settings only ``threads`` applies (the job runner sets it
+    before this runs); each timed call is a whole sampling run, made ``settings.repeats`` times
+    per method, interleaved, with no warm-up round (the model is compiled untimed first).
+    ``autotune`` is unused (no ``auto`` run here). ``model``: a source model already loaded
+    (tests), else the one of ``checkpoint``."""
     methods = list(settings.methods)
     if "sequential" not in methods:
         raise ValueError("config key 'speculative.methods' must include sequential (the reference)")
@@ -71,18 +77,14 @@ def measure_runs(settings: MeasureSettings, *, dataset: str, seed: int, checkpoi
     for batch in {rows, ref_rows}:  # untimed: JAX compiles one pass per batch shape here
         system.to_numpy(model(noise[:batch].argmax(-1)))
     latest: dict = {}
-    candidates = [
-        Candidate(method, system.program(model, method, rows=ref_rows if method == "sequential" else rows,
-                                         seed=sampling_seed, noise=noise, window=settings.window,
-                                         latest=latest))
-        for method in methods
-    ]
+    candidates = system.candidates(model, methods, rows=rows, seed=sampling_seed, noise=noise,
+                                   window=settings.window, sequential_rows=ref_rows, latest=latest)
     log.info("%s: %d positions x %d values, %d samples (sequential on %d), window %s, methods %s",
              dataset, model.length, model.num_classes, rows, ref_rows, settings.window, methods)
     # One timed call per method and repeat (a call is a whole sampling run, seconds long), the
     # repeats interleaved; the timed outputs are compared on the rows sequential sampled.
-    measurements = measure(candidates, repeats=settings.repeats, warmup=0,
-                           output=lambda result: result.x[:ref_rows])
+    measurements = kit_measure(candidates, repeats=settings.repeats, warmup=0,
+                               output=lambda result: result.x[:ref_rows])
 
     stats = {m: system.statistics(model, latest[m].x) for m in methods}
     reference = "sequential" if ref_rows == rows or "jacobi" not in methods else "jacobi"
@@ -125,13 +127,14 @@ def measure_runs(settings: MeasureSettings, *, dataset: str, seed: int, checkpoi
 
 def measure_job(job: Job) -> dict:
     """The ``speculative_measure`` rule."""
-    return measure_runs(
+    return measure(
         settings_from(MeasureSettings, job.params.settings, EXPERIMENT),
         dataset=job.wildcards.dataset,
         seed=job.params.seed,
-        checkpoint=job.input.checkpoint,
+        timing=settings_from(TimingSettings, job.params.timing, "timing"),
         metrics=outputs_by_run(job.params.runs, job.output.metrics),
         traces=outputs_by_run(job.params.runs, job.output.traces),
-        device=job.params.device,
         threads=job.threads,
+        checkpoint=job.input.checkpoint,
+        device=job.params.device,
     )

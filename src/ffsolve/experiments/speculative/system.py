@@ -94,6 +94,50 @@ def program(model, method: str, *, rows: int, seed: int, noise, window, latest: 
     return run
 
 
+def candidates(model, methods: Sequence[str], *, rows: int, seed: int, noise, window: Optional[int] = None,
+               sequential_rows: Optional[int] = None, latest: Optional[dict] = None) -> list:
+    """One harness :class:`ffsolve.kit.Candidate` per method: ``rows`` samples each from the same
+    seed and noise table, ``sequential`` on its first ``sequential_rows`` rows (``None``: all).
+    ``latest`` receives each method's last :class:`ffsolve.SampleResult`."""
+    from ffsolve.kit import Candidate
+
+    ref_rows = rows if sequential_rows is None else min(sequential_rows, rows)
+    latest = {} if latest is None else latest
+    return [Candidate(method, program(model, method, rows=ref_rows if method == "sequential" else rows,
+                                      seed=seed, noise=noise, window=window, latest=latest))
+            for method in methods]
+
+
+class MarkovChain:
+    """A tiny source model: a random Markov chain over ``num_classes`` symbols (NumPy), position t's
+    distribution the transition row of ``x[:, t-1]`` (position 0: a random initial law)."""
+
+    backend = "numpy"
+    device = None
+
+    def __init__(self, length: int = 12, num_classes: int = 3, seed: int = 0):
+        rng = np.random.default_rng(seed)
+        self.length, self.num_classes = length, num_classes
+        self.first = np.log(rng.dirichlet(np.ones(num_classes)))
+        self.table = np.log(rng.dirichlet(np.ones(num_classes), size=num_classes))
+        self.description = {"model": "markov_chain", "positions": length}
+
+    def __call__(self, x):
+        out = np.empty(x.shape + (self.num_classes,))
+        out[:, 0] = self.first
+        out[:, 1:] = self.table[x[:, :-1]]
+        return out
+
+
+def contract_candidates() -> list:
+    """``sequential`` and ``jacobi`` on a tiny Markov chain: the sample-exact pair, so ``jacobi``
+    must equal ``sequential`` bit for bit. ``sjd`` and ``coupled`` are distribution-exact (no
+    particular sequential sample): tests/test_speculative.py checks their law exactly on such a
+    chain, tests/test_speculative_experiment.py this experiment's check of them."""
+    model = MarkovChain()
+    return candidates(model, ("sequential", "jacobi"), rows=4, seed=0, noise=gumbel_table(model, 4, 0))
+
+
 # -- statistics and the check -------------------------------------------------------------------
 def statistics(model, x) -> dict[str, np.ndarray]:
     """Per sample: its negative log-likelihood under the model, in bits per position (the
