@@ -181,6 +181,11 @@ class _TorchOps:
     def gather(self, a, idx):
         return a.gather(-1, idx[..., None])[..., 0]
 
+    def pick(self, a, idx):
+        """``a[b, idx[b]]`` for each row b of a (batch, T, ...) array."""
+        rows = self.torch.arange(a.shape[0], device=a.device)
+        return a[rows, self.torch.as_tensor(idx, device=a.device)]
+
     def log_softmax(self, a):
         return self.torch.log_softmax(a, -1)
 
@@ -246,6 +251,10 @@ class _NumPyOps:
 
     def gather(self, a, idx):
         return np.take_along_axis(a, idx[..., None], -1)[..., 0]
+
+    def pick(self, a, idx):
+        """``a[b, idx[b]]`` for each row b of a (batch, T, ...) array."""
+        return a[np.arange(a.shape[0]), np.asarray(idx)]
 
     def log_softmax(self, a):
         shifted = a - a.max(-1, keepdims=True)
@@ -478,12 +487,18 @@ def _speculative(call, ops, method, noise, shape, window, seed):
     call. ``jacobi``: a draft is accepted when this call's Gumbel-max value equals it (its prefix
     was final, so it was already the sequential value), and position j takes this call's value.
     ``sjd``/``coupled``: the min(1, p/q) test with a fresh uniform, and the residual at j.
+
+    ``sjd``/``coupled`` work on the positions [lo, hi) some row still scores (lo the smallest
+    frontier, hi the largest window end): positions before lo are fixed in every row, so the
+    distributions there are never read again. The residual is formed at each row's j alone, and
+    the draft distributions are kept as log-probabilities. ``jacobi`` computes every position, so
+    that it can check that the positions it fixed stay fixed (the causality check).
     """
     batch, length, k = shape
     pos = ops.positions(length)[None, :]
     # First drafts: Gumbel-max from the uniform (fresh noise for sjd, the fixed table otherwise).
     x = ops.argmax(ops.gumbel(shape) if method == "sjd" else noise)
-    q = None if method == "jacobi" else ops.full(shape, 1.0 / k)
+    log_q = None if method == "jacobi" else ops.full(shape, -float(np.log(k)))
     frontier = np.zeros(batch, dtype=np.int64)
     span = length if window is None else window
     accepted, violations = [], 0
@@ -493,36 +508,44 @@ def _speculative(call, ops, method, noise, shape, window, seed):
 
     while (frontier < length).any():
         out = call(x)
-        if method != "jacobi":
-            # fresh noise, drawn in the same order every step (whether used or not)
-            r = ops.uniform((batch, length))
-            g_res = ops.gumbel(shape)
-            g_draft = ops.gumbel(shape) if method == "sjd" else noise
         start = frontier
         end = np.minimum(start + span, length)
-        a, e = ops.column(start), ops.column(end)
-        in_window = (pos >= a) & (pos < e)
         if method == "jacobi":
+            a, e = ops.column(start), ops.column(end)
+            in_window = (pos >= a) & (pos < e)
             y = ops.argmax(out + noise)
             changed = y != x
             violations += int(ops.host((changed & (pos < a)).sum()))
-            ok = ~changed
-            fixed_value, draft = y, y
+            rejected = in_window & changed
+            first = ops.host(ops.min_last(ops.where(rejected, pos, e)))
+            has = first < end
+            j = ops.column(first)
+            x = ops.where(((pos == j) | ((pos > j) & (pos < e))) & ops.column(has), y, x)
         else:
-            logp = ops.log_softmax(out)
-            p = ops.exp(logp)
-            ok = _accepts(r, ops.gather(p, x), ops.gather(q, x))
-            fixed_value = ops.argmax(ops.log(_residual(p, q, ops)) + g_res)
+            lo, hi = int(start.min()), int(end.max())
+            span_pos = pos[:, lo:hi]
+            a, e = ops.column(start), ops.column(end)
+            in_window = (span_pos >= a) & (span_pos < e)
+            xs, log_qs = x[:, lo:hi], log_q[:, lo:hi]
+            logp = ops.log_softmax(out[:, lo:hi])
+            # fresh noise for this step's positions, drawn in the same order every step
+            r = ops.uniform((batch, hi - lo))
+            ok = _accepts(r, ops.exp(ops.gather(logp, xs)), ops.exp(ops.gather(log_qs, xs)))
+            rejected = in_window & ~ok
+            first = ops.host(ops.min_last(ops.where(rejected, span_pos, e)))
+            has = first < end
+            j = ops.column(first)
+            at = np.minimum(first, hi - 1) - lo  # each row's j in the slice (any valid index if none)
+            g_res = ops.gumbel((batch, k))
+            p_j, q_j = ops.exp(ops.pick(logp, at)), ops.exp(ops.pick(log_qs, at))
+            fixed_value = ops.argmax(ops.log(_residual(p_j, q_j, ops)) + g_res)
+            g_draft = ops.gumbel((batch, hi - lo, k)) if method == "sjd" else noise[:, lo:hi]
             draft = ops.argmax(logp + g_draft)
-        rejected = in_window & ~ok
-        first = ops.host(ops.min_last(ops.where(rejected, pos, e)))
-        has = first < end
-        j = ops.column(first)
-        at_j = (pos == j) & ops.column(has)
-        redraft = (pos > j) & (pos < e) & ops.column(has)
-        x = ops.where(at_j, fixed_value, ops.where(redraft, draft, x))
-        if q is not None:
-            q = ops.where(redraft[..., None], p, q)
+            at_j = (span_pos == j) & ops.column(has)
+            redraft = (span_pos > j) & (span_pos < e) & ops.column(has)
+            x = ops.copy(x)
+            x[:, lo:hi] = ops.where(at_j, fixed_value[:, None], ops.where(redraft, draft, xs))
+            log_q[:, lo:hi] = ops.where(redraft[..., None], logp, log_qs)
         new_frontier = np.where(has, first + 1, end)
         step = len(accepted) + 1
         active = start < length
