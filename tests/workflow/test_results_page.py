@@ -52,6 +52,23 @@ def test_the_page_names_each_runs_tolerance_and_its_stamp(repo_root):
     assert "| jacobi |" in headline and "5.00" in headline
 
 
+def test_the_samplers_with_fresh_noise_carry_their_guarantee(repo_root):
+    def sampler(method, guarantee, bitwise):
+        return _row(method, method, 0.1, experiment="speculative", dataset="gru",
+                    quantity="sample_32", guarantee=guarantee, bitwise_equal=bitwise)
+
+    rows = [sampler("sequential", "sample-exact", "True"), sampler("jacobi", "sample-exact", "True"),
+            sampler("sjd", "distribution-exact", "False"),
+            sampler("coupled", "distribution-exact", "False")]
+    text = results_page.page(rows, repo_root / PAPER, STAMP)
+    section = text.split("## speculative", 1)[1]
+    assert "| `coupled` | distribution-exact |" in section and "| `jacobi` | sample-exact |" in section
+    sjd = next(line for line in section.splitlines() if line.startswith("| sjd |"))
+    assert "distribution-exact (a fresh sample; not the sequential one)" in sjd
+    jacobi = next(line for line in section.splitlines() if line.startswith("| jacobi |"))
+    assert "| bitwise |" in jacobi
+
+
 def test_the_stamp_says_where_the_records_came_from(tmp_path, repo_root):
     stamp = results_page.make_stamp([_row("sequential", "sequential", 0.5)], {"seed": 1},
                                     ["config/config.yaml", "config/paper.yaml"], root=repo_root)

@@ -130,7 +130,7 @@ METRICS_SCHEMA = {
 SUMMARY_COLUMNS = (
     "experiment", "dataset", "run", "method", "quantity", "block_size", "budget", "tol",
     "sequence_length", "iterations", "network_evaluations", "converged", "stopped_by", "bitwise_equal",
-    "within_tolerance", "tolerance_rule", "top5_match_fraction", "max_abs_diff", "wall_time_s",
+    "within_tolerance", "tolerance_rule", "guarantee", "top5_match_fraction", "max_abs_diff", "wall_time_s",
     "wall_time_spread", "wall_time_iqr_s", "wall_time_min_s", "wall_time_max_s", "timing_repeats",
     "reference", "timing_session", "batch", "device", "auto_chosen", "auto_first_call_s",
     "metrics_path",

@@ -19,7 +19,7 @@ TITLES = {"rnn_forward_mnist": "GRU, binarized MNIST (784 positions, 2 values)",
           "pixelcnnpp_mnist": "PixelCNN++, MNIST (784 positions, 256 levels)"}
 ORDER = ("sequential", "jacobi", "sjd", "coupled")
 
-# The published step reductions (docs: ../shared/reference/stochastic-decoding.md, the authors'
+# The published step reductions (the authors'
 # own claims, on GPUs with large token models).
 PUBLISHED = (
     {"method": "sjd", "work": "SJD: Teng et al., ICLR 2025",
