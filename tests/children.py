@@ -1,6 +1,7 @@
 """Every experiment's contract instance measured in fresh processes at a set thread count
-(tests/threads_child.py), shared by tests/test_contract.py and tests/test_threads.py: jobs of
-tests/prefetch.py, run in the background while the rest of the suite runs.
+(tests/threads_child.py), shared by tests/experiments/test_contract.py and
+tests/experiments/test_threads.py: jobs of tests/prefetch.py, run in the background while the rest
+of the suite runs.
 
 * ``one_thread_children``: a child per experiment at 1 thread, for the experiments of the tests
   that ask for it. The contract test checks its measurements; the thread test compares its

@@ -42,10 +42,28 @@ def _jobs_of(item) -> list[str]:
     return [name for name in prefetch.registered() if name in getattr(item, "fixturenames", ())]
 
 
+# The order the jobs start in (two at a time), whatever folder their tests are in: the longest
+# first, so that they end together. A job not named here starts after these, in test order.
+JOB_ORDER = ("one_thread_children", "e2e_first", "e2e_second", "gpu_smoke", "two_thread_children")
+
+
+def _job_rank(name: str) -> int:
+    return JOB_ORDER.index(name) if name in JOB_ORDER else len(JOB_ORDER)
+
+
+def _wait_rank(item) -> tuple[bool, int]:
+    """Where a test that waits on jobs runs among those: first the tests that run a job themselves
+    (one not run in the background: e2e_second on a Slurm cluster), then by the last of its jobs
+    to start."""
+    jobs = _jobs_of(item)
+    return all(prefetch.in_background(name) for name in jobs), max(_job_rank(name) for name in jobs)
+
+
 def pytest_collection_modifyitems(session, config, items):
-    """Tests that wait on a background job run last (in their order), so that the jobs have the
-    rest of the session to finish."""
-    items[:] = [i for i in items if not _jobs_of(i)] + [i for i in items if _jobs_of(i)]
+    """Tests that wait on a background job run last (in the order their jobs start, then in their
+    own order), so that the jobs have the rest of the session to finish."""
+    waiting = sorted((i for i in items if _jobs_of(i)), key=_wait_rank)
+    items[:] = [i for i in items if not _jobs_of(i)] + waiting
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -55,7 +73,7 @@ def _background_jobs(request, tmp_path_factory):
     for item in request.session.items:
         for name in _jobs_of(item):
             wanted.setdefault(name, []).append(item)
-    prefetch.start(wanted, tmp_path_factory)
+    prefetch.start(dict(sorted(wanted.items(), key=lambda kv: _job_rank(kv[0]))), tmp_path_factory)
     yield
     prefetch.stop()
 
@@ -71,7 +89,7 @@ def pytest_terminal_summary(terminalreporter):
 
 @pytest.fixture(scope="session")
 def e2e_first() -> e2e_runs.Run:
-    """The end-to-end DAG on tests/e2e/config.yaml, run once per session (tests/e2e_runs.py)."""
+    """The end-to-end DAG on tests/workflow/e2e/config.yaml, run once per session (tests/e2e_runs.py)."""
     return prefetch.result("e2e_first")
 
 

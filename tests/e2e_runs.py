@@ -1,16 +1,16 @@
-"""The end-to-end DAG (tests/e2e/config.yaml), run once per test session, and the second run that
-the two-runs comparison needs: jobs of tests/prefetch.py, shared by tests/test_end_to_end.py and
-tests/cluster/.
+"""The end-to-end DAG (tests/workflow/e2e/config.yaml), run once per test session, and the second run that
+the two-runs comparison needs: jobs of tests/prefetch.py, shared by tests/workflow/test_end_to_end.py and
+tests/workflow/cluster/.
 
 * ``e2e_first``: the whole DAG (target ``figures``) from scratch, on this machine. Every check of
-  the workflow's own behaviour reads it (tests/test_end_to_end.py), and it is the local run the
+  the workflow's own behaviour reads it (tests/workflow/test_end_to_end.py), and it is the local run the
   Slurm run is compared with.
 * ``e2e_second``: a second run from scratch, in another folder. Where a Slurm cluster is up
   (``FFSOLVE_SLURM=1``, as in CI) it is the whole DAG through workflow/profiles/slurm, every rule a
-  Slurm job (tests/cluster/ checks that); elsewhere it is a local run of the jobs that make what
+  Slurm job (tests/workflow/cluster/ checks that); elsewhere it is a local run of the jobs that make what
   the comparison reads (every ``results/**/metrics.json`` and ``results/**/*.npz`` of the first
   run: data, training, every measure job), without the figures, notebooks and tables that read
-  them. Either way tests/test_end_to_end.py compares its iterations, flags and arrays with the
+  them. Either way tests/workflow/test_end_to_end.py compares its iterations, flags and arrays with the
   first run's.
 """
 
@@ -27,7 +27,7 @@ import pytest
 import prefetch
 from workflow_helpers import REPO, copy_workflow, snakemake
 
-E2E_CONFIG = REPO / "tests" / "e2e" / "config.yaml"
+E2E_CONFIG = REPO / "tests" / "workflow" / "e2e" / "config.yaml"
 # A background run may wait on the foreground tests for the cores: generous limits.
 TIMEOUT_S = 3600
 # Test-only speed-up: the Slurm executor's first status check 5 s after a job finishes instead of
@@ -87,7 +87,7 @@ def second_run(context: prefetch.Context) -> Run:
 
 
 # -- Slurm -----------------------------------------------------------------------------------------
-NO_SLURM = ("no Slurm cluster: set FFSOLVE_SLURM=1 after `sudo tests/cluster/local_slurm.sh start` "
+NO_SLURM = ("no Slurm cluster: set FFSOLVE_SLURM=1 after `sudo tests/workflow/cluster/local_slurm.sh start` "
             "(.ci/run does both)")
 
 
@@ -98,7 +98,8 @@ def cluster_or_skip() -> tuple[str, int]:
         pytest.skip(NO_SLURM)
     pytest.importorskip("snakemake_executor_plugin_slurm", reason="pip install -e '.[cluster]'")
     if shutil.which("sinfo") is None:
-        pytest.fail("FFSOLVE_SLURM=1 but there is no sinfo: run `sudo tests/cluster/local_slurm.sh start`")
+        pytest.fail("FFSOLVE_SLURM=1 but there is no sinfo: run "
+                    "`sudo tests/workflow/cluster/local_slurm.sh start`")
     proc = subprocess.run(["sinfo", "-h", "-o", "%P %a %T %c %m"], capture_output=True, text=True,
                           timeout=30)
     lines = [line.split() for line in proc.stdout.splitlines() if len(line.split()) == 5]
@@ -106,7 +107,8 @@ def cluster_or_skip() -> tuple[str, int]:
               if avail == "up" and state in ("idle", "mixed", "allocated")]
     if proc.returncode != 0 or not usable:
         pytest.fail(f"FFSOLVE_SLURM=1 but no partition is up with a usable node (sinfo: "
-                    f"{proc.stdout.strip() or proc.stderr.strip()}); `sudo tests/cluster/local_slurm.sh start`")
+                    f"{proc.stdout.strip() or proc.stderr.strip()}); "
+                    "`sudo tests/workflow/cluster/local_slurm.sh start`")
     partition, cpus, mem_mb = ([u for u in usable if u[0].endswith("*")] or usable)[0]
     return partition.rstrip("*"), max(500, min(4000, mem_mb // max(cpus, 1)))
 

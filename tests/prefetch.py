@@ -75,6 +75,11 @@ def registered() -> list[str]:
     return list(_JOBS)
 
 
+def in_background(name: str) -> bool:
+    """Whether the job ``name`` runs in the background (else in the first test that needs it)."""
+    return _BACKGROUND[name]()
+
+
 def run(cmd: list[str], *, nice: int = 0, timeout: float, **kwargs) -> subprocess.CompletedProcess:
     """``subprocess.run(cmd, capture_output=True, text=True, ...)`` in its own process group,
     under ``nice -n <nice>`` when ``nice`` > 0, killed (group and all) on timeout or when the

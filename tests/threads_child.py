@@ -11,7 +11,7 @@ instance of the embedded default's sizes (config/config.yaml, random weights), s
 threads (it splits element-wise work above 32,768 elements, and MKL small products not at all),
 the default's are not. PixelCNN++'s default instance is left out: JAX compiles every method again
 at that size, about a minute per process on 2 cores. Prints one JSON line: the thread counts in
-force, and under ``contract`` what was measured of each candidate (tests/test_contract.py checks
+force, and under ``contract`` what was measured of each candidate (tests/experiments/test_contract.py checks
 it).
 """
 
@@ -53,7 +53,7 @@ def contract_outputs(experiment: str) -> tuple[dict, dict]:
 
 
 def describe(m) -> dict:
-    """What tests/test_contract.py checks of a measurement, as JSON."""
+    """What tests/experiments/test_contract.py checks of a measurement, as JSON."""
     import ffsolve
 
     result, tolerance = m.result, m.candidate.tolerance

@@ -49,7 +49,7 @@ def write_config(workdir: Path, config: dict, name: str = "test.yaml") -> Path:
 
 # The Slurm executor plugin (a test dependency) runs `scontrol show config` whenever Snakemake loads
 # its plugins, on every call. Where a Slurm client is configured but no controller answers (a
-# machine after `tests/cluster/local_slurm.sh stop`), that waits about 9 s each time. A session
+# machine after `tests/workflow/cluster/local_slurm.sh stop`), that waits about 9 s each time. A session
 # that uses no cluster (FFSOLVE_SLURM unset) points Slurm at an empty configuration, which scontrol
 # refuses at once, as on a machine without Slurm; with FFSOLVE_SLURM=1 the cluster's stays.
 NO_SLURM_CLIENT = {} if os.environ.get("FFSOLVE_SLURM") == "1" else {"SLURM_CONF": os.devnull}

@@ -12,7 +12,7 @@ the traced program's output.
 
 The candidates are measured in a fresh process per experiment at one compute thread
 (tests/threads_child.py, the ``one_thread_children`` job of tests/children.py, run in the
-background while the rest of the suite runs: tests/prefetch.py); tests/test_threads.py compares
+background while the rest of the suite runs: tests/prefetch.py); tests/experiments/test_threads.py compares
 the same outputs with those at two threads.
 """
 

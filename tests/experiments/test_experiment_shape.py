@@ -1,5 +1,5 @@
 """The literal experiment contract (CONTRIBUTING.md, "The shape of one experiment"), checked in
-every folder of ``ffsolve.experiments.EXPERIMENTS`` (in the style of tests/test_contract.py, which
+every folder of ``ffsolve.experiments.EXPERIMENTS`` (in the style of tests/experiments/test_contract.py, which
 checks what the systems compute; this checks the names and signatures a newcomer relies on).
 
 * ``layout.py`` says whether the experiment trains: ``TRAIN_KEYS``, the keys its train job reads,
@@ -35,7 +35,7 @@ import pytest
 from ffsolve.experiments import EXPERIMENTS, layout_of
 from ffsolve.kit import CheckpointError
 
-PACKAGE = Path(__file__).resolve().parents[1] / "src" / "ffsolve" / "experiments"
+PACKAGE = Path(__file__).resolve().parents[2] / "src" / "ffsolve" / "experiments"
 # experiment -> {check: why}; strict xfail (a check that starts passing fails until removed here).
 NOT_YET: dict = {}
 

@@ -7,7 +7,7 @@ over only if the thread count moves no bit. Per experiment and thread count a fr
 (tests/threads_child.py) calls ``ffsolve.runtime.limit_threads(n)`` before any work (JAX reads
 ``NPROC`` and ``XLA_FLAGS`` once, when its backend starts), measures every candidate of the
 contract instance (``system.contract_candidates()``: every method and fast path; the 1-thread
-measurements are what tests/test_contract.py checks) and, for the PyTorch experiments, runs every
+measurements are what tests/experiments/test_contract.py checks) and, for the PyTorch experiments, runs every
 exact method at the embedded default's sizes (the contract instances are too small for PyTorch to
 split any operation across threads), and saves each output (``result.x``, what the harness
 compares). The outputs at 1 and 2 threads are then compared byte for byte. The children run in

@@ -39,7 +39,7 @@ from ffsolve.kit.tables import (
     speedups_markdown,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def chain(length=12, batch=2):

@@ -47,7 +47,7 @@ def tolerance(reference: torch.Tensor) -> float:
     ch. 4); the terms here (a weight's per-position parts, the parts of λ_t from later positions
     through a contracting map) are of the size of the largest gradient entry or smaller, so
     T · eps · max|reference|, with a factor ULPS = 8 for the few roundings inside each term (the
-    same rule as tests/test_recurrence_grad.py). The largest difference seen here is within
+    same rule as tests/recurrence/test_recurrence_grad.py). The largest difference seen here is within
     200× below it, and a backward that drops one position's adjoint fails it (both checked in
     test_the_tolerance_is_tight_and_a_dropped_adjoint_fails_it)."""
     return ULPS * T * EPS * max(1.0, float(reference.abs().max()))
@@ -319,7 +319,7 @@ def test_jax_transformations_run_the_compiled_driver_and_a_second_derivative_say
     jitted = jax.jit(jax.grad(lambda w: solved(w).sum()))(w)  # the compiled forward, then
     assert float(jnp.max(jnp.abs(eager))) > 0  # the same adjoint program
     np.testing.assert_allclose(np.asarray(jitted), np.asarray(eager), rtol=1e-5, atol=1e-6)
-    # (bit for bit only against a jitted f: tests/test_solve_jit.py; this f runs op by op)
+    # (bit for bit only against a jitted f: tests/solvers/test_solve_jit.py; this f runs op by op)
     np.testing.assert_allclose(np.asarray(jax.jit(lambda x0: solved(w, x0))(jnp.zeros((T, B)))),
                                np.asarray(solved(w)), rtol=1e-6)
     lanes = jax.vmap(solved)(jnp.stack([w, 0.5 * w]))

@@ -22,7 +22,7 @@ import pytest
 
 from ffsolve.experiments import EXPERIMENTS
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 NOT_COMPARED = ("src/ffsolve/experiments/", "tests/", "benchmarks/", "docs/")
 DOCUMENTS = ("README.md", "CONTRIBUTING.md", "config/README.md")
 

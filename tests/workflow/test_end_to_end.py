@@ -1,9 +1,9 @@
-"""The whole DAG on a tiny config (tests/e2e/config.yaml): every rule of every experiment runs,
+"""The whole DAG on a tiny config (tests/workflow/e2e/config.yaml): every rule of every experiment runs,
 notebooks included; reruns touch only what changed; two runs from scratch agree.
 
 The DAG runs once per session (the ``e2e_first`` job of tests/e2e_runs.py, in the background while
 the rest of the suite runs: tests/prefetch.py); the second run the comparison needs is the Slurm
-run of tests/cluster/ where a cluster is up, else a local run of what the comparison reads.
+run of tests/workflow/cluster/ where a cluster is up, else a local run of what the comparison reads.
 """
 
 import json

@@ -11,7 +11,7 @@ import pytest
 
 import prefetch
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def load_entry_point():

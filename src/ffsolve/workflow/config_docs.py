@@ -3,7 +3,7 @@ and the config files (values: config/config.yaml, which sets every key the workf
 config/paper.yaml merged over it where that differs), so the three never drift.
 
 ``python -m ffsolve.workflow.config_docs --write`` (run in the repository root, or pass ``--root``) rewrites
-the part of config/README.md between the markers; ``tests/test_config.py`` fails when it is out of
+the part of config/README.md between the markers; ``tests/workflow/test_config.py`` fails when it is out of
 date.
 """
 

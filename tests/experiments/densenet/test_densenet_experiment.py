@@ -1,6 +1,6 @@
 """The DenseNet jobs' library side on tiny models: training learns, the harness records every run
 with its tolerance and top-5 fields, the figure and table draw them, the configs validate.
-(The workflow itself runs in tests/test_end_to_end.py.)"""
+(The workflow itself runs in tests/workflow/test_end_to_end.py.)"""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ from ffsolve.kit import read_metrics
 from ffsolve.kit.harness import TimingSettings
 from ffsolve.kit import load_runs, save
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 SCHEMA = ROOT / "workflow" / "schemas" / "densenet.schema.yaml"
 SMALL = ModelSettings(growth_rate=4, block_config=(2, 2), num_init_features=6, bn_size=2,
                       compression=0.5, stem_stride=2)

@@ -8,7 +8,7 @@ import yaml
 
 from ffsolve.workflow.config import override_schema
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[3]
 SCHEMA = yaml.safe_load((REPO / "workflow" / "schemas" / "made.schema.yaml").read_text())
 
 
@@ -30,7 +30,8 @@ def test_every_key_is_typed_and_described_without_a_default():
     walk(SCHEMA["properties"], "made")
 
 
-@pytest.mark.parametrize("configfile", ["config/config.yaml", "config/paper.yaml", "tests/e2e/config.yaml"])
+@pytest.mark.parametrize("configfile",
+                         ["config/config.yaml", "config/paper.yaml", "tests/workflow/e2e/config.yaml"])
 def test_shipped_configs_are_valid(configfile):
     assert errors(yaml.safe_load((REPO / configfile).read_text())["made"]) == []
 

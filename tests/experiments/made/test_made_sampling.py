@@ -42,7 +42,7 @@ from ffsolve.workflow.config import dataset_settings
 LAM = 1e-6
 METHODS = [("sequential", None), ("jacobi", None), ("gs_jacobi", 8), ("gs_jacobi", 5),
            ("gs_jacobi", 64), ("jacobi_gs", 8)]
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture(scope="module")

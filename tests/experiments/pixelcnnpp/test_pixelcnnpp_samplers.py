@@ -1,4 +1,4 @@
-"""The PixelCNN++ samplers beyond the contract test (tests/test_contract.py -k pixelcnnpp, which
+"""The PixelCNN++ samplers beyond the contract test (tests/experiments/test_contract.py -k pixelcnnpp, which
 checks every method against sequential on a grey 8×8 instance): the RGB-coupled path, the work
 accounting of the cached paths, their traces, the tolerance's derivation, run names and refusals.
 """

@@ -24,7 +24,7 @@ from ffsolve.kit import RunSpec, SettingsError, read_metrics, settings_from, val
 from ffsolve.kit import save
 from ffsolve.workflow.config import dataset_settings, merged_config
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[3]
 SCHEMA = REPO / "workflow" / "schemas" / "rnn_backprop.schema.yaml"
 
 SECTION = {
@@ -106,7 +106,7 @@ def test_schema_refuses_unknown_and_mistyped_keys():
 
 
 def test_every_config_gives_valid_typed_settings():
-    for name in ("config/config.yaml", "config/paper.yaml", "tests/e2e/config.yaml"):
+    for name in ("config/config.yaml", "config/paper.yaml", "tests/workflow/e2e/config.yaml"):
         # as the workflow sees it: merged over config/config.yaml, which sets every key
         section = merged_config(name, REPO)["rnn_backprop"]
         validate(section, schema=str(SCHEMA))

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # A one-node Slurm cluster on this machine, to try workflow/profiles/slurm for real (CI does).
 #
-#   sudo tests/cluster/local_slurm.sh start    # install (apt) if needed, configure, start, wait
-#   sudo tests/cluster/local_slurm.sh status   # sinfo, or a non-zero exit when it is not up
-#   sudo tests/cluster/local_slurm.sh stop     # stop slurmd, slurmctld and munged
+#   sudo tests/workflow/cluster/local_slurm.sh start    # install (apt) if needed, configure, start, wait
+#   sudo tests/workflow/cluster/local_slurm.sh status   # sinfo, or a non-zero exit when it is not up
+#   sudo tests/workflow/cluster/local_slurm.sh stop     # stop slurmd, slurmctld and munged
 #
 # start is idempotent: on a running, idle cluster with the same configuration it does nothing.
 # Debian/Ubuntu only (apt-get installs munge, slurmctld, slurmd, slurm-client) and root only: it
@@ -72,7 +72,7 @@ write_config() {  # prints "changed" when slurm.conf was (re)written
     mem_mb=$(( mem_kb / 1024 - HEADROOM_MB ))
     (( mem_mb >= 512 )) || mem_mb=$(( mem_kb / 1024 / 2 ))
     new=$(cat <<EOF
-# Written by tests/cluster/local_slurm.sh: a one-node cluster on $host.
+# Written by tests/workflow/cluster/local_slurm.sh: a one-node cluster on $host.
 ClusterName=ffsolve
 SlurmctldHost=$host(127.0.0.1)
 SlurmUser=root

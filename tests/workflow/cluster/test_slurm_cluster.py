@@ -1,14 +1,14 @@
-"""The end-to-end DAG (tests/e2e/config.yaml) through workflow/profiles/slurm on a real Slurm
+"""The end-to-end DAG (tests/workflow/e2e/config.yaml) through workflow/profiles/slurm on a real Slurm
 cluster: every rule runs as a Slurm job, and a second run does nothing. That Slurm run is the
 session's second run of the DAG (the ``e2e_second`` job of tests/e2e_runs.py): the two-runs
-comparison of tests/test_end_to_end.py checks its results against the local run bit for bit.
+comparison of tests/workflow/test_end_to_end.py checks its results against the local run bit for bit.
 
 Runs where FFSOLVE_SLURM=1 says a cluster is up (.ci/run starts one with
-tests/cluster/local_slurm.sh and sets it); skips elsewhere, saying so. By hand:
+tests/workflow/cluster/local_slurm.sh and sets it); skips elsewhere, saying so. By hand:
 
-    sudo tests/cluster/local_slurm.sh start
-    FFSOLVE_SLURM=1 .venv/bin/python -m pytest tests/cluster tests/test_end_to_end.py
-    sudo tests/cluster/local_slurm.sh stop
+    sudo tests/workflow/cluster/local_slurm.sh start
+    FFSOLVE_SLURM=1 .venv/bin/python -m pytest tests/workflow/cluster tests/workflow/test_end_to_end.py
+    sudo tests/workflow/cluster/local_slurm.sh stop
 """
 
 from __future__ import annotations

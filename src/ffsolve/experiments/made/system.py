@@ -502,7 +502,7 @@ def candidates(model: MADE, noise: torch.Tensor, lam: float, runs: Iterable[RunS
 
 
 def contract_candidates() -> list[Candidate]:
-    """A tiny instance for tests/test_contract.py: a seeded MADE(20, [24, 24]), a batch of 3,
+    """A tiny instance for tests/experiments/test_contract.py: a seeded MADE(20, [24, 24]), a batch of 3,
     every method of ``ffsolve.available_methods()`` through the same :func:`candidates` the
     workflow times (``ffsolve.solve`` on the sampling map; the blocked methods at a block size
     that divides T and one that does not), and MADE's fast path ``sequential_cache``. Every

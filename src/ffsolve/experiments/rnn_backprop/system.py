@@ -306,7 +306,7 @@ def candidates(params: RNNParams, x, runs: Sequence[RunSpec], *, jacobi_tol: flo
 
 
 def contract_candidates():
-    """A tiny instance for tests/test_contract.py: a random RNN (hidden 6, T = 23, batch 2) on
+    """A tiny instance for tests/experiments/test_contract.py: a random RNN (hidden 6, T = 23, batch 2) on
     random inputs, float32. ``sequential`` is hand-written BPTT; every ``ffsolve.solve`` method
     (the blocked ones at block 5, which does not divide T) must equal it bit for bit; the scans
     are held to :func:`scan_tolerance`. Each with a traced twin."""

@@ -323,12 +323,13 @@ def triangular_candidates(case: Case, weights: Mapping[str, np.ndarray], inputs:
     return out
 
 
-# Tells tests/test_contract.py to check every method of ffsolve.available_recurrence_methods() too.
+# Tells tests/experiments/test_contract.py to check every method of
+# ffsolve.available_recurrence_methods() too.
 RECURRENCE = True
 
 
 def contract_candidates() -> dict[str, list[Candidate]]:
-    """Tiny instances for tests/test_contract.py, each measured on its own against its own loop:
+    """Tiny instances for tests/experiments/test_contract.py, each measured on its own against its own loop:
     a random GRU (T 32, H 4, batch 3) with every recurrence method through :func:`candidates`
     (what the workflow times) in PyTorch and in JAX on the same weights and inputs, the same GRU
     written as a triangular map with every method of ``ffsolve.solve`` (blocked ones at a block

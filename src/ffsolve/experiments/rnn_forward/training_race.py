@@ -41,8 +41,8 @@ log = logging.getLogger(__name__)
 #: whose states are exact (tol 0). Their gradients differ from the loop's only by rounding (parts
 #: summed in another order), which Adam carries on at about the unit roundoff per step; the
 #: benchmark reports the measured gap beside this bound (``max loss gap to loop``). Gradients
-#: truncated at one time step (tests/test_training_race.py) move the loss by 6e-3 within six steps
-#: of the test's small race, so the bound separates them.
+#: truncated at one time step (tests/experiments/rnn_forward/test_training_race.py) move the loss
+#: by 6e-3 within six steps of the test's small race, so the bound separates them.
 CURVE_TOLERANCE = 1.0e-3
 
 PILOT_FORWARDS = ("jacobi", "newton", "quasi_newton")

@@ -133,7 +133,8 @@ def contract_candidates() -> list:
     """``sequential`` and ``jacobi`` on a tiny Markov chain: the sample-exact pair, so ``jacobi``
     must equal ``sequential`` bit for bit. ``sjd`` and ``coupled`` are distribution-exact (no
     particular sequential sample): tests/test_speculative.py checks their law exactly on such a
-    chain, tests/test_speculative_experiment.py this experiment's check of them."""
+    chain, tests/experiments/speculative/test_speculative_experiment.py this experiment's check
+    of them."""
     model = MarkovChain()
     return candidates(model, ("sequential", "jacobi"), rows=4, seed=0, noise=gumbel_table(model, 4, 0))
 
