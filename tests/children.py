@@ -27,7 +27,7 @@ import numpy as np
 import prefetch
 from ffsolve.runtime import THREAD_VARIABLES
 
-EXPERIMENTS = ("solver_demo", "made", "pixelcnnpp", "densenet", "rnn_backprop", "rnn_forward")
+from ffsolve.experiments import EXPERIMENTS  # noqa: E402 (after the path set-up above, if any)
 LONGEST_FIRST = ("pixelcnnpp", "rnn_forward")
 CHILD = Path(__file__).with_name("threads_child.py")
 

@@ -147,6 +147,10 @@ def result(name: str):
 def start(wanted: dict[str, list], tmp_path_factory) -> None:
     """Run the jobs ``wanted`` ({name: the tests that ask for it}; those of them meant for the
     background) in this order, :data:`WORKERS` at a time, niced."""
+    # pytest makes its base temporary folder on first use, and two job threads asking at once can
+    # each make one (mktemp then refuses "children_1 is not a normalized and relative path"):
+    # make it here, before any thread starts.
+    tmp_path_factory.getbasetemp()
     _STATE["tmp_path_factory"] = tmp_path_factory
     _STATE["items"] = dict(wanted)
     _STATE["t0"] = time.perf_counter()

@@ -149,6 +149,18 @@ def default_outputs(experiment: str) -> dict:
                                                  seed=SEED, radius=config["softplus_radius"])
             for c in candidates(case, weights, inputs, methods, damping=config["damping"]):
                 out[f"{name}/{c.name}"] = c.program().x
+    elif experiment == "speculative":
+        # The GRU source at the default's size (H 16, 784 positions), untrained (the checkpoint is
+        # a DAG output), 8 rows: every method on the same seed and noise table.
+        from ffsolve.experiments.rnn_forward.autoregressive import NextPixelDistributions
+        from ffsolve.experiments.rnn_forward.model import NextPixelGRU
+        from ffsolve.experiments.speculative.system import gumbel_table, sample
+
+        torch.manual_seed(SEED)
+        model = NextPixelDistributions(NextPixelGRU(yaml.safe_load(CONFIG.read_text())["rnn_forward"]["hidden_size"]))
+        noise = gumbel_table(model, 8, SEED)
+        for method in methods:
+            out[method] = sample(model, method, rows=8, seed=SEED, noise=noise).x
     return out
 
 

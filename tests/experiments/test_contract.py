@@ -21,8 +21,7 @@ import importlib
 import pytest
 
 import ffsolve
-
-EXPERIMENTS = ("solver_demo", "made", "pixelcnnpp", "densenet", "rnn_backprop", "rnn_forward")
+from ffsolve.experiments import EXPERIMENTS
 
 
 def _system(experiment):

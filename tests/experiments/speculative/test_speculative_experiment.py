@@ -185,12 +185,19 @@ def test_figure_and_tables(tmp_path, gru_checkpoint):
     assert "2.22x" in published and "4.2x" in published and "7B" in published
 
 
-def test_contract_candidates_are_the_sample_exact_pair():
+def test_contract_candidates_are_the_sample_exact_pair_and_the_gumbel_max_map():
+    import ffsolve
     from ffsolve.kit import measure as kit_measure
 
-    measured = kit_measure(system.contract_candidates(), repeats=1, warmup=0)
-    assert set(measured) == {"sequential", "jacobi"}
-    assert measured["jacobi"].bitwise_equal and measured["jacobi"].result.iterations <= 12
+    found = system.contract_candidates()
+    sampler = kit_measure(found["sampler"], repeats=1, warmup=0)
+    assert set(sampler) == {"sequential", "jacobi"}
+    assert sampler["jacobi"].bitwise_equal and sampler["jacobi"].result.iterations <= 12
+    solved = kit_measure(found["gumbel_max_map"], repeats=1, warmup=0)
+    assert {m.result.method for m in solved.values()} == set(ffsolve.available_methods())
+    assert all(m.bitwise_equal and m.result.iterations <= 12 for m in solved.values())
+    # The map's fixed point is the sampler's sequential sample.
+    assert np.array_equal(solved["sequential"].result.x, sampler["sequential"].result.x)
 
 
 def test_a_window_caps_the_positions_fixed_per_step(tmp_path):

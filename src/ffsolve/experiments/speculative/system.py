@@ -129,14 +129,52 @@ class MarkovChain:
         return out
 
 
-def contract_candidates() -> list:
-    """``sequential`` and ``jacobi`` on a tiny Markov chain: the sample-exact pair, so ``jacobi``
-    must equal ``sequential`` bit for bit. ``sjd`` and ``coupled`` are distribution-exact (no
-    particular sequential sample): tests/test_speculative.py checks their law exactly on such a
-    chain, tests/experiments/speculative/test_speculative_experiment.py this experiment's check
-    of them."""
+def contract_candidates() -> dict[str, list]:
+    """Two instances on a tiny Markov chain, each measured against its own ``sequential``:
+
+    * ``sampler``: :func:`ffsolve.sample_autoregressive`'s ``sequential`` and ``jacobi``, the
+      sample-exact pair, so ``jacobi`` must equal ``sequential`` bit for bit;
+    * ``gumbel_max_map``: the same sampling as the triangular map
+      x ↦ argmax(log p(x) + G) along the positions, by every method of ``ffsolve.solve``
+      (blocked ones at a block size that does not divide T).
+
+    ``sjd`` and ``coupled`` are distribution-exact (no particular sequential sample):
+    tests/test_speculative.py checks their law exactly on such a chain,
+    tests/experiments/speculative/test_speculative_experiment.py this experiment's check of them."""
+    from ffsolve.kit import Candidate, RunSpec, uses_blocks
+
     model = MarkovChain()
-    return candidates(model, ("sequential", "jacobi"), rows=4, seed=0, noise=gumbel_table(model, 4, 0))
+    noise = gumbel_table(model, 4, 0)
+    sampler = []
+    for method in ("sequential", "jacobi"):
+        def sampled(method=method):
+            return as_solve_result(sample(model, method, rows=4, seed=0, noise=noise))
+
+        def traced(method=method):  # the same run, with what it fixed at each step
+            res = sample(model, method, rows=4, seed=0, noise=noise)
+            return as_solve_result(res), {"accepted": res.accepted, "fixed_at": res.fixed_at}
+
+        sampler.append(Candidate(method, sampled, traced))
+
+    def f(x):
+        return np.argmax(model(x) + noise, axis=-1)
+
+    x0 = np.argmax(noise, axis=-1)
+    solved = []
+    for method in ffsolve.available_methods():
+        spec = RunSpec(method, 5 if uses_blocks(method) else None)
+
+        def solved_program(spec=spec, trace=False):
+            return ffsolve.solve(f, x0, method=spec.method, block_size=spec.block_size, axis=1,
+                                 trace=trace)
+
+        def traced(program=solved_program):
+            result = program(trace=True)
+            return result, {"change": np.asarray(result.trace.change),
+                            "error": np.asarray(result.trace.error)}
+
+        solved.append(Candidate(spec, solved_program, traced))
+    return {"sampler": sampler, "gumbel_max_map": solved}
 
 
 # -- statistics and the check -------------------------------------------------------------------
