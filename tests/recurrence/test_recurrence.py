@@ -88,12 +88,17 @@ def test_jacobi_computes_only_the_time_steps_that_can_still_change(framework):
     from ffsolve.recurrence import solve as recurrence_solve
 
     weights = cells.random_gru_weights(H, 3, seed=2)
-    cell = cells.gru(*(cells.to_framework(weights, "torch") if framework == "torch" else weights))
     rng = np.random.default_rng(0)
     u_np, s0_np = rng.normal(size=(T, B, 3)).astype(np.float32), np.zeros((B, H), np.float32)
     if framework == "torch":
+        cell = cells.gru(*cells.to_framework(weights, "torch"))
         u, s0 = torch.from_numpy(u_np), torch.from_numpy(s0_np)
-    else:
+    else:  # a user's own NumPy step (elementwise in its rows: the same bits for any row count)
+        w_ih, w_hh = weights[0][:H], weights[1][:H]
+
+        def cell(s, x):
+            return np.tanh(np.einsum("...k,hk->...h", x, w_ih) + np.einsum("...k,hk->...h", s, w_hh))
+
         u, s0 = u_np, s0_np
     loop = solve_recurrence(cell, s0, u, "sequential")
     res = solve_recurrence(cell, s0, u, "jacobi")
@@ -108,6 +113,27 @@ def test_jacobi_computes_only_the_time_steps_that_can_still_change(framework):
     finally:
         recurrence_solve._suffix_jacobi = original
     assert starts and min(starts) >= 1 and np.array_equal(_np(again.x), _np(res.x))
+
+
+def test_a_step_that_computes_in_jax_on_numpy_arrays_keeps_one_shape():
+    """The built-in cells given NumPy weights compute in eager JAX, which compiles anew for
+    every new shape: Jacobi then computes every time step each step (as on JAX arrays) instead
+    of a suffix of a new length each step; the result is the loop's all the same."""
+    from ffsolve.recurrence import solve as recurrence_solve
+
+    cell = cells.gru(*cells.random_gru_weights(H, 3, seed=2))
+    rng = np.random.default_rng(0)
+    u, s0 = rng.normal(size=(T, B, 3)).astype(np.float32), np.zeros((B, H), np.float32)
+    starts, original = [], recurrence_solve._suffix_jacobi
+    try:
+        recurrence_solve._suffix_jacobi = lambda o, step, u_, x, start: (
+            starts.append(start) or original(o, step, u_, x, start))
+        res = solve_recurrence(cell, s0, u, "jacobi")
+    finally:
+        recurrence_solve._suffix_jacobi = original
+    assert starts == []
+    assert np.array_equal(_np(res.x), _np(solve_recurrence(cell, s0, u, "sequential").x))
+    assert res.network_evaluations == res.iterations
 
 
 def test_sequential_is_the_users_own_loop(gru_case):
