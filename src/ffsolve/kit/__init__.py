@@ -38,7 +38,7 @@ from ffsolve.kit.harness import (
     write_runs,
 )
 from ffsolve.kit.io import read_json, write_bytes, write_json, write_npz, write_text
-from ffsolve.kit.jobs import Job, measure_and_write, outputs_by_run, progress
+from ffsolve.kit.jobs import Job, measure_and_write, measure_arguments, outputs_by_run, progress
 from ffsolve.kit.record import (
     METRICS_SCHEMA,
     STOP_REASONS,
@@ -68,7 +68,7 @@ __all__ = [
     "Candidate", "Measurement", "RunContext", "TimingSettings", "Tolerance", "bitwise_equal", "measure",
     "record", "stop_reason", "to_numpy_leaves", "write_runs",
     "read_json", "write_bytes", "write_json", "write_npz", "write_text",
-    "Job", "measure_and_write", "outputs_by_run", "progress",
+    "Job", "measure_and_write", "measure_arguments", "outputs_by_run", "progress",
     "METRICS_SCHEMA", "STOP_REASONS", "RecordError", "gather_summary", "read_metrics", "read_summary",
     "validate_record", "write_metrics",
     "RunSpec", "expand_runs", "parse_run_name", "run_name", "run_names",

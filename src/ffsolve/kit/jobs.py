@@ -52,6 +52,24 @@ def outputs_by_run(runs, paths) -> dict[str, str]:
     return dict(zip(runs, paths))
 
 
+def measure_arguments(job: Job) -> dict:
+    """The keyword arguments every experiment's ``measure`` shares (CONTRIBUTING.md's contract),
+    read from its measure rule's job: ``dataset``, ``seed``, ``timing``, ``metrics``,
+    ``traces``, ``threads`` and ``autotune``. An adapter adds only its own inputs."""
+    from ffsolve.kit.harness import TimingSettings
+    from ffsolve.kit.settings import settings_from
+
+    return dict(
+        dataset=job.wildcards.dataset,
+        seed=job.params.seed,
+        timing=settings_from(TimingSettings, job.params.timing, "timing"),
+        metrics=outputs_by_run(job.params.runs, job.output.metrics),
+        traces=outputs_by_run(job.params.runs, job.output.traces),
+        threads=job.threads,
+        autotune=getattr(job.params, "autotune", None),
+    )
+
+
 def measure_and_write(candidates: Iterable, context, *, timing, metrics: Mapping[str, str],
                       traces: Optional[Mapping[str, str]] = None, auto_runs: Sequence = (),
                       autotune: Optional[str] = None, after: Optional[Callable[[dict], None]] = None,

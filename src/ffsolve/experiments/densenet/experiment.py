@@ -57,7 +57,7 @@ from ffsolve.kit import (
     device_description,
     expand_runs,
     measure_and_write,
-    outputs_by_run,
+    measure_arguments,
     progress,
     seed_stream,
     settings_from,
@@ -286,13 +286,8 @@ def measure_job(job: Job) -> dict:
         image_folder=job.params.image_folder, weights_dir=job.params.weights_dir,
     )
     return measure(
-        settings, problem=problem, dataset=dataset, seed=job.params.seed,
-        timing=settings_from(TimingSettings, job.params.timing, "timing"),
+        settings, problem=problem, **measure_arguments(job),
         device=torch_device(job.params.device),
-        metrics=outputs_by_run(job.params.runs, job.output.metrics),
-        traces=outputs_by_run(job.params.runs, job.output.traces),
-        threads=job.threads,
-        autotune=getattr(job.params, "autotune", None),
     )
 
 

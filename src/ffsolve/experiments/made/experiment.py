@@ -34,7 +34,7 @@ from ffsolve.kit import (
     expand_runs,
     loop_pilot,
     measure_and_write,
-    outputs_by_run,
+    measure_arguments,
     pilot_steps,
     progress,
     seed_everything,
@@ -311,12 +311,6 @@ def measure_job(job: Job) -> dict:
     return measure(
         settings_from(MeasureSettings, job.params.settings, "made"),
         checkpoint=job.input.checkpoint,
-        dataset=job.wildcards.dataset,
-        seed=job.params.seed,
-        timing=settings_from(TimingSettings, job.params.timing, "timing"),
-        metrics=outputs_by_run(job.params.runs, job.output.metrics),
-        traces=outputs_by_run(job.params.runs, job.output.traces),
+        **measure_arguments(job),
         device=job.params.device,
-        threads=job.threads,
-        autotune=getattr(job.params, "autotune", None),
     )

@@ -26,7 +26,7 @@ from ffsolve.kit import (
     expand_runs,
     jax_key,
     measure_and_write,
-    outputs_by_run,
+    measure_arguments,
     progress,
     settings_from,
     write_json,
@@ -313,14 +313,8 @@ def measure_job(job: Job) -> dict:
     """The ``pixelcnnpp_measure`` rule."""
     return measure(
         settings_from(MeasureSettings, job.params.settings, EXPERIMENT),
-        dataset=job.wildcards.dataset,
-        seed=job.params.seed,
+        **measure_arguments(job),
         device=job.params.device,
-        timing=settings_from(TimingSettings, job.params.timing, "timing"),
         data=job.input.data,
         checkpoint=job.input.checkpoint,
-        metrics=outputs_by_run(job.params.runs, job.output.metrics),
-        traces=outputs_by_run(job.params.runs, job.output.traces),
-        threads=job.threads,
-        autotune=getattr(job.params, "autotune", None),
     )

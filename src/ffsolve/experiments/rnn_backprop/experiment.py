@@ -68,7 +68,7 @@ from ffsolve.kit import (
     expand_runs,
     loop_pilot,
     measure_and_write,
-    outputs_by_run,
+    measure_arguments,
     passed,
     pilot_steps,
     seed_everything,
@@ -617,15 +617,9 @@ def measure_job(job: Job) -> dict:
     return measure(
         settings_from(MeasureSettings, job.params.settings, "rnn_backprop"),
         data=job.input.dataset,
-        dataset=job.wildcards.dataset,
-        seed=job.params.seed,
+        **measure_arguments(job),
         device=job.params.device,
-        metrics=outputs_by_run(job.params.runs, job.output.metrics),
-        traces=outputs_by_run(job.params.runs, job.output.traces),
         weights=job.output.weights,
-        threads=job.threads,
-        timing=settings_from(TimingSettings, job.params.timing, "timing"),
-        autotune=getattr(job.params, "autotune", None),
     )
 
 

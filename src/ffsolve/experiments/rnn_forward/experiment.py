@@ -37,7 +37,7 @@ from ffsolve.kit import (
     TimingSettings,
     device_description,
     measure_and_write,
-    outputs_by_run,
+    measure_arguments,
     progress,
     seed_stream,
     settings_from,
@@ -275,14 +275,8 @@ def measure_job(job: Job) -> dict:
     """The ``rnn_forward_measure`` (and ``rnn_forward_measure_jax``) rule."""
     return measure(
         settings_from(MeasureSettings, job.params.settings, "rnn_forward"),
-        dataset=job.wildcards.dataset,
-        seed=job.params.seed,
-        timing=settings_from(TimingSettings, job.params.timing, "timing"),
-        metrics=outputs_by_run(job.params.runs, job.output.metrics),
-        traces=outputs_by_run(job.params.runs, job.output.traces),
+        **measure_arguments(job),
         device=job.params.device,
-        threads=job.threads,
         checkpoint=getattr(job.input, "checkpoint", None),
         data=getattr(job.input, "data", None),
-        autotune=getattr(job.params, "autotune", None),
     )

@@ -16,7 +16,7 @@ from ffsolve.kit import (
     device_description,
     expand_runs,
     measure_and_write,
-    outputs_by_run,
+    measure_arguments,
     settings_from,
 )
 
@@ -56,11 +56,5 @@ def measure_job(job: Job) -> dict:
     settings = settings_from(MeasureSettings, job.params.settings, "solver_demo")
     return measure(
         settings,
-        dataset=job.wildcards.dataset,
-        seed=job.params.seed,
-        timing=settings_from(TimingSettings, job.params.timing, "timing"),
-        metrics=outputs_by_run(job.params.runs, job.output.metrics),
-        traces=outputs_by_run(job.params.runs, job.output.traces),
-        threads=job.threads,
-        autotune=getattr(job.params, "autotune", None),
+        **measure_arguments(job),
     )

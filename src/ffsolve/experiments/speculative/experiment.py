@@ -26,7 +26,7 @@ from ffsolve.kit import (
     RunContext,
     TimingSettings,
     device_description,
-    outputs_by_run,
+    measure_arguments,
     run_names,
     seed_stream,
     settings_from,
@@ -129,12 +129,7 @@ def measure_job(job: Job) -> dict:
     """The ``speculative_measure`` rule."""
     return measure(
         settings_from(MeasureSettings, job.params.settings, EXPERIMENT),
-        dataset=job.wildcards.dataset,
-        seed=job.params.seed,
-        timing=settings_from(TimingSettings, job.params.timing, "timing"),
-        metrics=outputs_by_run(job.params.runs, job.output.metrics),
-        traces=outputs_by_run(job.params.runs, job.output.traces),
-        threads=job.threads,
+        **measure_arguments(job),
         checkpoint=job.input.checkpoint,
         device=job.params.device,
     )
