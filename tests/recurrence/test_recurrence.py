@@ -4,6 +4,7 @@ Small on purpose (T <= 96, H <= 6, batch <= 3): JAX compiles each method once pe
 JAX test here reuses one shape.
 """
 
+import contextlib
 import math
 import warnings
 
@@ -81,12 +82,22 @@ def test_tol_zero_is_the_loop_bit_for_bit(gru_case, method):
             assert res.polish_iterations / T - 1e-9 <= polish <= res.polish_iterations + 1e-9
 
 
-@pytest.mark.parametrize("framework", ["torch", "numpy"])
-def test_jacobi_computes_only_the_time_steps_that_can_still_change(framework):
-    """After a Jacobi step, the time steps before the first whose state moved are final: the next
-    step computes from there on (the same bits as a full step, less work)."""
+@contextlib.contextmanager
+def _suffix_starts(monkeypatch):
+    """The start of every suffix Jacobi step solve_recurrence takes inside the block."""
     from ffsolve.recurrence import solve as recurrence_solve
 
+    starts, original = [], recurrence_solve._suffix_jacobi
+    with monkeypatch.context() as patch:
+        patch.setattr(recurrence_solve, "_suffix_jacobi", lambda o, step, u_, x, start: (
+            starts.append(start) or original(o, step, u_, x, start)))
+        yield starts
+
+
+@pytest.mark.parametrize("framework", ["torch", "numpy"])
+def test_jacobi_computes_only_the_time_steps_that_can_still_change(framework, monkeypatch):
+    """After a Jacobi step, the time steps before the first whose state moved are final: the next
+    step computes from there on (the same bits as a full step, less work)."""
     weights = cells.random_gru_weights(H, 3, seed=2)
     rng = np.random.default_rng(0)
     u_np, s0_np = rng.normal(size=(T, B, 3)).astype(np.float32), np.zeros((B, H), np.float32)
@@ -105,32 +116,20 @@ def test_jacobi_computes_only_the_time_steps_that_can_still_change(framework):
     assert np.array_equal(_np(res.x), _np(loop.x))
     assert res.network_evaluations < 0.9 * res.iterations
     # The saving is the suffix path's: it was taken, from a start after the first time step.
-    starts, original = [], recurrence_solve._suffix_jacobi
-    try:
-        recurrence_solve._suffix_jacobi = lambda o, step, u_, x, start: (
-            starts.append(start) or original(o, step, u_, x, start))
+    with _suffix_starts(monkeypatch) as starts:
         again = solve_recurrence(cell, s0, u, "jacobi")
-    finally:
-        recurrence_solve._suffix_jacobi = original
     assert starts and min(starts) >= 1 and np.array_equal(_np(again.x), _np(res.x))
 
 
-def test_a_step_that_computes_in_jax_on_numpy_arrays_keeps_one_shape():
+def test_a_step_that_computes_in_jax_on_numpy_arrays_keeps_one_shape(monkeypatch):
     """The built-in cells given NumPy weights compute in eager JAX, which compiles anew for
     every new shape: Jacobi then computes every time step each step (as on JAX arrays) instead
     of a suffix of a new length each step; the result is the loop's all the same."""
-    from ffsolve.recurrence import solve as recurrence_solve
-
     cell = cells.gru(*cells.random_gru_weights(H, 3, seed=2))
     rng = np.random.default_rng(0)
     u, s0 = rng.normal(size=(T, B, 3)).astype(np.float32), np.zeros((B, H), np.float32)
-    starts, original = [], recurrence_solve._suffix_jacobi
-    try:
-        recurrence_solve._suffix_jacobi = lambda o, step, u_, x, start: (
-            starts.append(start) or original(o, step, u_, x, start))
+    with _suffix_starts(monkeypatch) as starts:
         res = solve_recurrence(cell, s0, u, "jacobi")
-    finally:
-        recurrence_solve._suffix_jacobi = original
     assert starts == []
     assert np.array_equal(_np(res.x), _np(solve_recurrence(cell, s0, u, "sequential").x))
     assert res.network_evaluations == res.iterations
