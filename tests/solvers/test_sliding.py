@@ -80,8 +80,19 @@ def test_sequential_computes_one_position_per_step_through_a_bitwise_window(prob
     assert calls == [(t, t + 1) for t in range(T)]
     assert torch.equal(res.x, whole.x)
     assert res.iterations == whole.iterations == T
-    assert res.network_evaluations == pytest.approx(1.0) and whole.network_evaluations == T
+    # One pass for the loop, one call of f on the result to check the bitwise declaration.
+    assert res.network_evaluations == pytest.approx(2.0) and whole.network_evaluations == T
+    assert res.final_change == 0.0
     assert torch.equal(ffsolve.solve(one_position, x0, method="jacobi").x, res.x)
+
+
+def test_a_window_wrongly_declared_bitwise_is_caught_by_sequential(problem):
+    f, rows = _masked_map()
+    off_by_rounding = sliding.windowed(f, lambda x, start, stop: rows(x, start, stop) * (1 + 1e-12))
+    x0 = torch.zeros(T, B, H, dtype=torch.float64)
+    with pytest.warns(ffsolve.NotBitwiseWarning, match="bitwise=False"):
+        res = ffsolve.solve(off_by_rounding, x0, method="sequential")
+    assert res.final_change > 0 and res.iterations == T
 
 
 def test_sequential_calls_the_whole_map_when_the_window_is_not_bitwise(problem):

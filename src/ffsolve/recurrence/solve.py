@@ -82,7 +82,7 @@ import numpy as np
 from ffsolve.deadline import MIN_STEPS, Deadline, as_deadline, last_bits, progress
 from ffsolve.recurrence import scan as scans
 from ffsolve.recurrence.state import StateLayout, describe
-from ffsolve.solvers.core import SolveResult, SolveTrace
+from ffsolve.solvers.core import NotBitwiseWarning, SolveResult, SolveTrace
 
 Array = Any
 
@@ -1201,10 +1201,6 @@ def _diagonal_view(fn, take_diagonal: bool):
 
 # A difference that rounds to zero in max |a − b| (a −0.0 against 0.0) still counts as one.
 _TINY = float(np.finfo(np.float32).tiny)
-
-
-class NotBitwiseWarning(UserWarning):
-    """A ``tol=0`` result that is not the user's loop's result bit for bit (see the message)."""
 
 
 @dataclass

@@ -243,7 +243,8 @@ def solve(
             (refused under a JAX transformation).
 
     "Exact" here means: the result equals ``sequential``'s, the map called on the whole array
-    once per position, bit for bit. Every method checks the triangular argument as it goes:
+    once per position, bit for bit (or its bitwise window at that position, whose declaration
+    ``sequential`` checks with one call of the map on its result). Every method checks the triangular argument as it goes:
     a position it already knows final must not change again; if one does, ``f`` is not
     triangular along ``axis`` (a forgotten causal shift, the wrong axis), and the result says so
     (``causality_violation`` > 0, ``converged=False``, a :class:`NotTriangularWarning`).
@@ -438,6 +439,10 @@ def solve(
 
 class NotTriangularWarning(UserWarning):
     """``f`` changed a position that the triangular argument had made final."""
+
+
+class NotBitwiseWarning(UserWarning):
+    """A ``tol=0`` result that is not the user's loop's result bit for bit (see the message)."""
 
 
 def _is_tracer(x0) -> bool:

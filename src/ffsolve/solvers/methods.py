@@ -14,16 +14,19 @@ is not triangular along the axis and the result says so. Each result says what s
 
 from __future__ import annotations
 
+import warnings
+
 from ffsolve.solvers import arrays
-from ffsolve.solvers.core import Tracker, register_solver
+from ffsolve.solvers.core import NotBitwiseWarning, Tracker, register_solver
 
 
 def sequential(f: Tracker, x0, *, block_size, tol, max_iters, axis, xp):
     """Ordinary feedforward evaluation: call t fixes position t. T calls; ``tol`` is unused.
 
     A map with a bitwise window evaluator (:func:`ffsolve.windowed`) computes only position t at
-    call t, the loop a user would write (one pass of work in all); any other map is called whole
-    (T passes), its output kept at position t."""
+    call t, the loop a user would write, then calls ``f`` once on the result to check the
+    declaration (two passes of work in all; a ``NotBitwiseWarning`` and ``final_change`` > 0 when
+    it fails); any other map is called whole (T passes), its output kept at position t."""
     length = x0.shape[axis]
     x = arrays.fresh_copy(x0)
     f.start(x)
@@ -42,9 +45,22 @@ def sequential(f: Tracker, x0, *, block_size, tol, max_iters, axis, xp):
         if t + 1 < length and f.expired(t + 1):
             stopped_by = "deadline"
             break
+    final_change = None
+    if one_position and stopped_by == "sequential":
+        # The window was declared bitwise; one call of f on the result checks it: the loop's
+        # result is f's fixed point only if every window equals f there bit for bit.
+        final_change = arrays.max_abs(xp, f.f(x) - x)  # f itself: a check, not a parallel step
+        work += 1.0
+        if final_change != 0:
+            warnings.warn(
+                f"ffsolve.solve('sequential'): f.window was declared bitwise, but f(x) differs from "
+                f"the one-position loop's result by up to {final_change:.3g}, so that result is not "
+                "the whole map's and the other methods will not reproduce it: declare "
+                "ffsolve.windowed(..., bitwise=False) (sequential then calls f itself)",
+                NotBitwiseWarning, stacklevel=3)
     result = f.result(
         x, converged=stopped_by == "sequential", method="sequential", block_size=None, tol=tol,
-        length=length, stopped_by=stopped_by,
+        length=length, stopped_by=stopped_by, final_change=final_change,
     )
     if one_position:
         result.network_evaluations = work
