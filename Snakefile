@@ -14,13 +14,14 @@ report: "workflow/report/workflow.rst"
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
-include: "workflow/rules/solver_demo.smk"
-include: "workflow/rules/made.smk"
-include: "workflow/rules/rnn_backprop.smk"
-include: "workflow/rules/densenet.smk"
-include: "workflow/rules/pixelcnnpp.smk"
-include: "workflow/rules/rnn_forward.smk"
-include: "workflow/rules/speculative.smk"
+
+
+# One rule file per experiment, workflow/rules/<name>.smk, for every name in
+# ffsolve.experiments.EXPERIMENTS (imported by common.smk): a new experiment is not named here.
+for _name in EXPERIMENTS:
+    include: f"workflow/rules/{_name}.smk"
+
+
 include: "workflow/rules/summary.smk"
 
 

@@ -24,7 +24,7 @@ rule densenet_train:
     conda:
         ENVS["torch"]
     script:
-        "../../scripts/densenet_train.py"
+        "../../scripts/experiment_job.py"
 
 
 # One job per dataset runs every method: all runs are timed in the same process on the same
@@ -60,7 +60,7 @@ rule densenet_measure:
     conda:
         ENVS["torch"]
     script:
-        "../../scripts/densenet_measure.py"
+        "../../scripts/experiment_job.py"
 
 
 rule densenet_figure:

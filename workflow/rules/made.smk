@@ -28,7 +28,7 @@ rule made_train:
     conda:
         ENVS["torch"]
     script:
-        "../../scripts/made_train.py"
+        "../../scripts/experiment_job.py"
 
 
 rule made_measure:
@@ -58,7 +58,7 @@ rule made_measure:
     conda:
         ENVS["torch"]
     script:
-        "../../scripts/made_measure.py"
+        "../../scripts/experiment_job.py"
 
 
 rule made_figure:

@@ -28,7 +28,7 @@ rule pixelcnnpp_train:
     conda:
         ENVS["jax"]
     script:
-        "../../scripts/pixelcnnpp_train.py"
+        "../../scripts/experiment_job.py"
 
 
 rule pixelcnnpp_measure:
@@ -58,7 +58,7 @@ rule pixelcnnpp_measure:
     conda:
         ENVS["jax"]
     script:
-        "../../scripts/pixelcnnpp_measure.py"
+        "../../scripts/experiment_job.py"
 
 
 rule pixelcnnpp_figure:

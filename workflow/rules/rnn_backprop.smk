@@ -39,7 +39,7 @@ rule rnn_backprop_measure:
     conda:
         ENVS["torch"]
     script:
-        "../../scripts/rnn_backprop_measure.py"
+        "../../scripts/experiment_job.py"
 
 
 rule rnn_backprop_convergence:
@@ -65,7 +65,7 @@ rule rnn_backprop_convergence:
     conda:
         ENVS["torch"]
     script:
-        "../../scripts/rnn_backprop_convergence.py"
+        "../../scripts/experiment_job.py"
 
 
 rule rnn_backprop_figure:

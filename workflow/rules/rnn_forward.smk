@@ -29,7 +29,7 @@ rule rnn_forward_train:
     conda:
         ENVS["torch"]
     script:
-        "../../scripts/rnn_forward_train.py"
+        "../../scripts/experiment_job.py"
 
 
 rule rnn_forward_measure:
@@ -61,7 +61,7 @@ rule rnn_forward_measure:
     conda:
         ENVS["torch"]
     script:
-        "../../scripts/rnn_forward_measure.py"
+        "../../scripts/experiment_job.py"
 
 
 use rule rnn_forward_measure as rnn_forward_measure_jax with:

@@ -26,7 +26,7 @@ rule solver_demo_measure:
     conda:
         ENVS["torch"]
     script:
-        "../../scripts/solver_demo_measure.py"
+        "../../scripts/experiment_job.py"
 
 
 rule solver_demo_figure:

@@ -31,7 +31,7 @@ rule speculative_measure:
     conda:
         ENVS["torch"]
     script:
-        "../../scripts/speculative_measure.py"
+        "../../scripts/experiment_job.py"
 
 
 use rule speculative_measure as speculative_measure_jax with:

@@ -1,19 +1,24 @@
 """Running library code as a Snakemake job: logging into the rule's log, threads, progress, errors.
 
-Every script in ``scripts/`` is two lines: import an experiment function and hand it to
-:func:`run_snakemake_job`, which builds the :class:`ffsolve.kit.Job` the experiment reads.
+Every script in ``scripts/`` is two lines: import a function and hand it to
+:func:`run_snakemake_job`, which builds the :class:`ffsolve.kit.Job` the function reads. Every
+experiment job runs through the one script ``scripts/experiment_job.py``
+(:func:`run_experiment_job`): rule ``<exp>_<step>`` runs the adapter
+``ffsolve.experiments.<exp>.experiment.<step>_job`` (:func:`experiment_adapter`).
 Failures are logged with their traceback and re-raised, so the job exits non-zero and Snakemake
 removes the job's outputs; nothing is swallowed.
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
 import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from ffsolve.experiments import EXPERIMENTS
 from ffsolve.kit.jobs import Job
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -63,3 +68,41 @@ def run_snakemake_job(smk, main: Callable[[Job], Any]) -> Any:
         raise
     log.info("rule %s finished in %.1f s", smk.rule, time.perf_counter() - start)
     return result
+
+
+def experiment_adapter(rule: str) -> Callable[[Job], Any]:
+    """The adapter rule ``<exp>_<step>`` runs: ``ffsolve.experiments.<exp>.experiment.<step>_job``.
+
+    ``<exp>`` is the longest name in :data:`ffsolve.experiments.EXPERIMENTS` that, with ``_``,
+    begins the rule's name (``rnn_backprop_convergence``: ``rnn_backprop``, ``convergence_job``).
+    A rule derived from another (``use rule <exp>_<step> as <exp>_<step>_<variant>``) runs the
+    same adapter: where ``<step>_<variant>_job`` does not exist, the longest ``<step>`` (the rest
+    of the name cut at an ``_``) with an adapter is taken. A rule that names no experiment, or
+    none of whose steps has an adapter, raises :class:`LookupError` naming the rule and the
+    adapter it looked for."""
+    experiment = max((name for name in EXPERIMENTS if rule.startswith(f"{name}_")), key=len, default=None)
+    if experiment is None:
+        raise LookupError(
+            f"rule {rule!r} runs scripts/experiment_job.py, but its name begins with no experiment of "
+            f"ffsolve.experiments.EXPERIMENTS {list(EXPERIMENTS)}: name it <experiment>_<step>"
+        )
+    module_name = f"ffsolve.experiments.{experiment}.experiment"
+    module = importlib.import_module(module_name)
+    parts = rule[len(experiment) + 1:].split("_")
+    steps = ["_".join(parts[:n]) for n in range(len(parts), 0, -1)]
+    for step in steps:
+        adapter = getattr(module, f"{step}_job", None)
+        if callable(adapter):
+            return adapter
+    raise LookupError(
+        f"rule {rule!r} runs {module_name}.{steps[0]}_job, which does not exist"
+        + (f" (nor {', '.join(f'{s}_job' for s in steps[1:])})" if steps[1:] else "")
+        + f": define {steps[0]}_job(job) in src/ffsolve/experiments/{experiment}/experiment.py, "
+        "or name the rule after an adapter that exists"
+    )
+
+
+def run_experiment_job(smk) -> Any:
+    """Run the experiment adapter of the rule ``smk.rule`` (:func:`experiment_adapter`) as a job:
+    a missing adapter is logged into the rule's log and raised, like any failure."""
+    return run_snakemake_job(smk, lambda job: experiment_adapter(smk.rule)(job))

@@ -1,8 +1,0 @@
-"""Snakemake entry point: every MADE sampling run of one dataset in one timed process
-(ffsolve.experiments.made.experiment)."""
-
-import _ffsolve_path  # noqa: F401  (first: threads, and src/ importable under conda)
-from ffsolve.experiments.made.experiment import measure_job
-from ffsolve.workflow.jobs import run_snakemake_job
-
-run_snakemake_job(snakemake, measure_job)  # noqa: F821 - injected by Snakemake's script:
