@@ -118,7 +118,7 @@ def config_settings(args):
     repo = Path(__file__).resolve().parents[1]
     # merged over config/config.yaml, as the workflow does (it sets every key; the schema has no defaults)
     section = merged_config(Path(args.config).resolve(), repo)["rnn_backprop"]
-    validate(section, schema=str(repo / "workflow" / "schemas" / "rnn_backprop.schema.yaml"))
+    validate(section, schema=str(repo / "src" / "ffsolve" / "experiments" / "rnn_backprop" / "config.schema.yaml"))
     values = dataset_settings(section, "mnist")
     if args.repeats_override:
         values["repeats"] = args.repeats_override

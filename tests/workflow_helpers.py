@@ -11,11 +11,11 @@ from pathlib import Path
 import yaml
 
 import prefetch
+from ffsolve.experiments import EXPERIMENTS
+from ffsolve.workflow.config import experiment_schema_path
 
 REPO = Path(__file__).resolve().parents[1]
 COPIED = ("Snakefile", "workflow", "config", "scripts", "src", "envs")
-EXPERIMENTS = ("solver_demo", "made", "pixelcnnpp", "densenet", "rnn_backprop", "rnn_forward",
-               "speculative")
 
 
 def copy_workflow(dest: Path) -> Path:
@@ -33,8 +33,7 @@ def only(experiments: dict) -> dict:
     """A config that switches every experiment with a schema off, except those given (merged in)."""
     config = {}
     for name in EXPERIMENTS:
-        schema = REPO / "workflow" / "schemas" / f"{name}.schema.yaml"
-        if schema.exists():
+        if experiment_schema_path(name, REPO).exists():
             config[name] = {"activate": False}
     for name, settings in experiments.items():
         config[name] = {"activate": True, **settings}

@@ -1,11 +1,16 @@
 """The config contract: validated before any job, unknown keys named, docs in step with schemas."""
 
+import fnmatch
 import json
+import tomllib
 
+import jsonschema
 import pytest
 import yaml
 
+from ffsolve.experiments import EXPERIMENTS
 from ffsolve.workflow import config_docs
+from ffsolve.workflow.config import config_schema, experiment_schema_path
 from workflow_helpers import copy_workflow, planned_jobs, snakemake, write_config
 
 
@@ -109,8 +114,37 @@ def test_wrong_type_is_refused_before_any_job(workdir):
 
 
 def _schemas(repo_root):
-    for schema_path in sorted((repo_root / "workflow" / "schemas").glob("*.schema.yaml")):
-        yield schema_path.name, yaml.safe_load(schema_path.read_text())
+    paths = sorted((repo_root / "workflow" / "schemas").glob("*.schema.yaml"))
+    paths += [experiment_schema_path(name, repo_root) for name in EXPERIMENTS]
+    for schema_path in paths:
+        yield str(schema_path.relative_to(repo_root)), yaml.safe_load(schema_path.read_text())
+
+
+def test_each_experiment_schema_lives_in_its_folder_and_ships_with_the_package(repo_root):
+    # src/ffsolve/experiments/<name>/config.schema.yaml, package data (a non-editable install has it)
+    patterns = tomllib.loads((repo_root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    for name in EXPERIMENTS:
+        path = experiment_schema_path(name, repo_root)
+        assert path.exists(), path
+        assert experiment_schema_path(name).samefile(path)  # the imported package's is the checkout's
+        assert any(fnmatch.fnmatch(f"{name}/config.schema.yaml", pattern)
+                   for pattern in patterns.get("ffsolve.experiments", [])), f"{path} is not package data"
+    assert sorted(p.name for p in (repo_root / "workflow" / "schemas").glob("*.yaml")) == [
+        "config.schema.yaml", "data.schema.yaml"]
+
+
+def test_the_top_level_schema_names_no_experiment_and_gains_one_entry_each(repo_root):
+    top = yaml.safe_load((repo_root / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    assert not set(top["properties"]) & set(EXPERIMENTS)
+    schema = config_schema(top, repo_root)
+    assert set(schema["properties"]) == set(top["properties"]) | set(EXPERIMENTS)
+    assert schema["additionalProperties"] is False
+    validator = jsonschema.Draft202012Validator(schema)
+    assert [e.message for e in validator.iter_errors({"made": {}, "sead": 3})] == [
+        "Additional properties are not allowed ('sead' was unexpected)"]
+    assert [e.message for e in validator.iter_errors({"made": []})] == ["[] is not of type 'object'"]
+    with pytest.raises(ValueError, match="names the experiment 'made'"):
+        config_schema({**top, "properties": {**top["properties"], "made": {"type": "object"}}})
 
 
 def test_schemas_give_every_key_a_type_and_description_and_no_default(repo_root):

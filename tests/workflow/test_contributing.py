@@ -3,9 +3,10 @@ tests stays true.
 
 The list (between the ``new-experiment-files`` markers) is compared with the repository: every
 tracked file that names all the experiments of ``ffsolve.experiments.EXPERIMENTS`` (a list a new
-one must join) and every tracked file named after an experiment must be on it, and every entry
-on it must exist for every experiment. Left out of the comparison: the experiments' own folders,
-``tests/`` (their tests), ``benchmarks/`` (optional, one script per question), ``docs/`` and
+one must join) and every tracked file named after an experiment must be on it, every entry on it
+must exist for every experiment, and it holds six entries at most. Left out of the comparison:
+the experiments' own folders, ``tests/`` (their tests), ``benchmarks/`` (optional, one script
+per question), ``docs/`` and
 the documents that describe the experiments rather than list them for the workflow (README.md,
 CONTRIBUTING.md, and config/README.md, which ``ffsolve.workflow.config_docs`` generates). A file
 of the library outside the experiments (``src/ffsolve/speculative.py``) may share a name with one.
@@ -52,6 +53,17 @@ def _on_the_list(path: str, entries: list[str]) -> bool:
 def test_the_list_is_read():
     entries = listed()
     assert "src/ffsolve/experiments/__init__.py" in entries and len(entries) == len(set(entries))
+
+
+MOST_ENTRIES = 6
+
+
+def test_a_new_experiment_touches_few_files_outside_its_folder():
+    # What can follow EXPERIMENTS does (the Snakefile's includes, scripts/experiment_job.py, the
+    # schemas in the experiments' folders); a seventh entry needs a reason to be more than a loop.
+    entries = listed()
+    assert len(entries) <= MOST_ENTRIES, (
+        f"CONTRIBUTING.md lists {len(entries)} files a new experiment touches (at most {MOST_ENTRIES}): {entries}")
 
 
 def test_every_file_that_lists_all_experiments_is_on_the_list(tracked):

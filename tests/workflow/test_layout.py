@@ -20,7 +20,7 @@ def test_the_experiment_list_is_the_configs_sections(repo_root):
     assert {k for k in shipped if k not in ("data", "seed", "threads", "device", "timing")} == set(EXPERIMENTS)
     for name in EXPERIMENTS:
         assert (repo_root / "workflow" / "rules" / f"{name}.smk").exists(), name
-        assert (repo_root / "workflow" / "schemas" / f"{name}.schema.yaml").exists(), name
+        assert (repo_root / "src" / "ffsolve" / "experiments" / name / "config.schema.yaml").exists(), name
     with pytest.raises(ValueError, match="'nonesuch'"):
         layout_of("nonesuch")
 

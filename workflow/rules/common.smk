@@ -17,7 +17,9 @@ from ffsolve.workflow.config import (  # noqa: E402
     LAYOUT_KEYS,
     canonical,
     coerce_to_schema,
+    config_schema,
     dataset_settings,
+    experiment_schema_path,
     override_schema,
 )
 
@@ -30,33 +32,52 @@ def _load_schema(path):
         return yaml.safe_load(handle)
 
 
-def _coerce(value, schema_path):
-    """Nested --config values arrive as strings; read them by the schema's types first."""
-    return coerce_to_schema(value, _load_schema(schema_path))
+def _first_error(value, schema):
+    return jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(value))
 
 
-_top = _coerce(dict(config), SCHEMAS / "config.schema.yaml")
+def schema_path(section):
+    """The schema of one config section: an experiment's is config.schema.yaml in its own folder
+    (src/ffsolve/experiments/<name>/), data's is workflow/schemas/data.schema.yaml."""
+    if section in EXPERIMENTS:
+        return experiment_schema_path(section, workflow.basedir)
+    return SCHEMAS / f"{section}.schema.yaml"
+
+
+# The top level: workflow/schemas/config.schema.yaml, which names no experiment, with one entry per
+# name in EXPERIMENTS added (ffsolve.workflow.config.config_schema); any other key is refused by name.
+CONFIG_SCHEMA = config_schema(_load_schema(SCHEMAS / "config.schema.yaml"), workflow.basedir)
+# Nested --config values arrive as strings; they are read by the schema's types first.
+_top = coerce_to_schema(dict(config), CONFIG_SCHEMA)
 config.clear()
 config.update(_top)
-validate(config, schema="../schemas/config.schema.yaml")
+_error = _first_error(config, CONFIG_SCHEMA)
+if _error is not None:
+    _key = ".".join(map(str, _error.absolute_path))
+    if not _key and _error.validator == "additionalProperties":
+        _unknown = ", ".join(repr(key) for key in config if key not in CONFIG_SCHEMA["properties"])
+        raise WorkflowError(f"unknown config key {_unknown}: {_error.message}; the top level takes "
+                            f"{', '.join(CONFIG_SCHEMA['properties'])}")
+    raise WorkflowError(f"config key '{_key}' is invalid: {_error.message}" if _key
+                        else f"the config is invalid: {_error.message}")
 
 
 def validate_section(name):
-    """Check config[name] against workflow/schemas/<name>.schema.yaml and each
-    per_dataset.<dataset> override against the same settings. The schemas hold no defaults: every
-    key comes from config/config.yaml, with the --configfile and --config values merged over it."""
-    schema_path = SCHEMAS / f"{name}.schema.yaml"
-    if not schema_path.exists():
+    """Check config[name] against its schema (schema_path) and each per_dataset.<dataset>
+    override against the same settings. The schemas hold no defaults: every key comes from
+    config/config.yaml, with the --configfile and --config values merged over it."""
+    path = schema_path(name)
+    if not path.exists():
         if config[name]:
             raise WorkflowError(
-                f"config key '{name}': this experiment is not part of the workflow yet, "
-                "so its settings would be ignored; remove the key"
+                f"config key '{name}': this experiment is not part of the workflow yet ({path} "
+                "does not exist), so its settings would be ignored; remove the key"
             )
         return
-    schema = _load_schema(schema_path)
+    schema = _load_schema(path)
     config[name] = coerce_to_schema(config[name], schema)
     try:
-        validate(config[name], schema=str(schema_path))
+        validate(config[name], schema=str(path))
     except WorkflowError as err:
         raise WorkflowError(f"config key '{name}' is invalid:\n{err}") from None
     overrides = config[name].get("per_dataset") or {}
@@ -64,9 +85,7 @@ def validate_section(name):
         per_dataset = override_schema(schema)
         for dataset, settings in overrides.items():
             overrides[dataset] = coerce_to_schema(settings or {}, per_dataset)
-            error = jsonschema.exceptions.best_match(
-                jsonschema.Draft202012Validator(per_dataset).iter_errors(overrides[dataset])
-            )
+            error = _first_error(overrides[dataset], per_dataset)
             if error is not None:
                 key = ".".join([name, "per_dataset", dataset, *map(str, error.absolute_path)])
                 raise WorkflowError(f"config key '{key}' is invalid: {error.message}")

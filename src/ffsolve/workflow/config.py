@@ -14,14 +14,23 @@ calls these.
 * ``override_schema``: the schema a ``per_dataset`` entry is checked against — the section's own,
   without ``required`` (so an override names only what it changes) and without the layout keys,
   methods and block sizes (the runs are the same for every dataset).
+* ``experiment_schema_path`` and ``config_schema``: each experiment's section is described by the
+  ``config.schema.yaml`` in its own folder (package data); ``workflow/schemas/config.schema.yaml``
+  names no experiment, and ``config_schema`` adds one entry per name in
+  ``ffsolve.experiments.EXPERIMENTS``, so unknown top-level keys are still refused.
 """
 
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 from typing import Any, Mapping
 
 import yaml
+
+from ffsolve.experiments import EXPERIMENTS
+
+EXPERIMENT_SCHEMA = "config.schema.yaml"
 
 LAYOUT_KEYS = ("activate", "datasets", "per_dataset")
 # The runs (methods x block sizes) are the same for every dataset: one harness job per dataset
@@ -87,6 +96,42 @@ def coerce_to_schema(value: Any, schema: Mapping, root: Mapping | None = None) -
     return value
 
 
+def experiment_schema_path(experiment: str, root: str | Path | None = None) -> Path:
+    """The schema of ``experiment``'s config section: ``config.schema.yaml`` in its own folder,
+    ``src/ffsolve/experiments/<experiment>/`` under the checkout ``root``, or (None) in the
+    installed package ``ffsolve.experiments``."""
+    if experiment not in EXPERIMENTS:
+        raise ValueError(f"unknown experiment {experiment!r}; expected one of {list(EXPERIMENTS)}")
+    if root is None:
+        import ffsolve.experiments
+
+        folder = Path(ffsolve.experiments.__file__).resolve().parent
+    else:
+        folder = Path(root) / "src" / "ffsolve" / "experiments"
+    return folder / experiment / EXPERIMENT_SCHEMA
+
+
+def config_schema(top: Mapping, root: str | Path | None = None) -> dict:
+    """The whole config's schema: ``top`` (``workflow/schemas/config.schema.yaml``, which names no
+    experiment) with one ``type: object`` entry per experiment of
+    :data:`ffsolve.experiments.EXPERIMENTS`, and ``additionalProperties: false``, so a top-level key
+    that is neither a shared setting nor an experiment is refused by name. Each entry checks only
+    that the section is a mapping; its keys are checked against :func:`experiment_schema_path`'s
+    file (``workflow/rules/common.smk``)."""
+    schema = copy.deepcopy(dict(top))
+    properties = schema.setdefault("properties", {})
+    for name in EXPERIMENTS:
+        if name in properties:
+            raise ValueError(f"the top-level config schema names the experiment {name!r}: its section "
+                             f"is described by {experiment_schema_path(name, root)} alone")
+        properties[name] = {
+            "type": "object",
+            "description": f"The {name} experiment; keys in src/ffsolve/experiments/{name}/{EXPERIMENT_SCHEMA}.",
+        }
+    schema["additionalProperties"] = False
+    return schema
+
+
 def override_schema(section_schema: Mapping) -> dict:
     """The schema of one ``per_dataset`` entry: the section's settings, nothing required, no layout keys."""
     schema = _strip(copy.deepcopy(dict(section_schema)))
@@ -121,8 +166,6 @@ def merged_config(configfile=None, root=".") -> dict:
     """A config file as the workflow sees it before validation: ``config/config.yaml`` (which sets
     every key; the schemas hold no defaults) with ``configfile`` merged over it, as Snakemake
     merges a ``--configfile`` over the Snakefile's. None: config/config.yaml alone."""
-    from pathlib import Path
-
     base = yaml.safe_load((Path(root) / "config" / "config.yaml").read_text())
     if configfile is None:
         return base

@@ -33,7 +33,7 @@ from ffsolve.kit.harness import TimingSettings
 from ffsolve.kit import load_runs, save
 
 ROOT = Path(__file__).resolve().parents[3]
-SCHEMA = ROOT / "workflow" / "schemas" / "densenet.schema.yaml"
+SCHEMA = ROOT / "src" / "ffsolve" / "experiments" / "densenet" / "config.schema.yaml"
 SMALL = ModelSettings(growth_rate=4, block_config=(2, 2), num_init_features=6, bn_size=2,
                       compression=0.5, stem_stride=2)
 SETTINGS = MeasureSettings(methods=("sequential", "jacobi", "jacobi_top5", "gs_jacobi"), block_sizes=(2, 3),

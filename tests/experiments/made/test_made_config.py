@@ -9,7 +9,7 @@ import yaml
 from ffsolve.workflow.config import override_schema
 
 REPO = Path(__file__).resolve().parents[3]
-SCHEMA = yaml.safe_load((REPO / "workflow" / "schemas" / "made.schema.yaml").read_text())
+SCHEMA = yaml.safe_load((REPO / "src" / "ffsolve" / "experiments" / "made" / "config.schema.yaml").read_text())
 
 
 def errors(instance, schema=SCHEMA):

@@ -25,7 +25,7 @@ from ffsolve.kit import save
 from ffsolve.workflow.config import dataset_settings, merged_config
 
 REPO = Path(__file__).resolve().parents[3]
-SCHEMA = REPO / "workflow" / "schemas" / "rnn_backprop.schema.yaml"
+SCHEMA = REPO / "src" / "ffsolve" / "experiments" / "rnn_backprop" / "config.schema.yaml"
 
 SECTION = {
     "methods": ["sequential", "jacobi", "jacobi_tol", "gs_jacobi", "scan_hillis_steele", "scan_odd_even"],

@@ -50,7 +50,7 @@ def test_case_names_parse_and_bad_names_name_the_key():
 
 
 def test_configured_cases_and_the_schema_pattern_agree_with_the_parser():
-    schema = yaml.safe_load((REPO / "workflow/schemas/rnn_forward.schema.yaml").read_text())
+    schema = yaml.safe_load((REPO / "src/ffsolve/experiments/rnn_forward/config.schema.yaml").read_text())
     pattern = schema["properties"]["datasets"]["items"]["pattern"]
     for cfg in ("config/config.yaml", "config/paper.yaml", "tests/workflow/e2e/config.yaml"):
         for name in yaml.safe_load((REPO / cfg).read_text()).get("rnn_forward", {}).get("datasets", []):

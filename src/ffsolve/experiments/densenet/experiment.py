@@ -106,7 +106,7 @@ class TrainSettings:
 
 @dataclass(frozen=True)
 class MeasureSettings:
-    """``densenet.*`` for one dataset (see workflow/schemas/densenet.schema.yaml)."""
+    """``densenet.*`` for one dataset (see config.schema.yaml beside this file)."""
 
     methods: tuple[str, ...]
     block_sizes: tuple[int, ...]

@@ -50,7 +50,7 @@ class Training:
 
 @dataclass(frozen=True)
 class MeasureSettings:
-    """``pixelcnnpp.*`` for one dataset (see workflow/schemas/pixelcnnpp.schema.yaml)."""
+    """``pixelcnnpp.*`` for one dataset (see config.schema.yaml beside this file)."""
 
     methods: tuple[str, ...]
     # One list for every block method, or a list per method ({jacobi_gs: [28], gs_jacobi: [112]}).

@@ -112,7 +112,7 @@ STOP_PRECEDENCE = ("deadline", "budget", "early_stop", "tolerance", "exact_prefi
 
 @dataclass(frozen=True)
 class MeasureSettings:
-    """``rnn_backprop.*`` for one dataset (see workflow/schemas/rnn_backprop.schema.yaml)."""
+    """``rnn_backprop.*`` for one dataset (see config.schema.yaml beside this file)."""
 
     methods: tuple[str, ...]
     block_sizes: tuple[int, ...]

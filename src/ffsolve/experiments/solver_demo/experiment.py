@@ -27,7 +27,7 @@ METHODS = ("sequential", "jacobi", "gs_jacobi", "jacobi_gs")
 
 @dataclass(frozen=True)
 class MeasureSettings:
-    """``solver_demo.*`` for one dataset (see workflow/schemas/solver_demo.schema.yaml)."""
+    """``solver_demo.*`` for one dataset (see config.schema.yaml beside this file)."""
 
     length: int
     batch: int

@@ -40,7 +40,7 @@ EXPERIMENT = "speculative"
 
 @dataclass(frozen=True)
 class MeasureSettings:
-    """``speculative.*`` for one model (see workflow/schemas/speculative.schema.yaml)."""
+    """``speculative.*`` for one model (see config.schema.yaml beside this file)."""
 
     methods: tuple[str, ...]
     samples: int
