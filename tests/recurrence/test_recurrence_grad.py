@@ -28,8 +28,7 @@ import pytest
 import torch
 
 import ffsolve
-from ffsolve.recurrence import cells, grad, solve_recurrence
-from ffsolve.recurrence import solve as solve_module
+from ffsolve.recurrence import cells, grad, programs, solve_recurrence
 
 T, H, D = 12, 4, 3
 FORWARDS = ("sequential", "jacobi", "newton", "quasi_newton", "damped_newton")
@@ -351,7 +350,7 @@ def test_jax_gradients_equal_jax_grad_through_the_loop(kind, monkeypatch):
 
             monkeypatch.setattr(grad, "_jax_adjoint", dropped)
             # compiled backward programs are cached: compile the wrong one afresh
-            monkeypatch.setattr(solve_module, "_PROGRAMS", OrderedDict())
+            monkeypatch.setattr(programs, "_PROGRAMS", OrderedDict())
             for backward in BACKWARDS:
                 wrong = jax.tree_util.tree_leaves(solved("jacobi", backward))
                 assert any(float(np.max(np.abs(np.asarray(a) - np.asarray(b))))

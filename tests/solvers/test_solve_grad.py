@@ -297,9 +297,9 @@ def test_jax_gradients_equal_jax_grad_through_the_sequential_evaluation(monkeypa
 
         monkeypatch.setattr(solve_grad, "_jax_adjoint", dropped)
         # compiled backward programs are cached: compile the wrong one afresh
-        from ffsolve.recurrence import solve as recurrence_solve
+        from ffsolve.recurrence import programs
 
-        monkeypatch.setattr(recurrence_solve, "_PROGRAMS", OrderedDict())
+        monkeypatch.setattr(programs, "_PROGRAMS", OrderedDict())
         for backward in BACKWARDS:
             wrong = solved("jacobi", backward)[0]
             assert any(float(np.max(np.abs(np.asarray(a) - np.asarray(b))))

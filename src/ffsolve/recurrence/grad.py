@@ -38,6 +38,8 @@ from typing import Any
 
 from ffsolve.recurrence import linear
 from ffsolve.recurrence import scan as scans
+from ffsolve.recurrence.jacobians import _row_jacobian
+from ffsolve.recurrence.programs import _program, _trace
 
 BACKWARDS = ("loop", "jacobi", "scan")
 
@@ -260,8 +262,6 @@ def jax_differentiable_solve(forward_with: Callable, *, flat_step: Callable, s0,
     import jax
     import jax.numpy as jnp
 
-    from ffsolve.recurrence.solve import _program, _trace
-
     shape = (u.shape[0],) + tuple(s0.shape)
     hidden, inputs = s0.shape[-1], u.shape[-1]
     n = math.prod(shape[:-1])
@@ -374,8 +374,6 @@ def _jax_adjoint(backward, g, *, loop_fn, rows_fn, prev, u, rows, u_rows):
     Jacobians, by forward-mode autodiff of the step on all rows."""
     import jax
     import jax.numpy as jnp
-
-    from ffsolve.recurrence.solve import _row_jacobian
 
     length, shape = g.shape[0], g.shape
     if backward == "loop":

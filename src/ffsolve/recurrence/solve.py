@@ -72,7 +72,6 @@ import functools
 import math
 import numbers
 import warnings
-from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -81,8 +80,10 @@ import numpy as np
 
 from ffsolve.deadline import MIN_STEPS, Deadline, as_deadline, last_bits, progress
 from ffsolve.recurrence import scan as scans
+from ffsolve.recurrence.jacobians import _row_jacobian
+from ffsolve.recurrence.programs import _program, _trace
 from ffsolve.recurrence.state import StateLayout, describe
-from ffsolve.solvers.core import NotBitwiseWarning, SolveResult, SolveTrace
+from ffsolve.solvers.result import NotBitwiseWarning, SolveResult, SolveTrace
 
 Array = Any
 
@@ -405,51 +406,8 @@ def _first_moving(per_step, tol: float, length: int) -> int:
 
 # ------------------------------------------------------------------- JAX: no stale programs
 #
-# A step that reads its weights from a closure must never be answered by a program compiled for
-# old weights. So the step is traced on every call (about a millisecond) into a jaxpr whose
-# constants (the closure's current arrays) become arguments of the compiled program, and
-# programs are cached by the jaxpr's text: a new lambda with the same body reuses the program,
-# a changed weight is a new argument, and the cache keeps no closure (nor its arrays) alive.
-
-_PROGRAMS: OrderedDict = OrderedDict()
-_PROGRAMS_KEPT = 64
-
-
-@dataclass(frozen=True)
-class _Traced:
-    key: str
-    consts: tuple
-    fn: Callable  # fn(consts, *args) -> the traced function's output
-
-
-def _trace(fn: Callable, *examples, allow_tracers: bool = False) -> _Traced:
-    import jax
-
-    closed = jax.make_jaxpr(fn)(*examples)
-    if not allow_tracers and any(isinstance(c, jax.core.Tracer) for c in closed.consts):
-        raise TypeError(
-            "internal: a step closing over traced values reached a compiled program (the "
-            "differentiable path should have taken it); please report it.")
-    jaxpr = closed.jaxpr
-    out_single = len(jaxpr.outvars) == 1
-
-    def pure(consts, *args):
-        out = jax.core.eval_jaxpr(jaxpr, list(consts), *args)
-        return out[0] if out_single else tuple(out)
-
-    return _Traced(str(jaxpr), tuple(closed.consts), pure)
-
-
-def _program(key: tuple, build: Callable) -> Callable:
-    program = _PROGRAMS.get(key)
-    if program is None:
-        program = build()
-        _PROGRAMS[key] = program
-        while len(_PROGRAMS) > _PROGRAMS_KEPT:
-            _PROGRAMS.popitem(last=False)
-    else:
-        _PROGRAMS.move_to_end(key)
-    return program
+# The user's loop, compiled once per traced step; the programs are cached by the step's jaxpr
+# in ffsolve.recurrence.programs (see there why no program is ever stale).
 
 
 def _jax_loop(flat_step, s0, u):
@@ -495,48 +453,6 @@ def _jax_windows(flat_step, prevs, u, starts, window):
 
 
 # ------------------------------------------------------------------------------- Jacobians
-
-
-def _row_jacobian(framework: str, row_step: Callable, which: str) -> Callable:
-    """The per-row state Jacobian of ``row_step`` ((N, H) × (N, D) -> (N, H), rows independent)
-    by forward mode: H Jacobian-vector products, each with the tangent e_j on every row at once,
-    give column j of every row's Jacobian. Returns ``(N, H, H)`` or its diagonal ``(N, H)``."""
-    if framework == "torch":
-        import torch
-
-        def jvp_columns(s, u):
-            h = s.shape[-1]
-            basis = torch.eye(h, dtype=s.dtype, device=s.device)[:, None, :].expand(h, *s.shape)
-
-            def column(t):
-                return torch.func.jvp(lambda s_: row_step(s_, u), (s,), (t,))[1]
-
-            try:
-                cols = torch.func.vmap(column)(basis)
-            except RuntimeError as err:
-                raise ValueError(
-                    "the Newton-type methods differentiate step by forward-mode autodiff under "
-                    f"torch.func.vmap, which failed for this step ({err}). Give the Jacobian: "
-                    "jacobian=a Cell, {'full': fn, 'diagonal': fn}, or a callable (s, u) -> "
-                    "(N, H, H); or use method='jacobi'.") from err
-            return cols.movedim(0, -1)  # (N, H_out, H_in)
-    else:
-        import jax
-        import jax.numpy as jnp
-
-        def jvp_columns(s, u):
-            h = s.shape[-1]
-            basis = jnp.broadcast_to(jnp.eye(h, dtype=s.dtype)[:, None, :], (h,) + s.shape)
-            cols = jax.vmap(lambda t: jax.jvp(lambda s_: row_step(s_, u), (s,), (t,))[1])(basis)
-            return jnp.moveaxis(cols, 0, -1)
-
-    if which == "full":
-        return jvp_columns
-
-    def diagonal(s, u):
-        return jvp_columns(s, u).diagonal(0, -2, -1)
-
-    return diagonal
 
 
 def _autodiff(framework: str, step: Callable, which: str) -> Callable:

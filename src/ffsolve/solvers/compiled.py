@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ffsolve.solvers.core import STOPPED_BY, NotTriangularWarning
+from ffsolve.solvers.result import STOPPED_BY, NotTriangularWarning, SolveResult
 
 METHODS = ("sequential", "jacobi", "gs_jacobi", "jacobi_gs")
 CONVERGED = ("fixed_point", "tolerance", "exact_prefix")
@@ -177,8 +177,6 @@ def result(x, stats, *, method, block_size, tol, max_iters, axis, length):
     shapes), JAX scalars where they are traced."""
     import jax
     import jax.numpy as jnp
-
-    from ffsolve.solvers.core import SolveResult
 
     common = dict(x=x, method=method, block_size=block_size, tol=tol, sequence_length=length)
     traced = isinstance(x, jax.core.Tracer)

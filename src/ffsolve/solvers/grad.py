@@ -200,7 +200,8 @@ def jax_differentiable_solve(run: Callable, *, f: Callable, x0, backward: str, a
                              finish: Callable | None = None):
     """The JAX counterpart of :func:`differentiable_solve`: a ``jax.custom_vjp`` function of
     (x0, the floating-point arrays ``f`` closes over), found by tracing f at x0's shape (the
-    helpers :func:`ffsolve.recurrence.solve._trace` and ``_program`` of the recurrence solver).
+    helpers :func:`ffsolve.recurrence.programs._trace` and ``_program`` the recurrence solver
+    uses too).
 
     The forward solve: where x0 or those arrays are traced (``jax.jit``, ``jax.vmap``, or a
     ``jax.grad`` under either), or ``compiled`` is True, the compiled driver
@@ -220,7 +221,7 @@ def jax_differentiable_solve(run: Callable, *, f: Callable, x0, backward: str, a
     import jax
     import jax.numpy as jnp
 
-    from ffsolve.recurrence.solve import _program, _trace
+    from ffsolve.recurrence.programs import _program, _trace
 
     traced = _trace(f, jax.ShapeDtypeStruct(tuple(x0.shape), x0.dtype), allow_tracers=True)
     floats, others, spots = [], [], []

@@ -17,7 +17,8 @@ from __future__ import annotations
 import warnings
 
 from ffsolve.solvers import arrays
-from ffsolve.solvers.core import NotBitwiseWarning, Tracker, register_solver
+from ffsolve.solvers.core import Tracker, register_solver
+from ffsolve.solvers.result import NotBitwiseWarning
 
 
 def sequential(f: Tracker, x0, *, block_size, tol, max_iters, axis, xp):
