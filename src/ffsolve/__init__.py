@@ -8,6 +8,7 @@ differentiable in PyTorch and JAX). Autoregressive models with a categorical out
 position are sampled in parallel, with a stated guarantee, by :func:`ffsolve.sample_autoregressive`.
 """
 
+from ffsolve._version import __version__
 from ffsolve.deadline import Deadline
 from ffsolve.recurrence import (
     NotBitwiseWarning,
@@ -33,8 +34,6 @@ from ffsolve.solvers import (
     windowed,
 )
 from ffsolve.speculative import SampleResult, sample_autoregressive
-
-__version__ = "0.1.0"
 
 __all__ = [
     "STOPPED_BY",

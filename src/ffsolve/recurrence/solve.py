@@ -683,7 +683,7 @@ def solve_recurrence(step: Callable, s0, inputs: Array, method: str = "jacobi", 
     if backward not in BACKWARDS:
         raise ValueError(f"backward must be one of {list(BACKWARDS)}, got {backward!r}")
     if method == "auto":
-        from ffsolve import autotune
+        from ffsolve import tuning  # ffsolve.autotune's machinery, below this module
 
         if params is not None or backward != "loop":
             raise ValueError("method='auto' takes no params or backward: it differentiates with "
@@ -692,9 +692,10 @@ def solve_recurrence(step: Callable, s0, inputs: Array, method: str = "jacobi", 
         if trace or deadline is not None:
             raise ValueError("method='auto' takes no trace or deadline (it times the methods "
                              "itself); trace the method it chose (result.method) instead")
-        return autotune.solve_recurrence_auto(
-            step, s0, inputs, tol=tol, max_iters=max_iters, jacobian=jacobian, damping=damping,
-            time_axis=time_axis, check_loop=check_loop)
+        return tuning.solve_recurrence_auto(
+            step, s0, inputs, solve_recurrence=solve_recurrence, methods=METHODS,
+            result_type=RecurrenceResult, tol=tol, max_iters=max_iters, jacobian=jacobian,
+            damping=damping, time_axis=time_axis, check_loop=check_loop)
     framework, layout = _check(step, s0, inputs, method, tol, max_iters, damping, time_axis)
     if params is not None and framework != "torch":
         raise ValueError(f"params= names the tensors a PyTorch step closes over (PyTorch-only: in "

@@ -199,7 +199,7 @@ def solve(
     if compiled not in (None, True, False):
         raise ValueError(f"compiled must be None, True or False, got {compiled!r}")
     if method == "auto":
-        from ffsolve import autotune
+        from ffsolve import tuning  # ffsolve.autotune's machinery, below this module
 
         if compiled is not None:
             raise ValueError("method='auto' takes no compiled: it times the Python driver's "
@@ -216,8 +216,8 @@ def solve(
             raise ValueError("method='auto' takes no params or backward: it differentiates with "
                              "backward='sequential' and the parameters of an nn.Module f; for "
                              "others pick the method (result.method) and pass it")
-        return autotune.solve_auto(f, x0, block_size=block_size, tol=tol, max_iters=max_iters,
-                                   axis=axis)
+        return tuning.solve_auto(f, x0, solve=solve, get_solver=get_solver, block_size=block_size,
+                                 tol=tol, max_iters=max_iters, axis=axis)
     from ffsolve.solvers import grad
 
     grad.check_backward(backward)
