@@ -12,13 +12,26 @@ output checked against the sequential run), on
   ``solve_recurrence``'s own Jacobi (``recurrence_jacobi``, which also computes from the first
   time step that moved) and its loop (the baseline every run is checked against).
 
+* the frontier on ``solve_recurrence`` itself (``--frontier-cases``, random GRUs, batch 16, in
+  PyTorch and in JAX; ``--frontier-frameworks``): its loop (``sequential``, the reference), its
+  Jacobi with the frontier (``jacobi``: each step computes from the first time step that moved in
+  the previous one; in JAX the last L time steps, L rounded up to a power of two, one compiled
+  program per L), the same Jacobi without it (``plain_jacobi``: every time step, every step;
+  ``ffsolve.recurrence.solve.frontier(False)``), and the framework's own kernel
+  (``sequential_native``: ``torch.nn.GRU``, or the step in one jitted ``lax.scan``; held to a
+  derived tolerance, not bits). The programs are the rnn_forward experiment's own
+  (:func:`ffsolve.experiments.rnn_forward.system.candidates`).
+
     ../shared/tools/quiet-run -- .venv/bin/python benchmarks/sliding_benchmark.py \
         --made-checkpoint <dag>/results/made/mnist/model.pt --cases gru_T1000_H8 gru_T1000_H32
+    .venv/bin/python benchmarks/sliding_benchmark.py --cases \
+        --frontier-cases gru_T1000_H8 gru_T1000_H32 gru_T10000_H8 gru_T10000_H32  # the frontier only
     .venv/bin/python benchmarks/sliding_benchmark.py --quick     # a smoke run (tests)
 
-JAX maps are left out: a window of a new length is a new shape, which eager JAX compiles anew
-(hundreds of programs per solve), so the sliced evaluation does not pay there without a compiled
-driver of its own.
+JAX triangular maps are left out: a window of a new length is a new shape, which eager JAX
+compiles anew (hundreds of programs per solve), so the sliced evaluation does not pay there
+without a compiled driver of its own (``solve_recurrence``'s JAX frontier is that driver for
+recurrences: at most ⌈log₂T⌉ + 1 window lengths).
 """
 
 from __future__ import annotations
@@ -116,6 +129,34 @@ def recurrence_table(name: str, batch: int, block_sizes, repeats: int, min_sampl
     return _table(f"{name} as a triangular map (PyTorch, batch {batch})", found, "sequential_loop")
 
 
+def frontier_table(name: str, framework: str, batch: int, repeats: int, min_sample_s: float) -> str:
+    """``solve_recurrence``'s loop, Jacobi with and without the frontier, and the framework's own
+    kernel on one random case, interleaved in one process, every run checked against the loop."""
+    import dataclasses
+
+    from ffsolve.experiments.rnn_forward.cases import parse_case, random_case_arrays
+    from ffsolve.experiments.rnn_forward.system import NATIVE, candidates
+    from ffsolve.kit import Candidate, RunSpec
+    from ffsolve.recurrence.solve import frontier
+
+    case = parse_case(name + ("_jax" if framework == "jax" else ""))
+    weights, inputs = random_case_arrays(case, batch=batch, input_size=4, seed=0)
+    # The experiment's own programs; their traced twins (trace=True solves) are not needed here.
+    found = {c.name: dataclasses.replace(c, traced=None)
+             for c in candidates(case, weights, inputs, ["sequential", "jacobi", NATIVE])}
+
+    def plain(program=found["jacobi"].program):  # the same program, the frontier switched off
+        with frontier(False):
+            return program()
+
+    runs = [found["sequential"], found["jacobi"], Candidate(RunSpec("plain_jacobi"), plain),
+            found[NATIVE]]
+    measured = measure(runs, repeats=repeats, min_sample_s=min_sample_s, reference="sequential")
+    label = "PyTorch" if framework == "torch" else "JAX"
+    return _table(f"{name}: solve_recurrence's frontier ({label}, batch {batch})", measured,
+                  "sequential")
+
+
 def main(argv=None) -> str:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--made-checkpoint")
@@ -126,17 +167,25 @@ def main(argv=None) -> str:
     parser.add_argument("--blocks", type=int, nargs="+", default=[32, 256])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--min-sample-s", type=float, default=0.2)
+    parser.add_argument("--frontier-cases", nargs="*",
+                        default=["gru_T1000_H8", "gru_T1000_H32", "gru_T10000_H8", "gru_T10000_H32"])
+    parser.add_argument("--frontier-frameworks", nargs="+", choices=["torch", "jax"],
+                        default=["torch", "jax"])
     parser.add_argument("--quick", action="store_true", help="one tiny case, one repeat")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     if args.quick:
         args.cases, args.batch, args.blocks, args.repeats, args.min_sample_s = ["gru_T64_H4"], 2, [8], 1, 0.0
+        args.frontier_cases = ["gru_T64_H4"]
     parts = []
     if args.made_checkpoint:
         parts.append(made_table(args.made_checkpoint, args.made_batch, args.made_blocks, args.repeats,
                                 args.min_sample_s))
     for name in args.cases:
         parts.append(recurrence_table(name, args.batch, args.blocks, args.repeats, args.min_sample_s))
+    for name in args.frontier_cases:
+        for framework in args.frontier_frameworks:
+            parts.append(frontier_table(name, framework, args.batch, args.repeats, args.min_sample_s))
     text = "\n".join(parts)
     print(text)
     return text

@@ -123,8 +123,9 @@ def test_jacobi_computes_only_the_time_steps_that_can_still_change(framework, mo
 
 def test_a_step_that_computes_in_jax_on_numpy_arrays_keeps_one_shape(monkeypatch):
     """The built-in cells given NumPy weights compute in eager JAX, which compiles anew for
-    every new shape: Jacobi then computes every time step each step (as on JAX arrays) instead
-    of a suffix of a new length each step; the result is the loop's all the same."""
+    every new shape: Jacobi then computes every time step each step instead of a suffix of a new
+    length each step (JAX arrays get compiled power-of-two windows); the result is the loop's all
+    the same."""
     cell = cells.gru(*cells.random_gru_weights(H, 3, seed=2))
     rng = np.random.default_rng(0)
     u, s0 = rng.normal(size=(T, B, 3)).astype(np.float32), np.zeros((B, H), np.float32)
@@ -133,6 +134,112 @@ def test_a_step_that_computes_in_jax_on_numpy_arrays_keeps_one_shape(monkeypatch
     assert starts == []
     assert np.array_equal(_np(res.x), _np(solve_recurrence(cell, s0, u, "sequential").x))
     assert res.network_evaluations == res.iterations
+
+
+def _starts_of(iterates):
+    """The start of every Jacobi step of a traced solve, from its iterates, by the solver's rule:
+    after each step, the first time step that moved (never going back)."""
+    starts = [0]
+    for before, after in zip(iterates[:-1], iterates[1:]):
+        moved = np.flatnonzero((before != after).reshape(len(after), -1).any(1))
+        starts.append(max(starts[-1], int(moved[0]) if moved.size else len(after)))
+    return starts[:-1]  # the start each step ran with
+
+
+def _window(length, start):  # the power-of-two window, written here independently of the solver
+    size = 1
+    while size < length - start:
+        size *= 2
+    return min(length, size)
+
+
+def _frontier_gru(framework):
+    weights = cells.random_gru_weights(H, 3, seed=2)
+    rng = np.random.default_rng(0)
+    cell = cells.gru(*cells.to_framework(weights, framework))
+    s0, u = cells.to_framework((np.zeros((B, H), np.float32),
+                                rng.normal(size=(T, B, 3)).astype(np.float32)), framework)
+    return cell, s0, u
+
+
+def test_jax_jacobi_computes_a_power_of_two_window_from_the_first_moving_step(monkeypatch):
+    """JAX: a Jacobi step computes the last L = (T − start) rounded up to a power of two time
+    steps (one compiled program per L, at most ⌈log₂T⌉ + 1), writes back those from start on, and
+    counts L/T of work: the loop's bits and the full step's, in the same iterations, for less."""
+    from collections import OrderedDict
+
+    from ffsolve.recurrence import programs as program_cache
+    from ffsolve.recurrence import solve as recurrence_solve
+
+    cell, s0, u = _frontier_gru("jax")
+    loop = solve_recurrence(cell, s0, u, "sequential")
+    programs = OrderedDict()
+    monkeypatch.setattr(program_cache, "_PROGRAMS", programs)
+    res = solve_recurrence(cell, s0, u, "jacobi", check_loop=False)
+    windows = [key for key in programs if key[0] == "window"]
+    assert 1 < len(windows) == len(programs) <= math.log2(T) + 2
+    again = solve_recurrence(cell, s0, u, "jacobi", check_loop=False)
+    assert set(programs) == set(windows)  # compiled once, reused
+    with recurrence_solve.frontier(False):
+        full = solve_recurrence(cell, s0, u, "jacobi")
+    assert np.array_equal(_np(res.x), _np(loop.x)) and np.array_equal(_np(full.x), _np(loop.x))
+    assert np.array_equal(_np(again.x), _np(res.x))
+    assert (res.iterations, res.stopped_by) == (full.iterations, full.stopped_by)
+    assert full.network_evaluations == full.iterations
+    assert res.network_evaluations < 0.9 * res.iterations
+    # The work is the windows' rows, not only the rows from start on.
+    starts = _starts_of(solve_recurrence(cell, s0, u, "jacobi", trace=True).trace.iterates)
+    assert len(starts) == res.iterations and max(starts) > 0
+    windows_work = sum(_window(T, start) for start in starts) / T
+    assert res.network_evaluations == pytest.approx(windows_work, abs=1e-9)
+    assert windows_work > sum(T - start for start in starts) / T + 1  # so the two are told apart
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_frontier_false_is_plain_jacobi(framework):
+    cell, s0, u = _frontier_gru(framework)
+    from ffsolve.recurrence.solve import frontier
+
+    res = solve_recurrence(cell, s0, u, "jacobi")
+    with frontier(False):
+        full = solve_recurrence(cell, s0, u, "jacobi")
+    assert np.array_equal(_np(res.x), _np(full.x)) and res.iterations == full.iterations
+    assert full.network_evaluations == full.iterations > res.network_evaluations
+
+
+def test_jax_frontier_keeps_the_bits_before_start_whatever_the_step(monkeypatch):
+    """The window's time steps before start keep x's bits: with a step whose bits depend on the
+    number of rows (here on purpose: the GRU plus 1e-6 on calls of 32 time steps), a window that
+    shrank computes them otherwise, and writing the whole window back would change time steps
+    already final. The check sees that mutation."""
+    from collections import OrderedDict
+
+    from ffsolve.recurrence import programs as program_cache
+    from ffsolve.recurrence import solve as recurrence_solve
+
+    cell, s0, u = _frontier_gru("jax")
+
+    def step(s, x):
+        return cell.step(s, x) + (1e-6 if s.shape[0] == 32 * B else 0.0)
+
+    def final_prefix_kept():
+        res = solve_recurrence(step, s0, u, "jacobi", trace=True, check_loop=False)
+        its = res.trace.iterates
+        starts = _starts_of(its)
+        # start jumped over the window's first time step: the window held final time steps
+        assert res.converged and any(a < T - 32 < b < T - 16 for a, b in zip(starts, starts[1:]))
+        return all(np.array_equal(its[k + 1][:start], its[k][:start])
+                   for k, start in enumerate(starts))
+
+    assert final_prefix_kept()
+    right = recurrence_solve._window_jacobi
+
+    def whole_window(o, step_, s0_, u_, x, start, window):  # the mutation: no mask
+        return right(o, step_, s0_, u_, x, 0, window)
+
+    monkeypatch.setattr(recurrence_solve, "_window_jacobi", whole_window)
+    monkeypatch.setattr(program_cache, "_PROGRAMS", OrderedDict())
+    assert not final_prefix_kept()
 
 
 def test_sequential_is_the_users_own_loop(gru_case):

@@ -170,3 +170,14 @@ def test_the_sliding_benchmark_runs_and_checks_every_run(repo_root):
                 "| sequential_loop |", "| sequential_whole_map |"):
         assert run in text
     assert "| NO |" not in text and "bitwise" in text
+    # solve_recurrence's frontier, in both frameworks: the loop, Jacobi with and without it, the
+    # framework's kernel; Jacobi with the frontier computes less than plain Jacobi, same steps.
+    for framework in ("PyTorch", "JAX"):
+        table = text.split(f"gru_T64_H4: solve_recurrence's frontier ({framework}")[1].split("###")[0]
+        rows = {line.split("|")[1].strip(): line.split("|")[2:-1] for line in table.splitlines()
+                if line.startswith("| ") and not line.startswith("| run")}
+        assert set(rows) == {"sequential", "jacobi", "plain_jacobi", "sequential_native"}
+        assert rows["jacobi"][0] == rows["plain_jacobi"][0]  # iterations
+        assert float(rows["jacobi"][1]) < float(rows["plain_jacobi"][1]) == float(rows["jacobi"][0])
+        assert all(row[-1].strip() == "bitwise" for name, row in rows.items()
+                   if name != "sequential_native")

@@ -292,14 +292,38 @@ def jax_differentiable_solve(forward_with: Callable, *, flat_step: Callable, s0,
     def pure(name):
         t, spots = traced[name], where[name]
 
-        def fn(cs, fx, s, x):
-            return t.fn([(cs, fx)[kind][i] for kind, i in spots], s, x)
+        def fn(cs, fx, s, x):  # kind 2: a concrete array only that trace holds (i is it)
+            return t.fn([(cs, fx)[kind][i] if kind < 2 else i for kind, i in spots], s, x)
 
         return fn
 
     loop_fn, rows_fn = pure("loop"), pure("rows")
     jac_fn = pure("jac") if jacobian is not None else None
     fixed = tuple(others)
+    other_index = {id(c): i for i, c in enumerate(others)}
+
+    def rows_at(m):
+        """The step on ``m`` rows (Jacobi's frontier windows, m < T·B): traced when first asked,
+        its closed-over arrays taken from the same arguments as the other traces'."""
+        name = ("rows", m)
+        if name not in traced:
+            t = _trace(flat_step, jax.ShapeDtypeStruct((m, hidden), s0.dtype),
+                       jax.ShapeDtypeStruct((m, inputs), u.dtype), allow_tracers=True)
+            spots = []
+            for c in t.consts:
+                if id(c) in index:
+                    spots.append((0, index[id(c)]))
+                elif id(c) in other_index:
+                    spots.append((1, other_index[id(c)]))
+                elif not isinstance(c, jax.core.Tracer):
+                    spots.append((2, c))  # a constant of this shape's own (no gradient)
+                else:
+                    raise ValueError(
+                        f"internal: the step traced on {m} rows closes over a traced array the "
+                        f"traces on {n} rows do not (shape {getattr(c, 'shape', '?')}); please "
+                        "report it")
+            traced[name], where[name] = t, tuple(spots)
+        return pure(name)
 
     def step_with(cs):
         def step(s, x):
@@ -307,6 +331,8 @@ def jax_differentiable_solve(forward_with: Callable, *, flat_step: Callable, s0,
                 return rows_fn(cs, fixed, s, x)
             if tuple(s.shape) == tuple(s0.shape):
                 return loop_fn(cs, fixed, s, x)
+            if s.ndim == 2 and s.shape[-1] == hidden and 0 < s.shape[0] < n:
+                return rows_at(int(s.shape[0]))(cs, fixed, s, x)
             raise ValueError(f"internal: the traced step was called on shape {tuple(s.shape)}")
 
         return step

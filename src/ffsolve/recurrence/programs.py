@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 _PROGRAMS: OrderedDict = OrderedDict()
-_PROGRAMS_KEPT = 64
+_PROGRAMS_KEPT = 128  # a Jacobi solve in JAX holds up to ⌈log₂T⌉ + 1 window programs (T = 10,000: 15)
 
 
 @dataclass(frozen=True)

@@ -49,8 +49,11 @@ an eager ``jax.grad`` (a ``jax.custom_vjp``); the backward pass solves the adjoi
 
 Counting: ``iterations`` are parallel steps (one batched ``step`` call, plus for the Newton
 types one Jacobian and one scan). ``network_evaluations`` is work in full passes of ``step``
-over the sequence: ``sequential`` computes each position once (1.0); a Jacobi iteration is 1;
-a Newton-type iteration is 1 plus its Jacobian's cost: forward-mode autodiff builds an H×H
+over the sequence: ``sequential`` computes each position once (1.0); a Jacobi iteration is the
+share of the T positions it computes (1 for the first; later ones start at the first position
+that moved in the previous one, in JAX at the start of a power-of-two window, see
+:meth:`_Problem._jax_programs`; the Newton types' polishing steps in JAX compute all T); a
+Newton-type iteration is 1 plus its Jacobian's cost: forward-mode autodiff builds an H×H
 Jacobian from H Jacobian-vector products, each about one pass, so H (also for the diagonal,
 which has no cheaper general route); the built-in cells' analytic Jacobians declare their cost
 (``Cell.full_cost``, ``Cell.diagonal_cost``). The scans are not evaluations of ``step`` and are
@@ -67,12 +70,14 @@ forward-mode Jacobian well).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import math
 import numbers
 import warnings
 from collections.abc import Callable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -81,7 +86,7 @@ import numpy as np
 from ffsolve.deadline import MIN_STEPS, Deadline, as_deadline, last_bits, progress
 from ffsolve.recurrence import scan as scans
 from ffsolve.recurrence.jacobians import _row_jacobian
-from ffsolve.recurrence.programs import _program, _trace
+from ffsolve.recurrence.programs import _program, _trace, _Traced
 from ffsolve.recurrence.state import StateLayout, describe
 from ffsolve.solvers.result import NotBitwiseWarning, SolveResult, SolveTrace
 
@@ -395,6 +400,51 @@ def _suffix_jacobi(o, step, u, x, start: int):
         tail = np.asarray(o.time_max_abs(x_new[start:] - np.asarray(x[start:])))
         per_step = np.concatenate([np.zeros(start, dtype=tail.dtype), tail])
     return x_new, tail.max(), per_step, False
+
+
+def _window_length(length: int, start: int) -> int:
+    """JAX's frontier window: ``length − start`` rounded up to a power of two, at most ``length``
+    (a compiled program per window length: at most ⌈log₂ length⌉ + 1 of them)."""
+    rest = max(length - start, 1)
+    return min(length, 1 << (rest - 1).bit_length())
+
+
+def _window_jacobi(o, step, s0, u, x, start, window: int):
+    """A Jacobi step, traced in JAX, that computes only the last ``window`` time steps
+    (static slices) and writes back those from ``start`` on (a traced scalar,
+    ``start >= length − window``): the window's steps before ``start`` keep x's bits, so the
+    result is :func:`_suffix_jacobi`'s; with ``start = 0`` and ``window = length`` it is the full
+    step's. Returns (x_new, change, change per time step, fell_back) with zero change before
+    ``start``."""
+    jnp = o.jnp
+    length = x.shape[0]
+    low = length - window
+    prev = x[low - 1:length - 1] if low > 0 else o.prev(s0, x)
+    f = step(prev, u[low:])
+    t = jnp.arange(low, length)
+    moving = t >= start
+    tail = jnp.where(moving.reshape((-1,) + (1,) * (x.ndim - 1)), f, x[low:])
+    per_tail = jnp.where(moving, o.time_max_abs(f - x[low:]), 0)
+    if low == 0:
+        return tail, per_tail.max(), per_tail, False
+    per_step = jnp.concatenate([jnp.zeros(low, per_tail.dtype), per_tail])
+    return jnp.concatenate([x[:low], tail], 0), per_tail.max(), per_step, False
+
+
+_FRONTIER: ContextVar[bool] = ContextVar("ffsolve_recurrence_frontier", default=True)
+
+
+@contextlib.contextmanager
+def frontier(enabled: bool):
+    """Within this block, ``solve_recurrence``'s Jacobi steps (PyTorch, NumPy: the Newton types'
+    polish too) compute from the first time step that moved on (``True``, the default; JAX: a
+    power-of-two window) or every time step, every step (``False``: plain Jacobi, for
+    comparisons; the same iterations and bits for a bit-stable step, the full work)."""
+    token = _FRONTIER.set(bool(enabled))
+    try:
+        yield
+    finally:
+        _FRONTIER.reset(token)
 
 
 def _first_moving(per_step, tol: float, length: int) -> int:
@@ -925,29 +975,53 @@ class _Problem:
         return self._jax_programs(o, which, given, take_diagonal, gain, kappa), jac_cost
 
     def _jax_programs(self, o, which, given, take_diagonal, gain, kappa):
+        """``run(kind, x, e, start)`` in JAX: compiled programs, cached in :data:`ffsolve.recurrence.programs._PROGRAMS`.
+
+        A Newton-type step is one program on all T time steps. A Jacobi step from ``start`` is
+        the program of the window [T − L, T), L = T − start rounded up to a power of two (at most
+        T): static slices, so one program per L (at most ⌈log₂T⌉ + 1 per problem, each compiled
+        once; a traced ``start`` would still need a static window size), taking ``start`` as an
+        argument and writing back only the time steps from it on (:func:`_window_jacobi`). The
+        step is traced on L·B rows for each L it meets (a millisecond or so each)."""
         import jax
         import jax.numpy as jnp
 
-        n, h, d = self.length * math.prod(self.layout.batch), self.layout.hidden, self.u.shape[-1]
-        rows_s = jax.ShapeDtypeStruct((n, h), self.s0.dtype)
-        rows_u = jax.ShapeDtypeStruct((n, d), self.u.dtype)
-        step_t = _trace(self.flat_step, rows_s, rows_u)
+        batch_rows = math.prod(self.layout.batch)
+        h, d = self.layout.hidden, self.u.shape[-1]
+        length = self.length
+        dtype_s, dtype_u = self.s0.dtype, self.u.dtype
+        traced_steps: dict[int, _Traced] = {}
+
+        def step_on(rows):  # the step traced on ``rows`` folded rows (once per solve and shape)
+            if rows not in traced_steps:
+                traced_steps[rows] = _trace(self.flat_step, jax.ShapeDtypeStruct((rows, h), dtype_s),
+                                            jax.ShapeDtypeStruct((rows, d), dtype_u))
+            return traced_steps[rows]
+
+        n = length * batch_rows
+        rows_s = jax.ShapeDtypeStruct((n, h), dtype_s)
+        rows_u = jax.ShapeDtypeStruct((n, d), dtype_u)
         jac_t = _trace(given, rows_s, rows_u) if given is not None else None
         method = self.method
 
-        def build(kind):
+        def build(kind, step_t):
             def program(step_consts, jac_consts, s0, u, x, e, gain, kappa):
                 def rows_step(s, u_):
                     return step_t.fn(step_consts, s, u_)
 
-                jac = None
-                if kind != "jacobi":
-                    if jac_t is None:
-                        jac = _autodiff("jax", rows_step, which)
-                    else:
-                        jac = _diagonal_view(
-                            _folded(lambda s, u_: jac_t.fn(jac_consts, s, u_)), take_diagonal)
+                if jac_t is None:
+                    jac = _autodiff("jax", rows_step, which)
+                else:
+                    jac = _diagonal_view(
+                        _folded(lambda s, u_: jac_t.fn(jac_consts, s, u_)), take_diagonal)
                 return _iteration(o, _folded(rows_step), jac, kind, s0, u, x, e, gain, kappa)
+
+            return jax.jit(program)
+
+        def build_window(window, step_t):
+            def program(step_consts, s0, u, x, start):
+                return _window_jacobi(o, _folded(lambda s, u_: step_t.fn(step_consts, s, u_)),
+                                      s0, u, x, start, window)
 
             return jax.jit(program)
 
@@ -955,10 +1029,18 @@ class _Problem:
             ("autodiff", which) if jac_t is None else (jac_t.key, which, take_diagonal))
 
         def run(kind, x, e, start=0):
-            # One compiled program per kind, on every time step: a suffix of a new length would
-            # be a new shape, compiled anew (``start`` is the PyTorch/NumPy paths' saving only).
-            key = ("iteration", kind, step_t.key, jac_key if kind != "jacobi" else None)
-            return _program(key, lambda: build(kind))(
+            if kind == "jacobi":
+                # The frontier: only the window [T − L, T) of the time steps from ``start`` on,
+                # L = T − start rounded up to a power of two (at most ⌈log₂T⌉ + 1 programs per
+                # problem, each compiled once); the window's steps before ``start`` keep x's bits.
+                window = _window_length(length, start)
+                step_t = step_on(window * batch_rows)
+                key = ("window", length, window, step_t.key)
+                return _program(key, lambda: build_window(window, step_t))(
+                    step_t.consts, self.s0, self.u, x, jnp.asarray(start, dtype=jnp.int32))
+            step_t = step_on(n)
+            key = ("iteration", kind, step_t.key, jac_key)
+            return _program(key, lambda: build(kind, step_t))(
                 step_t.consts, jac_t.consts if jac_t is not None else (), self.s0, self.u, x,
                 jnp.asarray(e), gain, kappa)
 
@@ -995,19 +1077,26 @@ class _Problem:
         done = 0.0  # the largest progress seen (ffsolve.deadline.progress)
         stopped_by = "max_iters"
         start = 0  # Jacobi steps: the time steps before it are final (not computed again)
-        suffix = self.framework != "jax"
+        # JAX: Newton-type methods polish on the full shape (their first moving time step stays
+        # early, and each window length would be one more compile for the few rows it saves).
+        suffix = _FRONTIER.get() and (self.framework != "jax" or method == "jacobi")
         while iterations < self.max_iters:
             x_new, change, per_step, fell_back = run(kind, x, exact, start)
-            if suffix and start == 0 and _framework_of(x_new) == "jax":
+            if suffix and start == 0 and self.framework == "numpy" \
+                    and _framework_of(x_new) == "jax":
                 # A step that computes in JAX on NumPy arrays (the built-in cells, given NumPy
                 # weights): eager JAX compiles anew for every suffix length, which costs far more
-                # than the rows it saves, so it keeps one shape, as on JAX arrays.
+                # than the rows it saves, so it keeps one shape. (On JAX arrays the suffix is a
+                # compiled window of a power-of-two length: see _jax_programs.)
                 suffix = False
             change = float(change)
             iterations += 1
             exact = min(exact + 1, length)
             if kind == "jacobi":
-                work += (length - start) / length
+                # Work: the rows computed (JAX: the whole power-of-two window).
+                computed = _window_length(length, start) if self.framework == "jax" \
+                    else length - start
+                work += computed / length
                 polish += method in NEWTON_TYPES
                 if suffix:
                     # A Jacobi step writes f itself, so a time step whose state came back
