@@ -10,6 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import ffsolve
+
 from ffsolve.experiments.pixelcnnpp import mixture
 from ffsolve.experiments.pixelcnnpp.experiment import MeasureSettings, Training, runs
 from ffsolve.experiments.pixelcnnpp.model import PixelCNNPP
@@ -74,6 +76,41 @@ def test_gs_jacobi_cache_window_is_the_block_in_positions(grey):
     whole = grey.run("gs_jacobi_cache", grey.length).iterations
     assert whole <= jacobi
     assert grey.run("gs_jacobi_cache", 16).iterations >= whole
+
+
+def test_frontier_methods_recompute_only_rows_from_the_frontier(grey):
+    """suffix_jacobi and sliding_jacobi through the map's row-band window: within the cached
+    tolerance of sequential in at most T steps, for less work than one pass a step; the window is
+    the map on its positions; and a window that never refreshes the rows it leaves behind (its
+    cache kept from the first call) is caught by the same tolerance."""
+    from ffsolve.experiments.pixelcnnpp.system import RowBandWindow
+
+    tolerance = grey.tolerance()
+    x = jnp.asarray(grey.reference)
+    full = np.asarray(grey.f(x))
+    for start, stop in ((0, grey.length), (9, 21), (40, grey.length)):  # non-decreasing starts
+        got = np.asarray(grey.f.window(x, start, stop))
+        assert tolerance.holds([got], [full[:, start:stop]]), (start, stop)
+    assert grey.window.rows(9, 21) == (1, 2) and grey.window.rows(40, grey.length) == (4, 4)
+    for method, block in (("suffix_jacobi", None), ("sliding_jacobi", 12)):
+        res = grey.run(method, block)
+        assert res.converged and res.iterations <= grey.length
+        assert 0 < res.network_evaluations < res.iterations
+        assert tolerance.holds([np.asarray(res.x)], [grey.reference]), method
+
+    class Stale(RowBandWindow):  # the mutation: rows above the band from the first call's cache
+        def __call__(self, x, start, stop):
+            kept = self._cache
+            out = super().__call__(x, start, stop)
+            if kept is not None and start > 0:
+                self._cache = kept
+            return out
+
+    stale = make_sampler(1)
+    stale.window = Stale(stale)
+    stale.f = ffsolve.windowed(stale.f.f, stale.window, stale.window.cost, bitwise=False)
+    wrong = np.asarray(stale.run("sliding_jacobi", 12).x)
+    assert not tolerance.holds([wrong], [grey.reference])
 
 
 def test_jacobi_gs_cache_stops_on_its_exact_prefix():

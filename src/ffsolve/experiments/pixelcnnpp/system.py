@@ -9,6 +9,10 @@ flattened to ``(B, T, C)`` and solved along axis 1; every method returns its sam
 - ``sequential``, ``jacobi``, ``gs_jacobi``, ``jacobi_gs``: :func:`ffsolve.solve` on that map with a
   jitted full-image ``f`` (a Python loop around one compiled forward pass, stopping as soon as the
   solver's rule is met). Each call of ``f`` is one full network pass.
+- ``suffix_jacobi``, ``sliding_jacobi`` (the library's frontier Jacobi): :func:`ffsolve.solve` on
+  the same map with its window (:class:`RowBandWindow`): each step recomputes only the image rows
+  from the frontier row on (to the bottom, or to the window's end), reading the rows above from the
+  row-band cache, and ``network_evaluations`` counts those bands' share of a full pass.
 - ``sequential_cache``: T steps through the per-pixel activation cache
   (:mod:`ffsolve.experiments.pixelcnnpp.pixel_cache`, as in Ramachandran et al. 2017): each step
   computes every layer at one position (the down-shifted stream a row at a time, when a row
@@ -64,6 +68,9 @@ Array = Any
 SOLVE_METHODS = ("sequential", "jacobi", "gs_jacobi", "jacobi_gs", "suffix_jacobi", "sliding_jacobi")
 CACHED_METHODS = ("sequential_cache", "gs_jacobi_cache", "jacobi_gs_cache",
                   "sequential_band_cache", "jacobi_gs_band_cache")
+# ffsolve.solve methods that call the map's window (RowBandWindow): bands through the cache, so
+# held to cached_tolerance like the cached paths.
+WINDOWED_METHODS = ("suffix_jacobi", "sliding_jacobi")
 METHODS = SOLVE_METHODS + CACHED_METHODS
 FLOAT32_EPS = float(np.finfo(np.float32).eps)
 
@@ -239,7 +246,11 @@ class Sampler:
         self.shape = tuple(noise.value.shape)
         _, self.height, self.width, self.channels = self.shape
         self.length = self.height * self.width
-        self.f = jax.jit(self._full_map)
+        self.window = RowBandWindow(self)
+        # Bands sum in another order than the full pass: not bitwise, so ``sequential`` keeps
+        # calling the full map and stays the reference.
+        self.f = ffsolve.windowed(jax.jit(self._full_map), self.window, self.window.cost,
+                                  bitwise=False)
         self.layers = pixel_cache.network_layers(params, model.nr_resnet)
         self.raster = pixel_cache.RasterCache(self.layers, self.shape, model.nr_resnet,
                                               model.nr_filters)
@@ -550,6 +561,72 @@ class Sampler:
         return result, arrays
 
 
+class RowBandWindow:
+    """The window evaluator of the sampling map (``ffsolve.windowed``'s contract): the outputs at
+    positions [start, stop) from the rows holding them, recomputed through the row-band cache.
+
+    The library's frontier methods call it with a non-decreasing ``start``, each window beginning
+    at or before the previous one's end, and positions < ``start`` final. So every row above the
+    band was last computed by an earlier call from inputs that are final where it reads them (a
+    row is left behind only once the positions through it stopped moving), which is what the band
+    needs from the cache (:func:`~ffsolve.experiments.pixelcnnpp.model.band_rows`; the same
+    argument as ``gs_jacobi_cache``'s). A call with ``start == 0`` begins a solve: a fresh cache.
+
+    Band heights are static (one compiled band per height): a window that ends inside the image
+    (``sliding_jacobi``'s) takes exactly the rows it spans (two heights for a fixed width); one to
+    the image's end (``suffix_jacobi``'s, every step a new length) takes the smallest height of the
+    ladder H/4, H/2, H (rounded up) that holds it, moved up to end at the image's bottom: at most
+    three programs, at most twice the rows needed (the rows above ``start`` it recomputes are final).
+    """
+
+    def __init__(self, sampler: "Sampler"):
+        self.sampler = sampler
+        self._cache = None
+        self._empty = None
+        self._bands: dict = {}
+
+    def rows(self, start: int, stop: int) -> tuple[int, int]:
+        """(first row, band height) of the window [start, stop)."""
+        s = self.sampler
+        first, last = start // s.width, (stop - 1) // s.width
+        height = last - first + 1
+        if stop >= s.length:
+            height = min(h for h in (-(-s.height // 4), -(-s.height // 2), s.height) if h >= height)
+        return min(first, s.height - height), height
+
+    def cost(self, start: int, stop: int) -> float:
+        """The window's work in full passes: its band's share (:func:`band_share`)."""
+        s = self.sampler
+        return band_share(self.rows(start, stop)[1], s.height, s.width, s.model.nr_resnet)
+
+    def _band(self, height: int):
+        if height not in self._bands:
+            s = self.sampler
+
+            def band(flat, cache, first):
+                params, cache = s._band(flat.reshape(s.shape), cache, first, height)
+                noise = mixture.Noise(
+                    *(jax.lax.dynamic_slice_in_dim(a, first, height, axis=1) for a in s.noise))
+                new = mixture.sample(params, noise)
+                return new.reshape(s.shape[0], height * s.width, s.channels), cache
+
+            self._bands[height] = jax.jit(band)
+        return self._bands[height]
+
+    def __call__(self, x, start: int, stop: int):
+        s = self.sampler
+        if not 0 <= start < stop <= s.length:
+            raise ValueError(f"window [{start}, {stop}) is not inside {s.length} positions")
+        if start == 0 or self._cache is None:
+            if self._empty is None:
+                self._empty = s._empty_cache(s.shape[0])
+            self._cache = self._empty
+        first, height = self.rows(start, stop)
+        out, self._cache = self._band(height)(x, self._cache, jnp.int32(first))
+        offset = start - first * s.width
+        return out[:, offset:offset + stop - start]
+
+
 def trace_arrays(error: np.ndarray, change: np.ndarray, images: np.ndarray) -> dict:
     """What ``trace.npz`` holds: per-iteration L2 error to the final iterate and L2 change, per
     sample and as mean/std over the batch, and the final images (the sample grid)."""
@@ -564,7 +641,8 @@ def candidates(sampler: Sampler, runs, tol: float, extra: Optional[dict] = None)
     """One harness candidate per run (a :class:`ffsolve.kit.RunSpec`): the timed program, its traced
     twin, and for the cached paths their tolerance (measured once per sampler)."""
     runs = list(runs)
-    tolerance = sampler.tolerance() if any(s.method in CACHED_METHODS for s in runs) else None
+    banded = CACHED_METHODS + WINDOWED_METHODS  # held to cached_tolerance
+    tolerance = sampler.tolerance() if any(s.method in banded for s in runs) else None
     out = []
     for spec in runs:
         cached = spec.method in CACHED_METHODS
@@ -579,7 +657,7 @@ def candidates(sampler: Sampler, runs, tol: float, extra: Optional[dict] = None)
             return sampler.run(spec.method, spec.block_size, tol, trace=True)
 
         loop = "jax.lax.while_loop" if cached else "python loop around jitted f (ffsolve.solve)"
-        out.append(Candidate(spec, program, traced, tolerance if cached else None,
+        out.append(Candidate(spec, program, traced, tolerance if spec.method in banded else None,
                              extra={**(extra or {}), "loop": loop}))
     return out
 
