@@ -57,7 +57,10 @@ class LevelDistributions:
             cdf = jax.nn.sigmoid((edges - mean) * jnp.exp(-log_scale))  # (B, T, M, 255)
             lead = cdf.shape[:-1] + (1,)
             cdf = jnp.concatenate([jnp.zeros(lead, cdf.dtype), cdf, jnp.ones(lead, cdf.dtype)], -1)
-            mass = jnp.einsum("btm,btmk->btk", jax.nn.softmax(mix.logits, -1), jnp.diff(cdf, axis=-1))
+            # The mixture as a broadcast product summed over its components: XLA's CPU einsum
+            # here ran as B·T tiny products, 4.6x slower for the whole call (B 32, T 784, M 5).
+            weights = jax.nn.softmax(mix.logits, -1)[..., None]
+            mass = (weights * jnp.diff(cdf, axis=-1)).sum(axis=-2)
             return jnp.log(jnp.maximum(mass, _FLOOR))
 
         self._log_masses = jax.jit(log_masses)
