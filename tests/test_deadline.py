@@ -162,9 +162,12 @@ def test_a_contractive_recurrence_going_to_win_is_not_stopped(method):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ffsolve.NotBitwiseWarning)
         ffsolve.solve_recurrence(step, s0, inputs, method)  # warm-up
-        begin = time.perf_counter()
-        full = ffsolve.solve_recurrence(step, s0, inputs, method)
-        seconds = time.perf_counter() - begin
+        times = []
+        for _ in range(3):  # the slowest of three: the suite's background jobs share the cores
+            begin = time.perf_counter()
+            full = ffsolve.solve_recurrence(step, s0, inputs, method)
+            times.append(time.perf_counter() - begin)
+        seconds = max(times)
         assert full.iterations > 5
         begin = time.perf_counter()
         res = ffsolve.solve_recurrence(step, s0, inputs, method, deadline=Deadline(
