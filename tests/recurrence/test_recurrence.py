@@ -153,9 +153,9 @@ def _window(length, start):  # the power-of-two window, written here independent
     return min(length, size)
 
 
-def _frontier_gru(framework):
+def _frontier_gru(framework, input_seed=0):
     weights = cells.random_gru_weights(H, 3, seed=2)
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(input_seed)
     cell = cells.gru(*cells.to_framework(weights, framework))
     s0, u = cells.to_framework((np.zeros((B, H), np.float32),
                                 rng.normal(size=(T, B, 3)).astype(np.float32)), framework)
@@ -217,7 +217,9 @@ def test_jax_frontier_keeps_the_bits_before_start_whatever_the_step(monkeypatch)
     from ffsolve.recurrence import programs as program_cache
     from ffsolve.recurrence import solve as recurrence_solve
 
-    cell, s0, u = _frontier_gru("jax")
+    # Inputs whose solve's start jumps over T − 32 in one step (asserted below; with input seed 0
+    # it does not).
+    cell, s0, u = _frontier_gru("jax", input_seed=2)
 
     def step(s, x):
         return cell.step(s, x) + (1e-6 if s.shape[0] == 32 * B else 0.0)
