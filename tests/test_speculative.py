@@ -110,6 +110,42 @@ def test_a_biased_rule_fails_the_same_test(monkeypatch, method, window, bias):
     assert p.min() < THRESHOLD, f"the biased rule passed (smallest p = {p.min():.2e})"
 
 
+@pytest.mark.parametrize("window", [None, 3])
+def test_sjd_drafts_from_another_distribution_fail_the_same_test(monkeypatch, window):
+    """sjd draws its drafts by inverse CDF (``categorical``) from the p it records as q: drafts
+    from a sharper distribution than the recorded one bias the samples, and the test sees it."""
+    right = speculative._TorchOps.categorical
+
+    def sharper(self, log_p):
+        return right(self, torch.log_softmax(2 * log_p, -1))
+
+    monkeypatch.setattr(speculative._TorchOps, "categorical", sharper)
+    p = p_values(run("sjd", window).x)
+    assert p.min() < THRESHOLD, f"the biased draft passed (smallest p = {p.min():.2e})"
+
+
+def numpy_markov_model(x):
+    """:func:`markov_model` in NumPy."""
+    first = np.broadcast_to(np.log(PI), (x.shape[0], 1, K))
+    return np.concatenate([first, np.log(P)[x[:, :-1]]], 1)
+
+
+def test_numpy_sjd_and_coupled_reproduce_the_chain_and_a_biased_draft_fails(monkeypatch):
+    """The NumPy backend draws its own way (inverse CDF for sjd's drafts, float64 noise): the
+    same test, passed by both methods and failed by sjd with drafts from a sharper distribution."""
+    def sample(method):
+        return ffsolve.sample_autoregressive(numpy_markov_model, T, K, method, batch=N, seed=7,
+                                             backend="numpy").x
+
+    for method in ("sjd", "coupled"):
+        assert p_values(sample(method)).min() >= THRESHOLD, method
+    right = speculative._NumPyOps.categorical
+    monkeypatch.setattr(speculative._NumPyOps, "categorical",
+                        lambda self, log_p: right(self, 2 * log_p - np.logaddexp.reduce(
+                            2 * log_p, -1, keepdims=True)))
+    assert p_values(sample("sjd")).min() < THRESHOLD
+
+
 def test_the_exact_methods_pass_the_test_too():
     # sequential and jacobi sample the chain too (by Gumbel-max on a fixed table).
     for method in ("sequential", "jacobi"):

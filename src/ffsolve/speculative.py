@@ -17,7 +17,7 @@ offers four ways to sample, which differ in what they promise:
   position not yet fixed, x̃_t is accepted with probability min(1, p_t(x̃_t) / q_t(x̃_t)) (a fresh
   uniform). At the first rejection x_t is drawn from the residual max(0, p_t − q_t) (normalised)
   and fixed, and every later position is drafted again from the p just computed (independent
-  noise); those p become the new q. **Distribution-exact** (each fixed position is distributed as
+  noise: one uniform a position, by inverse CDF); those p become the new q. **Distribution-exact** (each fixed position is distributed as
   p_t given its fixed prefix: the speculative-sampling argument of Leviathan et al. 2023 and Chen
   et al. 2023), but not any particular sequential sample.
 * ``coupled`` (Speculative Coupled Decoding, So et al. 2026): as ``sjd``, but drafts are drawn by
@@ -169,6 +169,14 @@ class _TorchOps:
         u = self.uniform(shape).clamp_min(self.torch.finfo(self.float).tiny)
         return -self.torch.log(-self.torch.log(u))
 
+    def categorical(self, log_p):
+        """One draw per row of ``log_p (..., K)`` (normalised log-probabilities) by inverse CDF:
+        one uniform per row where Gumbel-max needs K (and two logarithms of each)."""
+        c = self.torch.cumsum(self.torch.exp(log_p), -1)
+        u = self.uniform(log_p.shape[:-1] + (1,)) * c[..., -1:]
+        return self.torch.searchsorted(c.contiguous(), u, right=True)[..., 0].clamp_max(
+            log_p.shape[-1] - 1)
+
     def positions(self, length):
         return self.torch.arange(length, device=self.device)
 
@@ -204,8 +212,9 @@ class _TorchOps:
     def min_last(self, a):
         return self.torch.amin(a, -1)
 
-    def full(self, shape, value):
-        return self.torch.full(shape, value, device=self.device, dtype=self.float)
+    def full(self, shape, value, like=None):
+        dtype = self.float if like is None else like.dtype
+        return self.torch.full(shape, value, device=self.device, dtype=dtype)
 
     def where(self, c, a, b):
         return self.torch.where(c, a, b)
@@ -239,6 +248,13 @@ class _NumPyOps:
     def gumbel(self, shape):
         u = np.maximum(self.uniform(shape), np.finfo(self.float).tiny)
         return -np.log(-np.log(u))
+
+    def categorical(self, log_p):
+        """One draw per row of ``log_p (..., K)`` by inverse CDF (see the PyTorch twin): the
+        first k whose cumulative probability exceeds a uniform scaled to the row's total."""
+        c = np.cumsum(np.exp(log_p), -1)
+        u = self.uniform(log_p.shape[:-1] + (1,)) * c[..., -1:]
+        return np.minimum((c <= u).sum(-1), log_p.shape[-1] - 1)
 
     def positions(self, length):
         return np.arange(length)
@@ -276,8 +292,8 @@ class _NumPyOps:
     def min_last(self, a):
         return a.min(-1)
 
-    def full(self, shape, value):
-        return np.full(shape, value, dtype=self.float)
+    def full(self, shape, value, like=None):
+        return np.full(shape, value, dtype=self.float if like is None else like.dtype)
 
     def where(self, c, a, b):
         return np.where(c, a, b)
@@ -498,7 +514,7 @@ def _speculative(call, ops, method, noise, shape, window, seed):
     pos = ops.positions(length)[None, :]
     # First drafts: Gumbel-max from the uniform (fresh noise for sjd, the fixed table otherwise).
     x = ops.argmax(ops.gumbel(shape) if method == "sjd" else noise)
-    log_q = None if method == "jacobi" else ops.full(shape, -float(np.log(k)))
+    log_q = None  # the drafts' distributions, in the model's dtype (set at the first call)
     frontier = np.zeros(batch, dtype=np.int64)
     span = length if window is None else window
     accepted, violations = [], 0
@@ -508,6 +524,8 @@ def _speculative(call, ops, method, noise, shape, window, seed):
 
     while (frontier < length).any():
         out = call(x)
+        if log_q is None and method != "jacobi":  # the first drafts' uniform distribution
+            log_q = ops.full(shape, -float(np.log(k)), like=out)
         start = frontier
         end = np.minimum(start + span, length)
         if method == "jacobi":
@@ -539,8 +557,10 @@ def _speculative(call, ops, method, noise, shape, window, seed):
             g_res = ops.gumbel((batch, k))
             p_j, q_j = ops.exp(ops.pick(logp, at)), ops.exp(ops.pick(log_qs, at))
             fixed_value = ops.argmax(ops.log(_residual(p_j, q_j, ops)) + g_res)
-            g_draft = ops.gumbel((batch, hi - lo, k)) if method == "sjd" else noise[:, lo:hi]
-            draft = ops.argmax(logp + g_draft)
+            # sjd: a fresh draw from p by inverse CDF (one uniform a position); coupled: the
+            # Gumbel-max of the fixed table, which is what couples its drafts across steps.
+            draft = (ops.categorical(logp) if method == "sjd"
+                     else ops.argmax(logp + noise[:, lo:hi]))
             at_j = (span_pos == j) & ops.column(has)
             redraft = (span_pos > j) & (span_pos < e) & ops.column(has)
             x = ops.copy(x)
