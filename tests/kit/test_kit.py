@@ -280,6 +280,32 @@ def test_a_nondeterministic_program_stops_the_measurement():
         measure([solver_candidate("sequential", f, x0), drifting], repeats=2, warmup=0)
 
 
+@pytest.mark.parametrize("warmup", [0, 1])
+def test_a_traced_twin_that_warms_up_replaces_the_first_warm_up_call(warmup):
+    """With traced_warms_up, the first warm-up round calls the traced twin instead of the program
+    and the twin does not run again; without a warm-up round it runs after the timed rounds. Its
+    trace is kept and its output still checked."""
+    f, x0 = chain()
+    calls = []
+
+    def program():
+        calls.append("program")
+        return ffsolve.solve(f, x0, method="jacobi")
+
+    def traced(iterations=None):
+        calls.append("traced")
+        return ffsolve.solve(f, x0, method="jacobi", max_iters=iterations), {"marker": np.ones(2)}
+
+    warming = Candidate(parse_run_name("jacobi"), program, traced, traced_warms_up=True)
+    found = measure([solver_candidate("sequential", f, x0), warming], repeats=2, warmup=warmup)
+    expected = ["traced", "program", "program"] if warmup else ["program", "program", "traced"]
+    assert calls == expected and found["jacobi"].trace["marker"].shape == (2,)
+
+    lying = Candidate(parse_run_name("jacobi"), program, lambda: traced(3), traced_warms_up=True)
+    with pytest.raises(RuntimeError, match="traced run differs"):
+        measure([solver_candidate("sequential", f, x0), lying], repeats=1, warmup=warmup)
+
+
 def test_a_traced_twin_that_differs_from_the_timed_program_stops_the_measurement():
     f, x0 = chain()
     lying = solver_candidate(

@@ -8,7 +8,9 @@ reference. :func:`write_runs` turns the measurements into validated records, one
 A program is a zero-argument callable returning an :class:`ffsolve.SolveResult`: the thing whose
 time is reported is the thing whose output is checked. An optional traced program (the same
 computation with per-iteration recording, never timed) must give the same output and iteration
-count as the timed one; a mismatch stops the job.
+count as the timed one; a mismatch stops the job. It runs after the timed rounds, or, where it
+runs the timed program's own compiled code (``Candidate.traced_warms_up``), as its first warm-up
+call.
 
 The statistics (DESIGN.md §7): warm-up rounds are untimed; where ``min_sample_s`` asks for
 several calls per timed repeat, their number is calibrated on one more untimed call made after
@@ -116,6 +118,10 @@ class Candidate:
         extra: experiment-specific fields added to the record (model size, checkpoint, ...).
         prepare: called once, untimed, after the warm-up rounds and before any timed call (an
             ``auto`` run decides there when no warm-up round called it first).
+        traced_warms_up: the traced program runs the timed program's own compiled code (JAX:
+            the same executables, one step at a time), so it warms the program up: the first
+            warm-up round then calls it in place of the program, and it is not run again after
+            the timed rounds (one whole run saved; its output is checked all the same).
     """
 
     run: RunSpec | str
@@ -124,6 +130,7 @@ class Candidate:
     tolerance: Optional[Tolerance] = None
     extra: dict = field(default_factory=dict)
     prepare: Optional[Callable[[], Any]] = None
+    traced_warms_up: bool = False
 
     @property
     def spec(self) -> RunSpec:
@@ -311,9 +318,14 @@ def measure(
     inner = {name: 1 for name in names}
     group = {name: 1 for name in names}
     calibration: dict[str, Optional[float]] = {name: None for name in names}
-    for _ in range(warmup):
+    traced_runs: dict[str, tuple[SolveResult, Mapping[str, Any]]] = {}
+    for round_index in range(warmup):
         for candidate in candidates:
-            sync(output(candidate.program()))
+            if round_index == 0 and candidate.traced is not None and candidate.traced_warms_up:
+                traced_runs[candidate.name] = candidate.traced()
+                sync(output(traced_runs[candidate.name][0]))
+            else:
+                sync(output(candidate.program()))
     for candidate in candidates:
         if candidate.prepare is not None:
             candidate.prepare()
@@ -357,7 +369,8 @@ def measure(
         _check_bound(candidate.name, result)
         trace: Mapping[str, Any] = {}
         if candidate.traced is not None:
-            traced_result, trace = candidate.traced()
+            traced_result, trace = (traced_runs[candidate.name] if candidate.name in traced_runs
+                                    else candidate.traced())
             _check_same(candidate.name, "traced run", first[candidate.name],
                         (traced_result, to_numpy_leaves(output(traced_result))))
         equal = bitwise_equal(leaves, reference_leaves)

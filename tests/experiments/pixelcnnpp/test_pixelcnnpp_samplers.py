@@ -68,6 +68,35 @@ def test_cached_paths_trace_their_own_timed_computation(grey):
     assert arrays["per_sample_iterations"].max() == len(arrays["change"])
 
 
+def test_a_traced_twin_leaves_its_timed_program_nothing_to_compile(grey):
+    """The harness warms each run up with its traced twin (``traced_warms_up``): on a fresh
+    sampler, after the twin, the timed program compiles nothing (else its first timed call, or
+    its calibration, would time a compile)."""
+    from jax import monitoring
+
+    from ffsolve.experiments.pixelcnnpp.system import BLOCKED, candidates
+    from ffsolve.kit import RunSpec
+
+    compiles = []
+    monitoring.register_event_duration_secs_listener(
+        lambda event, seconds, **_: compiles.append(event) if "backend_compile" in event else None)
+    # A new sampler compiles its own programs; grey's weights, noise and measured tolerance.
+    sampler = Sampler(grey.model, grey.params, grey.noise)
+    sampler._tolerance = grey.tolerance()
+    # One run per kind of program: ffsolve.solve around the jitted f (whole map, blocks, the
+    # map's window) and the cached loops (per pixel, blocks, Jacobi sweeps).
+    kinds = ("jacobi", "gs_jacobi", "suffix_jacobi", "sequential_cache", "gs_jacobi_cache",
+             "jacobi_gs_cache")
+    runs = [RunSpec(m, 12 if m in BLOCKED else None) for m in kinds]
+    for candidate in candidates(sampler, runs, tol=0.0):
+        assert candidate.traced_warms_up
+        candidate.traced()
+        before = len(compiles)
+        candidate.program()
+        assert len(compiles) == before, f"{candidate.name} compiled after its traced twin"
+    assert compiles  # the listener saw the twins compile
+
+
 def test_gs_jacobi_cache_window_is_the_block_in_positions(grey):
     """A whole-image block is one Jacobi window, which tracks each sample's exact prefix: never
     more steps than jacobi (which stops on a step that changes nothing, batch-wide); a smaller

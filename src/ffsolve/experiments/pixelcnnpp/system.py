@@ -657,8 +657,10 @@ def candidates(sampler: Sampler, runs, tol: float, extra: Optional[dict] = None)
             return sampler.run(spec.method, spec.block_size, tol, trace=True)
 
         loop = "jax.lax.while_loop" if cached else "python loop around jitted f (ffsolve.solve)"
+        # The traced twin runs the program's own compiled code (the cached loop's executable, or
+        # the same jitted f under ffsolve.solve), so it is the first warm-up call.
         out.append(Candidate(spec, program, traced, tolerance if spec.method in banded else None,
-                             extra={**(extra or {}), "loop": loop}))
+                             extra={**(extra or {}), "loop": loop}, traced_warms_up=True))
     return out
 
 
