@@ -105,6 +105,21 @@ ENVS = {name: f"../../envs/{name}.yaml" for name in ("torch", "jax", "notebook")
 THREADS = config["threads"]
 _cores = workflow.cores if isinstance(workflow.cores, int) and 0 < workflow.cores < 4096 else None
 TIMED_THREADS = max(THREADS, _cores or THREADS)
+# Scheduling (Snakemake's priority: among jobs ready at once, the higher first). Data first, then
+# the trainings, the longest first, then the timed jobs: trainings take one core each and run side
+# by side, a timed job takes every core; a timed job that starts first holds every training back,
+# and a long training started last leaves the other core idle at its end (at 1486371: training
+# started 18 s late and one core idled 23 s). TRAIN_ORDER: the default's longest trainings,
+# longest first (benchmarks/made/mnist/train.tsv and the others); any other trains after them.
+PRIORITY_DATA = 50
+TRAIN_ORDER = ("made", "pixelcnnpp")
+
+
+def train_priority(experiment):
+    order = TRAIN_ORDER[::-1]
+    return 20 + (order.index(experiment) + 1 if experiment in order else 0)
+
+
 # A GPU is asked for only where one will be used: device cuda, or auto on a machine that has one.
 # Jobs on a CPU-only machine then never queue behind a `gpu` resource they do not use.
 GPU = int(config["device"] == "cuda" or (config["device"] == "auto" and shutil.which("nvidia-smi") is not None))

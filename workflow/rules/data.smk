@@ -10,6 +10,7 @@ rule data_prepare:
         "logs/data/{dataset}.log",
     benchmark:
         "benchmarks/data/{dataset}.tsv"
+    priority: PRIORITY_DATA
     params:
         settings=lambda wildcards: config["data"][wildcards.dataset],
         download_root="resources/raw",

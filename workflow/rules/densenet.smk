@@ -20,6 +20,7 @@ rule densenet_train:
         train=lambda wildcards: settings_for("densenet", "mnist")["train"],
         seed=config["seed"],
     threads: THREADS
+    priority: train_priority("densenet")
     # No gpu resource: the small DenseNet trains on the CPU whatever `device` says.
     conda:
         ENVS["torch"]

@@ -23,6 +23,7 @@ rule made_train:
     wildcard_constraints:
         dataset="mnist|cifar10",
     threads: THREADS
+    priority: train_priority("made")
     resources:
         gpu=GPU,
     conda:

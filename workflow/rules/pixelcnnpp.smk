@@ -23,6 +23,7 @@ rule pixelcnnpp_train:
     wildcard_constraints:
         dataset="mnist|cifar10",
     threads: THREADS
+    priority: train_priority("pixelcnnpp")
     resources:
         gpu=GPU,
     conda:

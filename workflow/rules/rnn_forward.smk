@@ -24,6 +24,7 @@ rule rnn_forward_train:
         seed=config["seed"],
         device=config["device"],
     threads: THREADS
+    priority: train_priority("rnn_forward")
     resources:
         gpu=GPU,
     conda:
