@@ -111,7 +111,11 @@ TIMED_THREADS = max(THREADS, _cores or THREADS)
 # and a long training started last leaves the other core idle at its end (at 1486371: training
 # started 18 s late and one core idled 23 s). TRAIN_ORDER: the default's longest trainings,
 # longest first (benchmarks/made/mnist/train.tsv and the others); any other trains after them.
+# The timed jobs come next and run back to back; figures, notebooks and summaries (priority 0)
+# wait for the last of them and then run side by side, instead of holding one core in the gaps
+# between two timed jobs while the other waits.
 PRIORITY_DATA = 50
+PRIORITY_TIMED = 10
 TRAIN_ORDER = ("made", "pixelcnnpp")
 
 

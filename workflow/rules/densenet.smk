@@ -56,6 +56,7 @@ rule densenet_measure:
     wildcard_constraints:
         dataset="mnist|imagenet_val|random_speed_only",
     threads: TIMED_THREADS
+    priority: PRIORITY_TIMED
     resources:
         gpu=GPU,
     conda:

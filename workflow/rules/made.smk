@@ -54,6 +54,7 @@ rule made_measure:
         dataset="mnist|cifar10",
     # Every core: the timed job runs alone, so no neighbour job skews its clocks.
     threads: TIMED_THREADS
+    priority: PRIORITY_TIMED
     resources:
         gpu=GPU,
     conda:

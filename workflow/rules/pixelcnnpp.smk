@@ -54,6 +54,7 @@ rule pixelcnnpp_measure:
     wildcard_constraints:
         dataset="mnist|cifar10",
     threads: TIMED_THREADS
+    priority: PRIORITY_TIMED
     resources:
         gpu=GPU,
     conda:

@@ -34,6 +34,7 @@ rule rnn_backprop_measure:
     wildcard_constraints:
         dataset="mnist",
     threads: TIMED_THREADS
+    priority: PRIORITY_TIMED
     resources:
         gpu=GPU,
     conda:

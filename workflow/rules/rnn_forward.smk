@@ -57,6 +57,7 @@ rule rnn_forward_measure:
         dataset=RNN_FORWARD_TORCH_CASES,
     # Every core: the timed job runs alone, so no neighbour job skews its clocks.
     threads: TIMED_THREADS
+    priority: PRIORITY_TIMED
     resources:
         gpu=GPU,
     conda:

@@ -23,6 +23,7 @@ rule solver_demo_measure:
     wildcard_constraints:
         dataset="tanh_map",
     threads: TIMED_THREADS
+    priority: PRIORITY_TIMED
     conda:
         ENVS["torch"]
     script:

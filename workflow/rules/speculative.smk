@@ -26,6 +26,7 @@ rule speculative_measure:
         dataset="rnn_forward_mnist",
     # Every core: the timed job runs alone, so no neighbour job skews its clocks.
     threads: TIMED_THREADS
+    priority: PRIORITY_TIMED
     resources:
         gpu=GPU,
     conda:
