@@ -52,10 +52,21 @@ def test_helpers_take_numbers_and_none():
     assert hard.at == 5.0 and not hard.projects
 
 
-def slow_chain(length: int, pause: float):
+class FakeClock:
+    """A clock that only the maps and steps below advance (``pause`` seconds a call), so every
+    projection sees the same times whatever else runs on the machine."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def slow_chain(length: int, pause: float, clock: FakeClock):
     """x_t = x_{t-1} + 1 from x_0 = 1: Jacobi's front advances one position per call."""
     def f(x):
-        time.sleep(pause)
+        clock.now += pause
         y = torch.empty_like(x)
         y[0] = 1.0
         y[1:] = x[:-1] + 1.0
@@ -64,10 +75,9 @@ def slow_chain(length: int, pause: float):
 
 
 def test_solve_stops_a_run_projected_to_lose_before_its_hard_stop():
-    length, pause = 200, 0.002
-    begin = time.perf_counter()
-    res = ffsolve.solve(slow_chain(length, pause), torch.zeros(length), "jacobi",
-                        deadline=Deadline(at=begin + 10.0, beat=0.05, start=begin))
+    length, pause, clock = 200, 0.002, FakeClock()
+    res = ffsolve.solve(slow_chain(length, pause, clock), torch.zeros(length), "jacobi",
+                        deadline=Deadline(at=10.0, beat=0.05, clock=clock))
     assert res.stopped_by == "deadline" and not res.converged
     # It would need ~200 calls (0.4 s); the beat is 0.05 s: stopped soon after 0.25 x 0.05 s,
     # far before the hard stop of 10 s.
@@ -79,17 +89,17 @@ def test_solve_lets_a_run_projected_to_win_finish():
     # the 0.1 s beat, and every projection on the way says so.
     length, stride = 64, 16
     target = torch.arange(length, dtype=torch.float32)
+    clock = FakeClock()
 
     def f(x):
-        time.sleep(0.01)
+        clock.now += 0.01
         y = target.clone()
         shifted = torch.zeros_like(x)
         shifted[stride:] = x[:-stride] - target[:-stride]  # reads only earlier positions
         return y + shifted
 
-    begin = time.perf_counter()
     res = ffsolve.solve(f, torch.full((length,), 5.0), "jacobi",
-                        deadline=Deadline(at=begin + 10.0, beat=0.1, start=begin))
+                        deadline=Deadline(at=10.0, beat=0.1, clock=clock))
     assert res.converged and torch.equal(res.x, target)
 
 
@@ -97,27 +107,25 @@ def test_solve_lets_a_run_projected_to_win_finish():
 def test_every_solve_method_reports_its_settled_prefix(method):
     # A beat so small that only a run settling everything on its first check survives: every
     # method stops, before the hard stop, and says so.
-    length = 100
-    begin = time.perf_counter()
-    res = ffsolve.solve(slow_chain(length, 0.001), torch.zeros(length), method,
-                        deadline=Deadline(at=begin + 10.0, beat=1e-3, start=begin))
+    length, clock = 100, FakeClock()
+    res = ffsolve.solve(slow_chain(length, 0.001, clock), torch.zeros(length), method,
+                        deadline=Deadline(at=10.0, beat=1e-3, clock=clock))
     assert res.stopped_by == "deadline" and res.iterations < length
 
 
 @pytest.mark.parametrize("method", ["jacobi", "newton", "quasi_newton", "sequential"])
 def test_solve_recurrence_projects_too(method):
-    length = 400
+    length, clock = 400, FakeClock()
 
     def step(s, u):
-        time.sleep(2e-4)
+        clock.now += 2e-4
         return torch.tanh(2.5 * s + u)
 
     inputs = torch.randn(length, 1, 1, generator=torch.Generator().manual_seed(0))
-    begin = time.perf_counter()
     res = ffsolve.solve_recurrence(step, torch.zeros(1, 1), inputs, method,
-                                   deadline=Deadline(at=begin + 30.0, beat=1e-3, start=begin))
+                                   deadline=Deadline(at=30.0, beat=1e-3, clock=clock))
     assert res.stopped_by == "deadline" and not res.converged
-    assert time.perf_counter() - begin < 30.0
+    assert clock.now < 30.0
 
 
 def test_progress_reads_the_rate_of_a_falling_change():
@@ -141,11 +149,11 @@ def test_progress_reads_the_rate_of_a_falling_change():
     assert progress(0.0, [10.0, 1.0, 0.5], 5e-6) == pytest.approx(share * 3 / (3 + 5))
 
 
-def contractive_step(pause: float):
+def contractive_step(pause: float, clock: FakeClock):
     weights = torch.randn(8, 8, generator=torch.Generator().manual_seed(1)) * 0.3 / 8 ** 0.5
 
     def step(s, u):
-        time.sleep(pause)
+        clock.now += pause
         return torch.tanh(s @ weights.T + u)
     return step
 
@@ -156,22 +164,18 @@ def test_a_contractive_recurrence_going_to_win_is_not_stopped(method):
     # settled prefix alone would project it far behind; the falling change says it will finish.
     import warnings
 
-    step = contractive_step(1e-3)
+    clock = FakeClock()
+    step = contractive_step(1e-3, clock)
     inputs = torch.randn(1000, 1, 8, generator=torch.Generator().manual_seed(0))
     s0 = torch.zeros(1, 8)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ffsolve.NotBitwiseWarning)
-        ffsolve.solve_recurrence(step, s0, inputs, method)  # warm-up
-        times = []
-        for _ in range(3):  # the slowest of three: the suite's background jobs share the cores
-            begin = time.perf_counter()
-            full = ffsolve.solve_recurrence(step, s0, inputs, method)
-            times.append(time.perf_counter() - begin)
-        seconds = max(times)
+        full = ffsolve.solve_recurrence(step, s0, inputs, method)
+        seconds = clock.now  # the whole run's time on the fake clock: its steps' pauses
         assert full.iterations > 5
-        begin = time.perf_counter()
+        clock.now = 0.0
         res = ffsolve.solve_recurrence(step, s0, inputs, method, deadline=Deadline(
-            at=begin + 10 * seconds, beat=1.5 * seconds, start=begin))
+            at=10 * seconds, beat=1.5 * seconds, clock=clock))
     assert res.converged and torch.equal(res.x, full.x)
 
 

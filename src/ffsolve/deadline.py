@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 import numbers
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 OBSERVE = 0.1
@@ -53,18 +53,22 @@ that tie with the winner cost under one best time each instead of one."""
 
 @dataclass(frozen=True)
 class Deadline:
-    """Stop at ``at`` (a ``time.perf_counter()`` value; ``None``: no hard stop), or, with
-    ``beat`` (seconds), once the run's projected time from ``start`` is over ``margin × beat``,
-    judged from ``observe × beat`` seconds on."""
+    """Stop at ``at`` (a ``clock()`` value; ``None``: no hard stop), or, with ``beat``
+    (seconds), once the run's projected time from ``start`` (default: now) is over
+    ``margin × beat``, judged from ``observe × beat`` seconds on. ``clock``: where the time is
+    read, ``time.perf_counter`` unless a test drives its own."""
 
     at: float | None = None
     beat: float | None = None
-    start: float = field(default_factory=time.perf_counter)
+    start: float | None = None
     observe: float = OBSERVE
     margin: float = MARGIN
+    clock: Callable[[], float] = field(default=time.perf_counter, repr=False, compare=False)
     _next: list = field(default_factory=lambda: [-math.inf], init=False, repr=False, compare=False)
 
     def __post_init__(self):
+        if self.start is None:
+            object.__setattr__(self, "start", self.clock())
         for name in ("at", "beat"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Real)
@@ -89,7 +93,7 @@ class Deadline:
         that (the settled prefix costs a reduction; a fast step should not pay it every time)."""
         if self.beat is None:
             return False
-        now = time.perf_counter()
+        now = self.clock()
         if now - self.start < self.observe * self.beat or now < self._next[0]:
             return False
         self._next[0] = now + self.observe * self.beat / 4
@@ -98,7 +102,7 @@ class Deadline:
     def passed(self, settled: float | None = None) -> bool:
         """Should the run stop after the step in progress? ``settled``: the run's progress in
         [0, 1] (:func:`progress`; ``None``: not computed this step, only the hard stop applies)."""
-        now = time.perf_counter()
+        now = self.clock()
         if self.at is not None and now >= self.at:
             return True
         if self.beat is None or settled is None or settled >= 1:
@@ -190,4 +194,4 @@ def hard_part(deadline):
     """``deadline`` without its projection (its hard stop only): for the parts of a program
     whose own progress is not the program's (one batch of several)."""
     found = as_deadline(deadline)
-    return None if found is None or found.at is None else Deadline(at=found.at)
+    return None if found is None or found.at is None else Deadline(at=found.at, clock=found.clock)
