@@ -119,8 +119,8 @@ def linear(x: Array, weight: Array, bias: Array | None = None) -> Array:
     if group is None:
         group = rows  # a call outside a solver is one time step of the user's loop: one group
     # Groups in PyTorch only: XLA simplifies a product whose batch is one group (the loop's) into
-    # a plain one and rounds it differently from the batched call; one row per product kept
-    # more shapes bitwise there (measured here).
+    # a plain one and rounds it differently from the batched call; in JAX the K multiply-adds
+    # below (or, above UNROLLED_MAX_K features, one row per product) need no groups.
     group = group if group and rows % group == 0 and _is_torch(x) else 1
     n = rows // group
     if _is_torch(x):
