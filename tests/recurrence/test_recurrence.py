@@ -433,3 +433,27 @@ def test_a_single_unbatched_sequence_is_the_loop_or_says_so(framework):
         assert same
     else:
         assert same or 0 < res.loop_max_diff < 1e-5
+
+
+def test_jax_linear_gives_a_row_the_same_bits_in_a_scan_and_in_one_batched_call():
+    """cells.linear in JAX (K multiply-adds in feature order): a time step's rows get the same
+    bits from a jitted scan over the steps (the loop) as from one call on every step (a Jacobi
+    step), for every shape here; a plain product does not (the check can fail)."""
+    import jax.numpy as jnp
+
+    rng = np.random.default_rng(0)
+    shapes = [(h, k, b) for h in (8, 32) for k in (4, 32, 128) for b in (1, 16)]
+
+    def differing(product):
+        found = []
+        for h, k, b in shapes:
+            w = jnp.asarray(rng.standard_normal((3 * h, k)).astype(np.float32))
+            x = jnp.asarray(rng.standard_normal((50, b, k)).astype(np.float32))
+            batched = jax.jit(lambda x: product(x, w))(x)
+            looped = jax.jit(lambda x: jax.lax.scan(lambda c, xt: (c, product(xt, w)), 0, x)[1])(x)
+            if not np.array_equal(np.asarray(batched), np.asarray(looped)):
+                found.append((h, k, b))
+        return found
+
+    assert differing(cells.linear) == []
+    assert differing(lambda x, w: x @ w.T)  # the mutation: XLA's matrix kernel

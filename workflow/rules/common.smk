@@ -108,8 +108,8 @@ TIMED_THREADS = max(THREADS, _cores or THREADS)
 # Scheduling (Snakemake's priority: among jobs ready at once, the higher first). Data first, then
 # the trainings, the longest first, then the timed jobs: trainings take one core each and run side
 # by side, a timed job takes every core; a timed job that starts first holds every training back,
-# and a long training started last leaves the other core idle at its end (at 1486371: training
-# started 18 s late and one core idled 23 s). TRAIN_ORDER: the default's longest trainings,
+# and a long training started last leaves the other core idle at its end (a fresh-clone run at
+# bbbbf9e: training started 18 s late and one core idled 23 s). TRAIN_ORDER: the default's longest trainings,
 # longest first (benchmarks/made/mnist/train.tsv and the others); any other trains after them.
 # The timed jobs come next and run back to back; figures, notebooks and summaries (priority 0)
 # wait for the last of them and then run side by side, instead of holding one core in the gaps
