@@ -119,7 +119,8 @@ class Candidate:
         prepare: called once, untimed, after the warm-up rounds and before any timed call (an
             ``auto`` run decides there when no warm-up round called it first).
         traced_warms_up: the traced program runs the timed program's own compiled code (JAX:
-            the same executables, one step at a time), so it warms the program up: the first
+            the same executables, one step at a time; PyTorch eager: the same operations on the
+            same shapes), so it warms the program up: the first
             warm-up round then calls it in place of the program, and it is not run again after
             the timed rounds (one whole run saved; its output is checked all the same).
     """

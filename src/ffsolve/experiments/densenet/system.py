@@ -382,8 +382,9 @@ def forward_candidate(model: DenseNet, batches: Sequence[Tensor], *, traced=None
     def program(deadline=None):  # auto's pilot may stop it between batches
         return solve_batches(system, "sequential", batches, deadline=deadline)
 
+    # The traced twin runs the same eager operations on the same shapes: it is the warm-up.
     return Candidate(RunSpec("sequential"), program, traced, tolerance=None,
-                     extra={} if extra is None else extra)
+                     extra={} if extra is None else extra, traced_warms_up=True)
 
 
 def solve_batches(system: LayerSystem, method: str, batches: Sequence[Tensor],
@@ -645,7 +646,8 @@ def candidates(problem: Problem, runs: Sequence[RunSpec], device, *, top5_patien
         else:  # auto's pilot may stop it after the step in progress
             def program(system=system, m=spec.method, deadline=None):
                 return solve_batches(system, m, batches, deadline=deadline)
-        out.append(Candidate(spec, program, traced, tolerance=None if top5 else tolerance, extra=extra))
+        out.append(Candidate(spec, program, traced, tolerance=None if top5 else tolerance, extra=extra,
+                             traced_warms_up=True))
     return out, reference
 
 

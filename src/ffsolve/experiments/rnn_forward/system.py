@@ -177,8 +177,10 @@ def _native_candidate(case: Case, weights, inputs, s0, u, reference, device, ext
         }
 
     native = to_numpy_leaves(run(s0, u))[0]  # also compiles JAX's scan before any timing
+    # The traced twin is one call of the timed program: it is the warm-up.
     return Candidate(RunSpec(NATIVE), program, traced,
-                     native_tolerance(case, weights, inputs, native, reference()), extra=dict(extra or {}))
+                     native_tolerance(case, weights, inputs, native, reference()), extra=dict(extra or {}),
+                     traced_warms_up=True)
 
 
 def tolerance(spec: RunSpec) -> Tolerance | None:
@@ -253,7 +255,10 @@ def candidates(case: Case, weights: Mapping[str, np.ndarray], inputs: np.ndarray
             }
 
         run_extra = {**dict(extra or {}), **({"damping": damping} if spec.method == "damped_newton" else {})}
-        out.append(Candidate(spec, program, traced, tolerance(spec), extra=run_extra))
+        # PyTorch's traced solve runs the same eager operations on the same shapes, so it is the
+        # warm-up; JAX's traced solve is another program than the compiled one it would warm up.
+        out.append(Candidate(spec, program, traced, tolerance(spec), extra=run_extra,
+                             traced_warms_up=case.framework == "torch"))
     # auto (ffsolve.kit.auto): the fastest run that gives the loop's bits (at tol 0). PyTorch's
     # loop costs the same per step, so its first 2% of the T steps, scaled by T / k, predict it,
     # and the parallel methods run first under deadlines, the loop last. JAX's loop is one
