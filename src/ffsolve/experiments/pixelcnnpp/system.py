@@ -233,7 +233,8 @@ def component_choices(model: PixelCNNPP, params, noise: mixture.Noise, flat: Arr
 @partial(jax.jit, static_argnums=0)
 def _component_choices(model: PixelCNNPP, params, noise: mixture.Noise, flat: Array):
     # Compiled once per model and shapes: run op by op, the pass compiled each of its ~150
-    # operations on every call (about 5 s of the measure job, after its timing).
+    # operations on every call (the measure job's work after its timing took 5.6 s that way,
+    # 2.4 s compiled: the rule run alone, before and after, its log's timestamps).
     images = jnp.reshape(flat, noise.value.shape)
     mix = mixture.split(model.apply({"params": params}, images), noise.value.shape[-1])
     scores = mix.logits + (-jnp.log(-jnp.log(noise.component)))
